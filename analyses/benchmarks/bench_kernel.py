@@ -1,0 +1,175 @@
+"""Benchmark the pairwise kernel against a dense implementation and a polynomial floor.
+
+All three compute the value and gradient (in U, V and the coefficients) of the
+residual sum of squares sum_{m,i} (Y_mi - 1/(N-1) sum_{j!=i} phi(X_mi^T U V^T X_mj))^2
+on the same data, timed side by side in one run (interleaved repetitions,
+median wall time, compilation excluded):
+
+* ``kernel``: ``bayes_ips.pairwise.sq_loss`` (local support, chunked);
+* ``dense``: the straightforward JAX version that builds the dense
+  (M, N, N, n_basis) B-spline basis by the Cox--de Boor recursion;
+* ``floor``: phi replaced by one global cubic polynomial (scores, a cubic at
+  each score, means over j): no knots and no basis, which no spline kernel can beat.
+
+It also measures, in a fresh subprocess, the peak resident memory of
+``bayes_ips.pairwise.gram`` at M = 1e6 (the whole process: data included).
+
+Usage::
+
+    python analyses/benchmarks/bench_kernel.py [--M 16000] [--repeats 7] [--skip-memory]
+
+The last two lines are ``speedup_vs_dense=<float>`` and ``slowdown_vs_floor=<float>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayes_ips.pairwise import pair_scores, sq_loss
+from bayes_ips.spline import full_knot_vector, make_knots, n_basis, quantile_breaks
+
+
+def dense_basis(u: jax.Array, t: jax.Array, degree: int) -> jax.Array:
+    """All B-splines at every score by the textbook recursion: (..., n_basis)."""
+    u = u[..., None]
+    B = ((u >= t[:-1]) & (u < t[1:])).astype(u.dtype)
+    # right end belongs to the last non-empty interval
+    last = jnp.max(jnp.nonzero(t[1:] > t[:-1], size=t.shape[0] - 1, fill_value=0)[0])
+    B = B.at[..., last].add(jnp.where(u[..., 0] == t[-1], 1.0, 0.0))
+    for p in range(1, degree + 1):
+        d1 = t[p:-1] - t[: -p - 1]
+        d2 = t[p + 1 :] - t[1:-p]
+        w1 = jnp.where(d1 > 0, (u - t[: -p - 1]) / jnp.where(d1 > 0, d1, 1.0), 0.0)
+        w2 = jnp.where(d2 > 0, (t[p + 1 :] - u) / jnp.where(d2 > 0, d2, 1.0), 0.0)
+        B = w1 * B[..., :-1] + w2 * B[..., 1:]
+    return B
+
+
+def dense_loss(U, V, coef, X, Y, t, degree):
+    N = X.shape[1]
+    S = pair_scores(X, U, V)
+    B = dense_basis(S, t, degree)  # (M, N, N, n_basis)
+    phi = B @ coef
+    off = (1.0 - jnp.eye(N)) / (N - 1)
+    return jnp.sum((Y - jnp.sum(phi * off, axis=-1)) ** 2)
+
+
+def floor_loss(U, V, a, X, Y):
+    N = X.shape[1]
+    S = pair_scores(X, U, V)
+    phi = a[0] + S * (a[1] + S * (a[2] + S * a[3]))
+    off = (1.0 - jnp.eye(N)) / (N - 1)
+    return jnp.sum((Y - jnp.sum(phi * off, axis=-1)) ** 2)
+
+
+def _time(fn, args, repeats):
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+MEMORY_SNIPPET = """
+import resource, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+import numpy as np
+from bayes_ips.pairwise import gram
+from bayes_ips.spline import make_knots
+M, N, d, K = int(sys.argv[1]), 8, 5, 40
+key = jax.random.PRNGKey(0)
+kx, ky, ku, kv = jax.random.split(key, 4)
+X = jax.random.uniform(kx, (M, N, d), minval=-1.0, maxval=1.0)
+Y = jax.random.normal(ky, (M, N))
+U = jax.random.normal(ku, (d, 1)); V = jax.random.normal(kv, (d, 1))
+n = jnp.sqrt(jnp.sum((U @ V.T) ** 2)); U = U / n
+knots = make_knots(np.linspace(-2.0, 2.0, K + 1), 3, 1)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+g = jax.block_until_ready(gram(U, V, X, Y, knots))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(f"{peak / 1024:.1f} {base / 1024:.1f} {int(g.n_obs)}")
+"""
+
+
+def peak_memory_mb(M: int) -> tuple[float, float]:
+    """Peak RSS (MiB) of a fresh process running ``gram`` at this M, and its RSS before."""
+    res = subprocess.run(
+        [sys.executable, "-c", MEMORY_SNIPPET, str(M)], capture_output=True, text=True, check=True
+    )
+    peak, base, n_obs = res.stdout.split()
+    assert int(n_obs) == M * 8
+    return float(peak), float(base)
+
+
+def main(args: argparse.Namespace) -> dict[str, float]:
+    jax.config.update("jax_enable_x64", True)
+    M, N, d, r, K, s = args.M, 8, 5, 1, 40, 3
+    key = jax.random.PRNGKey(args.seed)
+    kx, ky, ku, kv, kc = jax.random.split(key, 5)
+    X = jax.random.uniform(kx, (M, N, d), minval=-1.0, maxval=1.0)
+    U = jax.random.normal(ku, (d, r))
+    V = jax.random.normal(kv, (d, r))
+    U = U / jnp.sqrt(jnp.sum((U @ V.T) ** 2))
+    S = pair_scores(X, U, V)
+    knots = make_knots(quantile_breaks(np.asarray(S), K), s, 1)
+    nb = n_basis(knots)
+    coef = jax.random.normal(kc, (nb,))
+    Y = jax.random.normal(ky, (M, N))
+    t = full_knot_vector(knots)
+    a = jax.random.normal(kc, (4,))
+
+    kern = jax.jit(jax.value_and_grad(lambda U, V, c: sq_loss(U, V, c, X, Y, knots), (0, 1, 2)))
+    dense = jax.jit(
+        jax.value_and_grad(lambda U, V, c: dense_loss(U, V, c, X, Y, t, s), (0, 1, 2))
+    )
+    floor = jax.jit(jax.value_and_grad(lambda U, V, a: floor_loss(U, V, a, X, Y), (0, 1, 2)))
+
+    # correctness first: kernel and dense agree on value and gradient
+    vk, gk = kern(U, V, coef)
+    vd, gd = dense(U, V, coef)
+    np.testing.assert_allclose(vk, vd, rtol=1e-9)
+    for x, y in zip(gk, gd, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-7, atol=1e-9)
+    floor(U, V, a)  # compile
+
+    times = {"kernel": [], "dense": [], "floor": []}
+    for _ in range(args.repeats):  # interleaved, so load changes hit all three alike
+        times["kernel"] += _time(kern, (U, V, coef), 1)
+        times["dense"] += _time(dense, (U, V, coef), 1)
+        times["floor"] += _time(floor, (U, V, a), 1)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    print(f"M={M} N={N} d={d} r={r} K={K} degree={s} n_basis={nb} repeats={args.repeats}")
+    for k, v in med.items():
+        print(f"{k:>7s}: median {v * 1e3:9.2f} ms  (min {min(times[k]) * 1e3:.2f} ms)")
+    if not args.skip_memory:
+        peak, base = peak_memory_mb(1_000_000)
+        print(
+            f"gram at M=1e6, N=8, d=5, K=40: peak RSS {peak:.0f} MiB "
+            f"(process before the call: {base:.0f} MiB, of which X is 305 MiB); "
+            f"F alone would be {1e6 * 8 * (K + 3) * 8 / 2**30:.2f} GiB"
+        )
+    speedup = med["dense"] / med["kernel"]
+    slowdown = med["kernel"] / med["floor"]
+    print(f"speedup_vs_dense={speedup:.2f}")
+    print(f"slowdown_vs_floor={slowdown:.2f}")
+    return {"speedup_vs_dense": speedup, "slowdown_vs_floor": slowdown}
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--M", type=int, default=16000)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-memory", action="store_true")
+    main(p.parse_args())
