@@ -132,7 +132,55 @@ def _interval(u: jax.Array, breaks: jax.Array) -> jax.Array:
     for j in range(1, breaks.shape[-1] - 1):
         k = k + (u >= breaks[j]).astype(jnp.int32)
     # materialise k once: otherwise XLA fuses (recomputes) it into every consumer
-    return jax.lax.optimization_barrier(k)
+    return _materialise(k, breaks)
+
+
+def _materialise(x, ref: jax.Array):
+    """``x`` unchanged, but computed into memory before any consumer reads it.
+
+    XLA's CPU backend fuses producers into all their consumers: an interval index
+    read by six gathers would be recomputed six times, and gathers get fused into
+    (single-threaded) reductions.  ``lax.optimization_barrier`` is dropped by the
+    CPU pipeline; a conditional on a runtime predicate is not, and XLA must write
+    its operand to memory.  The predicate (a bit test on ``ref[..., 0]``, a runtime
+    array) is always true but cannot be constant-folded.  Only on CPU: other
+    backends get ``x`` as is.  ``x`` is any pytree of arrays.
+    """
+    if jax.default_backend() != "cpu":
+        return x
+    r = jnp.ravel(ref)[0]
+    bits = jax.lax.bitcast_convert_type(r, jnp.int32 if r.dtype.itemsize == 4 else jnp.int64)
+    pred = (bits | 1) != 0
+    return jax.lax.cond(pred, lambda t: t, lambda t: jax.tree.map(jnp.zeros_like, t), x)
+
+
+def _piece_eval(u: jax.Array, a: jax.Array, breaks: jax.Array, derivative: bool = False):
+    """Interval, local coordinate, value (and ``d phi / du``) of a piecewise polynomial.
+
+    ``a`` is the ``(K, s + 1)`` table of :func:`piece_coefficients`.  Used by the
+    kernels of :mod:`bayes_ips.pairwise`, which supply their own derivative rules:
+    the breakpoints get no derivative through ``z`` (as in :func:`locate`).
+
+    Returns
+    -------
+    k, z, value, and ``d value / du`` if ``derivative`` (else ``None``); all of the
+    shape of ``u`` and materialised (see :func:`_materialise`).
+    """
+    b = jax.lax.stop_gradient(breaks)
+    s = a.shape[-1] - 1
+    k = _interval(u, b)
+    invh = (1.0 / jnp.diff(b))[k]
+    z = (u - b[:-1][k]) * invh
+    out = a[:, s][k]
+    der = jnp.zeros_like(out) if derivative else None
+    for p in range(s - 1, -1, -1):
+        if derivative:
+            der = der * z + out
+        out = out * z + a[:, p][k]
+    if derivative:
+        der = der * invh
+    z, out, der = _materialise((z, out, der), b)
+    return k, z, out, der
 
 
 def _mul_linear(p: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:

@@ -11,6 +11,9 @@ median wall time, compilation excluded):
 * ``floor``: phi replaced by one global cubic polynomial (scores, a cubic at
   each score, means over j): no knots and no basis, which no spline kernel can beat.
 
+``gram`` (the sufficient statistics F^T F, F^T Y, Y^T Y) is timed alongside (not in
+the ratios).  X, Y and the knots are passed to every jitted function as arguments.
+
 It also measures, in a fresh subprocess, the peak resident memory of
 ``bayes_ips.pairwise.gram`` at M = 1e6 (the whole process: data included).
 
@@ -33,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayes_ips.pairwise import pair_scores, sq_loss
+from bayes_ips.pairwise import gram, pair_scores, sq_loss
 from bayes_ips.spline import full_knot_vector, make_knots, n_basis, quantile_breaks
 
 
@@ -88,17 +91,29 @@ import numpy as np
 from bayes_ips.pairwise import gram
 from bayes_ips.spline import make_knots
 M, N, d, K = int(sys.argv[1]), 8, 5, 40
-key = jax.random.PRNGKey(0)
-kx, ky, ku, kv = jax.random.split(key, 4)
-X = jax.random.uniform(kx, (M, N, d), minval=-1.0, maxval=1.0)
-Y = jax.random.normal(ky, (M, N))
-U = jax.random.normal(ku, (d, 1)); V = jax.random.normal(kv, (d, 1))
-n = jnp.sqrt(jnp.sum((U @ V.T) ** 2)); U = U / n
+# data made with numpy (jax.random at this size would inflate the baseline RSS)
+rng = np.random.default_rng(0)
+X = rng.uniform(-1.0, 1.0, (M, N, d))
+Y = rng.normal(size=(M, N))
+U = rng.normal(size=(d, 1)); V = rng.normal(size=(d, 1))
+U = U / np.sqrt(np.sum((U @ V.T) ** 2))
 knots = make_knots(np.linspace(-2.0, 2.0, K + 1), 3, 1)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm_mib():
+    # VmHWM is the peak RSS of this process image; ru_maxrss is not used because
+    # Linux carries it over from the parent across fork + exec (the parent may have
+    # run the dense benchmark, several GiB).
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = hwm_mib()
 g = jax.block_until_ready(gram(U, V, X, Y, knots))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(f"{peak / 1024:.1f} {base / 1024:.1f} {int(g.n_obs)}")
+peak = hwm_mib()
+print(f"{peak:.1f} {base:.1f} {int(g.n_obs)}")
 """
 
 
@@ -129,25 +144,36 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     t = full_knot_vector(knots)
     a = jax.random.normal(kc, (4,))
 
-    kern = jax.jit(jax.value_and_grad(lambda U, V, c: sq_loss(U, V, c, X, Y, knots), (0, 1, 2)))
-    dense = jax.jit(
-        jax.value_and_grad(lambda U, V, c: dense_loss(U, V, c, X, Y, t, s), (0, 1, 2))
+    # Data and knots are jit *arguments* (runtime arrays, as in the library), not
+    # closed-over constants that XLA could fold into the compiled program.
+    kern = jax.jit(
+        jax.value_and_grad(lambda U, V, c, X, Y, kn: sq_loss(U, V, c, X, Y, kn), (0, 1, 2))
     )
-    floor = jax.jit(jax.value_and_grad(lambda U, V, a: floor_loss(U, V, a, X, Y), (0, 1, 2)))
+    dense = jax.jit(
+        jax.value_and_grad(lambda U, V, c, X, Y, t: dense_loss(U, V, c, X, Y, t, s), (0, 1, 2))
+    )
+    floor = jax.jit(jax.value_and_grad(floor_loss, (0, 1, 2)))
+    gram_j = jax.jit(gram)
+    kargs = (U, V, coef, X, Y, knots)
+    dargs = (U, V, coef, X, Y, t)
+    fargs = (U, V, a, X, Y)
+    gargs = (U, V, X, Y, knots)
 
     # correctness first: kernel and dense agree on value and gradient
-    vk, gk = kern(U, V, coef)
-    vd, gd = dense(U, V, coef)
+    vk, gk = kern(*kargs)
+    vd, gd = dense(*dargs)
     np.testing.assert_allclose(vk, vd, rtol=1e-9)
     for x, y in zip(gk, gd, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-7, atol=1e-9)
-    floor(U, V, a)  # compile
+    floor(*fargs)  # compile
+    gram_j(*gargs)
 
-    times = {"kernel": [], "dense": [], "floor": []}
-    for _ in range(args.repeats):  # interleaved, so load changes hit all three alike
-        times["kernel"] += _time(kern, (U, V, coef), 1)
-        times["dense"] += _time(dense, (U, V, coef), 1)
-        times["floor"] += _time(floor, (U, V, a), 1)
+    times = {"kernel": [], "dense": [], "floor": [], "gram": []}
+    for _ in range(args.repeats):  # interleaved, so load changes hit all alike
+        times["kernel"] += _time(kern, kargs, 1)
+        times["dense"] += _time(dense, dargs, 1)
+        times["floor"] += _time(floor, fargs, 1)
+        times["gram"] += _time(gram_j, gargs, 1)
     med = {k: float(np.median(v)) for k, v in times.items()}
     print(f"M={M} N={N} d={d} r={r} K={K} degree={s} n_basis={nb} repeats={args.repeats}")
     for k, v in med.items():

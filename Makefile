@@ -1,0 +1,48 @@
+# Two commands do everything from a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+OUT    ?= out
+STAMP  := $(VENV)/.installed
+STAMP_DEV := $(VENV)/.installed-dev
+
+.PHONY: demo test lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(STAMP_DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@ $(STAMP)
+
+# The main job on the embedded local default: simulate, fit ERM, evaluate, plot.
+demo: $(STAMP)
+	@mkdir -p $(OUT)
+	$(BIN)/bayes-ips simulate --M 2000 --N 8 --d 5 --rank 1 --phi tanh --noise 0.1 \
+		--tokens cube --seed 0 --out $(OUT)/data.npz
+	$(BIN)/bayes-ips fit-erm $(OUT)/data.npz --rank 1 --seed 0 --out $(OUT)/erm.nc
+	$(BIN)/bayes-ips evaluate $(OUT)/erm.nc --truth $(OUT)/data.npz --json $(OUT)/erm_error.json
+	$(BIN)/bayes-ips plot $(OUT)/erm.nc --truth $(OUT)/data.npz --out $(OUT)/erm_fit.png
+	@echo "demo outputs in $(OUT)/: data.npz erm.nc erm_error.json erm_fit.png"
+
+test: $(STAMP_DEV)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP_DEV)
+	$(BIN)/ruff check bayes_ips models analyses tests
+	$(BIN)/ruff format --check bayes_ips models analyses tests
+
+format: $(STAMP_DEV)
+	$(BIN)/ruff format bayes_ips models analyses tests
+	$(BIN)/ruff check --fix bayes_ips models analyses tests
+
+bench: $(STAMP)
+	$(BIN)/python analyses/benchmarks/bench_kernel.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

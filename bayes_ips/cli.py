@@ -1,0 +1,320 @@
+"""The ``bayes-ips`` command line.
+
+Commands (a stable contract: other tools drive the package through it)::
+
+    bayes-ips simulate --M 2000 --N 8 --d 5 --rank 1 --phi tanh --noise 0.1 \\
+        --tokens cube --seed 0 --out data.npz
+    bayes-ips fit-erm data.npz --rank 1 [--degree s] [--n-basis K] [--restarts R] \\
+        [--seed S] --out erm.nc
+    bayes-ips predict FIT --pairs pairs.npz --out g.npz
+    bayes-ips evaluate FIT --truth data.npz
+    bayes-ips plot FIT [--truth data.npz] --out fig.png
+
+Bad input prints one line, ``bayes-ips: error: ...``, and exits with status 2;
+no output file is written (every writer is atomic).  Set ``BAYES_IPS_DEBUG=1``
+to get tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        raise SystemExit(_fail(f"{message} (see '{self.prog} --help')"))
+
+
+def _fail(message: str) -> int:
+    print(f"bayes-ips: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return v
+
+
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return v
+
+
+def _out_path(path: str, suffixes: tuple[str, ...]) -> str:
+    from bayes_ips.errors import InputError
+
+    if not path.endswith(suffixes):
+        raise InputError(f"output {path!r} must end with {' or '.join(suffixes)}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError(f"cannot write {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise InputError(f"cannot write {path}: directory {directory} is not writable")
+    return path
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+
+    from bayes_ips.errors import InputError
+    from bayes_ips.io import Dataset, save_dataset
+    from bayes_ips.simulate import TokenLaw, make_truth, simulate
+
+    _out_path(args.out, (".npz",))
+    if args.beta is not None and not args.beta > 0:
+        raise InputError(f"beta must be > 0, got {args.beta}")
+    A = None
+    if args.A_file:
+        from bayes_ips.io import _open_npz
+
+        z = _open_npz(args.A_file)
+        if "A" not in z:
+            raise InputError(f"{args.A_file} has no 'A' array")
+        A = z["A"]
+    law = TokenLaw(args.tokens, args.d, rho=args.rho or 0.0)
+    key = jax.random.PRNGKey(args.seed)
+    k_truth, k_data = jax.random.split(key)
+    truth = make_truth(
+        k_truth, args.d, args.rank, phi=args.phi, beta=args.beta, tokens=law,
+        noise_sd=args.noise, noise=args.noise_law, A=A,
+    )
+    X, Y = simulate(k_data, truth, args.M, args.N)
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    meta = {"seed": args.seed, "command": "simulate", "config": config}
+    save_dataset(args.out, Dataset(np.asarray(X), np.asarray(Y), truth, meta))
+    print(
+        f"wrote {args.out}: X {tuple(X.shape)}, Y {tuple(Y.shape)}; phi* = {truth.phi.family} "
+        f"(beta = {truth.phi.beta}), tokens = {law.family}, noise sd = {args.noise}"
+    )
+    return 0
+
+
+def _erm_config(args: argparse.Namespace, d: int):
+    from bayes_ips.erm import ERMConfig
+    from bayes_ips.errors import InputError
+
+    degree = args.degree
+    cfg = ERMConfig(
+        rank=args.rank, degree=degree, k_rule=args.k_rule, multiplicity=args.knot_multiplicity,
+        beta=args.beta, restarts=args.restarts,
+    )
+    s = cfg.resolved_degree()
+    n_int = args.n_intervals
+    if args.n_basis is not None:
+        if n_int is not None:
+            raise InputError("give --n-basis or --n-intervals, not both")
+        m = args.knot_multiplicity
+        extra = args.n_basis - (s + 1)
+        if extra < 0 or extra % m:
+            raise InputError(
+                f"--n-basis {args.n_basis} is impossible for degree {s} and knot multiplicity "
+                f"{m}: it must be {s + 1} + {m} * (K - 1) for K >= 1 intervals"
+            )
+        n_int = extra // m + 1
+    import dataclasses
+
+    return dataclasses.replace(cfg, n_intervals=n_int).validate(d)
+
+
+def cmd_fit_erm(args: argparse.Namespace) -> int:
+    import jax
+
+    from bayes_ips.erm import fit_erm
+    from bayes_ips.io import load_dataset, save_fit
+
+    _out_path(args.out, (".nc",))
+    data = load_dataset(args.data)
+    cfg = _erm_config(args, data.X.shape[2])
+    t0 = time.perf_counter()
+    fit = fit_erm(jax.random.PRNGKey(args.seed), data.X, data.Y, cfg, seed=args.seed, progress=True)
+    fit.info["wall_time_s"] = time.perf_counter() - t0
+    save_fit(args.out, fit)
+    tc = fit.info["theory_condition"]
+    cond = "unknown (beta not given)" if tc["holds"] is None else (
+        f"{'holds' if tc['holds'] else 'FAILS'}: r d = {tc['lhs']} vs "
+        f"(M / log M)^(1/(2 beta + 1)) = {tc['rhs']:.2f}"
+    )
+    print(
+        f"wrote {args.out}: K = {fit.info['K']} intervals ({fit.info['k_rule']}), degree "
+        f"{fit.info['degree']}, train MSE {fit.info['train_mse']:.4g}, "
+        f"sigma_hat {fit.info['sigma_hat']:.4g}, {fit.info['wall_time_s']:.1f} s; "
+        f"theory condition {cond}"
+    )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from bayes_ips.io import load_fit, load_pairs, save_npz
+
+    _out_path(args.out, (".npz",))
+    fit = load_fit(args.fit)
+    x, y = load_pairs(args.pairs, d=fit.A.shape[0])
+    g = np.asarray(fit.predict(x, y))
+    save_npz(args.out, g=g)
+    print(f"wrote {args.out}: g for {len(g)} pairs")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import jax
+
+    from bayes_ips.io import atomic_write, load_dataset, load_fit
+    from bayes_ips.metrics import l2_error
+
+    if args.json:
+        _out_path(args.json, (".json",))
+    fit = load_fit(args.fit)
+    data = load_dataset(args.truth, need_truth=True)
+    if data.truth.A.shape != fit.A.shape:
+        from bayes_ips.errors import InputError
+
+        raise InputError(f"the fit has d = {fit.A.shape[0]}, the truth d = {data.truth.A.shape[0]}")
+    res = l2_error(jax.random.PRNGKey(args.seed), fit.predict, data.truth, args.pairs)
+    print(
+        f"L2(rho) error {res.error:.6g} +- {res.se:.2g} (MC s.e., {res.n_pairs} held-out pairs); "
+        f"relative to Var(g*): {res.relative:.4g}"
+    )
+    if args.json:
+        with atomic_write(args.json) as tmp, open(tmp, "w") as f:
+            json.dump({**res.as_dict(), "fit": args.fit, "truth": args.truth, "seed": args.seed}, f)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+
+    from bayes_ips.io import atomic_write, load_dataset, load_fit
+    from bayes_ips.pairwise import pair_scores
+    from bayes_ips.plots import plot_erm_fit
+
+    _out_path(args.out, (".png", ".pdf", ".svg"))
+    fit = load_fit(args.fit)
+    truth, scores = None, None
+    if args.truth:
+        data = load_dataset(args.truth)
+        truth = data.truth
+        if truth is None:
+            N = data.X.shape[1]
+            S = np.asarray(pair_scores(data.X[:2000], fit.U, fit.V))
+            scores = S[:, ~np.eye(N, dtype=bool)].ravel()
+    fig = plot_erm_fit(fit, truth, scores, key=jax.random.PRNGKey(args.seed))
+    with atomic_write(args.out) as tmp:
+        fig.savefig(tmp, dpi=130, format=os.path.splitext(args.out)[1][1:])
+    print(f"wrote {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bayes-ips", description="Learn pairwise interactions of attention-style IPS.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("simulate", help="simulate a dataset with its truth")
+    s.add_argument("--M", type=_positive_int, required=True, help="number of samples")
+    s.add_argument("--N", type=_positive_int, required=True, help="tokens per sample (>= 2)")
+    s.add_argument("--d", type=_positive_int, required=True, help="token dimension")
+    s.add_argument("--rank", type=_positive_int, default=1)
+    s.add_argument("--phi", default="tanh", help="tanh | sin | holder | bspline")
+    s.add_argument("--beta", type=_finite_float, help="smoothness (holder, bspline)")
+    s.add_argument("--noise", type=_finite_float, default=0.1, help="noise sd")
+    s.add_argument("--noise-law", default="gaussian", help="gaussian | uniform | rademacher")
+    s.add_argument("--tokens", default="cube", help="cube | gaussian | anisotropic | correlated")
+    s.add_argument("--rho", type=_finite_float, help="within-sample correlation (correlated)")
+    s.add_argument("--A-file", help=".npz with a user-given A (d, d)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_simulate)
+
+    f = sub.add_parser("fit-erm", help="fit by variable-projection ERM")
+    f.add_argument("data")
+    f.add_argument("--rank", type=_positive_int, default=1)
+    f.add_argument("--degree", type=int, help="spline degree (default 3)")
+    f.add_argument("--n-basis", type=_positive_int, help="number of basis functions")
+    f.add_argument("--n-intervals", type=_positive_int, help="number of knot intervals K")
+    f.add_argument("--k-rule", default="gcv", help="gcv (default) | theory")
+    f.add_argument("--knot-multiplicity", type=_positive_int, default=1)
+    f.add_argument("--beta", type=_finite_float, help="smoothness of phi*, if known")
+    f.add_argument("--restarts", type=_positive_int, default=4)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", required=True)
+    f.set_defaults(func=cmd_fit_erm)
+
+    q = sub.add_parser("predict", help="predict g on pairs")
+    q.add_argument("fit")
+    q.add_argument("--pairs", required=True, help=".npz with x (P, d) and y (P, d)")
+    q.add_argument("--out", required=True)
+    q.set_defaults(func=cmd_predict)
+
+    e = sub.add_parser("evaluate", help="L2(rho) error against the truth")
+    e.add_argument("fit")
+    e.add_argument("--truth", required=True, help="a simulated data file")
+    e.add_argument("--pairs", type=_positive_int, default=20000, help="held-out pairs")
+    e.add_argument("--seed", type=int, default=12345)
+    e.add_argument("--json", help="also write the result to this .json")
+    e.set_defaults(func=cmd_evaluate)
+
+    g = sub.add_parser("plot", help="figure of the fit (against the truth when known)")
+    g.add_argument("fit")
+    g.add_argument("--truth", help="the data file (with or without truth)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", required=True)
+    g.set_defaults(func=cmd_plot)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    from bayes_ips import enable_x64
+    from bayes_ips.errors import InputError
+
+    enable_x64()
+    try:
+        return int(args.func(args) or 0)
+    except InputError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+    except Exception as e:  # unexpected: still one line unless debugging
+        if os.environ.get("BAYES_IPS_DEBUG"):
+            raise
+        print(
+            f"bayes-ips: internal error: {type(e).__name__}: {e} "
+            "(set BAYES_IPS_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

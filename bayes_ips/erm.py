@@ -1,0 +1,418 @@
+"""Empirical risk minimisation over rank-r A and splines phi: the estimator the theory covers.
+
+The loss
+
+    L(A, c) = (1/(M N)) sum_{m,i} (Y[m,i] - (F(A) c)[m,i])^2
+
+is linear-quadratic in ``c`` for fixed ``A``.  We use *variable projection*: the
+ridge-stabilised minimiser ``c*(A) = (F^T F + lam I)^{-1} F^T Y`` is computed in
+closed form from the chunked Gram statistics (:func:`bayes_ips.pairwise.gram`),
+and BFGS (``optimistix``) minimises the projected loss over the factors ``U, V``.
+By the envelope theorem its gradient is the gradient of ``L(A, c)`` at fixed
+``c = c*(A)``, so each step costs one Gram pass and one value-and-gradient pass
+of the shared kernel.
+
+Gauge.  The fit is parameterised by ``A = U V^T / ||U V^T||_F`` (the scale of A
+is fixed; phi absorbs it).  On return, the sign is fixed so that the
+largest-magnitude entry of ``A`` is positive (the spline is reflected exactly,
+``phi(u) -> phi(-u)``), and ``U, V`` are the balanced SVD factors of ``A``.
+
+Defaults that adapt to the data (see README, "Choosing K"):
+
+* knots at empirical quantiles of the training scores (scores concentrate near
+  zero; equal-mass intervals put resolution where rho has mass);
+* the number of intervals ``K`` chosen by generalised cross-validation (GCV)
+  on a grid, at the fitted ``A`` (or the theory rule ``K ~ (M / log M)^{1/(2 beta + 1)}``
+  with ``k_rule="theory"``, or a fixed value);
+* deterministic multi-start: a moment (linearised) estimate of ``A`` followed by
+  random starts, all derived from the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+from jax.typing import ArrayLike
+
+from bayes_ips.errors import InputError, check_rank, check_xy
+from bayes_ips.pairwise import DEFAULT_CHUNK, gram, pair_scores, sq_loss
+from bayes_ips.simulate import gauge_fix
+from bayes_ips.spline import Knots, make_knots, n_basis, quantile_breaks, reflect, spline_eval
+
+__all__ = [
+    "ERMConfig",
+    "ERMFit",
+    "fit_erm",
+    "k_candidates",
+    "solve_coefficients",
+    "theory_condition",
+    "theory_k",
+]
+
+K_RULES = ("gcv", "theory")
+
+
+@dataclasses.dataclass(frozen=True)
+class ERMConfig:
+    """Settings of the ERM fit.
+
+    Attributes
+    ----------
+    rank : int
+        Rank r of A.
+    degree : int
+        Spline degree s (default 3: cubic; raised to ``ceil(beta) - 1`` for beta > 4).
+    n_intervals : int or None
+        Number of knot intervals K; None chooses it by ``k_rule``.
+    k_rule : {"gcv", "theory"}
+        ``gcv``: minimise generalised cross-validation over a grid of K.
+        ``theory``: ``K = ceil(2 (M / log M)^{1/(2 beta + 1)})`` (needs beta).
+    multiplicity : int
+        Interior knot multiplicity (1: C^{s-1} splines; s + 1: all piecewise
+        polynomials, the class of the theory).
+    beta : float or None
+        Smoothness of phi*, if known: used by ``k_rule="theory"`` and to report
+        the theory's condition ``r d <= (M / log M)^{1/(2 beta + 1)}``.
+    restarts : int
+        Number of starts (the first is the moment estimate).
+    ridge : float
+        Relative ridge: ``lam = ridge * trace(F^T F) / n_basis``.
+    max_steps : int
+        BFGS steps per start.
+    tol : float
+        BFGS relative and absolute tolerance.
+    """
+
+    rank: int = 1
+    degree: int | None = None
+    n_intervals: int | None = None
+    k_rule: str = "gcv"
+    multiplicity: int = 1
+    beta: float | None = None
+    restarts: int = 4
+    ridge: float = 1e-8
+    max_steps: int = 300
+    tol: float = 1e-8
+
+    def validate(self, d: int) -> ERMConfig:
+        check_rank(self.rank, d)
+        if self.k_rule not in K_RULES:
+            raise InputError(f"unknown K rule {self.k_rule!r}; choose from {', '.join(K_RULES)}")
+        if self.beta is not None and not (self.beta > 0):
+            raise InputError(f"beta must be > 0, got {self.beta}")
+        if self.k_rule == "theory" and self.n_intervals is None and self.beta is None:
+            raise InputError("k_rule='theory' needs beta")
+        if self.n_intervals is not None and (
+            int(self.n_intervals) != self.n_intervals or self.n_intervals < 1
+        ):
+            raise InputError(f"number of intervals must be a positive integer, got {self.n_intervals}")
+        deg = self.resolved_degree()
+        if deg < 0 or deg > 7:
+            raise InputError(f"spline degree must be in 0..7, got {deg}")
+        if not 1 <= self.multiplicity <= deg + 1:
+            raise InputError(
+                f"knot multiplicity must be in 1..degree+1 = 1..{deg + 1}, got {self.multiplicity}"
+            )
+        if int(self.restarts) != self.restarts or self.restarts < 1:
+            raise InputError(f"restarts must be a positive integer, got {self.restarts}")
+        if not (self.ridge >= 0) or not (self.tol > 0) or self.max_steps < 1:
+            raise InputError("ridge must be >= 0, tol > 0 and max_steps >= 1")
+        return self
+
+    def resolved_degree(self) -> int:
+        if self.degree is not None:
+            return int(self.degree)
+        if self.beta is not None and math.isfinite(self.beta) and self.beta > 4:
+            return int(math.ceil(self.beta)) - 1
+        return 3
+
+
+def theory_k(M: int, beta: float, constant: float = 2.0) -> int:
+    """``ceil(constant * (M / log M)^{1/(2 beta + 1)})``: the theory's order for K."""
+    return max(1, math.ceil(constant * (M / math.log(max(M, 3))) ** (1.0 / (2.0 * beta + 1.0))))
+
+
+def theory_condition(M: int, d: int, rank: int, beta: float | None) -> dict[str, Any]:
+    """Does ``r d <= (M / log M)^{1/(2 beta + 1)}`` hold?  (None when beta is unknown.)"""
+    if beta is None or not math.isfinite(beta):
+        return {"holds": None, "lhs": rank * d, "rhs": None, "beta": beta}
+    rhs = (M / math.log(max(M, 3))) ** (1.0 / (2.0 * beta + 1.0))
+    return {"holds": bool(rank * d <= rhs), "lhs": rank * d, "rhs": rhs, "beta": beta}
+
+
+def k_candidates(n_obs: int, n_max: int = 64, n_grid: int = 10) -> list[int]:
+    """Geometric grid of K from 2 up to ``min(n_max, n_obs / 25)`` (>= 4)."""
+    k_hi = int(np.clip(n_obs // 25, 4, n_max))
+    return sorted({int(round(k)) for k in np.geomspace(2, k_hi, n_grid)})
+
+
+@dataclasses.dataclass(frozen=True)
+class ERMFit:
+    """A fitted ``g(x, y) = phi_c(x^T A y)`` in the documented gauge.
+
+    Attributes
+    ----------
+    A : (d, d) array, unit Frobenius norm, largest-magnitude entry positive.
+    U, V : (d, r) arrays, balanced factors, ``A = U V^T``.
+    coef : (n_basis,) array
+    knots : Knots
+    config : ERMConfig
+    seed : int
+    info : dict
+        Diagnostics: training loss, noise estimate, K selection table, start
+        losses, BFGS steps, scores outside the knots, theory condition.
+    """
+
+    A: np.ndarray
+    U: np.ndarray
+    V: np.ndarray
+    coef: np.ndarray
+    knots: Knots
+    config: ERMConfig
+    seed: int
+    info: dict
+
+    def phi(self, u: ArrayLike) -> jax.Array:
+        """``phi_c(u)``, (...,) -> (...,)."""
+        return spline_eval(jnp.asarray(u), jnp.asarray(self.coef), self.knots)
+
+    def predict(self, x: ArrayLike, y: ArrayLike) -> jax.Array:
+        """``g(x_p, y_p)`` for pairs ``x, y`` of shape (P, d); returns (P,)."""
+        u = jnp.einsum("pi,ij,pj->p", jnp.asarray(x), jnp.asarray(self.A), jnp.asarray(y))
+        return self.phi(u)
+
+
+# --------------------------------------------------------------------------- math
+
+
+def _normalise(U: jax.Array, V: jax.Array) -> jax.Array:
+    """Scale U so that ``||U V^T||_F = 1``."""
+    nrm2 = jnp.sum((U.T @ U) * (V.T @ V))
+    return U / jnp.sqrt(nrm2)
+
+
+def solve_coefficients(FtF: ArrayLike, FtY: ArrayLike, ridge: float) -> tuple[jax.Array, jax.Array]:
+    """Ridge solution ``c = (F^T F + lam I)^{-1} F^T Y`` and its ``lam``."""
+    FtF = jnp.asarray(FtF)
+    nb = FtF.shape[0]
+    lam = ridge * jnp.trace(FtF) / nb + 1e-300
+    L = jnp.linalg.cholesky(FtF + lam * jnp.eye(nb))
+    c = jax.scipy.linalg.cho_solve((L, True), jnp.asarray(FtY))
+    return c, lam
+
+
+def _projected_loss(theta, args):
+    X, Y, knots, ridge, d, r, chunk = args
+    U = theta[: d * r].reshape(d, r)
+    V = theta[d * r :].reshape(d, r)
+    Un = _normalise(U, V)
+    st = gram(jax.lax.stop_gradient(Un), jax.lax.stop_gradient(V), X, Y, knots, chunk)
+    c, lam = solve_coefficients(st.FtF, st.FtY, ridge)
+    c = jax.lax.stop_gradient(c)
+    return (sq_loss(Un, V, c, X, Y, knots, chunk) + lam * jnp.sum(c**2)) / st.n_obs
+
+
+def _optimise(theta0, X, Y, knots, ridge, d, r, chunk, max_steps, tol):
+    solver = optx.BFGS(rtol=tol, atol=tol)
+    sol = optx.minimise(
+        _projected_loss,
+        solver,
+        theta0,
+        args=(X, Y, knots, ridge, d, r, chunk),
+        max_steps=max_steps,
+        throw=False,
+    )
+    loss = _projected_loss(sol.value, (X, Y, knots, ridge, d, r, chunk))
+    return sol.value, loss, sol.stats["num_steps"]
+
+
+_optimise_jit = jax.jit(_optimise, static_argnames=("d", "r", "chunk", "max_steps"))
+
+
+def _scores_sample(X: jax.Array, U: jax.Array, V: jax.Array, max_samples: int = 4000) -> np.ndarray:
+    Xs = X[:max_samples]
+    S = np.asarray(pair_scores(Xs, U, V))
+    N = X.shape[1]
+    return S[:, ~np.eye(N, dtype=bool)].ravel()
+
+
+def _knots_for(X, U, V, K: int, degree: int, multiplicity: int) -> Knots:
+    breaks = quantile_breaks(_scores_sample(X, U, V), K)
+    return make_knots(breaks, degree, multiplicity)
+
+
+def _moment_start(X: np.ndarray, Y: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linearised moment estimate: regress Y_i on vec(x_i xbar_{-i}^T), truncate to rank r.
+
+    If phi is roughly linear near 0, ``Y_i ~ a + phi'(0) x_i^T A xbar_{-i}``; the
+    ridge regression estimates ``phi'(0) A`` up to noise, and its rank-r SVD is
+    a start for A (good when phi'(0) != 0, harmless otherwise).
+    """
+    M, N, d = X.shape
+    rows = min(M * N, max(4000, 20 * d * d))
+    Xs = X.reshape(M * N, d)[:rows]
+    xbar = ((X.sum(axis=1, keepdims=True) - X) / (N - 1)).reshape(M * N, d)[:rows]
+    Z = (Xs[:, :, None] * xbar[:, None, :]).reshape(rows, d * d)
+    y = Y.reshape(-1)[:rows]
+    Z = Z - Z.mean(0)
+    y = y - y.mean()
+    G = Z.T @ Z
+    w = np.linalg.solve(G + 1e-6 * np.trace(G) / (d * d) * np.eye(d * d) + 1e-12 * np.eye(d * d), Z.T @ y)
+    P, s, Qt = np.linalg.svd(w.reshape(d, d))
+    root = np.sqrt(s[:rank] + 1e-12)
+    return P[:, :rank] * root, Qt[:rank].T * root
+
+
+def _starts(key: jax.Array, X: np.ndarray, Y: np.ndarray, rank: int, restarts: int) -> list[np.ndarray]:
+    d = X.shape[2]
+    U0, V0 = _moment_start(X, Y, rank)
+    starts = [np.concatenate([U0.ravel(), V0.ravel()])]
+    for k in jax.random.split(key, restarts - 1) if restarts > 1 else []:
+        starts.append(np.asarray(jax.random.normal(k, (2 * d * rank,))))
+    return starts
+
+
+def _gcv(X, Y, U, V, knots, ridge, n_a, chunk) -> dict[str, float]:
+    st = gram(U, V, X, Y, knots, chunk)
+    c, lam = solve_coefficients(st.FtF, st.FtY, ridge)
+    G = np.asarray(st.FtF)
+    c_np = np.asarray(c)
+    rss = float(st.YtY - 2 * c_np @ np.asarray(st.FtY) + c_np @ G @ c_np)
+    nb = G.shape[0]
+    df_c = float(np.trace(np.linalg.solve(G + float(lam) * np.eye(nb), G)))
+    n = float(st.n_obs)
+    df = df_c + n_a
+    score = (rss / n) / (1.0 - df / n) ** 2 if df < n else math.inf
+    return {"K": knots.n_intervals, "n_basis": nb, "rss": rss, "df": df, "gcv": score}
+
+
+def fit_erm(
+    key: jax.Array,
+    X: ArrayLike,
+    Y: ArrayLike,
+    config: ERMConfig = ERMConfig(),
+    *,
+    seed: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    progress: bool = False,
+) -> ERMFit:
+    """Fit ``g(x, y) = phi(x^T A y)`` by variable-projection ERM.
+
+    Parameters
+    ----------
+    key : PRNG key
+        Drives the random starts (the fit is deterministic given the key).
+    X : (M, N, d) array
+    Y : (M, N) array
+    config : ERMConfig
+    seed : int, optional
+        Recorded in the fit (the integer the key was made from).
+    progress : bool
+        Show a progress bar over the starts.
+
+    Returns
+    -------
+    ERMFit
+    """
+    X, Y = check_xy(X, Y)
+    M, N, d = X.shape
+    config.validate(d)
+    r = config.rank
+    s = config.resolved_degree()
+    m = config.multiplicity
+    n_obs = M * N
+    n_a = r * (2 * d - r) - 1  # dimension of {rank-r A, ||A||_F = 1}
+
+    if config.n_intervals is not None:
+        grid = [int(config.n_intervals)]
+    elif config.k_rule == "theory":
+        grid = [theory_k(M, config.beta)]
+    else:
+        grid = k_candidates(n_obs)
+    n_params_min = s + 1 + (min(grid) - 1) * m + n_a
+    if n_obs < 2 * n_params_min:
+        raise InputError(
+            f"M = {M} samples of N = {N} tokens give {n_obs} observations, too few for "
+            f"{n_params_min} parameters (rank {r}, d = {d}, degree {s}); need at least "
+            f"{2 * n_params_min}"
+        )
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    k_pilot = min(8, max(grid))
+
+    # 1. multi-start with a pilot basis
+    starts = _starts(key, X, Y, r, config.restarts)
+    iterator = starts
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(starts, desc="ERM starts", unit="start", leave=False)
+    results = []
+    for theta0 in iterator:
+        U0 = jnp.asarray(theta0[: d * r].reshape(d, r))
+        V0 = jnp.asarray(theta0[d * r :].reshape(d, r))
+        knots = _knots_for(Xj, _normalise(U0, V0), V0, k_pilot, s, m)
+        theta, loss, steps = _optimise_jit(
+            jnp.asarray(theta0), Xj, Yj, knots, config.ridge, d, r, chunk_size,
+            config.max_steps, config.tol,
+        )
+        results.append((float(loss), np.asarray(theta), int(steps)))
+    start_losses = [res[0] for res in results]
+    best = int(np.nanargmin(start_losses))
+    theta = jnp.asarray(results[best][1])
+
+    def factors(th):
+        U = th[: d * r].reshape(d, r)
+        V = th[d * r :].reshape(d, r)
+        return _normalise(U, V), V
+
+    # 2. choose K at the pilot A, refit A with it, re-place the knots
+    U, V = factors(theta)
+    table = [_gcv(Xj, Yj, U, V, _knots_for(Xj, U, V, K, s, m), config.ridge, n_a, chunk_size)
+             for K in grid]
+    K = table[int(np.argmin([t["gcv"] for t in table]))]["K"]
+    knots = _knots_for(Xj, U, V, K, s, m)
+    theta, _, steps2 = _optimise_jit(
+        theta, Xj, Yj, knots, config.ridge, d, r, chunk_size, config.max_steps, config.tol
+    )
+    U, V = factors(theta)
+    knots = _knots_for(Xj, U, V, K, s, m)
+    st = gram(U, V, Xj, Yj, knots, chunk_size)
+    c, _ = solve_coefficients(st.FtF, st.FtY, config.ridge)
+    loss = float(sq_loss(U, V, c, Xj, Yj, knots, chunk_size)) / n_obs
+
+    # 3. gauge: unit Frobenius norm (already), sign rule, balanced factors
+    A = np.asarray(U @ V.T)
+    A, factor = gauge_fix(A)
+    coef = np.asarray(c)
+    if factor < 0:
+        knots, c_ref = reflect(knots, coef)
+        coef = np.asarray(c_ref)
+    P, sv, Qt = np.linalg.svd(A)
+    Uf = P[:, :r] * np.sqrt(sv[:r])
+    Vf = Qt[:r].T * np.sqrt(sv[:r])
+
+    info = {
+        "train_mse": loss,
+        "sigma_hat": math.sqrt(max(loss, 0.0) * n_obs / max(n_obs - n_a - n_basis(knots), 1)),
+        "K": int(knots.n_intervals),
+        "n_basis": int(n_basis(knots)),
+        "degree": s,
+        "multiplicity": m,
+        "k_rule": "fixed" if config.n_intervals is not None else config.k_rule,
+        "k_table": table,
+        "start_losses": start_losses,
+        "best_start": best,
+        "bfgs_steps": [res[2] for res in results] + [int(steps2)],
+        "n_outside": int(st.n_outside),
+        "theory_condition": theory_condition(M, d, r, config.beta),
+        "M": M,
+        "N": N,
+        "d": d,
+    }
+    return ERMFit(A, Uf, Vf, coef, knots, config, -1 if seed is None else int(seed), info)

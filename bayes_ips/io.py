@@ -1,0 +1,243 @@
+"""Files: datasets and pair sets (``.npz``) and fits (netCDF), written atomically.
+
+Dataset ``.npz``
+    ``X`` float (M, N, d) and ``Y`` float (M, N); when simulated, also the truth:
+    ``A_true`` (d, d), ``phi_spec``, ``token_law`` and ``noise_law`` (JSON strings),
+    plus ``seed`` and ``config`` (JSON).  A file with only ``X`` and ``Y`` is valid.
+Pairs ``.npz``
+    ``x`` and ``y`` float (P, d).  Predictions are written as ``g`` (P,).
+Fit netCDF
+    An xarray Dataset with everything needed to predict: ``A`` (dim, dim_col),
+    ``U``, ``V`` (dim, rank), ``coef`` (basis), ``breaks`` (brk), and attributes
+    ``kind``, ``degree``, ``multiplicity``, ``config`` and ``info`` (JSON) and
+    ``seed``.
+
+Every writer goes through :func:`atomic_write`: the file appears complete under
+its name or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from bayes_ips import __version__
+from bayes_ips.activations import PhiSpec
+from bayes_ips.erm import ERMConfig, ERMFit
+from bayes_ips.errors import InputError, check_xy
+from bayes_ips.simulate import NoiseLaw, TokenLaw, Truth
+from bayes_ips.spline import make_knots
+
+__all__ = [
+    "Dataset",
+    "atomic_write",
+    "load_dataset",
+    "load_fit",
+    "load_pairs",
+    "save_dataset",
+    "save_fit",
+    "save_npz",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Samples and outputs, with the truth when known."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    truth: Truth | None = None
+    meta: dict = dataclasses.field(default_factory=dict)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, float) and math.isinf(o):
+        return "inf"
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def to_json(obj: Any) -> str:
+    """JSON with numpy scalars and arrays converted (infinities as 'inf')."""
+    return json.dumps(obj, default=_json_default, sort_keys=True, allow_nan=True)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError(f"cannot write {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise InputError(f"cannot write {path}: directory {directory} is not writable")
+    if os.path.isdir(path):
+        raise InputError(f"cannot write {path}: it is a directory")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
+    """Write an ``.npz`` atomically."""
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _open_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise InputError(f"cannot read {path} as .npz: {e}") from None
+
+
+def save_dataset(path: str | os.PathLike, data: Dataset) -> None:
+    """Write a dataset (and its truth, when known) to ``.npz``."""
+    arrays: dict[str, Any] = {"X": np.asarray(data.X), "Y": np.asarray(data.Y)}
+    if data.truth is not None:
+        t = data.truth
+        arrays.update(
+            A_true=np.asarray(t.A),
+            phi_spec=np.array(t.phi.to_json()),
+            token_law=np.array(t.tokens.to_json()),
+            noise_law=np.array(t.noise.to_json()),
+        )
+    arrays["meta"] = np.array(to_json(data.meta))
+    save_npz(path, **arrays)
+
+
+def load_dataset(path: str | os.PathLike, *, need_truth: bool = False) -> Dataset:
+    """Read and validate a dataset file."""
+    z = _open_npz(path)
+    for key in ("X", "Y"):
+        if key not in z:
+            raise InputError(f"{path} has no {key!r} array (keys: {', '.join(sorted(z)) or 'none'})")
+    X, Y = check_xy(z["X"], z["Y"])
+    truth = None
+    truth_keys = ("A_true", "phi_spec", "token_law", "noise_law")
+    present = [k for k in truth_keys if k in z]
+    if present and len(present) < len(truth_keys):
+        missing = sorted(set(truth_keys) - set(present))
+        raise InputError(f"{path} has a partial truth: missing {', '.join(missing)}")
+    if present:
+        A = np.asarray(z["A_true"], dtype=np.float64)
+        d = X.shape[2]
+        if A.shape != (d, d) or not np.all(np.isfinite(A)):
+            raise InputError(f"{path}: A_true must be a finite ({d}, {d}) array, got {A.shape}")
+        truth = Truth(
+            A,
+            PhiSpec.from_json(str(z["phi_spec"])),
+            TokenLaw.from_json(str(z["token_law"])),
+            NoiseLaw.from_json(str(z["noise_law"])),
+        )
+        if truth.tokens.d != d:
+            raise InputError(f"{path}: the token law has d = {truth.tokens.d}, X has d = {d}")
+    elif need_truth:
+        raise InputError(f"{path} holds no truth (A_true, phi_spec, token_law, noise_law)")
+    meta = {}
+    if "meta" in z:
+        try:
+            meta = json.loads(str(z["meta"]))
+        except ValueError:
+            raise InputError(f"{path}: corrupt meta entry") from None
+    return Dataset(X, Y, truth, meta)
+
+
+def load_pairs(path: str | os.PathLike, d: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read pairs ``x, y`` (P, d) from ``.npz``."""
+    z = _open_npz(path)
+    for key in ("x", "y"):
+        if key not in z:
+            raise InputError(f"{path} has no {key!r} array (keys: {', '.join(sorted(z)) or 'none'})")
+    x = np.asarray(z["x"], dtype=np.float64)
+    y = np.asarray(z["y"], dtype=np.float64)
+    if x.ndim != 2 or x.shape != y.shape:
+        raise InputError(f"pairs x and y must both have shape (P, d); got {x.shape} and {y.shape}")
+    if d is not None and x.shape[1] != d:
+        raise InputError(f"pairs have dimension {x.shape[1]} but the fit has d = {d}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise InputError("pairs contain NaN or inf")
+    return x, y
+
+
+def save_fit(path: str | os.PathLike, fit: ERMFit) -> None:
+    """Write an ERM fit to netCDF."""
+    ds = xr.Dataset(
+        {
+            "A": (("dim", "dim_col"), np.asarray(fit.A)),
+            "U": (("dim", "rank"), np.asarray(fit.U)),
+            "V": (("dim", "rank"), np.asarray(fit.V)),
+            "coef": (("basis",), np.asarray(fit.coef)),
+            "breaks": (("brk",), np.asarray(fit.knots.breaks)),
+        },
+        attrs={
+            "kind": "erm",
+            "bayes_ips_version": __version__,
+            "degree": int(fit.knots.degree),
+            "multiplicity": int(fit.knots.multiplicity),
+            "seed": int(fit.seed),
+            "config": to_json(dataclasses.asdict(fit.config)),
+            "info": to_json(fit.info),
+        },
+    )
+    with atomic_write(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+
+
+def load_fit(path: str | os.PathLike) -> ERMFit:
+    """Read a fit written by :func:`save_fit`."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"file not found: {path}")
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            ds = ds.load()
+    except Exception as e:  # h5py/xarray raise many types on corrupt files
+        raise InputError(f"cannot read {path} as a netCDF fit: {type(e).__name__}: {e}") from None
+    kind = ds.attrs.get("kind")
+    if kind != "erm":
+        raise InputError(f"{path} is not an ERM fit (kind = {kind!r})")
+    for key in ("A", "U", "V", "coef", "breaks"):
+        if key not in ds:
+            raise InputError(f"{path} has no {key!r} variable")
+    try:
+        cfg = json.loads(ds.attrs["config"])
+        info = json.loads(ds.attrs["info"])
+        knots = make_knots(ds["breaks"].values, int(ds.attrs["degree"]), int(ds.attrs["multiplicity"]))
+    except (KeyError, ValueError) as e:
+        raise InputError(f"{path}: corrupt fit attributes: {e}") from None
+    return ERMFit(
+        np.asarray(ds["A"].values),
+        np.asarray(ds["U"].values),
+        np.asarray(ds["V"].values),
+        np.asarray(ds["coef"].values),
+        knots,
+        ERMConfig(**cfg),
+        int(ds.attrs.get("seed", -1)),
+        info,
+    )

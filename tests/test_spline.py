@@ -1,0 +1,147 @@
+"""The B-spline basis against scipy.interpolate.BSpline."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.interpolate import BSpline
+
+from bayes_ips.spline import (
+    count_outside,
+    design_matrix,
+    full_knot_vector,
+    local_basis,
+    make_knots,
+    n_basis,
+    quantile_breaks,
+    reflect,
+    spline_eval,
+)
+
+# Inside the knot range basis values are in [0, 1] and both codes agree to round-off.
+# Outside, extrapolated pieces of degree up to 5 reach |B| ~ 1e3 and are sums of
+# terms of that size, so the agreement is relative to the largest value in the row.
+RTOL = 1e-11
+ROW_RTOL = 1e-12
+
+
+def _case(seed, degree, mult, n_int=7):
+    rng = np.random.default_rng(seed)
+    breaks = np.sort(rng.uniform(-1, 1, n_int + 1))
+    knots = make_knots(breaks, degree, mult)
+    coef = rng.normal(size=n_basis(knots))
+    # inside, outside on both sides, and exactly on every breakpoint
+    u = np.concatenate([rng.uniform(-1.5, 1.5, 500), breaks])
+    return knots, coef, u
+
+
+CASES = [(s, m) for s in range(0, 6) for m in sorted({1, max(1, s // 2), s + 1})]
+
+
+@pytest.mark.parametrize("degree,mult", CASES)
+def test_spline_matches_scipy_including_extrapolation(degree, mult):
+    knots, coef, u = _case(degree * 10 + mult, degree, mult)
+    t = np.asarray(full_knot_vector(knots))
+    assert len(t) == n_basis(knots) + degree + 1
+    ref = BSpline(t, coef, degree, extrapolate=True)(u)
+    got = np.asarray(spline_eval(jnp.asarray(u), jnp.asarray(coef), knots))
+    np.testing.assert_allclose(got, ref, rtol=RTOL, atol=RTOL)
+
+
+@pytest.mark.parametrize("degree,mult", CASES)
+def test_design_matrix_matches_scipy_basis(degree, mult):
+    knots, _, u = _case(degree * 10 + mult + 1, degree, mult)
+    t = np.asarray(full_knot_vector(knots))
+    nb = n_basis(knots)
+    ref = np.stack(
+        [BSpline(t, np.eye(nb)[k], degree, extrapolate=True)(u) for k in range(nb)], axis=1
+    )
+    got = np.asarray(design_matrix(u, knots))
+    row_scale = np.maximum(1.0, np.abs(ref).max(axis=1, keepdims=True))
+    assert np.all(np.abs(got - ref) <= ROW_RTOL * 50 * row_scale)  # 50: ~(s+1)^2 terms
+    inside = (u >= np.asarray(knots.breaks)[0]) & (u <= np.asarray(knots.breaks)[-1])
+    np.testing.assert_allclose(got[inside], ref[inside], atol=1e-13)
+    # local support: s + 1 functions per score, and they sum to one
+    first, vals = local_basis(jnp.asarray(u), knots)
+    assert vals.shape == (len(u), degree + 1)
+    assert np.all(np.abs(np.asarray(vals).sum(-1) - 1.0) <= ROW_RTOL * 50 * row_scale[:, 0])
+    assert np.all(np.asarray(first) + degree < nb)
+
+
+def test_full_multiplicity_spans_discontinuous_piecewise_polynomials():
+    """Multiplicity s+1: any piecewise cubic (jumps allowed) is reproduced exactly."""
+    degree = 3
+    breaks = np.array([-1.0, -0.3, 0.2, 1.0])
+    knots = make_knots(breaks, degree, degree + 1)
+    rng = np.random.default_rng(0)
+    polys = [np.polynomial.Polynomial(rng.normal(size=4)) for _ in range(3)]
+
+    def target(u):
+        k = np.clip(np.searchsorted(breaks, u, side="right") - 1, 0, 2)
+        return np.choose(k, [p(u) for p in polys])
+
+    u_fit = np.linspace(-1, 1, 301)
+    B = np.asarray(design_matrix(u_fit, knots))
+    assert B.shape[1] == 3 * 4  # (s+1) per interval, no continuity constraints
+    coef, *_ = np.linalg.lstsq(B, target(u_fit), rcond=None)
+    u = np.random.default_rng(1).uniform(-1, 1, 200)
+    np.testing.assert_allclose(
+        np.asarray(spline_eval(jnp.asarray(u), jnp.asarray(coef), knots)), target(u), atol=1e-9
+    )
+    # ... whereas simple knots cannot jump: the fit of a discontinuous target is not exact
+    simple = make_knots(breaks, degree, 1)
+    Bs = np.asarray(design_matrix(u_fit, simple))
+    cs, *_ = np.linalg.lstsq(Bs, target(u_fit), rcond=None)
+    assert np.max(np.abs(Bs @ cs - target(u_fit))) > 1e-3
+
+
+def test_gradient_in_u_and_coef():
+    knots, coef, u = _case(3, 3, 1)
+    u = u[(u > -1.4) & (u < 1.4)][:50]
+    from jax.test_util import check_grads
+
+    check_grads(
+        lambda uu, cc: spline_eval(uu, cc, knots), (jnp.asarray(u), jnp.asarray(coef)),
+        order=2, modes=["fwd", "rev"],
+    )
+
+
+def test_outside_scores_are_counted_and_extrapolated_not_clipped():
+    knots = make_knots(np.linspace(0, 1, 5), 3, 1)
+    coef = np.arange(n_basis(knots), dtype=float)
+    u = jnp.asarray([-0.5, 0.0, 0.5, 1.0, 1.7])
+    assert int(count_outside(u, knots)) == 2
+    vals = np.asarray(spline_eval(u, coef, knots))
+    # clipping would return phi(0) and phi(1) at -0.5 and 1.7
+    assert vals[0] != pytest.approx(vals[1]) and vals[-1] != pytest.approx(vals[-2])
+
+
+def test_reflect_is_exact():
+    knots, coef, u = _case(7, 3, 2)
+    rk, rc = reflect(knots, coef)
+    np.testing.assert_allclose(
+        np.asarray(spline_eval(jnp.asarray(-u), rc, rk)),
+        np.asarray(spline_eval(jnp.asarray(u), jnp.asarray(coef), knots)),
+        rtol=RTOL, atol=RTOL,
+    )
+
+
+def test_quantile_breaks_are_equal_mass_and_cover_the_data():
+    u = np.random.default_rng(0).standard_t(3, size=100_000)
+    b = quantile_breaks(u, 10)
+    assert b[0] == u.min() and b[-1] == u.max()
+    counts, _ = np.histogram(u, b)
+    # equal-mass intervals, up to subsampling noise of the quantiles (200k cap not hit)
+    assert np.all(np.abs(counts / len(u) - 0.1) < 0.005)
+    # ties (discrete scores) are merged rather than giving empty intervals
+    tied = quantile_breaks(np.repeat([0.0, 1.0, 2.0], 1000), 10)
+    assert np.all(np.diff(tied) > 0)
+
+
+@pytest.mark.parametrize(
+    "breaks,degree,mult",
+    [([0.0], 3, 1), ([0.0, 0.0, 1.0], 3, 1), ([0.0, np.nan], 3, 1), ([0, 1], 3, 5), ([0, 1], -1, 1)],
+)
+def test_bad_knots_are_refused(breaks, degree, mult):
+    with pytest.raises(ValueError):
+        make_knots(breaks, degree, mult)
