@@ -88,15 +88,25 @@ def atomic_write(path: str | os.PathLike) -> Iterator[str]:
         raise InputError(f"cannot write {path}: directory {directory} is not writable")
     if os.path.isdir(path):
         raise InputError(f"cannot write {path}: it is a directory")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror}") from None
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
@@ -110,10 +120,22 @@ def _open_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not os.path.exists(path):
         raise InputError(f"file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise InputError(f"cannot read {path} as .npz: {e}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise InputError(f"cannot read {path} as .npz: it holds a single array (.npy?)")
+    try:
+        with z:
             return {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise InputError(f"cannot read {path} as .npz: {e}") from None
+
+
+def _float_array(path: str | os.PathLike, name: str, a: np.ndarray) -> np.ndarray:
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise InputError(f"{path}: {name!r} must be numeric, got dtype {a.dtype}")
+    return np.asarray(a, dtype=np.float64)
 
 
 def save_dataset(path: str | os.PathLike, data: Dataset) -> None:
@@ -145,7 +167,7 @@ def load_dataset(path: str | os.PathLike, *, need_truth: bool = False) -> Datase
         missing = sorted(set(truth_keys) - set(present))
         raise InputError(f"{path} has a partial truth: missing {', '.join(missing)}")
     if present:
-        A = np.asarray(z["A_true"], dtype=np.float64)
+        A = _float_array(path, "A_true", z["A_true"])
         d = X.shape[2]
         if A.shape != (d, d) or not np.all(np.isfinite(A)):
             raise InputError(f"{path}: A_true must be a finite ({d}, {d}) array, got {A.shape}")
@@ -174,8 +196,8 @@ def load_pairs(path: str | os.PathLike, d: int | None = None) -> tuple[np.ndarra
     for key in ("x", "y"):
         if key not in z:
             raise InputError(f"{path} has no {key!r} array (keys: {', '.join(sorted(z)) or 'none'})")
-    x = np.asarray(z["x"], dtype=np.float64)
-    y = np.asarray(z["y"], dtype=np.float64)
+    x = _float_array(path, "x", z["x"])
+    y = _float_array(path, "y", z["y"])
     if x.ndim != 2 or x.shape != y.shape:
         raise InputError(f"pairs x and y must both have shape (P, d); got {x.shape} and {y.shape}")
     if d is not None and x.shape[1] != d:
