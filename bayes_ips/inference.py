@@ -1,0 +1,202 @@
+"""NUTS for the low-rank spline model: configuration, initialisation, running.
+
+The knots of the Bayesian model are fixed before sampling, from an ERM fit on the
+same data (quantiles of its scores, its GCV choice of K), so the basis is
+data-driven in the same way as for ERM.  Chains start from the ERM factors with
+jitter (``init="erm"``) or from the prior (``init="prior"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer import MCMC, NUTS, init_to_sample
+
+from bayes_ips.erm import ERMConfig, ERMFit, fit_erm
+from bayes_ips.errors import InputError, check_rank, check_xy
+from bayes_ips.models.lowrank_spline import lowrank_spline
+from bayes_ips.spline import Knots, make_knots, quantile_breaks
+
+__all__ = ["SamplerConfig", "NUTSRun", "model_knots", "run_nuts"]
+
+INITS = ("erm", "prior")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """Settings of a posterior run.
+
+    Attributes
+    ----------
+    rank : int
+    collapsed : bool
+        Integrate the spline coefficients out (recommended) or sample them.
+    chains, warmup, draws : int
+    init : {"erm", "prior"}
+    jitter : float
+        Relative jitter of the ERM start, per chain.
+    target_accept : float
+    max_tree_depth : int
+    n_intervals : int or None
+        Knot intervals of the model's basis; None takes the ERM fit's GCV choice.
+    degree : int
+    """
+
+    rank: int = 1
+    collapsed: bool = True
+    chains: int = 2
+    warmup: int = 500
+    draws: int = 500
+    init: str = "erm"
+    jitter: float = 0.1
+    target_accept: float = 0.85
+    max_tree_depth: int = 8
+    n_intervals: int | None = None
+    degree: int = 3
+
+    def validate(self, d: int) -> SamplerConfig:
+        check_rank(self.rank, d)
+        if self.init not in INITS:
+            raise InputError(f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
+        for name in ("chains", "warmup", "draws"):
+            v = getattr(self, name)
+            if int(v) != v or v < (1 if name != "warmup" else 0):
+                raise InputError(f"{name} must be a positive integer, got {v}")
+        if self.draws < 4:
+            raise InputError("draws must be >= 4 for diagnostics")
+        if not 0 < self.target_accept < 1:
+            raise InputError(f"target_accept must be in (0, 1), got {self.target_accept}")
+        if not self.jitter >= 0:
+            raise InputError(f"jitter must be >= 0, got {self.jitter}")
+        return self
+
+
+@dataclasses.dataclass
+class NUTSRun:
+    """What a posterior run produced (raw; see :mod:`bayes_ips.posterior`)."""
+
+    samples: dict[str, np.ndarray]  # (chains, draws, ...)
+    extra: dict[str, np.ndarray]  # sample stats, (chains, draws)
+    knots: Knots
+    y_scale: float
+    config: SamplerConfig
+    erm: ERMFit
+    seed: int
+    wall_time_s: float
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def model_knots(X: np.ndarray, fit: ERMFit, n_intervals: int | None, degree: int) -> Knots:
+    """Knots at quantiles of the ERM fit's training scores (K from ERM's GCV by default)."""
+    N = X.shape[1]
+    from bayes_ips.pairwise import pair_scores
+
+    S = np.asarray(pair_scores(X[:4000], fit.U, fit.V))
+    K = n_intervals or fit.info["K"]
+    return make_knots(quantile_breaks(S[:, ~np.eye(N, dtype=bool)], K), degree, 1)
+
+
+def _erm_init(key, fit: ERMFit, y_scale: float, chains: int, jitter: float) -> dict:
+    """Unconstrained initial values per chain: ERM factors with relative jitter."""
+    ku, kv = jax.random.split(key)
+    d, r = fit.U.shape
+    U = jnp.asarray(fit.U)[None] * (1 + jitter * jax.random.normal(ku, (chains, d, r)))
+    V = jnp.asarray(fit.V)[None] * (1 + jitter * jax.random.normal(kv, (chains, d, r)))
+    sigma = max(fit.info["sigma_hat"], 1e-3 * y_scale)
+    return {
+        "U": U,
+        "V": V,
+        "sigma": jnp.full((chains,), math.log(sigma)),  # unconstrained: log
+        "tau": jnp.full((chains,), math.log(0.1 * y_scale)),
+    }
+
+
+def run_nuts(
+    key: jax.Array,
+    X,
+    Y,
+    config: SamplerConfig = SamplerConfig(),
+    *,
+    erm: ERMFit | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+) -> NUTSRun:
+    """Run NUTS on the low-rank spline model.
+
+    Parameters
+    ----------
+    key : PRNG key
+    X : (M, N, d) array
+    Y : (M, N) array
+    config : SamplerConfig
+    erm : ERMFit, optional
+        A fit on the same data (fitted here when not given: it sets the knots and
+        the ``erm`` initialisation).
+    progress : bool
+        NumPyro progress bars (chains run sequentially).
+    """
+    import time
+
+    X, Y = check_xy(X, Y)
+    d = X.shape[2]
+    config.validate(d)
+    k_erm, k_init, k_run = jax.random.split(key, 3)
+    t0 = time.perf_counter()
+    if erm is None:
+        erm = fit_erm(k_erm, X, Y, ERMConfig(rank=config.rank))
+    if erm.U.shape != (d, config.rank):
+        raise InputError(f"the ERM fit has rank {erm.U.shape[1]}, the sampler rank {config.rank}")
+    knots = model_knots(X, erm, config.n_intervals, config.degree)
+    y_scale = float(np.sqrt(np.mean(Y**2)))
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    kernel = NUTS(
+        lowrank_spline,
+        target_accept_prob=config.target_accept,
+        max_tree_depth=config.max_tree_depth,
+        init_strategy=init_to_sample,
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=config.warmup,
+        num_samples=config.draws,
+        num_chains=config.chains,
+        chain_method="sequential",
+        progress_bar=progress,
+    )
+    init = None
+    if config.init == "erm":
+        init = _erm_init(k_init, erm, y_scale, config.chains, config.jitter)
+        if not config.collapsed:
+            init["c"] = _erm_coef_on(knots, erm, config.chains)
+    mcmc.run(
+        k_run,
+        Xj,
+        Yj,
+        rank=config.rank,
+        knots=knots,
+        y_scale=y_scale,
+        collapsed=config.collapsed,
+        extra_fields=("diverging", "num_steps", "energy", "accept_prob", "potential_energy"),
+        init_params=init,
+    )
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    return NUTSRun(
+        samples, extra, knots, y_scale, config, erm,
+        -1 if seed is None else int(seed), time.perf_counter() - t0,
+    )
+
+
+def _erm_coef_on(knots: Knots, erm: ERMFit, chains: int) -> jax.Array:
+    """ERM's phi projected on the model basis (least squares on a fine grid), per chain."""
+    from bayes_ips.spline import design_matrix
+
+    u = jnp.linspace(knots.breaks[0], knots.breaks[-1], 400)
+    B = design_matrix(u, knots)
+    c, *_ = jnp.linalg.lstsq(B, erm.phi(u))
+    return jnp.broadcast_to(c, (chains,) + c.shape)
