@@ -97,8 +97,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     key = jax.random.PRNGKey(args.seed)
     k_truth, k_data = jax.random.split(key)
     truth = make_truth(
-        k_truth, args.d, args.rank, phi=args.phi, beta=args.beta, tokens=law,
-        noise_sd=args.noise, noise=args.noise_law, A=A,
+        k_truth,
+        args.d,
+        args.rank,
+        phi=args.phi,
+        beta=args.beta,
+        tokens=law,
+        noise_sd=args.noise,
+        noise=args.noise_law,
+        A=A,
     )
     X, Y = simulate(k_data, truth, args.M, args.N)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
@@ -117,8 +124,12 @@ def _erm_config(args: argparse.Namespace, d: int):
 
     degree = args.degree
     cfg = ERMConfig(
-        rank=args.rank, degree=degree, k_rule=args.k_rule, multiplicity=args.knot_multiplicity,
-        beta=args.beta, restarts=args.restarts,
+        rank=args.rank,
+        degree=degree,
+        k_rule=args.k_rule,
+        multiplicity=args.knot_multiplicity,
+        beta=args.beta,
+        restarts=args.restarts,
     )
     s = cfg.resolved_degree()
     n_int = args.n_intervals
@@ -152,9 +163,13 @@ def cmd_fit_erm(args: argparse.Namespace) -> int:
     fit.info["wall_time_s"] = time.perf_counter() - t0
     save_fit(args.out, fit)
     tc = fit.info["theory_condition"]
-    cond = "unknown (beta not given)" if tc["holds"] is None else (
-        f"{'holds' if tc['holds'] else 'FAILS'}: r d = {tc['lhs']} vs "
-        f"(M / log M)^(1/(2 beta + 1)) = {tc['rhs']:.2f}"
+    cond = (
+        "unknown (beta not given)"
+        if tc["holds"] is None
+        else (
+            f"{'holds' if tc['holds'] else 'FAILS'}: r d = {tc['lhs']} vs "
+            f"(M / log M)^(1/(2 beta + 1)) = {tc['rhs']:.2f}"
+        )
     )
     print(
         f"wrote {args.out}: K = {fit.info['K']} intervals ({fit.info['k_rule']}), degree "
@@ -165,42 +180,84 @@ def cmd_fit_erm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_any(path: str):
+    """('erm', ERMFit) or ('posterior', (idata, Posterior)) by the file's kind."""
+    from bayes_ips.io import file_kind, load_fit
+
+    kind = file_kind(path)
+    if kind == "erm":
+        return kind, load_fit(path)
+    from bayes_ips.arviz_io import load_inference_data, posterior_from_idata
+
+    idata = load_inference_data(path)
+    return kind, (idata, posterior_from_idata(idata))
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from bayes_ips.io import load_fit, load_pairs, save_npz
+    from bayes_ips.io import load_pairs, save_npz
 
     _out_path(args.out, (".npz",))
-    fit = load_fit(args.fit)
-    x, y = load_pairs(args.pairs, d=fit.A.shape[0])
-    g = np.asarray(fit.predict(x, y))
-    save_npz(args.out, g=g)
-    print(f"wrote {args.out}: g for {len(g)} pairs")
+    kind, obj = _load_any(args.fit)
+    if kind == "erm":
+        x, y = load_pairs(args.pairs, d=obj.A.shape[0])
+        g = np.asarray(obj.predict(x, y))
+        save_npz(args.out, g=g)
+        print(f"wrote {args.out}: g for {len(g)} pairs")
+        return 0
+    from bayes_ips.posterior import predict
+
+    post = obj[1]
+    x, y = load_pairs(args.pairs, d=post.A.shape[-1])
+    res = predict(post, x, y, level=0.9)
+    save_npz(args.out, **res)
+    print(f"wrote {args.out}: posterior mean g and 90% band (g_lo, g_hi) for {len(x)} pairs")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import jax
 
-    from bayes_ips.io import atomic_write, load_dataset, load_fit
+    from bayes_ips.io import atomic_write, load_dataset
     from bayes_ips.metrics import l2_error
+
+    import numpy as np
+
+    from bayes_ips.errors import InputError
 
     if args.json:
         _out_path(args.json, (".json",))
-    fit = load_fit(args.fit)
+    kind, obj = _load_any(args.fit)
     data = load_dataset(args.truth, need_truth=True)
-    if data.truth.A.shape != fit.A.shape:
-        from bayes_ips.errors import InputError
+    d = obj.A.shape[0] if kind == "erm" else obj[1].A.shape[-1]
+    if data.truth.A.shape[0] != d:
+        raise InputError(f"the fit has d = {d}, the truth d = {data.truth.A.shape[0]}")
+    key = jax.random.PRNGKey(args.seed)
+    out = {"fit": args.fit, "truth": args.truth, "seed": args.seed, "kind": kind}
+    if kind == "erm":
+        res = l2_error(key, obj.predict, data.truth, args.pairs)
+    else:
+        from bayes_ips.posterior import draw_errors, g_draws
 
-        raise InputError(f"the fit has d = {fit.A.shape[0]}, the truth d = {data.truth.A.shape[0]}")
-    res = l2_error(jax.random.PRNGKey(args.seed), fit.predict, data.truth, args.pairs)
+        post = obj[1]
+        res = l2_error(key, lambda x, y: g_draws(post, x, y).mean(axis=(0, 1)), data.truth, args.pairs)
+        errs = draw_errors(key, post, data.truth, min(args.pairs, 5000))
+        q = np.quantile(errs, [0.05, 0.5, 0.95])
+        out["draw_error"] = {"q05": q[0], "median": q[1], "q95": q[2]}
     print(
         f"L2(rho) error {res.error:.6g} +- {res.se:.2g} (MC s.e., {res.n_pairs} held-out pairs); "
         f"relative to Var(g*): {res.relative:.4g}"
     )
+    if kind != "erm":
+        de = out["draw_error"]
+        print(
+            f"posterior of ||g_theta - g*||^2: median {de['median']:.4g}, "
+            f"90% interval [{de['q05']:.4g}, {de['q95']:.4g}]"
+        )
     if args.json:
         with atomic_write(args.json) as tmp, open(tmp, "w") as f:
-            json.dump({**res.as_dict(), "fit": args.fit, "truth": args.truth, "seed": args.seed}, f)
+            json.dump({**res.as_dict(), **out}, f, default=float)
     return 0
 
 
@@ -227,6 +284,112 @@ def cmd_plot(args: argparse.Namespace) -> int:
         fig.savefig(tmp, dpi=130, format=os.path.splitext(args.out)[1][1:])
     print(f"wrote {args.out}")
     return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import jax
+
+    from bayes_ips.arviz_io import save_inference_data
+    from bayes_ips.erm import ERMConfig, fit_erm
+    from bayes_ips.inference import SamplerConfig, sample_posterior
+    from bayes_ips.io import load_dataset
+
+    _out_path(args.out, (".nc",))
+    data = load_dataset(args.data)
+    cfg = SamplerConfig(
+        rank=args.rank, collapsed=not args.explicit, chains=args.chains, warmup=args.warmup,
+        draws=args.draws, init=args.init, n_intervals=args.n_intervals,
+    ).validate(data.X.shape[2])
+    key = jax.random.PRNGKey(args.seed)
+    k_erm, k_post = jax.random.split(key)
+    erm = fit_erm(k_erm, data.X, data.Y, ERMConfig(rank=args.rank), seed=args.seed, progress=True)
+    idata, post, run = sample_posterior(
+        k_post, data.X, data.Y, cfg, erm=erm, seed=args.seed, progress=True
+    )
+    save_inference_data(args.out, idata)
+    div = int(run.extra["diverging"].sum())
+    modes = idata.attrs["modes"]
+    print(
+        f"wrote {args.out}: {cfg.chains} chains x {cfg.draws} draws "
+        f"({'collapsed' if cfg.collapsed else 'explicit'} model, K = {run.knots.n_intervals} "
+        f"intervals), {div} divergences, {run.wall_time_s:.1f} s; modes: {modes}"
+    )
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from bayes_ips.arviz_io import diagnose, load_inference_data, plot_ppc, plot_rank
+    from bayes_ips.arviz_io import posterior_from_idata
+    from bayes_ips.errors import InputError
+    from bayes_ips.io import atomic_write, load_dataset
+    from bayes_ips.plots import plot_phi_band
+    from bayes_ips.posterior import phi_band
+
+    out = args.out_dir
+    if not os.path.isdir(out):
+        try:
+            os.makedirs(out)
+        except OSError as e:
+            raise InputError(f"cannot create {out}: {e.strerror}") from None
+    idata = load_inference_data(args.post)
+    post = posterior_from_idata(idata)
+    table, report = diagnose(idata)
+    with atomic_write(os.path.join(out, "summary.csv")) as tmp:
+        table.to_csv(tmp)
+    with atomic_write(os.path.join(out, "diagnostics.json")) as tmp, open(tmp, "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    for name, fn in (("rank.png", plot_rank), ("ppc.png", plot_ppc)):
+        with atomic_write(os.path.join(out, name)) as tmp:
+            fn(idata, tmp + ".png")
+            os.replace(tmp + ".png", tmp)
+    # phi band against ERM (and the truth), in the ERM's gauge
+    erm = _erm_from_idata(idata)
+    A_ref = erm.A
+    X = idata.constant_data["X"].values
+    N = X.shape[1]
+    S = np.einsum("mid,de,mje->mij", X[:2000], A_ref, X[:2000])[:, ~np.eye(N, dtype=bool)].ravel()
+    grid = np.linspace(*np.quantile(S, [0.005, 0.995]), 300)
+    band = phi_band(post, grid, A_ref)
+    truth = load_dataset(args.truth).truth if args.truth else None
+    fig = plot_phi_band(band, grid, erm=erm, truth=truth, A_ref=A_ref, scores=S)
+    with atomic_write(os.path.join(out, "phi_band.png")) as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
+    print(table.to_string(max_rows=20))
+    print(
+        f"divergences {report['divergences']}, max tree depth {report['tree_depth_max']}, "
+        f"E-BFMI {', '.join(f'{b:.2f}' for b in report['bfmi'])}, "
+        f"R-hat max {report['rhat_max']:.3f}, bulk ESS min {report['ess_bulk_min']:.0f}"
+    )
+    print(f"wrote {out}/: summary.csv diagnostics.json rank.png ppc.png phi_band.png")
+    if report["problems"]:
+        print("NOT CONVERGED:", file=sys.stderr)
+        for p in report["problems"]:
+            print(f"  - {p}", file=sys.stderr)
+        return 3 if args.strict else 0
+    print("no convergence problems found")
+    return 0
+
+
+def _erm_from_idata(idata):
+    """The ERM fit that set up the sampler (stored in the file's attributes)."""
+    import numpy as np
+
+    from bayes_ips.erm import ERMConfig, ERMFit
+    from bayes_ips.errors import InputError
+    from bayes_ips.spline import make_knots
+
+    raw = idata.attrs.get("erm")
+    try:
+        e = json.loads(raw) if isinstance(raw, str) else raw
+        knots = make_knots(e["breaks"], e["degree"], e["multiplicity"])
+        return ERMFit(
+            np.asarray(e["A"]), np.asarray(e["U"]), np.asarray(e["V"]), np.asarray(e["coef"]),
+            knots, ERMConfig(), -1, {},
+        )
+    except (TypeError, KeyError, ValueError) as err:
+        raise InputError(f"the posterior file lacks its ERM reference: {err}") from None
 
 
 # ----------------------------------------------------------------------------- parser
@@ -279,6 +442,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=12345)
     e.add_argument("--json", help="also write the result to this .json")
     e.set_defaults(func=cmd_evaluate)
+
+    m = sub.add_parser("sample", help="posterior inference by NUTS")
+    m.add_argument("data")
+    m.add_argument("--rank", type=_positive_int, default=1)
+    form = m.add_mutually_exclusive_group()
+    form.add_argument("--collapsed", action="store_true", help="integrate c out (default)")
+    form.add_argument("--explicit", action="store_true", help="sample c explicitly")
+    m.add_argument("--chains", type=_positive_int, default=2)
+    m.add_argument("--warmup", type=_positive_int, default=500)
+    m.add_argument("--draws", type=_positive_int, default=500)
+    m.add_argument("--init", default="erm", help="erm (default) | prior")
+    m.add_argument("--n-intervals", type=_positive_int, help="knot intervals (default: ERM's GCV)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--out", required=True)
+    m.set_defaults(func=cmd_sample)
+
+    dg = sub.add_parser("diagnose", help="convergence table and plots of a posterior")
+    dg.add_argument("post")
+    dg.add_argument("--out-dir", required=True)
+    dg.add_argument("--truth", help="the data file, to draw phi* in the band figure")
+    dg.add_argument("--strict", action="store_true", help="exit 3 when not converged")
+    dg.set_defaults(func=cmd_diagnose)
 
     g = sub.add_parser("plot", help="figure of the fit (against the truth when known)")
     g.add_argument("fit")

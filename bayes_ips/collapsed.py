@@ -5,9 +5,13 @@ the P-spline prior ``c ~ N(0, Q^{-1})``,
 
     Q(tau) = D^T D / tau^2 + I / kappa^2,
 
-(``D`` the matrix of second differences; the weak ridge ``1/kappa^2`` makes the prior
-proper on the constants and linear trends that ``D`` does not see), ``c`` can be
-integrated out exactly.  With ``G = F^T F``, ``b = F^T Y`` and ``H = G + sigma^2 Q``
+``c`` can be integrated out exactly.  ``D`` (:func:`curvature_penalty`) holds
+weighted second *divided* differences of the coefficients at the Greville
+abscissae, so that ``c^T D^T D c`` approximates ``int phi''(z)^2 dz`` in standardised
+score units and vanishes on linear functions even for the non-uniform (quantile)
+knots the package uses: plain second differences would penalise a linear phi
+there and bias the posterior.  The weak ridge ``1/kappa^2`` makes the prior proper
+on the constants and linear trends that ``D`` does not see.  With ``G = F^T F``, ``b = F^T Y`` and ``H = G + sigma^2 Q``
 (K x K, K = number of basis functions)
 
     log p(Y | A, sigma, tau) = -1/2 [ (Y^T Y - b^T H^{-1} b) / sigma^2
@@ -29,32 +33,56 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from bayes_ips.pairwise import GramStats
+from bayes_ips.spline import Knots, full_knot_vector, n_basis
 
 __all__ = [
     "ConditionalC",
     "collapsed_loglik",
     "conditional_c",
-    "difference_matrix",
+    "curvature_penalty",
+    "greville",
     "pspline_precision",
     "sample_conditional_c",
 ]
 
 
-def difference_matrix(n: int, order: int = 2) -> jax.Array:
-    """``(n - order, n)`` matrix of ``order``-th differences."""
-    D = jnp.eye(n)
-    for _ in range(order):
-        D = D[1:] - D[:-1]
-    return D
+def greville(knots: Knots) -> np.ndarray:
+    """Greville abscissae ``xi_k = mean(t_{k+1}, ..., t_{k+s})``: (n_basis,)."""
+    t = np.asarray(full_knot_vector(knots))
+    s = knots.degree
+    nb = n_basis(knots)
+    if s == 0:
+        return 0.5 * (t[:-1] + t[1:])[:nb]
+    return np.array([t[k + 1 : k + s + 1].mean() for k in range(nb)])
 
 
-def pspline_precision(n: int, tau: ArrayLike, kappa: float, order: int = 2) -> jax.Array:
-    """``Q = D^T D / tau^2 + I / kappa^2`` of shape (n, n)."""
-    D = difference_matrix(n, order)
-    return D.T @ D / jnp.asarray(tau) ** 2 + jnp.eye(n) / kappa**2
+def curvature_penalty(knots: Knots, scale: float) -> np.ndarray:
+    """``(n_basis - 2, n_basis)`` matrix ``D`` with ``||D c||^2 ~ int phi''(z)^2 dz``.
+
+    Second divided differences of ``c`` at the Greville abscissae (in units of
+    ``scale``, the score standard deviation), weighted by the square root of the
+    local spacing.  Exactly zero on linear functions.  Repeated Greville points
+    (knot multiplicity > 1) are separated by a tiny spacing.
+    """
+    xi = greville(knots) / scale
+    nb = xi.shape[0]
+    if nb < 3:
+        return np.zeros((0, nb))
+    h = np.maximum(np.diff(xi), 1e-6 * (xi[-1] - xi[0]))
+    D1 = (np.eye(nb)[1:] - np.eye(nb)[:-1]) / h[:, None]  # first divided differences
+    mid = 0.5 * (h[1:] + h[:-1])
+    D2 = (D1[1:] - D1[:-1]) / mid[:, None]
+    return D2 * np.sqrt(mid)[:, None]
+
+
+def pspline_precision(D: ArrayLike, tau: ArrayLike, kappa: float) -> jax.Array:
+    """``Q = D^T D / tau^2 + I / kappa^2`` of shape (n_basis, n_basis)."""
+    D = jnp.asarray(D)
+    return D.T @ D / jnp.asarray(tau) ** 2 + jnp.eye(D.shape[1]) / kappa**2
 
 
 class ConditionalC(NamedTuple):
@@ -108,6 +136,4 @@ def conditional_c(stats: GramStats, sigma: ArrayLike, Q: ArrayLike) -> Condition
 def sample_conditional_c(key: jax.Array, cond: ConditionalC) -> jax.Array:
     """One draw ``c = mean + sigma L^{-T} z`` with ``z ~ N(0, I)``."""
     z = jax.random.normal(key, cond.mean.shape, cond.mean.dtype)
-    return cond.mean + cond.sigma * jax.scipy.linalg.solve_triangular(
-        cond.chol.T, z, lower=False
-    )
+    return cond.mean + cond.sigma * jax.scipy.linalg.solve_triangular(cond.chol.T, z, lower=False)

@@ -111,7 +111,9 @@ class ERMConfig:
         if self.n_intervals is not None and (
             int(self.n_intervals) != self.n_intervals or self.n_intervals < 1
         ):
-            raise InputError(f"number of intervals must be a positive integer, got {self.n_intervals}")
+            raise InputError(
+                f"number of intervals must be a positive integer, got {self.n_intervals}"
+            )
         deg = self.resolved_degree()
         if deg < 0 or deg > 7:
             raise InputError(f"spline degree must be in 0..7, got {deg}")
@@ -263,13 +265,17 @@ def _moment_start(X: np.ndarray, Y: np.ndarray, rank: int) -> tuple[np.ndarray, 
     Z = Z - Z.mean(0)
     y = y - y.mean()
     G = Z.T @ Z
-    w = np.linalg.solve(G + 1e-6 * np.trace(G) / (d * d) * np.eye(d * d) + 1e-12 * np.eye(d * d), Z.T @ y)
+    w = np.linalg.solve(
+        G + 1e-6 * np.trace(G) / (d * d) * np.eye(d * d) + 1e-12 * np.eye(d * d), Z.T @ y
+    )
     P, s, Qt = np.linalg.svd(w.reshape(d, d))
     root = np.sqrt(s[:rank] + 1e-12)
     return P[:, :rank] * root, Qt[:rank].T * root
 
 
-def _starts(key: jax.Array, X: np.ndarray, Y: np.ndarray, rank: int, restarts: int) -> list[np.ndarray]:
+def _starts(
+    key: jax.Array, X: np.ndarray, Y: np.ndarray, rank: int, restarts: int
+) -> list[np.ndarray]:
     d = X.shape[2]
     U0, V0 = _moment_start(X, Y, rank)
     starts = [np.concatenate([U0.ravel(), V0.ravel()])]
@@ -358,8 +364,16 @@ def fit_erm(
         V0 = jnp.asarray(theta0[d * r :].reshape(d, r))
         knots = _knots_for(Xj, _normalise(U0, V0), V0, k_pilot, s, m)
         theta, loss, steps = _optimise_jit(
-            jnp.asarray(theta0), Xj, Yj, knots, config.ridge, d, r, chunk_size,
-            config.max_steps, config.tol,
+            jnp.asarray(theta0),
+            Xj,
+            Yj,
+            knots,
+            config.ridge,
+            d,
+            r,
+            chunk_size,
+            config.max_steps,
+            config.tol,
         )
         results.append((float(loss), np.asarray(theta), int(steps)))
     start_losses = [res[0] for res in results]
@@ -373,8 +387,10 @@ def fit_erm(
 
     # 2. choose K at the pilot A, refit A with it, re-place the knots
     U, V = factors(theta)
-    table = [_gcv(Xj, Yj, U, V, _knots_for(Xj, U, V, K, s, m), config.ridge, n_a, chunk_size)
-             for K in grid]
+    table = [
+        _gcv(Xj, Yj, U, V, _knots_for(Xj, U, V, K, s, m), config.ridge, n_a, chunk_size)
+        for K in grid
+    ]
     K = table[int(np.argmin([t["gcv"] for t in table]))]["K"]
     knots = _knots_for(Xj, U, V, K, s, m)
     theta, _, steps2 = _optimise_jit(

@@ -22,7 +22,7 @@ from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.models.lowrank_spline import lowrank_spline
 from bayes_ips.spline import Knots, make_knots, quantile_breaks
 
-__all__ = ["SamplerConfig", "NUTSRun", "model_knots", "run_nuts"]
+__all__ = ["NUTSRun", "SamplerConfig", "eval_pairs", "model_knots", "run_nuts", "sample_posterior"]
 
 INITS = ("erm", "prior")
 
@@ -83,6 +83,7 @@ class NUTSRun:
     samples: dict[str, np.ndarray]  # (chains, draws, ...)
     extra: dict[str, np.ndarray]  # sample stats, (chains, draws)
     knots: Knots
+    penalty: np.ndarray
     y_scale: float
     config: SamplerConfig
     erm: ERMFit
@@ -101,12 +102,25 @@ def model_knots(X: np.ndarray, fit: ERMFit, n_intervals: int | None, degree: int
     return make_knots(quantile_breaks(S[:, ~np.eye(N, dtype=bool)], K), degree, 1)
 
 
+def model_penalty(X: np.ndarray, fit: ERMFit, knots: Knots) -> np.ndarray:
+    """The curvature penalty of the model's basis, in units of the score sd."""
+    from bayes_ips.collapsed import curvature_penalty
+    from bayes_ips.pairwise import pair_scores
+
+    N = X.shape[1]
+    S = np.asarray(pair_scores(X[:4000], fit.U, fit.V))[:, ~np.eye(N, dtype=bool)]
+    return curvature_penalty(knots, float(S.std()))
+
+
 def _erm_init(key, fit: ERMFit, y_scale: float, chains: int, jitter: float) -> dict:
     """Unconstrained initial values per chain: ERM factors with relative jitter."""
     ku, kv = jax.random.split(key)
     d, r = fit.U.shape
-    U = jnp.asarray(fit.U)[None] * (1 + jitter * jax.random.normal(ku, (chains, d, r)))
-    V = jnp.asarray(fit.V)[None] * (1 + jitter * jax.random.normal(kv, (chains, d, r)))
+    R = math.sqrt(d * r)  # the radius the model's gauge factor prefers
+    U0 = jnp.asarray(fit.U) * R / np.linalg.norm(fit.U)
+    V0 = jnp.asarray(fit.V) * R / np.linalg.norm(fit.V)
+    U = U0[None] * (1 + jitter * jax.random.normal(ku, (chains, d, r)))
+    V = V0[None] * (1 + jitter * jax.random.normal(kv, (chains, d, r)))
     sigma = max(fit.info["sigma_hat"], 1e-3 * y_scale)
     return {
         "U": U,
@@ -153,11 +167,13 @@ def run_nuts(
         raise InputError(f"the ERM fit has rank {erm.U.shape[1]}, the sampler rank {config.rank}")
     knots = model_knots(X, erm, config.n_intervals, config.degree)
     y_scale = float(np.sqrt(np.mean(Y**2)))
+    penalty = model_penalty(X, erm, knots)
     Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
     kernel = NUTS(
         lowrank_spline,
         target_accept_prob=config.target_accept,
         max_tree_depth=config.max_tree_depth,
+        dense_mass=True,
         init_strategy=init_to_sample,
     )
     mcmc = MCMC(
@@ -179,6 +195,7 @@ def run_nuts(
         Yj,
         rank=config.rank,
         knots=knots,
+        penalty=penalty,
         y_scale=y_scale,
         collapsed=config.collapsed,
         extra_fields=("diverging", "num_steps", "energy", "accept_prob", "potential_energy"),
@@ -187,8 +204,15 @@ def run_nuts(
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
     return NUTSRun(
-        samples, extra, knots, y_scale, config, erm,
-        -1 if seed is None else int(seed), time.perf_counter() - t0,
+        samples,
+        extra,
+        knots,
+        penalty,
+        y_scale,
+        config,
+        erm,
+        -1 if seed is None else int(seed),
+        time.perf_counter() - t0,
     )
 
 
@@ -200,3 +224,97 @@ def _erm_coef_on(knots: Knots, erm: ERMFit, chains: int) -> jax.Array:
     B = design_matrix(u, knots)
     c, *_ = jnp.linalg.lstsq(B, erm.phi(u))
     return jnp.broadcast_to(c, (chains,) + c.shape)
+
+
+def eval_pairs(key: jax.Array, X: np.ndarray, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` pairs ``(X[m, i], X[m, j])``, ``i != j``, of random samples: draws from rho."""
+    M, N, _ = X.shape
+    km, ki, kj = jax.random.split(key, 3)
+    m = np.asarray(jax.random.randint(km, (n,), 0, M))
+    i = np.asarray(jax.random.randint(ki, (n,), 0, N))
+    j = (i + np.asarray(jax.random.randint(kj, (n,), 1, N))) % N  # j != i
+    return X[m, i], X[m, j]
+
+
+def sample_posterior(
+    key: jax.Array,
+    X,
+    Y,
+    config: SamplerConfig = SamplerConfig(),
+    *,
+    erm: ERMFit | None = None,
+    seed: int | None = None,
+    n_eval: int = 200,
+    progress: bool = True,
+):
+    """NUTS, then Rao-Blackwellisation, then an ArviZ InferenceData.
+
+    Returns
+    -------
+    idata : arviz.InferenceData
+    post : bayes_ips.posterior.Posterior
+    run : NUTSRun
+    """
+    from bayes_ips.arviz_io import PPC_MAX_VALUES, build_inference_data
+    from bayes_ips.posterior import (
+        g_draws,
+        mode_check,
+        posterior_from_run,
+        posterior_predictive_mean,
+    )
+
+    X, Y = check_xy(X, Y)
+    k_run, k_rb, k_eval, k_ppc = jax.random.split(key, 4)
+    run = run_nuts(k_run, X, Y, config, erm=erm, seed=seed, progress=progress)
+    post = posterior_from_run(k_rb, run, X, Y)
+    x_eval, y_eval = eval_pairs(k_eval, X, n_eval)
+    g_eval = g_draws(post, x_eval, y_eval, rao_blackwell=True)
+    mean_draw = posterior_predictive_mean(post, X)
+    C, D = post.shape
+    M, N, _ = X.shape
+    keep = max(1, min(D, PPC_MAX_VALUES // max(C * M * N, 1)))
+    draw_index = np.unique(np.linspace(0, D - 1, keep).round().astype(int))
+    noise = np.asarray(jax.random.normal(k_ppc, (C, len(draw_index), M, N)))
+    y_rep = mean_draw[:, draw_index] + post.sigma[:, draw_index, None, None] * noise
+    modes = mode_check(g_eval)
+    attrs = {
+        "kind": "posterior",
+        "model": "lowrank_spline",
+        "collapsed": int(config.collapsed),
+        "seed": -1 if seed is None else int(seed),
+        "config": dataclasses.asdict(config),
+        "degree": int(run.knots.degree),
+        "multiplicity": int(run.knots.multiplicity),
+        "y_scale": run.y_scale,
+        "wall_time_s": run.wall_time_s,
+        "modes": modes,
+        "erm": {
+            "A": np.asarray(run.erm.A).tolist(),
+            "U": np.asarray(run.erm.U).tolist(),
+            "V": np.asarray(run.erm.V).tolist(),
+            "coef": np.asarray(run.erm.coef).tolist(),
+            "breaks": np.asarray(run.erm.knots.breaks).tolist(),
+            "degree": int(run.erm.knots.degree),
+            "multiplicity": int(run.erm.knots.multiplicity),
+        },
+    }
+    idata = build_inference_data(
+        samples=run.samples,
+        extra=run.extra,
+        A=post.A,
+        sigma=post.sigma,
+        tau=post.tau,
+        c_mean=post.c_mean,
+        c_draw=post.c_draw,
+        g_eval=g_eval,
+        x_eval=x_eval,
+        y_eval=y_eval,
+        X=X,
+        Y=Y,
+        breaks=np.asarray(run.knots.breaks),
+        mean_draw=mean_draw,
+        draw_index=draw_index,
+        y_rep=y_rep,
+        attrs=attrs,
+    )
+    return idata, post, run

@@ -41,6 +41,7 @@ from bayes_ips.spline import make_knots
 __all__ = [
     "Dataset",
     "atomic_write",
+    "file_kind",
     "load_dataset",
     "load_fit",
     "load_pairs",
@@ -158,7 +159,9 @@ def load_dataset(path: str | os.PathLike, *, need_truth: bool = False) -> Datase
     z = _open_npz(path)
     for key in ("X", "Y"):
         if key not in z:
-            raise InputError(f"{path} has no {key!r} array (keys: {', '.join(sorted(z)) or 'none'})")
+            raise InputError(
+                f"{path} has no {key!r} array (keys: {', '.join(sorted(z)) or 'none'})"
+            )
     X, Y = check_xy(z["X"], z["Y"])
     truth = None
     truth_keys = ("A_true", "phi_spec", "token_law", "noise_law")
@@ -195,7 +198,9 @@ def load_pairs(path: str | os.PathLike, d: int | None = None) -> tuple[np.ndarra
     z = _open_npz(path)
     for key in ("x", "y"):
         if key not in z:
-            raise InputError(f"{path} has no {key!r} array (keys: {', '.join(sorted(z)) or 'none'})")
+            raise InputError(
+                f"{path} has no {key!r} array (keys: {', '.join(sorted(z)) or 'none'})"
+            )
     x = _float_array(path, "x", z["x"])
     y = _float_array(path, "y", z["y"])
     if x.ndim != 2 or x.shape != y.shape:
@@ -205,6 +210,25 @@ def load_pairs(path: str | os.PathLike, d: int | None = None) -> tuple[np.ndarra
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise InputError("pairs contain NaN or inf")
     return x, y
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """The ``kind`` attribute of a netCDF fit file: ``erm`` or ``posterior``."""
+    import h5netcdf
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"file not found: {path}")
+    try:
+        with h5netcdf.File(path, "r") as f:
+            kind = f.attrs.get("kind")
+    except Exception as e:  # corrupt files raise many types
+        raise InputError(f"cannot read {path} as a netCDF fit: {type(e).__name__}: {e}") from None
+    if isinstance(kind, bytes):
+        kind = kind.decode()
+    if kind not in ("erm", "posterior"):
+        raise InputError(f"{path} is neither an ERM fit nor a posterior (kind = {kind!r})")
+    return str(kind)
 
 
 def save_fit(path: str | os.PathLike, fit: ERMFit) -> None:
@@ -250,7 +274,9 @@ def load_fit(path: str | os.PathLike) -> ERMFit:
     try:
         cfg = json.loads(ds.attrs["config"])
         info = json.loads(ds.attrs["info"])
-        knots = make_knots(ds["breaks"].values, int(ds.attrs["degree"]), int(ds.attrs["multiplicity"]))
+        knots = make_knots(
+            ds["breaks"].values, int(ds.attrs["degree"]), int(ds.attrs["multiplicity"])
+        )
     except (KeyError, ValueError) as e:
         raise InputError(f"{path}: corrupt fit attributes: {e}") from None
     return ERMFit(

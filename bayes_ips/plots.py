@@ -17,7 +17,7 @@ from bayes_ips.activations import phi_eval
 from bayes_ips.erm import ERMFit
 from bayes_ips.simulate import Truth, g_true, sample_pairs
 
-__all__ = ["plot_erm_fit"]
+__all__ = ["plot_erm_fit", "plot_phi_band"]
 
 
 def plot_erm_fit(
@@ -104,4 +104,48 @@ def plot_erm_fit(
     else:
         ax.text(0.5, 0.5, f"K = {fit.info.get('K')} ({fit.info.get('k_rule')})", ha="center")
         ax.set_axis_off()
+    return fig
+
+
+def plot_phi_band(
+    band: dict,
+    grid: np.ndarray,
+    *,
+    erm: ERMFit | None = None,
+    truth: Truth | None = None,
+    A_ref: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
+    level: float = 0.9,
+) -> Figure:
+    """The posterior band for phi (draws aligned to the sign of ``A_ref``), with ERM and phi*.
+
+    Parameters
+    ----------
+    band : dict from :func:`bayes_ips.posterior.phi_band`
+    grid : (G,) scores
+    erm : ERMFit, optional (its phi is reflected if its A points against ``A_ref``)
+    truth : Truth, optional (likewise)
+    A_ref : (d, d) the reference gauge the band was aligned to
+    scores : optional histogram of scores in the background
+    """
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.subplots()
+    if scores is not None and len(scores):
+        hx = ax.twinx()
+        hx.hist(scores, bins=60, range=(grid[0], grid[-1]), color="0.88")
+        hx.set_yticks([])
+        ax.set_zorder(hx.get_zorder() + 1)
+        ax.patch.set_visible(False)
+    ax.fill_between(grid, band["lo"], band["hi"], color="C0", alpha=0.3, label=f"{level:.0%} band")
+    ax.plot(grid, band["mean"], "C0-", lw=2, label="posterior mean")
+    if erm is not None:
+        s = 1.0 if A_ref is None or float(np.sum(erm.A * A_ref)) >= 0 else -1.0
+        ax.plot(grid, np.asarray(erm.phi(s * grid)), "C1--", lw=1.5, label="ERM")
+    if truth is not None:
+        s = 1.0 if A_ref is None or float(np.sum(truth.A * A_ref)) >= 0 else -1.0
+        ax.plot(grid, np.asarray(phi_eval(truth.phi, s * grid)), "k:", lw=2, label=r"$\phi^*$")
+    ax.set_xlabel(r"score $u = x^\top A y$  (gauge $\|A\|_F = 1$)")
+    ax.set_ylabel(r"$\phi(u)$")
+    ax.legend(fontsize=8)
+    ax.set_title(r"posterior of $\phi$ (grey: scores)", fontsize=9)
     return fig

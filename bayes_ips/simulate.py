@@ -86,9 +86,7 @@ class TokenLaw:
             raise InputError(f"dimension d must be a positive integer, got {self.d}")
         if self.family == "anisotropic":
             if self.scales is None:
-                object.__setattr__(
-                    self, "scales", tuple(np.geomspace(2.0, 0.5, self.d).tolist())
-                )
+                object.__setattr__(self, "scales", tuple(np.geomspace(2.0, 0.5, self.d).tolist()))
             if len(self.scales) != self.d or min(self.scales) <= 0:
                 raise InputError(f"anisotropic scales must be {self.d} positive numbers")
         if self.family == "correlated":

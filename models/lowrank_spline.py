@@ -1,7 +1,9 @@
 """Low-rank attention-style IPS with a P-spline interaction function.
 
     U, V ~ N(0, 1)^(d x r)                 A = U V^T / ||U V^T||_F   (gauge: unit norm)
-    tau ~ HalfNormal(y_scale)              c | tau ~ N(0, Q(tau)^{-1})  (P-spline prior)
+    tau ~ HalfNormal(y_scale)              c | tau ~ N(0, Q(tau)^{-1})  (P-spline prior:
+                                           Q = D^T D / tau^2 + I / (10 y_scale)^2, D the
+                                           curvature penalty of bayes_ips.collapsed)
     sigma ~ HalfNormal(y_scale)
     Y[m, i] ~ N( 1/(N-1) sum_{j != i} phi_c(X[m,i]^T A X[m,j]), sigma^2 )
 
@@ -23,7 +25,7 @@ from bayes_ips.collapsed import collapsed_loglik, pspline_precision
 from bayes_ips.pairwise import DEFAULT_CHUNK, gram, pairwise_mean
 from bayes_ips.spline import Knots, n_basis
 
-__all__ = ["gauge_factors", "lowrank_spline"]
+__all__ = ["gauge_factors", "gauge_log_factor", "lowrank_spline"]
 
 KAPPA = 10.0  # weak ridge on c, in units of y_scale: prior sd of the level of phi
 
@@ -33,12 +35,25 @@ def gauge_factors(U, V):
     return U / jnp.sqrt(jnp.sum((U.T @ U) * (V.T @ V))), V
 
 
+RADIUS_SD = 0.1  # relative sd of ||U||_F and ||V||_F around sqrt(d r)
+
+
+def gauge_log_factor(U, V):
+    """Log-density on the non-identified radii and balance of the factors."""
+    d, r = U.shape
+    R = jnp.sqrt(d * r)
+    radial = (jnp.sqrt(jnp.sum(U**2)) / R - 1.0) ** 2 + (jnp.sqrt(jnp.sum(V**2)) / R - 1.0) ** 2
+    balance = jnp.sum((U.T @ U - V.T @ V) ** 2) / R**4
+    return -0.5 * (radial + balance) / RADIUS_SD**2
+
+
 def lowrank_spline(
     X,
     Y=None,
     *,
     rank: int,
     knots: Knots,
+    penalty,
     y_scale: float = 1.0,
     collapsed: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
@@ -47,11 +62,16 @@ def lowrank_spline(
     K = n_basis(knots)
     U = numpyro.sample("U", dist.Normal(0.0, 1.0).expand([d, rank]).to_event(2))
     V = numpyro.sample("V", dist.Normal(0.0, 1.0).expand([d, rank]).to_event(2))
+    # The likelihood sees only the direction of U V^T.  Pin the non-identified
+    # radial parts near sqrt(d r) (rotation-invariant, so the prior of A is
+    # unchanged) and balance U^T U with V^T V: this turns the cone-shaped ridge
+    # of the raw factors into a near-cylinder that an adapted mass matrix handles.
+    numpyro.factor("gauge", gauge_log_factor(U, V))
     Un, Vn = gauge_factors(U, V)
     numpyro.deterministic("A", Un @ Vn.T)
     tau = numpyro.sample("tau", dist.HalfNormal(y_scale))
     sigma = numpyro.sample("sigma", dist.HalfNormal(y_scale))
-    Q = pspline_precision(K, tau, KAPPA * y_scale)
+    Q = pspline_precision(penalty, tau, KAPPA * y_scale)
     if collapsed and Y is not None:
         stats = gram(Un, Vn, X, Y, knots, chunk_size)
         numpyro.factor("Y_marginal", collapsed_loglik(stats, sigma, Q))

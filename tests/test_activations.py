@@ -61,7 +61,8 @@ def test_json_round_trip_and_scale():
 
 
 @pytest.mark.parametrize(
-    "family,beta", [("relu", None), ("holder", None), ("holder", 0.0), ("holder", -1.0), ("bspline", 2.5)]
+    "family,beta",
+    [("relu", None), ("holder", None), ("holder", 0.0), ("holder", -1.0), ("bspline", 2.5)],
 )
 def test_bad_specs_are_refused(family, beta):
     with pytest.raises(InputError):

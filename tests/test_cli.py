@@ -255,8 +255,6 @@ def _unwritable_out(tmp):
     return ro / "fit.nc"
 
 
-
-
 def _npy_as_npz(tmp):
     path = tmp / "array.npz"
     with open(path, "wb") as f:

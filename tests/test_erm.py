@@ -83,7 +83,9 @@ def test_erm_finds_the_global_minimum_rank_two_holder_gaussian():
     def loss_at(U, V):
         knots = _knots_for(jnp.asarray(X), U, V, K, 3, 1)
         theta = jnp.concatenate([U.ravel(), V.ravel()])
-        return float(_projected_loss(theta, (jnp.asarray(X), jnp.asarray(Y), knots, 1e-8, d, r, 2048)))
+        return float(
+            _projected_loss(theta, (jnp.asarray(X), jnp.asarray(Y), knots, 1e-8, d, r, 2048))
+        )
 
     assert loss_at(jnp.asarray(fit.U), jnp.asarray(fit.V)) <= loss_at(U, V)
     err = l2_error(jax.random.PRNGKey(7), fit.predict, truth)
@@ -113,8 +115,14 @@ def test_envelope_gradient_is_the_gradient_of_the_projected_loss(problem):
     Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
     theta = jnp.asarray(np.random.default_rng(0).normal(size=2 * d * r))
     U0 = theta[: d * r].reshape(d, r)
-    knots = _knots_for(Xj, U0 / jnp.linalg.norm(U0) / jnp.linalg.norm(theta[d * r :]),
-                       theta[d * r :].reshape(d, r), 6, 3, 1)
+    knots = _knots_for(
+        Xj,
+        U0 / jnp.linalg.norm(U0) / jnp.linalg.norm(theta[d * r :]),
+        theta[d * r :].reshape(d, r),
+        6,
+        3,
+        1,
+    )
     args = (Xj, Yj, knots, 1e-6, d, r, 2048)
     grad = np.asarray(jax.grad(_projected_loss)(theta, args))
     eps = 1e-6

@@ -31,7 +31,9 @@ def _naive_design(X, U, V, knots):
     return F
 
 
-@pytest.fixture(scope="module", params=[(3, 1), (2, 3), (1, 1)], ids=["cubic", "pw-quadratic", "linear"])
+@pytest.fixture(
+    scope="module", params=[(3, 1), (2, 3), (1, 1)], ids=["cubic", "pw-quadratic", "linear"]
+)
 def case(request):
     degree, mult = request.param
     rng = np.random.default_rng(degree)
@@ -57,12 +59,15 @@ def test_design_matches_naive_loop(case):
 def test_pairwise_mean_and_loss_match_naive_loop_for_any_chunking(case, chunk):
     X, Y, U, V, knots, coef, F, _ = case
     np.testing.assert_allclose(
-        np.asarray(pairwise_mean(U, V, coef, X, knots, chunk_size=chunk)), F @ coef,
-        rtol=RTOL, atol=RTOL,
+        np.asarray(pairwise_mean(U, V, coef, X, knots, chunk_size=chunk)),
+        F @ coef,
+        rtol=RTOL,
+        atol=RTOL,
     )
     np.testing.assert_allclose(
         float(sq_loss(U, V, coef, X, Y, knots, chunk_size=chunk)),
-        np.sum((Y - F @ coef) ** 2), rtol=RTOL,
+        np.sum((Y - F @ coef) ** 2),
+        rtol=RTOL,
     )
 
 
@@ -84,18 +89,26 @@ def test_gram_matches_explicit_products(case, chunk):
 def test_gradients(case):
     X, Y, U, V, knots, coef, _, _ = case
     check_grads(
-        lambda U, V, c: sq_loss(U, V, c, X, Y, knots, chunk_size=5), (U, V, coef),
-        order=1, modes=["rev"],
+        lambda U, V, c: sq_loss(U, V, c, X, Y, knots, chunk_size=5),
+        (U, V, coef),
+        order=1,
+        modes=["rev"],
     )
     check_grads(
-        lambda U, V, c: pairwise_mean(U, V, c, X, knots, chunk_size=4), (U, V, coef),
-        order=1, modes=["fwd", "rev"],
+        lambda U, V, c: pairwise_mean(U, V, c, X, knots, chunk_size=4),
+        (U, V, coef),
+        order=1,
+        modes=["fwd", "rev"],
     )
     # the Gram statistics are differentiable in the factors (collapsed likelihoods)
     check_grads(
-        lambda U, V: jnp.sum(gram(U, V, X, Y, knots, chunk_size=5).FtF * 0.1)
-        + jnp.sum(gram(U, V, X, Y, knots, chunk_size=5).FtY),
-        (U, V), order=1, modes=["rev"],
+        lambda U, V: (
+            jnp.sum(gram(U, V, X, Y, knots, chunk_size=5).FtF * 0.1)
+            + jnp.sum(gram(U, V, X, Y, knots, chunk_size=5).FtY)
+        ),
+        (U, V),
+        order=1,
+        modes=["rev"],
     )
 
 

@@ -64,7 +64,9 @@ def test_outputs_match_a_naive_loop():
     for m in range(7):
         for i in range(4):
             u = [X[m, i] @ truth.A @ X[m, j] for j in range(4) if j != i]
-            assert Y[m, i] == pytest.approx(float(np.mean(np.asarray(phi_eval(truth.phi, np.array(u))))))
+            assert Y[m, i] == pytest.approx(
+                float(np.mean(np.asarray(phi_eval(truth.phi, np.array(u)))))
+            )
 
 
 def test_truth_is_gauge_fixed_with_the_asked_rank():

@@ -1,6 +1,5 @@
 """The B-spline basis against scipy.interpolate.BSpline."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -101,8 +100,10 @@ def test_gradient_in_u_and_coef():
     from jax.test_util import check_grads
 
     check_grads(
-        lambda uu, cc: spline_eval(uu, cc, knots), (jnp.asarray(u), jnp.asarray(coef)),
-        order=2, modes=["fwd", "rev"],
+        lambda uu, cc: spline_eval(uu, cc, knots),
+        (jnp.asarray(u), jnp.asarray(coef)),
+        order=2,
+        modes=["fwd", "rev"],
     )
 
 
@@ -122,7 +123,8 @@ def test_reflect_is_exact():
     np.testing.assert_allclose(
         np.asarray(spline_eval(jnp.asarray(-u), rc, rk)),
         np.asarray(spline_eval(jnp.asarray(u), jnp.asarray(coef), knots)),
-        rtol=RTOL, atol=RTOL,
+        rtol=RTOL,
+        atol=RTOL,
     )
 
 
@@ -140,7 +142,13 @@ def test_quantile_breaks_are_equal_mass_and_cover_the_data():
 
 @pytest.mark.parametrize(
     "breaks,degree,mult",
-    [([0.0], 3, 1), ([0.0, 0.0, 1.0], 3, 1), ([0.0, np.nan], 3, 1), ([0, 1], 3, 5), ([0, 1], -1, 1)],
+    [
+        ([0.0], 3, 1),
+        ([0.0, 0.0, 1.0], 3, 1),
+        ([0.0, np.nan], 3, 1),
+        ([0, 1], 3, 5),
+        ([0, 1], -1, 1),
+    ],
 )
 def test_bad_knots_are_refused(breaks, degree, mult):
     with pytest.raises(ValueError):

@@ -1,0 +1,278 @@
+"""The only module that knows ArviZ's API (0.2x on Python 3.11; 1.x differs).
+
+It turns a NUTS run plus its Rao-Blackwellised posterior into an
+``InferenceData`` with named dims and coords:
+
+posterior
+    ``A`` (dim, dim_col, gauge-fixed), ``sigma``, ``tau``, ``g_eval`` (eval_pair),
+    ``c_mean`` (basis, conditional means), and the raw ``c_draw`` (basis, draws
+    from the conditional, for bands), ``U``, ``V`` (dim, rank): kept, never diagnosed.
+sample_stats
+    ``diverging``, ``tree_depth``, ``n_steps``, ``energy``, ``acceptance_rate``, ``lp``.
+observed_data
+    ``Y`` (sample, token).
+constant_data
+    ``X`` (sample, token, dim), ``breaks``, ``x_eval``, ``y_eval`` (eval_pair, dim).
+posterior_predictive
+    ``Y`` (sample, token), for every draw (or a thinned set when large), computed
+    in chunks of draws.
+log_likelihood
+    ``Y`` (sample): ``sum_i log N(Y_mi | (F(A) c)_mi, sigma^2)`` per sample ``m``
+    with ``c`` drawn from its conditional, so ``az.loo`` treats samples as units.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+__all__ = [
+    "build_inference_data",
+    "load_inference_data",
+    "posterior_from_idata",
+    "save_inference_data",
+    "summary",
+]
+
+PPC_MAX_VALUES = 20_000_000  # posterior_predictive values kept (~160 MB in float64)
+IDENTIFIABLE = ["A", "sigma", "tau", "g_eval"]
+
+
+def _az():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz as az
+    return az
+
+
+def build_inference_data(
+    *,
+    samples: dict,
+    extra: dict,
+    A: np.ndarray,
+    sigma: np.ndarray,
+    tau: np.ndarray,
+    c_mean: np.ndarray,
+    c_draw: np.ndarray,
+    g_eval: np.ndarray,
+    x_eval: np.ndarray,
+    y_eval: np.ndarray,
+    X: np.ndarray,
+    Y: np.ndarray,
+    breaks: np.ndarray,
+    mean_draw: np.ndarray,
+    draw_index: np.ndarray,
+    y_rep: np.ndarray,
+    attrs: dict,
+):
+    """Assemble the InferenceData (see the module docstring for the layout).
+
+    ``mean_draw`` (C, D, M, N) are the pairwise means with c drawn from its
+    conditional; ``y_rep`` (C, D', M, N) the posterior predictive for the draws
+    ``draw_index`` (D' <= D).
+    """
+    az = _az()
+    C, D = sigma.shape
+    M, N, d = X.shape
+    r = samples["U"].shape[-1]
+    resid = Y[None, None] - mean_draw
+    s2 = sigma[..., None, None] ** 2
+    loglik = (-0.5 * (resid**2 / s2 + np.log(2 * np.pi * s2))).sum(-1)  # (C, D, M)
+    tree_depth = np.floor(np.log2(np.maximum(extra["num_steps"], 1))).astype(int) + 1
+    coords = {
+        "chain": np.arange(C),
+        "draw": np.arange(D),
+        "sample": np.arange(M),
+        "token": np.arange(N),
+        "dim": np.arange(d),
+        "dim_col": np.arange(d),
+        "rank": np.arange(r),
+        "basis": np.arange(c_mean.shape[-1]),
+        "eval_pair": np.arange(g_eval.shape[-1]),
+        "brk": np.arange(len(breaks)),
+    }
+    posterior = {
+        "A": A, "sigma": sigma, "tau": tau, "g_eval": g_eval, "c_mean": c_mean,
+        "c_draw": c_draw, "U": samples["U"], "V": samples["V"],
+    }
+    dims = {
+        "A": ["dim", "dim_col"], "g_eval": ["eval_pair"], "c_mean": ["basis"],
+        "c_draw": ["basis"],
+        "U": ["dim", "rank"], "V": ["dim", "rank"], "Y": ["sample", "token"],
+        "X": ["sample", "token", "dim"], "breaks": ["brk"],
+        "x_eval": ["eval_pair", "dim"], "y_eval": ["eval_pair", "dim"],
+        "log_lik_Y": ["sample"],
+    }
+    idata = az.from_dict(
+        posterior=posterior,
+        sample_stats={
+            "diverging": extra["diverging"].astype(bool),
+            "tree_depth": tree_depth,
+            "n_steps": extra["num_steps"],
+            "energy": extra["energy"],
+            "acceptance_rate": extra["accept_prob"],
+            "lp": -extra["potential_energy"],
+        },
+        observed_data={"Y": Y},
+        constant_data={"X": X, "breaks": breaks, "x_eval": x_eval, "y_eval": y_eval},
+        log_likelihood={"Y": loglik},
+        coords=coords,
+        dims={**dims, "Y": ["sample", "token"]},
+        attrs={k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in attrs.items()},
+    )
+    # log_likelihood's Y is per sample, not per (sample, token)
+    ll = idata.log_likelihood["Y"]
+    if ll.dims[-1] != "sample":
+        idata.log_likelihood["Y"] = ll.rename({ll.dims[-1]: "sample"})
+    pp = az.from_dict(
+        posterior_predictive={"Y": y_rep},
+        coords={**coords, "draw": draw_index},
+        dims={"Y": ["sample", "token"]},
+    )
+    idata.extend(pp)
+    return idata
+
+
+def save_inference_data(path: str | os.PathLike, idata) -> None:
+    """Write netCDF atomically (h5netcdf engine)."""
+    from bayes_ips.io import atomic_write
+
+    with atomic_write(path) as tmp:
+        idata.to_netcdf(tmp, engine="h5netcdf")
+
+
+def load_inference_data(path: str | os.PathLike):
+    """Read an InferenceData written by :func:`save_inference_data`."""
+    from bayes_ips.errors import InputError
+
+    az = _az()
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"file not found: {path}")
+    try:
+        idata = az.from_netcdf(path, engine="h5netcdf")
+    except Exception as e:  # corrupt files raise many types
+        raise InputError(f"cannot read {path} as InferenceData: {type(e).__name__}: {e}") from None
+    if "posterior" not in idata.groups():
+        raise InputError(f"{path} has no posterior group")
+    return idata
+
+
+def posterior_from_idata(idata):
+    """Rebuild a :class:`bayes_ips.posterior.Posterior` from a saved InferenceData."""
+    from bayes_ips.errors import InputError
+    from bayes_ips.posterior import Posterior
+    from bayes_ips.spline import make_knots
+
+    p = idata.posterior
+    for name in ("A", "sigma", "tau", "c_mean", "c_draw"):
+        if name not in p:
+            raise InputError(f"the posterior group has no {name!r}")
+    if "constant_data" not in idata.groups() or "breaks" not in idata.constant_data:
+        raise InputError("the InferenceData has no knots (constant_data/breaks)")
+    try:
+        knots = make_knots(
+            idata.constant_data["breaks"].values,
+            int(idata.attrs["degree"]),
+            int(idata.attrs["multiplicity"]),
+        )
+    except (KeyError, ValueError) as e:
+        raise InputError(f"corrupt posterior file: {e}") from None
+    return Posterior(
+        p["A"].values, p["sigma"].values, p["tau"].values, p["c_mean"].values,
+        p["c_draw"].values, knots,
+    )
+
+
+def summary(idata, var_names=None):
+    """``az.summary`` on identifiable quantities only (never raw U, V or c)."""
+    az = _az()
+    var_names = var_names or IDENTIFIABLE
+    return az.summary(idata, var_names=var_names)
+
+
+# Thresholds for flagging non-convergence (Vehtari et al. 2021, Betancourt 2017).
+RHAT_MAX = 1.01  # rank-normalised split R-hat on identifiable quantities
+ESS_MIN_PER_CHAIN = 100  # bulk and tail ESS, per chain
+BFMI_MIN = 0.3  # energy Bayesian fraction of missing information, per chain
+
+
+def diagnose(idata) -> tuple:
+    """Convergence table on identifiable quantities and the list of problems.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        ``az.summary`` rows for ``A``, ``sigma``, ``tau`` and ``g_eval``.
+    report : dict
+        ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``, ``divergences``,
+        ``tree_depth_max``, ``max_tree_depth_hits``, ``bfmi`` (per chain),
+        ``modes`` and ``problems`` (list of one-line strings; empty when fine).
+    """
+    az = _az()
+    table = az.summary(idata, var_names=IDENTIFIABLE)
+    stats = idata.sample_stats
+    C = idata.posterior.sizes["chain"]
+    div = int(stats["diverging"].values.sum())
+    depth = stats["tree_depth"].values
+    cfg = json.loads(idata.attrs.get("config", "{}")) if isinstance(idata.attrs.get("config"), str) else {}
+    max_depth = int(cfg.get("max_tree_depth", 10))
+    bfmi = np.atleast_1d(az.bfmi(idata))
+    modes = idata.attrs.get("modes")
+    modes = json.loads(modes) if isinstance(modes, str) else (modes or {})
+    report = {
+        "rhat_max": float(table["r_hat"].max()),
+        "ess_bulk_min": float(table["ess_bulk"].min()),
+        "ess_tail_min": float(table["ess_tail"].min()),
+        "divergences": div,
+        "tree_depth_max": int(depth.max()),
+        "max_tree_depth_hits": int((depth >= max_depth + 1).sum()),
+        "bfmi": [float(b) for b in bfmi],
+        "modes": modes,
+    }
+    problems = []
+    if report["rhat_max"] > RHAT_MAX:
+        problems.append(f"R-hat up to {report['rhat_max']:.3f} > {RHAT_MAX}")
+    ess_min = ESS_MIN_PER_CHAIN * C
+    for kind in ("bulk", "tail"):
+        if report[f"ess_{kind}_min"] < ess_min:
+            problems.append(f"{kind} ESS down to {report[f'ess_{kind}_min']:.0f} < {ess_min}")
+    if div:
+        problems.append(f"{div} divergent transitions")
+    if report["max_tree_depth_hits"]:
+        problems.append(f"{report['max_tree_depth_hits']} transitions hit the maximum tree depth")
+    if min(report["bfmi"]) < BFMI_MIN:
+        problems.append(f"E-BFMI down to {min(report['bfmi']):.2f} < {BFMI_MIN}")
+    if modes.get("separated"):
+        problems.append(
+            f"chains sit in different, non-equivalent modes (groups {modes['groups']}, "
+            f"max standardised gap {modes['max_z']:.1f}): do not average them"
+        )
+    report["problems"] = problems
+    return table, report
+
+
+def plot_rank(idata, path) -> None:
+    """Rank plots of sigma, tau and a few g_eval (identifiable only)."""
+    az = _az()
+    n = min(4, idata.posterior.sizes["eval_pair"])
+    axes = az.plot_rank(
+        idata,
+        var_names=["sigma", "tau", "g_eval"],
+        coords={"eval_pair": list(range(n))},
+        show=False,
+    )
+    fig = np.asarray(axes).ravel()[0].figure
+    fig.savefig(path, dpi=110)
+
+
+def plot_ppc(idata, path) -> None:
+    """Posterior predictive check of Y."""
+    az = _az()
+    ax = az.plot_ppc(idata, num_pp_samples=min(100, idata.posterior_predictive.sizes["draw"]), show=False)
+    fig = np.asarray(ax).ravel()[0].figure
+    fig.savefig(path, dpi=110)
