@@ -96,15 +96,27 @@ def build_inference_data(
         "brk": np.arange(len(breaks)),
     }
     posterior = {
-        "A": A, "sigma": sigma, "tau": tau, "g_eval": g_eval, "c_mean": c_mean,
-        "c_draw": c_draw, "U": samples["U"], "V": samples["V"],
+        "A": A,
+        "sigma": sigma,
+        "tau": tau,
+        "g_eval": g_eval,
+        "c_mean": c_mean,
+        "c_draw": c_draw,
+        "U": samples["U"],
+        "V": samples["V"],
     }
     dims = {
-        "A": ["dim", "dim_col"], "g_eval": ["eval_pair"], "c_mean": ["basis"],
+        "A": ["dim", "dim_col"],
+        "g_eval": ["eval_pair"],
+        "c_mean": ["basis"],
         "c_draw": ["basis"],
-        "U": ["dim", "rank"], "V": ["dim", "rank"], "Y": ["sample", "token"],
-        "X": ["sample", "token", "dim"], "breaks": ["brk"],
-        "x_eval": ["eval_pair", "dim"], "y_eval": ["eval_pair", "dim"],
+        "U": ["dim", "rank"],
+        "V": ["dim", "rank"],
+        "Y": ["sample", "token"],
+        "X": ["sample", "token", "dim"],
+        "breaks": ["brk"],
+        "x_eval": ["eval_pair", "dim"],
+        "y_eval": ["eval_pair", "dim"],
         "log_lik_Y": ["sample"],
     }
     idata = az.from_dict(
@@ -183,16 +195,20 @@ def posterior_from_idata(idata):
     except (KeyError, ValueError) as e:
         raise InputError(f"corrupt posterior file: {e}") from None
     return Posterior(
-        p["A"].values, p["sigma"].values, p["tau"].values, p["c_mean"].values,
-        p["c_draw"].values, knots,
+        p["A"].values,
+        p["sigma"].values,
+        p["tau"].values,
+        p["c_mean"].values,
+        p["c_draw"].values,
+        knots,
     )
 
 
-def summary(idata, var_names=None):
-    """``az.summary`` on identifiable quantities only (never raw U, V or c)."""
+def summary(idata, var_names=None, round_to="none"):
+    """``az.summary`` on identifiable quantities only (never raw U, V or c), unrounded."""
     az = _az()
     var_names = var_names or IDENTIFIABLE
-    return az.summary(idata, var_names=var_names)
+    return az.summary(idata, var_names=var_names, round_to=round_to)
 
 
 # Thresholds for flagging non-convergence (Vehtari et al. 2021, Betancourt 2017).
@@ -214,12 +230,16 @@ def diagnose(idata) -> tuple:
         ``modes`` and ``problems`` (list of one-line strings; empty when fine).
     """
     az = _az()
-    table = az.summary(idata, var_names=IDENTIFIABLE)
+    table = summary(idata)
     stats = idata.sample_stats
     C = idata.posterior.sizes["chain"]
     div = int(stats["diverging"].values.sum())
     depth = stats["tree_depth"].values
-    cfg = json.loads(idata.attrs.get("config", "{}")) if isinstance(idata.attrs.get("config"), str) else {}
+    cfg = (
+        json.loads(idata.attrs.get("config", "{}"))
+        if isinstance(idata.attrs.get("config"), str)
+        else {}
+    )
     max_depth = int(cfg.get("max_tree_depth", 10))
     bfmi = np.atleast_1d(az.bfmi(idata))
     modes = idata.attrs.get("modes")
@@ -273,6 +293,8 @@ def plot_rank(idata, path) -> None:
 def plot_ppc(idata, path) -> None:
     """Posterior predictive check of Y."""
     az = _az()
-    ax = az.plot_ppc(idata, num_pp_samples=min(100, idata.posterior_predictive.sizes["draw"]), show=False)
+    ax = az.plot_ppc(
+        idata, num_pp_samples=min(100, idata.posterior_predictive.sizes["draw"]), show=False
+    )
     fig = np.asarray(ax).ravel()[0].figure
     fig.savefig(path, dpi=110)

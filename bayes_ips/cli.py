@@ -218,13 +218,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import jax
-
-    from bayes_ips.io import atomic_write, load_dataset
-    from bayes_ips.metrics import l2_error
-
     import numpy as np
 
     from bayes_ips.errors import InputError
+    from bayes_ips.io import atomic_write, load_dataset
+    from bayes_ips.metrics import l2_error
 
     if args.json:
         _out_path(args.json, (".json",))
@@ -241,7 +239,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from bayes_ips.posterior import draw_errors, g_draws
 
         post = obj[1]
-        res = l2_error(key, lambda x, y: g_draws(post, x, y).mean(axis=(0, 1)), data.truth, args.pairs)
+        res = l2_error(
+            key, lambda x, y: g_draws(post, x, y).mean(axis=(0, 1)), data.truth, args.pairs
+        )
         errs = draw_errors(key, post, data.truth, min(args.pairs, 5000))
         q = np.quantile(errs, [0.05, 0.5, 0.95])
         out["draw_error"] = {"q05": q[0], "median": q[1], "q95": q[2]}
@@ -297,8 +297,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _out_path(args.out, (".nc",))
     data = load_dataset(args.data)
     cfg = SamplerConfig(
-        rank=args.rank, collapsed=not args.explicit, chains=args.chains, warmup=args.warmup,
-        draws=args.draws, init=args.init, n_intervals=args.n_intervals,
+        rank=args.rank,
+        collapsed=not args.explicit,
+        chains=args.chains,
+        warmup=args.warmup,
+        draws=args.draws,
+        init=args.init,
+        n_intervals=args.n_intervals,
     ).validate(data.X.shape[2])
     key = jax.random.PRNGKey(args.seed)
     k_erm, k_post = jax.random.split(key)
@@ -320,8 +325,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from bayes_ips.arviz_io import diagnose, load_inference_data, plot_ppc, plot_rank
-    from bayes_ips.arviz_io import posterior_from_idata
+    from bayes_ips.arviz_io import (
+        diagnose,
+        load_inference_data,
+        plot_ppc,
+        plot_rank,
+        posterior_from_idata,
+    )
     from bayes_ips.errors import InputError
     from bayes_ips.io import atomic_write, load_dataset
     from bayes_ips.plots import plot_phi_band
@@ -385,8 +395,14 @@ def _erm_from_idata(idata):
         e = json.loads(raw) if isinstance(raw, str) else raw
         knots = make_knots(e["breaks"], e["degree"], e["multiplicity"])
         return ERMFit(
-            np.asarray(e["A"]), np.asarray(e["U"]), np.asarray(e["V"]), np.asarray(e["coef"]),
-            knots, ERMConfig(), -1, {},
+            np.asarray(e["A"]),
+            np.asarray(e["U"]),
+            np.asarray(e["V"]),
+            np.asarray(e["coef"]),
+            knots,
+            ERMConfig(),
+            -1,
+            {},
         )
     except (TypeError, KeyError, ValueError) as err:
         raise InputError(f"the posterior file lacks its ERM reference: {err}") from None

@@ -11,8 +11,10 @@ abscissae, so that ``c^T D^T D c`` approximates ``int phi''(z)^2 dz`` in standar
 score units and vanishes on linear functions even for the non-uniform (quantile)
 knots the package uses: plain second differences would penalise a linear phi
 there and bias the posterior.  The weak ridge ``1/kappa^2`` makes the prior proper
-on the constants and linear trends that ``D`` does not see.  With ``G = F^T F``, ``b = F^T Y`` and ``H = G + sigma^2 Q``
-(K x K, K = number of basis functions)
+on the constants and linear trends that ``D`` does not see.
+
+With ``G = F^T F``, ``b = F^T Y`` and ``H = G + sigma^2 Q`` (K x K, K = number of
+basis functions)
 
     log p(Y | A, sigma, tau) = -1/2 [ (Y^T Y - b^T H^{-1} b) / sigma^2
                                       + 2 (n - K) log sigma + log|H| - log|Q|

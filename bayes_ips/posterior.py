@@ -27,7 +27,7 @@ from jax.typing import ArrayLike
 from bayes_ips.collapsed import conditional_c, pspline_precision, sample_conditional_c
 from bayes_ips.models.lowrank_spline import KAPPA, gauge_factors
 from bayes_ips.pairwise import DEFAULT_CHUNK, gram, pairwise_mean
-from bayes_ips.spline import Knots, n_basis, spline_eval
+from bayes_ips.spline import Knots, spline_eval
 
 __all__ = [
     "Posterior",
@@ -72,7 +72,6 @@ def posterior_from_run(key: jax.Array, run, X: ArrayLike, Y: ArrayLike) -> Poste
     U, V = jnp.asarray(run.samples["U"]), jnp.asarray(run.samples["V"])
     sigma, tau = jnp.asarray(run.samples["sigma"]), jnp.asarray(run.samples["tau"])
     C, D = sigma.shape
-    K = n_basis(run.knots)
     kappa = KAPPA * run.y_scale
     knots = run.knots
 
@@ -92,7 +91,9 @@ def posterior_from_run(key: jax.Array, run, X: ArrayLike, Y: ArrayLike) -> Poste
     return Posterior(unflat(A), np.asarray(sigma), np.asarray(tau), unflat(cm), unflat(cd), knots)
 
 
-def g_draws(post: Posterior, x: ArrayLike, y: ArrayLike, *, rao_blackwell: bool = True) -> np.ndarray:
+def g_draws(
+    post: Posterior, x: ArrayLike, y: ArrayLike, *, rao_blackwell: bool = True
+) -> np.ndarray:
     """``g_s(x_p, y_p)`` for every draw: (C, D, P).
 
     ``rao_blackwell=True`` uses the conditional means of c (for the posterior
@@ -108,13 +109,18 @@ def g_draws(post: Posterior, x: ArrayLike, y: ArrayLike, *, rao_blackwell: bool 
 
     out = jax.lax.map(
         one,
-        (jnp.asarray(post.A).reshape((C * D,) + post.A.shape[2:]), jnp.asarray(coef).reshape(C * D, -1)),
+        (
+            jnp.asarray(post.A).reshape((C * D,) + post.A.shape[2:]),
+            jnp.asarray(coef).reshape(C * D, -1),
+        ),
         batch_size=min(64, C * D),
     )
     return np.asarray(out).reshape(C, D, -1)
 
 
-def predict(post: Posterior, x: ArrayLike, y: ArrayLike, level: float = 0.9) -> dict[str, np.ndarray]:
+def predict(
+    post: Posterior, x: ArrayLike, y: ArrayLike, level: float = 0.9
+) -> dict[str, np.ndarray]:
     """Posterior mean ``g`` (Rao-Blackwellised) and the pointwise credible band.
 
     Returns
@@ -150,10 +156,14 @@ def phi_band(
         return spline_eval(s * grid, c, post.knots)
 
     vals = np.asarray(
-        jax.lax.map(one, (jnp.asarray(sign.reshape(-1)), jnp.asarray(post.c_draw.reshape(C * D, -1))))
+        jax.lax.map(
+            one, (jnp.asarray(sign.reshape(-1)), jnp.asarray(post.c_draw.reshape(C * D, -1)))
+        )
     )
     mean = np.asarray(
-        jax.lax.map(one, (jnp.asarray(sign.reshape(-1)), jnp.asarray(post.c_mean.reshape(C * D, -1))))
+        jax.lax.map(
+            one, (jnp.asarray(sign.reshape(-1)), jnp.asarray(post.c_mean.reshape(C * D, -1)))
+        )
     ).mean(0)
     q = (1 - level) / 2
     return {
@@ -226,7 +236,10 @@ def posterior_predictive_mean(post: Posterior, X: ArrayLike, c_kind: str = "draw
 
     out = jax.lax.map(
         one,
-        (jnp.asarray(post.A).reshape((C * D,) + post.A.shape[2:]), jnp.asarray(coef).reshape(C * D, -1)),
+        (
+            jnp.asarray(post.A).reshape((C * D,) + post.A.shape[2:]),
+            jnp.asarray(coef).reshape(C * D, -1),
+        ),
         batch_size=8,
     )
     return np.asarray(out).reshape((C, D) + out.shape[1:])

@@ -1,7 +1,6 @@
 """The collapsed likelihood against the explicit Gaussian marginal, and the penalty."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
