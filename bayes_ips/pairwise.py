@@ -51,7 +51,7 @@ from bayes_ips.spline import (
     _interval,
     _materialise,
     _piece_eval,
-    basis_polynomials,
+    full_knot_vector,
     n_basis,
     piece_coefficients,
 )
@@ -204,18 +204,16 @@ def _chunk_mean_jvp(primals, tangents):
     return out, jnp.sum(tphi * w, axis=-1).astype(out.dtype)
 
 
-def _chunk_sq(U, V, a, b, Xc, Yc, mc, grads, want_x, want_y):
+def _chunk_sq(U, V, a, b, Xc, Yc, grads, want_x, want_y):
     """Residual sum of squares of one chunk and (if ``grads``) its gradient.
 
-    ``mc`` is the (c,) 0/1 mask of real samples, or ``None``.  Returns
-    ``loss, dU, dV, da, dX, dY`` (gradient entries ``None`` when not asked for).
+    Returns ``loss, dU, dV, da, dX, dY`` (gradient entries ``None`` when not
+    asked for).
     """
     N = Xc.shape[-2]
     P, Q, k, z, phi, dphi = _chunk_eval(U, V, a, b, Xc, grads)
     w = _offdiag(N, phi.dtype)
     r = Yc - jnp.sum(phi * w, axis=-1)
-    if mc is not None:
-        r = r * mc[:, None]
     loss = _vdot(r, r)
     if not grads:
         return loss, None, None, None, None, None
@@ -226,32 +224,47 @@ def _chunk_sq(U, V, a, b, Xc, Yc, mc, grads, want_x, want_y):
     return loss, dU, dV, da, dX, (2.0 * r if want_y else None)
 
 
-def _split(X, Y, chunk_size):
-    """Pad ``M`` to a multiple of ``chunk_size`` and reshape into chunks, with a mask."""
-    M = X.shape[0]
-    n = -(-M // chunk_size)
-    pad = n * chunk_size - M
-    mask = jnp.ones((M,), dtype=X.dtype)
-    if pad:
-        X = jnp.concatenate([X, jnp.zeros((pad,) + X.shape[1:], X.dtype)])
-        mask = jnp.concatenate([mask, jnp.zeros((pad,), X.dtype)])
-        if Y is not None:
-            Y = jnp.concatenate([Y, jnp.zeros((pad,) + Y.shape[1:], Y.dtype)])
-    Xs = X.reshape((n, chunk_size) + X.shape[1:])
-    Ys = None if Y is None else Y.reshape((n, chunk_size) + Y.shape[1:])
-    return Xs, Ys, mask.reshape(n, chunk_size)
+def _scan_chunks(body, init, arrays, chunk_size):
+    """Run ``body(carry, chunk) -> (carry, out)`` over consecutive chunks of samples.
+
+    ``arrays`` is a tuple of arrays sharing their leading (sample) axis.  The
+    ``M // chunk_size`` full chunks go through a ``lax.scan`` that slices them
+    out of the arrays (no padded copy of the data is made); a last, shorter chunk
+    is one more call of ``body`` at its own static size.  ``body`` is
+    rematerialised under differentiation (``jax.checkpoint``), so memory stays
+    bounded.  Returns the final carry and the per-sample outputs (a pytree of
+    arrays with leading axis ``M``, or ``None``s), concatenated in order.
+    """
+    M = arrays[0].shape[0]
+    n, rem = divmod(M, chunk_size)
+    body = jax.checkpoint(body)
+    outs = []
+    carry = init
+    if n == 1:
+        carry, out = body(carry, tuple(a[:chunk_size] for a in arrays) if rem else arrays)
+        outs.append(out)
+    elif n > 1:
+
+        def step(carry, i):
+            start = i * chunk_size
+            chunk = tuple(jax.lax.dynamic_slice_in_dim(a, start, chunk_size) for a in arrays)
+            return body(carry, chunk)
+
+        carry, out = jax.lax.scan(step, carry, jnp.arange(n))
+        outs.append(jax.tree.map(lambda o: o.reshape((n * chunk_size,) + o.shape[2:]), out))
+    if rem:
+        carry, out = body(carry, tuple(a[n * chunk_size :] for a in arrays))
+        outs.append(out)
+    if len(outs) == 1:
+        return carry, outs[0]
+    return carry, jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
 
 
 def _sq_pass(U, V, a, b, X, Y, chunk_size, grads, want_x=False, want_y=False):
     """One pass over the data: the loss and, if ``grads``, its gradient."""
-    M = X.shape[0]
-    if M <= chunk_size:
-        return _chunk_sq(U, V, a, b, X, Y, None, grads, want_x, want_y)
-    Xs, Ys, mask = _split(X, Y, chunk_size)
 
-    @jax.checkpoint  # bounded memory if the pass itself is differentiated (Hessians)
-    def body(acc, inp):
-        loss, dU, dV, da, dX, dY = _chunk_sq(U, V, a, b, *inp, grads, want_x, want_y)
+    def body(acc, chunk):
+        loss, dU, dV, da, dX, dY = _chunk_sq(U, V, a, b, *chunk, grads, want_x, want_y)
         acc = jax.tree.map(jnp.add, acc, (loss, dU, dV, da))
         return acc, (dX, dY)
 
@@ -261,11 +274,7 @@ def _sq_pass(U, V, a, b, X, Y, chunk_size, grads, want_x=False, want_y=False):
         init += (jnp.zeros(U.shape, dt), jnp.zeros(V.shape, dt), jnp.zeros(a.shape, dt))
     else:
         init += (None, None, None)
-    (loss, dU, dV, da), (dX, dY) = jax.lax.scan(body, init, (Xs, Ys, mask))
-    if dX is not None:
-        dX = dX.reshape((-1,) + dX.shape[2:])[:M]
-    if dY is not None:
-        dY = dY.reshape((-1,) + dY.shape[2:])[:M]
+    (loss, dU, dV, da), (dX, dY) = _scan_chunks(body, init, (X, Y), chunk_size)
     return loss, dU, dV, da, dX, dY
 
 
@@ -290,50 +299,58 @@ def _sq_loss_jvp(chunk_size, primals, tangents):
     return loss, t.astype(loss.dtype)
 
 
-def _chunk_design(U, V, Xc, knots, mc=None):
+def _crossprod(F):
+    """``F^T F`` for a tall ``F``: as a sum over two halves, which XLA CPU runs
+    faster than the one product with a transposed operand."""
+    R = F.shape[0]
+    if R % 2:
+        return F.T @ F
+    Fb = F.reshape(2, R // 2, F.shape[1])
+    return jnp.einsum("bri,brj->ij", Fb, Fb)
+
+
+def _chunk_design(U, V, Xc, knots):
     """(c * N, n_basis) design rows of one chunk, and the (c,) outside counts.
 
-    With ``z`` the local coordinate of ``S[m, i, j]`` in its interval ``k``,
-    ``F[(m, i), k m' + l] = sum_j w_ij sum_p P[k, l, p] z^p`` (``m'`` the knot
-    multiplicity, ``P`` the basis polynomials, ``w`` the off-diagonal weights).
-    The inner sums ``H[(m, i), k, p] = sum_j w_ij z^p`` are ``s + 1`` 1-d scatters
-    into ``c N K`` bins; then ``F`` is ``H`` contracted with ``P`` and folded
-    onto the basis columns.  ``mc`` (the 0/1 sample mask) zeroes padded rows.
+    The ``s + 1`` B-splines that are non-zero at each score are evaluated by the
+    Cox--de Boor triangle (Piegl & Tiller A2.2; ``2 s`` 1-d gathers of knots per
+    score), weighted by the off-diagonal weights and added into the flattened
+    rows of ``F`` by ``s + 1`` 1-d scatters (row-major, so that the updates of one
+    row land close together).
     """
     c, N, _ = Xc.shape
     s, m = knots.degree, knots.multiplicity
     K = knots.n_intervals
+    R = c * N
     nb = n_basis(knots)
     b = jax.lax.stop_gradient(knots.breaks)
     S = pair_scores(Xc, U, V)
     k = _interval(S, b)
-    z = (S - b[:-1][k]) * (1.0 / jnp.diff(b))[k]
     w = jnp.broadcast_to(_offdiag(N, S.dtype), S.shape)
-    if mc is not None:
-        w = w * mc.astype(S.dtype)[:, None, None]
-    idt = jnp.int32 if c * N * K < 2**31 - 1 else jnp.int64
-    rows = jnp.arange(c * N, dtype=idt).reshape(c, N, 1)
-    idx = _materialise((rows * K + k.astype(idt)).reshape(-1), b)
-    zf = z.reshape(-1)
-    t = _materialise(w.reshape(-1), b)
-    H = []
-    for p in range(s + 1):
-        if p:
-            t = _materialise(t * zf, b)
-        H.append(jnp.zeros((c * N * K,), S.dtype).at[idx].add(t, mode="promise_in_bounds"))
-    H = jnp.stack(H, axis=-1).reshape(c * N, K, s + 1)
-    Pb = basis_polynomials(knots)  # (K, l, p)
-    G = jnp.einsum("rkp,klp->rkl", H, Pb)  # (c N, K, s + 1): G[., k, l] -> column k m + l
-    # fold: l = q m + e goes to column (k + q) m + e
-    n_q = s // m + 1
-    slots = []
-    for e in range(m):
-        acc = jnp.zeros((c * N, K + n_q), S.dtype)
-        for l in range(e, s + 1, m):
-            q = l // m
-            acc = acc + jnp.pad(G[:, :, l], ((0, 0), (q, n_q - q)))
-        slots.append(acc)
-    F = jnp.stack(slots, axis=-1).reshape(c * N, (K + n_q) * m)[:, :nb]
+    # knots t[mu + j], j = 1 - s .. s, of the span mu = s + k m of each score
+    t = full_knot_vector(Knots(b, s, m))
+    mu = s + jnp.arange(K) * m
+    left = [None] + [S - t[mu + 1 - j][k] for j in range(1, s + 1)]
+    right = [None] + [t[mu + j][k] - S for j in range(1, s + 1)]
+    vals = [w]
+    for j in range(1, s + 1):
+        saved = None
+        new = []
+        for r in range(j):
+            temp = vals[r] / (right[r + 1] + left[j - r])
+            term = right[r + 1] * temp
+            new.append(term if saved is None else saved + term)
+            saved = left[j - r] * temp
+        new.append(saved)
+        vals = new
+    idt = jnp.int32 if R * nb < 2**31 - 1 else jnp.int64
+    rows = jnp.arange(R, dtype=idt).reshape(c, N, 1)
+    idx = _materialise((rows * nb + k.astype(idt) * m).reshape(-1), b)
+    vals = _materialise([v.reshape(-1) for v in vals], b)
+    F = jnp.zeros((R * nb,), S.dtype)
+    for j in range(s + 1):
+        F = F.at[idx + j].add(vals[j], mode="promise_in_bounds")
+    F = F.reshape(R, nb)
     outside = (S < b[0]) | (S > b[-1])
     n_out = jnp.sum(outside & (_offdiag(N, S.dtype) > 0), axis=(-1, -2))
     return F, n_out
@@ -372,10 +389,8 @@ def pairwise_mean(
     b = knots.breaks
     if M <= chunk_size:
         return _chunk_mean(U, V, a, b, X)
-    Xs, _, _ = _split(X, None, chunk_size)
-    body = jax.checkpoint(lambda Xc: _chunk_mean(U, V, a, b, Xc))
-    out = jax.lax.map(body, Xs)
-    return out.reshape((-1,) + out.shape[2:])[:M]
+    _, out = _scan_chunks(lambda c, x: (c, _chunk_mean(U, V, a, b, *x)), None, (X,), chunk_size)
+    return out
 
 
 @partial(jax.jit, static_argnames=("chunk_size",))
@@ -455,24 +470,19 @@ def gram(
     X = jnp.asarray(X)
     Y = jnp.asarray(Y)
     nb = n_basis(knots)
-    chunk_size = min(chunk_size, X.shape[0])
-    Xs, Ys, mask = _split(X, Y, chunk_size)
-    N = X.shape[1]
 
-    @jax.checkpoint
-    def body(acc, inp):
-        Xc, Yc, mc = inp
-        F, n_out = _chunk_design(U, V, Xc, knots, mc)  # padded rows are zero
-        w = jnp.repeat(mc, N)
-        y = Yc.reshape(-1) * w
+    def body(acc, chunk):
+        Xc, Yc = chunk
+        F, n_out = _chunk_design(U, V, Xc, knots)
+        y = Yc.reshape(-1)
         FtF, FtY, YtY, n_obs, n_outside = acc
         return (
             GramStats(
-                FtF + F.T @ F,
-                FtY + F.T @ y,
+                FtF + _crossprod(F),
+                FtY + y @ F,
                 YtY + y @ y,
-                n_obs + jnp.sum(w),
-                n_outside + jnp.sum(jnp.where(mc > 0, n_out, 0)).astype(n_outside.dtype),
+                n_obs + y.shape[0],
+                n_outside + jnp.sum(n_out).astype(n_outside.dtype),
             ),
             None,
         )
@@ -481,5 +491,5 @@ def gram(
     init = GramStats(
         jnp.zeros((nb, nb), X.dtype), jnp.zeros((nb,), X.dtype), zero, zero, jnp.zeros((), jnp.int_)
     )
-    out, _ = jax.lax.scan(body, init, (Xs, Ys, mask))
+    out, _ = _scan_chunks(body, init, (X, Y), chunk_size)
     return out

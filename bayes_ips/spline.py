@@ -271,7 +271,7 @@ def local_basis(u: ArrayLike, knots: Knots) -> tuple[jax.Array, jax.Array]:
     zp = [jnp.ones_like(z)]
     for _ in range(s):
         zp.append(zp[-1] * z)
-    vals = [sum(P[:, l, p][k] * zp[p] for p in range(s + 1)) for l in range(s + 1)]
+    vals = [sum(P[:, j, p][k] * zp[p] for p in range(s + 1)) for j in range(s + 1)]
     return k * knots.multiplicity, jnp.stack(vals, axis=-1)
 
 

@@ -15,7 +15,9 @@ median wall time, compilation excluded):
 the ratios).  X, Y and the knots are passed to every jitted function as arguments.
 
 It also measures, in a fresh subprocess, the peak resident memory of
-``bayes_ips.pairwise.gram`` at M = 1e6 (the whole process: data included).
+``bayes_ips.pairwise.gram`` at M = 1e6 (the whole process: data included; the data
+are made with numpy and the peak is read from VmHWM, which unlike ru_maxrss is not
+inherited from this parent process).
 
 Usage::
 
@@ -27,7 +29,6 @@ The last two lines are ``speedup_vs_dense=<float>`` and ``slowdown_vs_floor=<flo
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import time
