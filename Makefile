@@ -23,7 +23,7 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 # The main job on the embedded local default: simulate, fit ERM, evaluate, plot.
 demo: $(STAMP)
 	@mkdir -p $(OUT)
-	$(BIN)/bayes-ips simulate --M 2000 --N 8 --d 5 --rank 1 --phi tanh --noise 0.1 \
+	$(BIN)/bayes-ips simulate --M 1000 --N 8 --d 5 --rank 1 --phi tanh --noise 0.1 \
 		--tokens cube --seed 0 --out $(OUT)/data.npz
 	$(BIN)/bayes-ips fit-erm $(OUT)/data.npz --rank 1 --seed 0 --out $(OUT)/erm.nc
 	$(BIN)/bayes-ips evaluate $(OUT)/erm.nc --truth $(OUT)/data.npz --json $(OUT)/erm_error.json

@@ -58,6 +58,7 @@ from bayes_ips.spline import (
 
 __all__ = [
     "DEFAULT_CHUNK",
+    "grad_chunk",
     "GramStats",
     "design",
     "gram",
@@ -70,6 +71,17 @@ __all__ = [
 # per-score temporaries (~1 MiB each) stay in cache, which measured 3-5x faster than
 # chunks of 1M scores, while the per-chunk overhead of the scan stays negligible.
 DEFAULT_CHUNK = 2048
+
+
+def grad_chunk(n_tokens: int, scores_per_chunk: int = 16384) -> int:
+    """Chunk size (samples) for reverse mode through :func:`gram`.
+
+    Differentiating the Gram statistics keeps per-score residuals of the chunk
+    alive; ~16k scores per chunk keep them in cache.  Measured (value and
+    gradient of the collapsed likelihood, N = 8, d = 5, K = 20): 42 ms at chunk
+    128 against 94 ms at 2048 for M = 10000, and 8 ms against 34 ms for M = 2000.
+    """
+    return max(16, scores_per_chunk // (n_tokens * n_tokens))
 
 
 class GramStats(NamedTuple):

@@ -22,7 +22,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from bayes_ips.collapsed import collapsed_loglik, pspline_precision
-from bayes_ips.pairwise import DEFAULT_CHUNK, gram, pairwise_mean
+from bayes_ips.pairwise import grad_chunk, gram, pairwise_mean
 from bayes_ips.spline import Knots, n_basis
 
 __all__ = ["gauge_factors", "gauge_log_factor", "lowrank_spline"]
@@ -56,10 +56,11 @@ def lowrank_spline(
     penalty,
     y_scale: float = 1.0,
     collapsed: bool = True,
-    chunk_size: int = DEFAULT_CHUNK,
+    chunk_size: int | None = None,
 ):
     M, N, d = X.shape
     K = n_basis(knots)
+    chunk_size = chunk_size or grad_chunk(N)
     U = numpyro.sample("U", dist.Normal(0.0, 1.0).expand([d, rank]).to_event(2))
     V = numpyro.sample("V", dist.Normal(0.0, 1.0).expand([d, rank]).to_event(2))
     # The likelihood sees only the direction of U V^T.  Pin the non-identified
