@@ -41,11 +41,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_kernel import dense_basis  # noqa: E402  (the same dense recursion)
 
 N_TOKENS, D, RANK, N_INTERVALS, DEGREE = 6, 3, 1, 10, 3
 N_EVAL = 200
@@ -53,26 +58,6 @@ DATA_KEYS = {"truth": 0, "simulate": 1, "erm": 2, "eval_pairs": 4, "rao_blackwel
 
 
 # ------------------------------------------------------------ the straightforward model
-
-
-def dense_basis(u: jax.Array, t: jax.Array, degree: int) -> jax.Array:
-    """All B-splines at every score by the textbook recursion: (..., n_basis).
-
-    The same recursion as ``bench_kernel.dense_basis`` (copied, so that this file
-    stands alone).  Scores outside ``[t_0, t_end]`` get an all-zero basis row.
-    """
-    u = u[..., None]
-    B = ((u >= t[:-1]) & (u < t[1:])).astype(u.dtype)
-    # right end belongs to the last non-empty interval
-    last = jnp.max(jnp.nonzero(t[1:] > t[:-1], size=t.shape[0] - 1, fill_value=0)[0])
-    B = B.at[..., last].add(jnp.where(u[..., 0] == t[-1], 1.0, 0.0))
-    for p in range(1, degree + 1):
-        d1 = t[p:-1] - t[: -p - 1]
-        d2 = t[p + 1 :] - t[1:-p]
-        w1 = jnp.where(d1 > 0, (u - t[: -p - 1]) / jnp.where(d1 > 0, d1, 1.0), 0.0)
-        w2 = jnp.where(d2 > 0, (t[p + 1 :] - u) / jnp.where(d2 > 0, d2, 1.0), 0.0)
-        B = w1 * B[..., :-1] + w2 * B[..., 1:]
-    return B
 
 
 def straightforward_model(X, Y, t, *, degree: int, rank: int, n_coef: int, y_scale: float):
