@@ -147,8 +147,11 @@ def diagnostics(g: np.ndarray, extra: dict) -> dict:
     }
 
 
-def _progress(name: str, r: dict) -> None:
-    """One line as soon as a sampler is done (a long run shows where it is)."""
+def _progress(name: str, r: dict, results: dict, path: str | None) -> None:
+    """One line as soon as a sampler is done; the partial numbers to ``path``."""
+    if path:  # overwritten by the full record at the end
+        with open(path, "w") as f:
+            json.dump({"partial": True, "results": results}, f, indent=2)
     print(
         f"[done] {name}: wall {r['wall_s']:.1f} s, min bulk ESS {r['min_bulk_ess']:.1f}, "
         f"{r['divergences']} divergences, {r['steps_per_iter']:.1f} steps/iteration",
@@ -226,7 +229,7 @@ def main(args: argparse.Namespace) -> dict:
         g_eval[name] = g
         results[name] = {"wall_s": wall, "post_s": t_post, **diagnostics(g, run.extra)}
         results[name]["run_wall_time_s"] = run.wall_time_s
-        _progress(name, results[name])
+        _progress(name, results[name], results, args.out_json)
         if not collapsed:
             # for reference only: g from the explicit run's own draws of c (not RB)
             from bayes_ips.models.lowrank_spline import gauge_factors
@@ -267,7 +270,7 @@ def main(args: argparse.Namespace) -> dict:
     results["straightforward"]["A_frobenius_median"] = float(
         np.median(np.sqrt(np.sum(A**2, axis=(-2, -1))))
     )
-    _progress("straightforward", results["straightforward"])
+    _progress("straightforward", results["straightforward"], results, args.out_json)
 
     for r in results.values():
         r["ess_per_s"] = r["min_bulk_ess"] / r["wall_s"]
