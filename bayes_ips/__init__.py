@@ -7,7 +7,13 @@ float64 is not switched on by importing this package: entry points (the CLI,
 scripts, tests) call :func:`enable_x64`.
 """
 
+from __future__ import annotations
+
+import os
+
 __version__ = "0.1.0"
+
+CACHE_ENV = "BAYES_IPS_JAX_CACHE"
 
 
 def enable_x64() -> None:
@@ -17,4 +23,34 @@ def enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-__all__ = ["__version__", "enable_x64"]
+def enable_compilation_cache(path: str | None = None) -> str | None:
+    """Keep compiled XLA programs on disk, so that later processes load them.
+
+    A NUTS program takes 5-15 s to compile and is the same for every dataset of
+    the same shapes (the data are arguments, not constants), so studies, CLI
+    runs and worker processes reuse it.  The folder is ``path``, else the
+    environment variable ``BAYES_IPS_JAX_CACHE``, else
+    ``~/.cache/bayes_ips/jax``; ``BAYES_IPS_JAX_CACHE=off`` switches it off.
+
+    Returns the folder used, or None when off.
+    """
+    import jax
+
+    path = (
+        path
+        or os.environ.get(CACHE_ENV)
+        or os.path.join(os.path.expanduser("~"), ".cache", "bayes_ips", "jax")
+    )
+    if path.lower() in ("off", "0", "none", ""):
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None  # an unwritable cache only costs compile time
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+__all__ = ["__version__", "enable_compilation_cache", "enable_x64"]

@@ -30,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "build_inference_data",
+    "convergence",
     "load_inference_data",
     "posterior_from_idata",
     "save_inference_data",
@@ -298,3 +299,29 @@ def plot_ppc(idata, path) -> None:
     )
     fig = np.asarray(ax).ravel()[0].figure
     fig.savefig(path, dpi=110)
+
+
+def convergence(draws: dict[str, np.ndarray]) -> dict[str, float]:
+    """Worst rank-normalised split R-hat and smallest bulk/tail ESS over some draws.
+
+    Parameters
+    ----------
+    draws : dict of name -> (chains, draws, ...) arrays
+        Identifiable quantities only (``g_eval``, ``sigma``, ...).
+
+    Returns
+    -------
+    dict with ``rhat_max``, ``ess_bulk_min`` and ``ess_tail_min``.
+    """
+    az = _az()
+    ds = az.convert_to_dataset({k: np.asarray(v) for k, v in draws.items()})
+    out = {}
+    for name, fn in (
+        ("rhat_max", lambda: az.rhat(ds)),
+        ("ess_bulk_min", lambda: az.ess(ds, method="bulk")),
+        ("ess_tail_min", lambda: az.ess(ds, method="tail")),
+    ):
+        vals = np.concatenate([np.ravel(v.values) for v in fn().data_vars.values()])
+        pick = np.nanmax if name == "rhat_max" else np.nanmin
+        out[name] = float(pick(vals)) if np.isfinite(vals).any() else float("nan")
+    return out

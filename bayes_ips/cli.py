@@ -9,6 +9,9 @@ Commands (a stable contract: other tools drive the package through it)::
     bayes-ips predict FIT --pairs pairs.npz --out g.npz
     bayes-ips evaluate FIT --truth data.npz
     bayes-ips plot FIT [--truth data.npz] --out fig.png
+    bayes-ips sample data.npz --rank 1 [--explicit] [--chains C] ... --out post.nc
+    bayes-ips diagnose post.nc --out-dir DIR [--truth data.npz] [--strict]
+    bayes-ips study CONFIG.toml --out-dir DIR [--processes N | --workers N | --scheduler ADDR]
 
 Bad input prints one line, ``bayes-ips: error: ...``, and exits with status 2;
 no output file is written (every writer is atomic).  Set ``BAYES_IPS_DEBUG=1``
@@ -408,6 +411,41 @@ def _erm_from_idata(idata):
         raise InputError(f"the posterior file lacks its ERM reference: {err}") from None
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from bayes_ips.study.analysis import run_analysis
+    from bayes_ips.study.report import final_table
+
+    out = run_analysis(
+        args.config,
+        args.out_dir,
+        kind="study",
+        processes=args.processes,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        attempts=args.attempts,
+    )
+    result = out["result"]
+    n_cells = len(result.records) + len(result.failures)
+    print(
+        f"{len(result.records)} of {n_cells} cells finished ({result.n_reused} reused, "
+        f"{result.n_computed} computed now, backend {result.backend}), "
+        f"{result.wall_time_s:.1f} s"
+    )
+    if out["rows"]:
+        print(final_table(out["rows"], out["band_rows"]))
+        names = ["results.nc", "results.csv"] + [os.path.basename(p) for p in out["paths"]]
+        print(f"wrote {args.out_dir}/: {' '.join(names)}")
+    if result.failures:
+        print(
+            f"{len(result.failures)} cell(s) FAILED (rerun the command to retry them):",
+            file=sys.stderr,
+        )
+        for f in result.failures:
+            print(f"  - {f['cell_id']}: {f['error']} ({f['attempts']} attempts)", file=sys.stderr)
+        return 1
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -481,6 +519,16 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--strict", action="store_true", help="exit 3 when not converged")
     dg.set_defaults(func=cmd_diagnose)
 
+    st = sub.add_parser("study", help="run a rate study from a TOML config (resumable)")
+    st.add_argument("config", help="study config (.toml), e.g. analyses/configs/quick.toml")
+    st.add_argument("--out-dir", required=True, help="study folder (records, results, figures)")
+    be = st.add_mutually_exclusive_group()
+    be.add_argument("--processes", type=_positive_int, help="local process pool of this size")
+    be.add_argument("--workers", type=_positive_int, help="Dask LocalCluster with N workers")
+    be.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port)")
+    st.add_argument("--attempts", type=_positive_int, default=2, help="tries per cell (default 2)")
+    st.set_defaults(func=cmd_study)
+
     g = sub.add_parser("plot", help="figure of the fit (against the truth when known)")
     g.add_argument("fit")
     g.add_argument("--truth", help="the data file (with or without truth)")
@@ -496,10 +544,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    from bayes_ips import enable_x64
+    from bayes_ips import enable_compilation_cache, enable_x64
     from bayes_ips.errors import InputError
 
     enable_x64()
+    enable_compilation_cache()
     try:
         return int(args.func(args) or 0)
     except InputError as e:

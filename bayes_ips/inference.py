@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 from typing import Any
 
 import jax
@@ -121,28 +122,48 @@ def laplace_inverse_mass(X, Y, model_kwargs: dict, point: dict) -> np.ndarray | 
     factors are ~100 times narrower than the others).  Eigenvalues of the Hessian
     are floored at 1e-6 of the largest (the radial gauge directions are flat up
     to the gauge factor); None if the Hessian is not finite.
+
+    ``model_kwargs`` are those of :func:`lowrank_spline`; the data and the basis
+    are arguments of one compiled Hessian program, so datasets of equal shapes
+    share it (and its persistent-cache entry).
     """
-    from numpyro.infer.util import potential_energy
-
-    sites = [k for k in ("U", "V", "sigma", "tau", "c") if k in point]
-    shapes = [jnp.shape(point[k]) for k in sites]
-    sizes = [int(np.prod(sh)) for sh in shapes]
-    flat0 = jnp.concatenate([jnp.ravel(point[k]) for k in sites])
-
-    def unravel(flat):
-        out, i = {}, 0
-        for k, sh, n in zip(sites, shapes, sizes, strict=True):
-            out[k] = flat[i : i + n].reshape(sh)
-            i += n
-        return out
-
-    pe = lambda flat: potential_energy(lowrank_spline, (X, Y), model_kwargs, unravel(flat))  # noqa: E731
-    H = np.asarray(jax.hessian(pe)(flat0))
+    sites = tuple(
+        (k, tuple(jnp.shape(point[k]))) for k in ("U", "V", "sigma", "tau", "c") if k in point
+    )
+    flat0 = jnp.concatenate([jnp.ravel(point[k]) for k, _ in sites])
+    static, data = _split_kwargs(model_kwargs)
+    H = np.asarray(_potential_hessian(flat0, X, Y, data, sites=sites, **static))
     if not np.all(np.isfinite(H)):
         return None
     w, Q = np.linalg.eigh(0.5 * (H + H.T))
     w = np.maximum(np.abs(w), 1e-6 * np.abs(w).max())
     return (Q / w) @ Q.T
+
+
+_STATIC_KWARGS = ("rank", "collapsed", "chunk_size")
+
+
+def _split_kwargs(model_kwargs: dict) -> tuple[dict, dict]:
+    """Model keywords that fix shapes or branches (static) and those that are data."""
+    static = {k: v for k, v in model_kwargs.items() if k in _STATIC_KWARGS}
+    data = {k: v for k, v in model_kwargs.items() if k not in _STATIC_KWARGS}
+    return static, data
+
+
+@partial(jax.jit, static_argnames=("sites", "rank", "collapsed", "chunk_size"))
+def _potential_hessian(flat0, X, Y, data, *, sites, rank, collapsed, chunk_size=None):
+    from numpyro.infer.util import potential_energy
+
+    def unravel(flat):
+        out, i = {}, 0
+        for k, sh in sites:
+            n = int(np.prod(sh))
+            out[k] = flat[i : i + n].reshape(sh)
+            i += n
+        return out
+
+    model = partial(lowrank_spline, rank=rank, collapsed=collapsed, chunk_size=chunk_size)
+    return jax.hessian(lambda f: potential_energy(model, (X, Y), data, unravel(f)))(flat0)
 
 
 def _erm_init(key, fit: ERMFit, y_scale: float, chains: int, jitter: float) -> dict:
@@ -207,10 +228,15 @@ def run_nuts(
     model_kwargs = dict(
         rank=config.rank,
         knots=knots,
-        penalty=penalty,
-        y_scale=y_scale,
+        penalty=jnp.asarray(penalty),
+        y_scale=jnp.asarray(y_scale),
         collapsed=config.collapsed,
     )
+    # Shapes and branches are bound into the model; the data, the knots, the
+    # penalty and the scale are arguments of the compiled sampler
+    # (``jit_model_args``), so every dataset of the same shapes reuses one program.
+    static, data_kwargs = _split_kwargs(model_kwargs)
+    model = partial(lowrank_spline, **static)
     if config.init == "erm":
         init = _erm_init(k_init, erm, y_scale, config.chains, config.jitter)
         if not config.collapsed:
@@ -218,7 +244,7 @@ def run_nuts(
         inv_mass = laplace_inverse_mass(Xj, Yj, model_kwargs, {k: v[0] for k, v in init.items()})
     sites = ("U", "V", "sigma", "tau") + (() if config.collapsed else ("c",))
     kernel = NUTS(
-        lowrank_spline,
+        model,
         target_accept_prob=config.target_accept,
         max_tree_depth=config.max_tree_depth,
         dense_mass=[sites],
@@ -232,12 +258,13 @@ def run_nuts(
         num_chains=config.chains,
         chain_method="sequential",
         progress_bar=progress,
+        jit_model_args=True,
     )
     mcmc.run(
         k_run,
         Xj,
         Yj,
-        **model_kwargs,
+        **data_kwargs,
         extra_fields=("diverging", "num_steps", "energy", "accept_prob", "potential_energy"),
         init_params=init,
     )

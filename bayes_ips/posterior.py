@@ -18,6 +18,7 @@ when ``<A_s, A_ref> < 0``).  Raw U, V and c are never summarised.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +67,20 @@ class Posterior:
         return self.sigma.shape
 
 
+@partial(jax.jit, static_argnames=("batch",))
+def _rao_blackwell(U, V, sigma, tau, keys, X, Y, knots, penalty, kappa, batch):
+    """Conditional mean and one draw of c for every flattened draw (one program per shape)."""
+
+    def one(args):
+        u, v, s, t, k = args
+        un, vn = gauge_factors(u, v)
+        st = gram(un, vn, X, Y, knots, DEFAULT_CHUNK)
+        cond = conditional_c(st, s, pspline_precision(penalty, t, kappa))
+        return un @ vn.T, cond.mean, sample_conditional_c(k, cond)
+
+    return jax.lax.map(one, (U, V, sigma, tau, keys), batch_size=batch)
+
+
 def posterior_from_run(key: jax.Array, run, X: ArrayLike, Y: ArrayLike) -> Posterior:
     """Rao-Blackwellise a NUTS run: conditional mean and a draw of c for every draw."""
     X, Y = jnp.asarray(X), jnp.asarray(Y)
@@ -73,22 +88,36 @@ def posterior_from_run(key: jax.Array, run, X: ArrayLike, Y: ArrayLike) -> Poste
     sigma, tau = jnp.asarray(run.samples["sigma"]), jnp.asarray(run.samples["tau"])
     C, D = sigma.shape
     kappa = KAPPA * run.y_scale
-    knots = run.knots
-
-    def one(args):
-        u, v, s, t, k = args
-        un, vn = gauge_factors(u, v)
-        st = gram(un, vn, X, Y, knots, DEFAULT_CHUNK)
-        cond = conditional_c(st, s, pspline_precision(run.penalty, t, kappa))
-        return un @ vn.T, cond.mean, sample_conditional_c(k, cond)
-
     flat = lambda a: a.reshape((C * D,) + a.shape[2:])  # noqa: E731
     keys = jax.random.split(key, C * D)
-    A, cm, cd = jax.lax.map(
-        one, (flat(U), flat(V), flat(sigma), flat(tau), keys), batch_size=min(64, C * D)
+    A, cm, cd = _rao_blackwell(
+        flat(U),
+        flat(V),
+        flat(sigma),
+        flat(tau),
+        keys,
+        X,
+        Y,
+        run.knots,
+        jnp.asarray(run.penalty),
+        jnp.asarray(kappa),
+        min(64, C * D),
     )
     unflat = lambda a: np.asarray(a).reshape((C, D) + a.shape[1:])  # noqa: E731
-    return Posterior(unflat(A), np.asarray(sigma), np.asarray(tau), unflat(cm), unflat(cd), knots)
+    return Posterior(
+        unflat(A), np.asarray(sigma), np.asarray(tau), unflat(cm), unflat(cd), run.knots
+    )
+
+
+@partial(jax.jit, static_argnames=("batch",))
+def _g_flat(A, coef, x, y, knots, batch):
+    """``phi_{c_s}(x_p^T A_s y_p)`` for flattened draws: (S, P)."""
+
+    def one(args):
+        a, c = args
+        return spline_eval(jnp.einsum("pi,ij,pj->p", x, a, y), c, knots)
+
+    return jax.lax.map(one, (A, coef), batch_size=batch)
 
 
 def g_draws(
@@ -102,18 +131,13 @@ def g_draws(
     x, y = jnp.asarray(x), jnp.asarray(y)
     coef = post.c_mean if rao_blackwell else post.c_draw
     C, D = post.shape
-
-    def one(args):
-        A, c = args
-        return spline_eval(jnp.einsum("pi,ij,pj->p", x, A, y), c, post.knots)
-
-    out = jax.lax.map(
-        one,
-        (
-            jnp.asarray(post.A).reshape((C * D,) + post.A.shape[2:]),
-            jnp.asarray(coef).reshape(C * D, -1),
-        ),
-        batch_size=min(64, C * D),
+    out = _g_flat(
+        jnp.asarray(post.A).reshape((C * D,) + post.A.shape[2:]),
+        jnp.asarray(coef).reshape(C * D, -1),
+        x,
+        y,
+        post.knots,
+        min(64, C * D),
     )
     return np.asarray(out).reshape(C, D, -1)
 
@@ -150,20 +174,12 @@ def phi_band(
     sign = np.sign(np.einsum("cdij,ij->cd", post.A, np.asarray(A_ref)))
     sign[sign == 0] = 1.0
     C, D = post.shape
-
-    def one(args):
-        s, c = args
-        return spline_eval(s * grid, c, post.knots)
-
+    signs = jnp.asarray(sign.reshape(-1))
     vals = np.asarray(
-        jax.lax.map(
-            one, (jnp.asarray(sign.reshape(-1)), jnp.asarray(post.c_draw.reshape(C * D, -1)))
-        )
+        _phi_flat(signs, jnp.asarray(post.c_draw.reshape(C * D, -1)), grid, post.knots)
     )
     mean = np.asarray(
-        jax.lax.map(
-            one, (jnp.asarray(sign.reshape(-1)), jnp.asarray(post.c_mean.reshape(C * D, -1)))
-        )
+        _phi_flat(signs, jnp.asarray(post.c_mean.reshape(C * D, -1)), grid, post.knots)
     ).mean(0)
     q = (1 - level) / 2
     return {
@@ -172,6 +188,12 @@ def phi_band(
         "hi": np.quantile(vals, 1 - q, axis=0),
         "sign": sign,
     }
+
+
+@jax.jit
+def _phi_flat(signs, coef, grid, knots):
+    """``phi_{c_s}(sign_s * grid)`` for flattened draws: (S, G)."""
+    return jax.lax.map(lambda a: spline_eval(a[0] * grid, a[1], knots), (signs, coef))
 
 
 def draw_errors(key: jax.Array, post: Posterior, truth, n_pairs: int = 5000) -> np.ndarray:
@@ -228,18 +250,21 @@ def posterior_predictive_mean(post: Posterior, X: ArrayLike, c_kind: str = "draw
     X = jnp.asarray(X)
     coef = post.c_draw if c_kind == "draw" else post.c_mean
     C, D = post.shape
-
-    def one(args):
-        A, c = args
-        d = A.shape[0]
-        return pairwise_mean(A, jnp.eye(d), c, X, post.knots, DEFAULT_CHUNK)
-
-    out = jax.lax.map(
-        one,
-        (
-            jnp.asarray(post.A).reshape((C * D,) + post.A.shape[2:]),
-            jnp.asarray(coef).reshape(C * D, -1),
-        ),
-        batch_size=8,
+    out = _mean_flat(
+        jnp.asarray(post.A).reshape((C * D,) + post.A.shape[2:]),
+        jnp.asarray(coef).reshape(C * D, -1),
+        X,
+        post.knots,
     )
     return np.asarray(out).reshape((C, D) + out.shape[1:])
+
+
+@jax.jit
+def _mean_flat(A, coef, X, knots):
+    """Pairwise means ``F(A_s) c_s`` for flattened draws: (S, M, N), 8 draws at a time."""
+
+    def one(args):
+        a, c = args
+        return pairwise_mean(a, jnp.eye(a.shape[0]), c, X, knots, DEFAULT_CHUNK)
+
+    return jax.lax.map(one, (A, coef), batch_size=8)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -154,7 +155,8 @@ def _progress(name: str, r: dict, results: dict, path: str | None) -> None:
             json.dump({"partial": True, "results": results}, f, indent=2)
     print(
         f"[done] {name}: wall {r['wall_s']:.1f} s, min bulk ESS {r['min_bulk_ess']:.1f}, "
-        f"{r['divergences']} divergences, {r['steps_per_iter']:.1f} steps/iteration",
+        f"{r['divergences']} divergences, {r['steps_per_iter']:.1f} steps/iteration, "
+        f"1-min load average at start/end {r['loadavg_1min_start_end']}",
         flush=True,
     )
 
@@ -219,9 +221,11 @@ def main(args: argparse.Namespace) -> dict:
             n_intervals=N_INTERVALS,
             degree=DEGREE,
         )
+        load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         run = run_nuts(key, X, Y, cfg, erm=erm, seed=args.seed, progress=False)
         wall = time.perf_counter() - t0
+        load1 = os.getloadavg()[0]
         t0 = time.perf_counter()
         post = posterior_from_run(jax.random.PRNGKey(DATA_KEYS["rao_blackwell"]), run, X, Y)
         g = g_draws(post, x_eval, y_eval, rao_blackwell=True)
@@ -229,6 +233,7 @@ def main(args: argparse.Namespace) -> dict:
         g_eval[name] = g
         results[name] = {"wall_s": wall, "post_s": t_post, **diagnostics(g, run.extra)}
         results[name]["run_wall_time_s"] = run.wall_time_s
+        results[name]["loadavg_1min_start_end"] = [load0, load1]
         _progress(name, results[name], results, args.out_json)
         if not collapsed:
             # for reference only: g from the explicit run's own draws of c (not RB)
@@ -242,6 +247,7 @@ def main(args: argparse.Namespace) -> dict:
             results[name]["min_bulk_ess_own_c"] = diagnostics(g_own, run.extra)["min_bulk_ess"]
 
     # ---- 3: the straightforward model
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     samples, extra = run_straightforward(
         key,
@@ -256,12 +262,14 @@ def main(args: argparse.Namespace) -> dict:
         args.plain_progress,
     )
     wall = time.perf_counter() - t0
+    load1 = os.getloadavg()[0]
     t0 = time.perf_counter()
     A = np.einsum("cdir,cdjr->cdij", samples["U"], samples["V"])
     g = g_from_factors(A, samples["c"], knots, x_eval, y_eval)
     t_post = time.perf_counter() - t0
     g_eval["straightforward"] = g
     results["straightforward"] = {"wall_s": wall, "post_s": t_post, **diagnostics(g, extra)}
+    results["straightforward"]["loadavg_1min_start_end"] = [load0, load1]
     # scores of the evaluation pairs outside the knots: spline_eval extrapolates
     # them, while the model's dense basis is zero there (should be ~0 of them)
     u_eval = np.einsum("pi,cdij,pj->cdp", x_eval, A, y_eval)

@@ -1,0 +1,210 @@
+"""The results store of a study: one JSON record per cell, written atomically.
+
+Layout of a study's output folder::
+
+    study.json            the config, its hash and seed (rewritten at every run)
+    records/<cell>.json   one finished cell: cell_id, spec_hash, config_hash, spec, record
+    failures/<cell>.json  the last failure of a cell that has no record (error, attempts)
+    results.nc            every record as an xarray Dataset (estimator, phi, d, M, rep)
+    results.csv           the same, one row per cell
+
+A record file appears complete under its name or not at all (temporary file, then
+rename), so a study killed at any moment leaves only whole records behind; its
+rerun skips every cell whose record matches the cell's spec hash and computes the
+rest.  Stray temporary files (``.tmp-*``) of a killed run are removed on the next.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bayes_ips.errors import InputError
+from bayes_ips.io import atomic_write
+from bayes_ips.study.cells import TIMING_KEYS, Cell
+from bayes_ips.study.config import ESTIMATORS
+
+__all__ = [
+    "Store",
+    "records_to_dataset",
+    "write_csv",
+    "write_dataset",
+]
+
+
+def _dumps(obj: Any) -> str:
+    def default(o):
+        if isinstance(o, np.integer):
+            return int(o)
+        if isinstance(o, np.floating | np.bool_):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        raise TypeError(f"not JSON serialisable: {type(o)}")
+
+    return json.dumps(obj, default=default, sort_keys=True, indent=1)
+
+
+class Store:
+    """Records and failures of one study folder."""
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        self.root = Path(out_dir)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / "records").mkdir(exist_ok=True)
+            (self.root / "failures").mkdir(exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot use {self.root} as the study folder: {e.strerror}") from None
+        if not os.access(self.root, os.W_OK):
+            raise InputError(f"the study folder {self.root} is not writable")
+        self.corrupt: list[str] = []
+
+    # -- files
+    def _path(self, kind: str, cell_id: str) -> Path:
+        return self.root / kind / f"{cell_id}.json"
+
+    def clean_temporaries(self) -> int:
+        """Remove temporary files left by a killed run; returns how many."""
+        n = 0
+        for sub in ("records", "failures", "."):
+            for p in (self.root / sub).glob(".tmp-*"):
+                p.unlink(missing_ok=True)
+                n += 1
+        return n
+
+    def write_meta(self, meta: dict) -> None:
+        with atomic_write(self.root / "study.json") as tmp, open(tmp, "w") as f:
+            f.write(_dumps(meta))
+
+    # -- records
+    def load(self, cell: Cell) -> dict | None:
+        """The finished record of ``cell``, or None (missing, stale or corrupt)."""
+        p = self._path("records", cell.id)
+        if not p.exists():
+            return None
+        try:
+            with open(p) as f:
+                doc = json.load(f)
+            if doc.get("spec_hash") != cell.hash:
+                return None  # made by another spec: recompute (and overwrite)
+            return doc["record"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            self.corrupt.append(str(p))
+            return None
+
+    def save(self, cell: Cell, record: dict, config_hash: str) -> None:
+        doc = {
+            "cell_id": cell.id,
+            "spec_hash": cell.hash,
+            "config_hash": config_hash,
+            "spec": cell.spec,
+            "record": record,
+        }
+        with atomic_write(self._path("records", cell.id)) as tmp, open(tmp, "w") as f:
+            f.write(_dumps(doc))
+        self._path("failures", cell.id).unlink(missing_ok=True)
+
+    def save_failure(self, cell: Cell, error: str, attempts: int) -> None:
+        doc = {"cell_id": cell.id, "spec_hash": cell.hash, "error": error, "attempts": attempts}
+        with atomic_write(self._path("failures", cell.id)) as tmp, open(tmp, "w") as f:
+            f.write(_dumps(doc))
+
+    def failures(self) -> list[dict]:
+        out = []
+        for p in sorted((self.root / "failures").glob("*.json")):
+            try:
+                with open(p) as f:
+                    out.append(json.load(f))
+            except (OSError, ValueError):
+                out.append({"cell_id": p.stem, "error": "unreadable failure file"})
+        return out
+
+
+# ------------------------------------------------------------------- aggregation
+
+DIMS = ("estimator", "phi", "d", "M", "rep")
+
+
+def _phi_label(rec: dict) -> str:
+    beta = rec["beta"]
+    if beta is None or (isinstance(beta, float) and math.isinf(beta)) or beta == "inf":
+        return rec["family"]
+    return f"{rec['family']}(beta={float(beta):g})"
+
+
+def records_to_dataset(records: list[dict]):
+    """Every record in one ``xarray.Dataset`` over (estimator, phi, d, M, rep).
+
+    Numeric and boolean fields become variables (NaN where a cell has no such
+    field, e.g. band widths for ERM); ``beta`` is a coordinate along ``phi``.
+    """
+    import xarray as xr
+
+    if not records:
+        raise InputError("no finished records to aggregate")
+    coords = {
+        "estimator": [e for e in ESTIMATORS if any(r["estimator"] == e for r in records)],
+        "phi": sorted({_phi_label(r) for r in records}),
+        "d": sorted({int(r["d"]) for r in records}),
+        "M": sorted({int(r["M"]) for r in records}),
+        "rep": sorted({int(r["rep"]) for r in records}),
+    }
+    index = {k: {v: i for i, v in enumerate(vals)} for k, vals in coords.items()}
+    shape = tuple(len(coords[k]) for k in DIMS)
+    skip = {"estimator", "family", "beta", "d", "M", "rep"}
+    fields = {k for r in records for k, v in r.items() if k not in skip and _numeric(v)}
+    fields = sorted(fields | {"theory_holds", "theory_rhs"})  # None (NaN) when beta = inf
+    data = {k: np.full(shape, np.nan) for k in fields}
+    beta_of = {}
+    for r in records:
+        lab = _phi_label(r)
+        beta_of[lab] = math.inf if r["beta"] in (None, "inf") else float(r["beta"])
+        at = (
+            index["estimator"][r["estimator"]],
+            index["phi"][lab],
+            index["d"][int(r["d"])],
+            index["M"][int(r["M"])],
+            index["rep"][int(r["rep"])],
+        )
+        for k in fields:
+            v = r.get(k)
+            if _numeric(v):
+                data[k][at] = float(v)
+    ds = xr.Dataset({k: (DIMS, v) for k, v in data.items()}, coords=coords)
+    ds = ds.assign_coords(beta=("phi", [beta_of[p] for p in coords["phi"]]))
+    ds.attrs["n_records"] = len(records)
+    return ds
+
+
+def _numeric(v: Any) -> bool:
+    return isinstance(v, bool | int | float) and not isinstance(v, str)
+
+
+def write_dataset(ds, path: str | os.PathLike, attrs: dict | None = None) -> None:
+    """netCDF (h5netcdf), atomically; ``attrs`` are stored as JSON strings."""
+    ds = ds.copy()
+    for k, v in (attrs or {}).items():
+        ds.attrs[k] = v if isinstance(v, str | int | float) else _dumps(v)
+    with atomic_write(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+
+
+def write_csv(records: list[dict], path: str | os.PathLike) -> None:
+    """One row per record (columns: the union of the records' fields), atomically."""
+    import csv
+
+    head = ["estimator", "family", "beta", "d", "M", "rep"]
+    cols = head + sorted({k for r in records for k in r} - set(head) - set(TIMING_KEYS))
+    cols += [k for k in TIMING_KEYS if any(k in r for r in records)]
+    rows = sorted(records, key=lambda r: (r["estimator"], _phi_label(r), r["d"], r["M"], r["rep"]))
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in cols})

@@ -1,0 +1,109 @@
+"""Every analysis script runs end to end on a tiny config (STYLE: scripts are tested)."""
+
+import argparse
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+ANALYSES = Path(__file__).resolve().parents[2] / "analyses"
+
+# Tiny grids: fixed K, one ERM start, short chains, so that cells are cheap; the
+# three configs share d = 2 and M, hence compiled programs and (in one folder of
+# records) cells.  Only bayes_vs_erm runs the sampler.
+COMMON = """
+seed = 3
+repetitions = 2
+M = [40, 80]
+N = 4
+n_eval_pairs = 500
+
+[erm]
+restarts = 1
+n_intervals = 3
+
+[bayes_pm]
+warmup = 40
+draws = 40
+n_intervals = 3
+n_band_pairs = 200
+"""
+TANH = '[[phi]]\nfamily = "tanh"\n'
+HOLDER = '[[phi]]\nfamily = "holder"\nbeta = 1.5\n'
+CONFIGS = {
+    "rate_vs_dimension": ('estimators = ["erm"]\nd = [1, 2]', [TANH]),
+    "rate_vs_smoothness": ('estimators = ["erm"]\nd = [2]', [TANH, HOLDER]),
+    "bayes_vs_erm": ('estimators = ["erm", "bayes_pm"]\nd = [2]', [TANH]),
+}
+
+
+def _config(name: str) -> str:
+    head, phis = CONFIGS[name]
+    study, tables = COMMON.split("[erm]")
+    return f'[study]\nname = "{name}"\n{head}\n{study}\n' + "\n".join(phis) + "\n[erm]" + tables
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ANALYSES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    d = tmp_path_factory.mktemp("analyses")
+    for name in CONFIGS:
+        (d / f"{name}.toml").write_text(_config(name))
+    return d
+
+
+def _args(shared, name, out):
+    return argparse.Namespace(
+        config=str(shared / f"{name}.toml"),
+        out_dir=str(out),
+        study_dir=str(shared / "records"),
+        processes=None,
+        workers=None,
+        scheduler=None,
+        attempts=1,
+        quiet=True,
+    )
+
+
+REQUIRED = ["estimator", "d", "beta", "N", "rank", "slope", "slope_lo", "slope_hi", "theory"]
+
+
+@pytest.mark.parametrize(
+    "script, section",
+    [
+        ("rate_vs_dimension", "Spread of the slopes over d"),
+        ("rate_vs_smoothness", "Do smoother phi* give steeper slopes?"),
+        ("bayes_vs_erm", "Posterior mean against ERM on the same data"),
+    ],
+)
+def test_analysis_script_runs_end_to_end(shared, script, section, capsys):
+    out = shared / script
+    res = _load(script).main(_args(shared, script, out))
+    assert not res["result"].failures
+    assert len(res["result"].records) == 8
+    for name in ("rates.png", "slopes.csv", "slopes.md", "summary.md", "results.nc"):
+        assert (out / name).stat().st_size > 0, name
+    with open(out / "slopes.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[: len(REQUIRED)] == REQUIRED
+    assert len(rows) == 2  # estimator x phi x d
+    theory = {r["beta"]: float(r["theory"]) for r in rows}
+    assert theory["inf"] == -1.0
+    if script == "rate_vs_smoothness":
+        assert abs(theory["1.5"] - (-3 / 4)) < 1e-12  # -2 beta / (2 beta + 1)
+    assert section in (out / "summary.md").read_text()
+    ds = xr.open_dataset(out / "results.nc", engine="h5netcdf")
+    assert sum(ds.sizes[k] > 1 for k in ("estimator", "phi", "d")) == 1
+    assert ds.sizes["M"] == 2 and ds.sizes["rep"] == 2
+    if script == "bayes_vs_erm":
+        assert (out / "paired_ratio.png").stat().st_size > 0
+        assert (out / "contraction.csv").stat().st_size > 0
+    assert section in capsys.readouterr().out
