@@ -20,10 +20,13 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(STAMP)
 
-# The main job on the embedded local default: simulate, fit ERM, evaluate, plot.
+# The main job on the embedded local default: a small rate study (ERM and the Bayesian
+# posterior mean, two d, three M) on a local pool of 2 processes, then one dataset
+# through the whole command line: ERM fit, posterior, diagnostics and figures.
 demo: $(STAMP)
 	@mkdir -p $(OUT)
-	$(BIN)/bayes-ips simulate --M 1000 --N 8 --d 5 --rank 1 --phi tanh --noise 0.1 \
+	$(BIN)/bayes-ips study analyses/configs/quick.toml --out-dir $(OUT)/quick --processes 2
+	$(BIN)/bayes-ips simulate --M 500 --N 6 --d 3 --rank 1 --phi tanh --noise 0.1 \
 		--tokens cube --seed 0 --out $(OUT)/data.npz
 	$(BIN)/bayes-ips fit-erm $(OUT)/data.npz --rank 1 --seed 0 --out $(OUT)/erm.nc
 	$(BIN)/bayes-ips evaluate $(OUT)/erm.nc --truth $(OUT)/data.npz --json $(OUT)/erm_error.json
@@ -32,7 +35,8 @@ demo: $(STAMP)
 		--seed 0 --out $(OUT)/post.nc
 	$(BIN)/bayes-ips evaluate $(OUT)/post.nc --truth $(OUT)/data.npz --json $(OUT)/post_error.json
 	$(BIN)/bayes-ips diagnose $(OUT)/post.nc --truth $(OUT)/data.npz --out-dir $(OUT)/diagnostics
-	@echo "demo outputs in $(OUT)/: data.npz erm.nc erm_error.json erm_fit.png post.nc post_error.json diagnostics/"
+	@echo "demo outputs in $(OUT)/: quick/ (rates.png, slopes.md, summary.md, results.nc)"
+	@echo "  data.npz erm.nc erm_error.json erm_fit.png post.nc post_error.json diagnostics/"
 
 test: $(STAMP_DEV)
 	$(BIN)/python -m pytest -q
