@@ -43,13 +43,22 @@ from jax.typing import ArrayLike
 from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.pairwise import DEFAULT_CHUNK, gram, pair_scores, sq_loss
 from bayes_ips.simulate import gauge_fix
-from bayes_ips.spline import Knots, make_knots, n_basis, quantile_breaks, reflect, spline_eval
+from bayes_ips.spline import (
+    Knots,
+    full_knot_vector,
+    make_knots,
+    n_basis,
+    quantile_breaks,
+    reflect,
+    spline_eval,
+)
 
 __all__ = [
     "ERMConfig",
     "ERMFit",
     "fit_erm",
     "k_candidates",
+    "refinement_matrix",
     "solve_coefficients",
     "theory_condition",
     "theory_k",
@@ -148,10 +157,21 @@ def theory_condition(M: int, d: int, rank: int, beta: float | None) -> dict[str,
     return {"holds": bool(rank * d <= rhs), "lhs": rank * d, "rhs": rhs, "beta": beta}
 
 
-def k_candidates(n_obs: int, n_max: int = 64, n_grid: int = 10) -> list[int]:
-    """Geometric grid of K from 2 up to ``min(n_max, n_obs / 25)`` (>= 4)."""
+FINE_K = (4, 6, 8, 12, 16, 24, 36, 48, 60)  # finest grids: many divisors, geometric spread
+
+
+def k_candidates(n_obs: int, n_max: int = 64) -> list[int]:
+    """The K searched by GCV: the divisors >= 2 of the finest K allowed by the data.
+
+    The finest K is the largest of :data:`FINE_K` not above ``min(n_max, n_obs / 25)``
+    (at least 4).  Its divisors are spread roughly geometrically (60: 2, 3, 4, 5, 6,
+    10, 12, 15, 20, 30, 60), and their quantile knots are nested in its own, so every
+    candidate's Gram statistics follow from one pass over the data at the finest K
+    (see :func:`_gcv_table`).
+    """
     k_hi = int(np.clip(n_obs // 25, 4, n_max))
-    return sorted({int(round(k)) for k in np.geomspace(2, k_hi, n_grid)})
+    fine = max(k for k in FINE_K if k <= k_hi)
+    return [k for k in range(2, fine + 1) if fine % k == 0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,18 +304,82 @@ def _starts(
     return starts
 
 
-def _gcv(X, Y, U, V, knots, ridge, n_a, chunk) -> dict[str, float]:
-    st = gram(U, V, X, Y, knots, chunk)
-    c, lam = solve_coefficients(st.FtF, st.FtY, ridge)
-    G = np.asarray(st.FtF)
-    c_np = np.asarray(c)
-    rss = float(st.YtY - 2 * c_np @ np.asarray(st.FtY) + c_np @ G @ c_np)
+def _gcv_score(G, b, yy, n, ridge, n_a, K) -> dict[str, float]:
+    """GCV of the ridge fit from Gram statistics (NumPy; a K x K solve)."""
     nb = G.shape[0]
-    df_c = float(np.trace(np.linalg.solve(G + float(lam) * np.eye(nb), G)))
-    n = float(st.n_obs)
-    df = df_c + n_a
+    lam = ridge * np.trace(G) / nb + 1e-300
+    H = G + lam * np.eye(nb)
+    c = np.linalg.solve(H, b)
+    rss = float(yy - 2 * c @ b + c @ G @ c)
+    df = float(np.trace(np.linalg.solve(H, G))) + n_a
     score = (rss / n) / (1.0 - df / n) ** 2 if df < n else math.inf
-    return {"K": knots.n_intervals, "n_basis": nb, "rss": rss, "df": df, "gcv": score}
+    return {"K": int(K), "n_basis": nb, "rss": rss, "df": df, "gcv": score}
+
+
+def _gcv(X, Y, U, V, knots, ridge, n_a, chunk) -> dict[str, float]:
+    """GCV at one knot layout: one pass of :func:`gram`."""
+    st = gram(U, V, X, Y, knots, chunk)
+    return _gcv_score(
+        np.asarray(st.FtF),
+        np.asarray(st.FtY),
+        float(st.YtY),
+        float(st.n_obs),
+        ridge,
+        n_a,
+        knots.n_intervals,
+    )
+
+
+def refinement_matrix(coarse: Knots, fine: Knots) -> np.ndarray:
+    """``T`` with ``B_coarse(u) = B_fine(u) T`` when the coarse knots are nested in the fine.
+
+    Both bases are evaluated (SciPy) at ``s + 1`` points inside every fine interval,
+    where the coarse B-splines are polynomials of the fine space, and ``T`` solves
+    the (consistent) least-squares system; the extrapolation beyond the end knots
+    is the same polynomial, so the identity holds for every score.  Raises
+    ``ValueError`` when the residual shows that the knots are not nested.
+
+    Returns
+    -------
+    (n_basis(fine), n_basis(coarse)) array
+    """
+    from scipy.interpolate import BSpline
+
+    s = fine.degree
+    bf = np.asarray(fine.breaks)
+    frac = (np.arange(s + 1) + 0.5) / (s + 1)
+    u = (bf[:-1, None] + np.diff(bf)[:, None] * frac).ravel()
+    Bf = BSpline.design_matrix(u, np.asarray(full_knot_vector(fine)), s).toarray()
+    Bc = BSpline.design_matrix(u, np.asarray(full_knot_vector(coarse)), s).toarray()
+    T, *_ = np.linalg.lstsq(Bf, Bc, rcond=None)
+    if np.abs(Bf @ T - Bc).max() > 1e-9:
+        raise ValueError("the coarse knots are not nested in the fine knots")
+    return T
+
+
+def _gcv_table(X, Y, U, V, grid, s, m, ridge, n_a, chunk) -> list[dict[str, float]]:
+    """GCV for every K of the grid from one pass over the data.
+
+    The candidates divide the finest K, so their quantile breakpoints are every
+    ``(K_fine / K)``-th breakpoint of the finest layout: their spline spaces are
+    nested in the finest one, ``F_K = F_fine T_K``, and ``F_K^T F_K = T_K^T (F^T F) T_K``
+    exactly.  (Falls back to one pass per K when ties in the scores merged
+    breakpoints of the finest layout.)
+    """
+    fine_k = max(grid)
+    fine = _knots_for(X, U, V, fine_k, s, m)
+    if fine.n_intervals != fine_k or any(fine_k % K for K in grid):
+        return [_gcv(X, Y, U, V, _knots_for(X, U, V, K, s, m), ridge, n_a, chunk) for K in grid]
+    st = gram(U, V, X, Y, fine, chunk)
+    G, b = np.asarray(st.FtF), np.asarray(st.FtY)
+    yy, n = float(st.YtY), float(st.n_obs)
+    breaks = np.asarray(fine.breaks)
+    table = []
+    for K in grid:
+        coarse = make_knots(breaks[:: fine_k // K], s, m)
+        T = refinement_matrix(coarse, fine)
+        table.append(_gcv_score(T.T @ G @ T, T.T @ b, yy, n, ridge, n_a, K))
+    return table
 
 
 def fit_erm(
@@ -387,10 +471,7 @@ def fit_erm(
 
     # 2. choose K at the pilot A, refit A with it, re-place the knots
     U, V = factors(theta)
-    table = [
-        _gcv(Xj, Yj, U, V, _knots_for(Xj, U, V, K, s, m), config.ridge, n_a, chunk_size)
-        for K in grid
-    ]
+    table = _gcv_table(Xj, Yj, U, V, grid, s, m, config.ridge, n_a, chunk_size)
     K = table[int(np.argmin([t["gcv"] for t in table]))]["K"]
     knots = _knots_for(Xj, U, V, K, s, m)
     theta, _, steps2 = _optimise_jit(

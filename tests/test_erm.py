@@ -145,7 +145,8 @@ def test_theory_bookkeeping():
     assert theory_condition(10**8, 1, 1, 2.0)["holds"] is True
     assert theory_condition(1000, 5, 1, None)["holds"] is None
     ks = k_candidates(3000)
-    assert ks[0] == 2 and ks[-1] == 64 and ks == sorted(set(ks))
+    assert ks == [2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60]  # the divisors of the finest K
+    assert k_candidates(100) == [2, 4] and k_candidates(25 * 36) == [2, 3, 4, 6, 9, 12, 18, 36]
 
 
 def test_k_rules_are_honoured(problem):
@@ -180,3 +181,33 @@ def test_too_few_samples_are_refused():
     X = np.random.default_rng(0).normal(size=(3, 2, 3))
     with pytest.raises(InputError, match="too few"):
         fit_erm(jax.random.PRNGKey(0), X, X[..., 0], ERMConfig())
+
+
+def test_gcv_from_one_fine_pass_equals_one_pass_per_k(problem):
+    """The nested-knot shortcut (F_K = F_fine T_K) against a direct Gram pass per K."""
+    from bayes_ips.erm import _gcv, _gcv_table, _knots_for, _normalise, refinement_matrix
+    from bayes_ips.spline import design_matrix, make_knots
+
+    _, X, Y, _ = problem
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    U = jnp.asarray([[1.0], [0.5], [-0.3]])
+    V = jnp.asarray([[0.2], [1.0], [0.4]])
+    U = _normalise(U, V)
+    for s, m in ((3, 1), (2, 2), (1, 1)):
+        grid = [2, 3, 4, 6, 12]
+        table = _gcv_table(Xj, Yj, U, V, grid, s, m, 1e-8, 4, 512)
+        fine = _knots_for(Xj, U, V, 12, s, m)
+        for row, K in zip(table, grid, strict=True):
+            coarse = make_knots(np.asarray(fine.breaks)[:: 12 // K], s, m)
+            ref = _gcv(Xj, Yj, U, V, coarse, 1e-8, 4, 512)
+            assert row["K"] == K and row["n_basis"] == ref["n_basis"]
+            for key in ("rss", "df", "gcv"):
+                assert row[key] == pytest.approx(ref[key], rel=1e-7), (s, m, K, key)
+    # the refinement matrix is exact, also where scores are extrapolated
+    fine = make_knots(np.linspace(-1, 1, 7), 3, 1)
+    coarse = make_knots(np.linspace(-1, 1, 7)[::3], 3, 1)
+    T = refinement_matrix(coarse, fine)
+    u = jnp.linspace(-1.5, 1.5, 101)
+    np.testing.assert_allclose(design_matrix(u, fine) @ T, design_matrix(u, coarse), atol=1e-10)
+    with pytest.raises(ValueError, match="not nested"):
+        refinement_matrix(make_knots([-1.0, 0.1, 1.0], 3, 1), fine)
