@@ -423,6 +423,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         attempts=args.attempts,
+        only=args.only,
     )
     result = out["result"]
     n_cells = len(result.records) + len(result.failures)
@@ -527,6 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--workers", type=_positive_int, help="Dask LocalCluster with N workers")
     be.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port)")
     st.add_argument("--attempts", type=_positive_int, default=2, help="tries per cell (default 2)")
+    st.add_argument(
+        "--only",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="run a slice of the grid: --only estimator=erm --only d=1,5 "
+        "(keys: estimator, d, M, rep, beta, family)",
+    )
     st.set_defaults(func=cmd_study)
 
     g = sub.add_parser("plot", help="figure of the fit (against the truth when known)")

@@ -46,6 +46,13 @@ def add_study_arguments(parser: argparse.ArgumentParser, default_config: str) ->
     be.add_argument("--workers", type=int, help="Dask LocalCluster with this many workers")
     be.add_argument("--scheduler", help="address of a running Dask scheduler")
     parser.add_argument("--attempts", type=int, default=2, help="tries per cell")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="run a slice of the grid, e.g. "
+        "--only estimator=erm --only d=1,5 (keys: estimator, d, M, rep, beta, family)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -65,6 +72,7 @@ def main_for(kind: str, args: argparse.Namespace) -> dict:
         scheduler=args.scheduler,
         attempts=args.attempts,
         progress=not args.quiet,
+        only=args.only,
     )
     print(out["summary"])
     return out
@@ -81,8 +89,12 @@ def run_analysis(
     scheduler: str | None = None,
     attempts: int = 2,
     progress: bool = True,
+    only: list[str] | None = None,
 ) -> dict:
     """Run (or resume) the study of ``config_path`` and write its report into ``out_dir``.
+
+    ``only`` restricts the grid to a slice, e.g. ``["estimator=erm", "d=1,5"]``
+    (keys: estimator, d, M, rep, beta, family).
 
     Returns a dict with the StudyResult (``result``), the error slopes (``rows``),
     the band-width slopes (``band_rows``), the summary Markdown (``summary``) and
@@ -96,7 +108,13 @@ def run_analysis(
 
     if kind not in KINDS:
         raise InputError(f"unknown analysis kind {kind!r}; choose from {', '.join(KINDS)}")
+    from bayes_ips.study.cells import make_cells, parse_only, select_cells
+
     config = load_config(config_path)
+    selection = parse_only(only)
+    cells = select_cells(make_cells(config), selection)
+    if not cells:
+        raise InputError(f"--only {' '.join(only or [])} selects no cell of {config.name}")
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
@@ -110,6 +128,7 @@ def run_analysis(
         max_attempts=attempts,
         progress=progress,
         results_dir=out_dir,
+        cells=cells,
     )
     out = {"result": result, "rows": [], "band_rows": [], "summary": "", "paths": []}
     if not result.records:
@@ -137,7 +156,8 @@ def _summary(kind, ds, rows, band_rows, config, result) -> str:
 
     lines = [f"# {config.name}: {kind} analysis", ""]
     lines.append(
-        f"{len(result.records)} of {config.n_cells} cells finished "
+        f"{len(result.records)} of {len(result.records) + len(result.failures)} selected cells "
+        f"({config.n_cells} in the grid) finished "
         f"({len(result.failures)} failed); seed {config.seed}."
     )
     lines += ["", "## Error slopes (log error on log M; 95% bootstrap CI over repetitions)", ""]

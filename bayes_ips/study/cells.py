@@ -29,6 +29,8 @@ from bayes_ips.study.config import PhiEntry, StudyConfig, config_hash
 
 __all__ = [
     "Cell",
+    "parse_only",
+    "select_cells",
     "TIMING_KEYS",
     "cell_truth",
     "cell_data",
@@ -63,6 +65,48 @@ class Cell:
     @property
     def hash(self) -> str:
         return spec_hash(self.spec)
+
+
+SELECTABLE = ("estimator", "d", "M", "rep", "beta", "family")
+
+
+def parse_only(items: list[str] | None) -> dict[str, set]:
+    """Parse ``["estimator=erm", "d=1,5"]`` into ``{"estimator": {"erm"}, "d": {1, 5}}``."""
+    from bayes_ips.errors import InputError
+
+    out: dict[str, set] = {}
+    for item in items or []:
+        key, sep, vals = item.partition("=")
+        key = key.strip()
+        if not sep or not vals.strip():
+            raise InputError(f"--only takes KEY=V1,V2; got {item!r}")
+        if key not in SELECTABLE:
+            raise InputError(f"--only: unknown key {key!r} (choose from {', '.join(SELECTABLE)})")
+        parsed = set()
+        for v in vals.split(","):
+            v = v.strip()
+            if key in ("estimator", "family"):
+                parsed.add(v)
+                continue
+            try:
+                parsed.add(int(v) if key != "beta" else (math.inf if v == "inf" else float(v)))
+            except ValueError:
+                raise InputError(f"--only {key}: expected numbers, got {v!r}") from None
+        out.setdefault(key, set()).update(parsed)
+    return out
+
+
+def select_cells(cells: list[Cell], only: dict[str, set]) -> list[Cell]:
+    """The cells whose coordinates are in ``only`` (every key must match)."""
+
+    def value(c: Cell, key: str):
+        if key == "beta":
+            return c.phi.beta
+        if key == "family":
+            return c.phi.family
+        return getattr(c, key)
+
+    return [c for c in cells if all(value(c, k) in vals for k, vals in only.items())]
 
 
 def spec_hash(spec: dict) -> str:

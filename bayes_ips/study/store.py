@@ -128,7 +128,10 @@ class Store:
 
 # ------------------------------------------------------------------- aggregation
 
-DIMS = ("estimator", "phi", "d", "M", "rep")
+DIMS = {  # the dimensions of a task's results
+    "ips": ("estimator", "phi", "d", "M", "rep"),
+    "slr": ("estimator", "d", "M", "rep"),
+}
 
 
 def _phi_label(rec: dict) -> str:
@@ -138,47 +141,60 @@ def _phi_label(rec: dict) -> str:
     return f"{rec['family']}(beta={float(beta):g})"
 
 
-def records_to_dataset(records: list[dict]):
-    """Every record in one ``xarray.Dataset`` over (estimator, phi, d, M, rep).
+def _coord(rec: dict, dim: str):
+    if dim == "phi":
+        return _phi_label(rec)
+    if dim == "estimator":
+        return rec["estimator"]
+    return int(rec[dim])
 
-    Numeric and boolean fields become variables (NaN where a cell has no such
-    field, e.g. band widths for ERM); ``beta`` is a coordinate along ``phi``.
+
+def records_to_dataset(records: list[dict]):
+    """Every record in one ``xarray.Dataset`` over the task's dimensions.
+
+    For the IPS task the dimensions are (estimator, phi, d, M, rep), with ``beta``
+    a coordinate along ``phi``; for single-location regression (estimator, d, M,
+    rep).  Numeric and boolean fields become variables (NaN where a cell has no
+    such field, e.g. band widths for ERM).
     """
     import xarray as xr
 
     if not records:
         raise InputError("no finished records to aggregate")
-    coords = {
-        "estimator": [e for e in ESTIMATORS if any(r["estimator"] == e for r in records)],
-        "phi": sorted({_phi_label(r) for r in records}),
-        "d": sorted({int(r["d"]) for r in records}),
-        "M": sorted({int(r["M"]) for r in records}),
-        "rep": sorted({int(r["rep"]) for r in records}),
-    }
+    tasks = {r.get("task", "ips") for r in records}
+    if len(tasks) != 1:
+        raise InputError(f"records of several tasks cannot be aggregated together: {tasks}")
+    task = tasks.pop()
+    dims = DIMS[task]
+    coords = {}
+    for dim in dims:
+        vals = {_coord(r, dim) for r in records}
+        if dim == "estimator":
+            order = [e for e in ESTIMATORS if e in vals]
+            coords[dim] = order + sorted(vals - set(order))
+        else:
+            coords[dim] = sorted(vals)
     index = {k: {v: i for i, v in enumerate(vals)} for k, vals in coords.items()}
-    shape = tuple(len(coords[k]) for k in DIMS)
-    skip = {"estimator", "family", "beta", "d", "M", "rep"}
+    shape = tuple(len(coords[k]) for k in dims)
+    skip = {"estimator", "family", "beta", "task", *dims}
     fields = {k for r in records for k, v in r.items() if k not in skip and _numeric(v)}
-    fields = sorted(fields | {"theory_holds", "theory_rhs"})  # None (NaN) when beta = inf
-    data = {k: np.full(shape, np.nan) for k in fields}
+    if task == "ips":
+        fields |= {"theory_holds", "theory_rhs"}  # None (NaN) when beta = inf
+    data = {k: np.full(shape, np.nan) for k in sorted(fields)}
     beta_of = {}
     for r in records:
-        lab = _phi_label(r)
-        beta_of[lab] = math.inf if r["beta"] in (None, "inf") else float(r["beta"])
-        at = (
-            index["estimator"][r["estimator"]],
-            index["phi"][lab],
-            index["d"][int(r["d"])],
-            index["M"][int(r["M"])],
-            index["rep"][int(r["rep"])],
-        )
-        for k in fields:
+        at = tuple(index[dim][_coord(r, dim)] for dim in dims)
+        if task == "ips":
+            beta_of[_phi_label(r)] = math.inf if r["beta"] in (None, "inf") else float(r["beta"])
+        for k in data:
             v = r.get(k)
             if _numeric(v):
                 data[k][at] = float(v)
-    ds = xr.Dataset({k: (DIMS, v) for k, v in data.items()}, coords=coords)
-    ds = ds.assign_coords(beta=("phi", [beta_of[p] for p in coords["phi"]]))
+    ds = xr.Dataset({k: (dims, v) for k, v in data.items()}, coords=coords)
+    if task == "ips":
+        ds = ds.assign_coords(beta=("phi", [beta_of[p] for p in coords["phi"]]))
     ds.attrs["n_records"] = len(records)
+    ds.attrs["task"] = task
     return ds
 
 
@@ -199,10 +215,14 @@ def write_csv(records: list[dict], path: str | os.PathLike) -> None:
     """One row per record (columns: the union of the records' fields), atomically."""
     import csv
 
-    head = ["estimator", "family", "beta", "d", "M", "rep"]
+    head = [k for k in ("estimator", "family", "beta", "d", "M", "rep") if k in records[0]]
     cols = head + sorted({k for r in records for k in r} - set(head) - set(TIMING_KEYS))
     cols += [k for k in TIMING_KEYS if any(k in r for r in records)]
-    rows = sorted(records, key=lambda r: (r["estimator"], _phi_label(r), r["d"], r["M"], r["rep"]))
+
+    def order(r):
+        return tuple((0, r[k]) if isinstance(r[k], int | float) else (1, str(r[k])) for k in head)
+
+    rows = sorted(records, key=order)
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()

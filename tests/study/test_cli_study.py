@@ -89,3 +89,32 @@ def test_study_runs_reports_failures_and_exits_1(tmp_path, capsys):
     names = set(os.listdir(out))
     assert {"results.nc", "results.csv", "slopes.csv", "slopes.md", "rates.png"} <= names
     assert not [n for n in names if n.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize(
+    "only, text",
+    [
+        ("foo=1", "unknown key 'foo'"),
+        ("d=one", "expected numbers"),
+        ("d", "takes KEY=V1,V2"),
+        ("M=999", "selects no cell"),
+    ],
+)
+def test_bad_slices(tmp_path, capsys, only, text):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY)
+    rc = main(["study", str(cfg), "--out-dir", str(tmp_path / "o"), "--only", only])
+    _one_line_error(capsys, rc, text)
+
+
+def test_only_runs_a_slice(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "out"
+    rc = main(["study", str(cfg), "--out-dir", str(out), "--only", "M=40,60", "--only", "rep=1"])
+    assert rc == 0
+    assert "2 of 2 cells finished" in capsys.readouterr().out
+    assert sorted(os.listdir(out / "records")) == [
+        "erm_tanh-binf_d2_M40_r1.json",
+        "erm_tanh-binf_d2_M60_r1.json",
+    ]
