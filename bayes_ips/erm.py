@@ -45,7 +45,6 @@ from bayes_ips.pairwise import DEFAULT_CHUNK, gram, pair_scores, sq_loss
 from bayes_ips.simulate import gauge_fix
 from bayes_ips.spline import (
     Knots,
-    full_knot_vector,
     make_knots,
     n_basis,
     quantile_breaks,
@@ -58,6 +57,7 @@ __all__ = [
     "ERMFit",
     "fit_erm",
     "k_candidates",
+    "refinement_matrices",
     "refinement_matrix",
     "solve_coefficients",
     "theory_condition",
@@ -157,19 +157,25 @@ def theory_condition(M: int, d: int, rank: int, beta: float | None) -> dict[str,
     return {"holds": bool(rank * d <= rhs), "lhs": rank * d, "rhs": rhs, "beta": beta}
 
 
-FINE_K = (4, 6, 8, 12, 16, 24, 36, 48, 60)  # finest grids: many divisors, geometric spread
+# Finest grids: numbers with many divisors, spread roughly geometrically.
+FINE_K = (4, 6, 8, 12, 16, 24, 36, 48, 60, 96, 120, 180, 240)
+K_MAX = 240  # the cost of a Gram pass grows like n_basis^2 (F^T F is dense)
+OBS_PER_INTERVAL = 25  # the finest K leaves at least this many observations per interval
 
 
-def k_candidates(n_obs: int, n_max: int = 64) -> list[int]:
+def k_candidates(n_obs: int, n_max: int = K_MAX) -> list[int]:
     """The K searched by GCV: the divisors >= 2 of the finest K allowed by the data.
 
-    The finest K is the largest of :data:`FINE_K` not above ``min(n_max, n_obs / 25)``
-    (at least 4).  Its divisors are spread roughly geometrically (60: 2, 3, 4, 5, 6,
-    10, 12, 15, 20, 30, 60), and their quantile knots are nested in its own, so every
-    candidate's Gram statistics follow from one pass over the data at the finest K
-    (see :func:`_gcv_table`).
+    The finest K is the largest of :data:`FINE_K` not above
+    ``min(n_max, n_obs / 25)`` (at least 4).  Its divisors are spread roughly
+    geometrically (240: 2, 3, 4, 5, 6, 8, 10, 12, 15, 16, 20, 24, 30, 40, 48, 60, 80,
+    120, 240), and their quantile knots are nested in its own, so every candidate's
+    Gram statistics follow from one pass over the data at the finest K (see
+    :func:`_gcv_table`).  The ceiling grows with the data because the best K does:
+    rough phi* (many kinks, small beta) need many intervals, and a fixed ceiling
+    becomes an error floor.
     """
-    k_hi = int(np.clip(n_obs // 25, 4, n_max))
+    k_hi = int(np.clip(n_obs // OBS_PER_INTERVAL, 4, n_max))
     fine = max(k for k in FINE_K if k <= k_hi)
     return [k for k in range(2, fine + 1) if fine % k == 0]
 
@@ -333,28 +339,50 @@ def _gcv(X, Y, U, V, knots, ridge, n_a, chunk) -> dict[str, float]:
 def refinement_matrix(coarse: Knots, fine: Knots) -> np.ndarray:
     """``T`` with ``B_coarse(u) = B_fine(u) T`` when the coarse knots are nested in the fine.
 
-    Both bases are evaluated (SciPy) at ``s + 1`` points inside every fine interval,
-    where the coarse B-splines are polynomials of the fine space, and ``T`` solves
-    the (consistent) least-squares system; the extrapolation beyond the end knots
-    is the same polynomial, so the identity holds for every score.  Raises
-    ``ValueError`` when the residual shows that the knots are not nested.
+    The coarse B-splines lie in the fine spline space.  Both bases are evaluated
+    (SciPy) at ``s + 1`` points inside every fine interval, which determine a
+    spline of the fine space, and ``T`` solves that consistent least-squares
+    system; the extrapolation beyond the end knots is the same polynomial, so the
+    identity holds for every score.  ``ValueError`` when the residual shows that
+    the knots are not nested.
 
     Returns
     -------
     (n_basis(fine), n_basis(coarse)) array
     """
+    return refinement_matrices([coarse], fine)[0]
+
+
+def refinement_matrices(coarse: list[Knots], fine: Knots) -> list[np.ndarray]:
+    """:func:`refinement_matrix` for several coarse layouts, with one factorisation.
+
+    The normal equations of the fine collocation matrix (banded, well conditioned:
+    B-splines at points spread over every interval) are factorised once; each
+    coarse layout then costs one product and two triangular solves.
+    """
     from scipy.interpolate import BSpline
+    from scipy.linalg import cho_factor, cho_solve
+
+    def knot_vector(kn: Knots) -> np.ndarray:  # NumPy: no compilation per layout
+        b, deg, mult = np.asarray(kn.breaks), kn.degree, kn.multiplicity
+        return np.concatenate(
+            [np.repeat(b[:1], deg + 1), np.repeat(b[1:-1], mult), np.repeat(b[-1:], deg + 1)]
+        )
 
     s = fine.degree
     bf = np.asarray(fine.breaks)
     frac = (np.arange(s + 1) + 0.5) / (s + 1)
     u = (bf[:-1, None] + np.diff(bf)[:, None] * frac).ravel()
-    Bf = BSpline.design_matrix(u, np.asarray(full_knot_vector(fine)), s).toarray()
-    Bc = BSpline.design_matrix(u, np.asarray(full_knot_vector(coarse)), s).toarray()
-    T, *_ = np.linalg.lstsq(Bf, Bc, rcond=None)
-    if np.abs(Bf @ T - Bc).max() > 1e-9:
-        raise ValueError("the coarse knots are not nested in the fine knots")
-    return T
+    Bf = BSpline.design_matrix(u, knot_vector(fine), s).toarray()
+    chol = cho_factor(Bf.T @ Bf)
+    out = []
+    for c in coarse:
+        Bc = BSpline.design_matrix(u, knot_vector(c), s).toarray()
+        T = cho_solve(chol, Bf.T @ Bc)
+        if np.abs(Bf @ T - Bc).max() > 1e-9:
+            raise ValueError("the coarse knots are not nested in the fine knots")
+        out.append(T)
+    return out
 
 
 def _gcv_table(X, Y, U, V, grid, s, m, ridge, n_a, chunk) -> list[dict[str, float]]:
@@ -374,10 +402,9 @@ def _gcv_table(X, Y, U, V, grid, s, m, ridge, n_a, chunk) -> list[dict[str, floa
     G, b = np.asarray(st.FtF), np.asarray(st.FtY)
     yy, n = float(st.YtY), float(st.n_obs)
     breaks = np.asarray(fine.breaks)
+    coarse = [make_knots(breaks[:: fine_k // K], s, m) for K in grid]
     table = []
-    for K in grid:
-        coarse = make_knots(breaks[:: fine_k // K], s, m)
-        T = refinement_matrix(coarse, fine)
+    for K, T in zip(grid, refinement_matrices(coarse, fine), strict=True):
         table.append(_gcv_score(T.T @ G @ T, T.T @ b, yy, n, ridge, n_a, K))
     return table
 

@@ -145,8 +145,9 @@ def test_theory_bookkeeping():
     assert theory_condition(10**8, 1, 1, 2.0)["holds"] is True
     assert theory_condition(1000, 5, 1, None)["holds"] is None
     ks = k_candidates(3000)
-    assert ks == [2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60]  # the divisors of the finest K
+    assert ks == [2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 24, 30, 40, 60, 120]  # divisors of 120
     assert k_candidates(100) == [2, 4] and k_candidates(25 * 36) == [2, 3, 4, 6, 9, 12, 18, 36]
+    assert max(k_candidates(10**6)) == 240
 
 
 def test_k_rules_are_honoured(problem):
