@@ -434,6 +434,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     )
     if out["rows"]:
         print(final_table(out["rows"], out["band_rows"]))
+    elif out["summary"]:
+        print(out["summary"])
+    if out["paths"]:
         names = ["results.nc", "results.csv"] + [os.path.basename(p) for p in out["paths"]]
         print(f"wrote {args.out_dir}/: {' '.join(names)}")
     if result.failures:

@@ -135,6 +135,8 @@ def run_analysis(
         return out
     with xr.open_dataset(os.path.join(out_dir, "results.nc"), engine="h5netcdf") as ds:
         ds = ds.load()
+    if config.task == "slr":
+        return {**out, **_slr_report(ds, out_dir, config, result)}
     rows, band_rows, paths = write_report(
         ds,
         out_dir,
@@ -149,6 +151,31 @@ def run_analysis(
         f.write(summary)
     out.update(rows=rows, band_rows=band_rows, summary=summary, paths=paths + [path])
     return out
+
+
+def _slr_report(ds, out_dir: str, config, result) -> dict:
+    """Figure and table of a single-location study."""
+    from bayes_ips.study.slr import plot_slr, slr_table
+
+    fig_path = os.path.join(out_dir, "slr_risk.png")
+    with atomic_write(fig_path) as tmp:
+        plot_slr(ds).savefig(tmp, dpi=130, format="png")
+    lines = [f"# {config.name}: single-location regression", ""]
+    lines.append(
+        f"{len(result.records)} cells finished ({len(result.failures)} failed); seed "
+        f"{config.seed}; L = {config.L}, gamma = {config.gamma:.4g}, noise {config.noise:g}, "
+        f"{config.repetitions} repetitions, {config.n_eval} fresh samples per risk."
+    )
+    lines += ["", "Medians over repetitions:", "", slr_table(ds)]
+    if result.failures:
+        lines += ["## Failed cells", ""] + [
+            f"- {f['cell_id']}: {f['error']}" for f in result.failures
+        ]
+    summary = "\n".join(lines) + "\n"
+    path = os.path.join(out_dir, "summary.md")
+    with atomic_write(path) as tmp, open(tmp, "w") as f:
+        f.write(summary)
+    return {"summary": summary, "paths": [fig_path, path]}
 
 
 def _summary(kind, ds, rows, band_rows, config, result) -> str:

@@ -125,6 +125,10 @@ def make_cells(config: StudyConfig) -> list[Cell]:
     The order is estimator, d, M, phi, repetition: consecutive cells in one
     process then reuse compiled programs (shapes depend on d and M).
     """
+    if getattr(config, "task", "ips") == "slr":
+        from bayes_ips.study.slr import make_slr_cells
+
+        return make_slr_cells(config)
     cells = []
     common = {
         "task": "ips",
@@ -239,6 +243,10 @@ def run_cell(spec: dict) -> dict:
     for ``bayes_pm`` the posterior's own error distribution, the mean width and
     the coverage of the pointwise credible band, and convergence diagnostics.
     """
+    if spec.get("task") == "slr":
+        from bayes_ips.study.slr import run_slr_cell
+
+        return run_slr_cell(spec)
     import jax
 
     from bayes_ips import enable_compilation_cache

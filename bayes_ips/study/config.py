@@ -152,6 +152,10 @@ class StudyConfig:
     def n_cells(self) -> int:
         return len(self.estimators) * len(self.phi) * len(self.d) * len(self.M) * self.repetitions
 
+    @property
+    def task(self) -> str:
+        return "ips"
+
 
 def config_hash(config: StudyConfig) -> str:
     """A short stable hash of everything that determines the study's numbers."""
@@ -162,6 +166,7 @@ def config_hash(config: StudyConfig) -> str:
 # ----------------------------------------------------------------------------- parsing
 
 _STUDY_KEYS = {
+    "task",
     "name",
     "seed",
     "repetitions",
@@ -316,6 +321,8 @@ def parse_config(raw: dict[str, Any]) -> StudyConfig:
     if not isinstance(st, dict):
         raise InputError("the config needs a [study] table")
     _unknown("[study]", st, _STUDY_KEYS)
+    if st.get("task", "ips") != "ips":
+        raise InputError(f"study.task must be 'ips' or 'slr', got {st.get('task')!r}")
     for k in ("M", "d", "estimators"):
         if k not in st:
             raise InputError(f"[study] needs {k!r}")
@@ -357,8 +364,12 @@ def parse_config(raw: dict[str, Any]) -> StudyConfig:
     return cfg
 
 
-def load_config(path: str | os.PathLike) -> StudyConfig:
-    """Read and validate a study TOML file; bad files raise :class:`InputError`."""
+def load_config(path: str | os.PathLike):
+    """Read and validate a study TOML file; bad files raise :class:`InputError`.
+
+    ``[study] task`` picks the task: ``"ips"`` (default; :class:`StudyConfig`) or
+    ``"slr"`` (single-location regression; :class:`bayes_ips.study.slr.SLRStudyConfig`).
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError(f"config file not found: {path}")
@@ -370,6 +381,11 @@ def load_config(path: str | os.PathLike) -> StudyConfig:
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read {path}: {e}") from None
     try:
+        study = raw.get("study")
+        if isinstance(study, dict) and study.get("task") == "slr":
+            from bayes_ips.study.slr import parse_slr_config
+
+            return parse_slr_config(raw)
         return parse_config(raw)
     except InputError as e:
         raise InputError(f"{path}: {e}") from None

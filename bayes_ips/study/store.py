@@ -27,7 +27,6 @@ import numpy as np
 from bayes_ips.errors import InputError
 from bayes_ips.io import atomic_write
 from bayes_ips.study.cells import TIMING_KEYS, Cell
-from bayes_ips.study.config import ESTIMATORS
 
 __all__ = [
     "Store",
@@ -170,7 +169,7 @@ def records_to_dataset(records: list[dict]):
     for dim in dims:
         vals = {_coord(r, dim) for r in records}
         if dim == "estimator":
-            order = [e for e in ESTIMATORS if e in vals]
+            order = [e for e in ("erm", "pgd", "bayes_pm") if e in vals]
             coords[dim] = order + sorted(vals - set(order))
         else:
             coords[dim] = sorted(vals)
