@@ -15,8 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer import MCMC, NUTS, init_to_sample
 
+from bayes_ips import nuts
 from bayes_ips.erm import ERMConfig, ERMFit, fit_erm
 from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.models.lowrank_spline import lowrank_spline
@@ -120,29 +120,11 @@ def laplace_inverse_mass(X, Y, model_kwargs: dict, point: dict) -> np.ndarray | 
     and 30-100 leapfrog steps per iteration (the angular directions of the
     factors are ~100 times narrower than the others).  Eigenvalues of the Hessian
     are floored at 1e-6 of the largest (the radial gauge directions are flat up
-    to the gauge factor); None if the Hessian is not finite.
+    to the gauge factor); None if the Hessian is not finite.  See
+    :func:`bayes_ips.nuts.laplace_inverse_mass`.
     """
-    from numpyro.infer.util import potential_energy
-
     sites = [k for k in ("U", "V", "sigma", "tau", "c") if k in point]
-    shapes = [jnp.shape(point[k]) for k in sites]
-    sizes = [int(np.prod(sh)) for sh in shapes]
-    flat0 = jnp.concatenate([jnp.ravel(point[k]) for k in sites])
-
-    def unravel(flat):
-        out, i = {}, 0
-        for k, sh, n in zip(sites, shapes, sizes, strict=True):
-            out[k] = flat[i : i + n].reshape(sh)
-            i += n
-        return out
-
-    pe = lambda flat: potential_energy(lowrank_spline, (X, Y), model_kwargs, unravel(flat))  # noqa: E731
-    H = np.asarray(jax.hessian(pe)(flat0))
-    if not np.all(np.isfinite(H)):
-        return None
-    w, Q = np.linalg.eigh(0.5 * (H + H.T))
-    w = np.maximum(np.abs(w), 1e-6 * np.abs(w).max())
-    return (Q / w) @ Q.T
+    return nuts.laplace_inverse_mass(lowrank_spline, (X, Y), model_kwargs, point, sites)
 
 
 def _erm_init(key, fit: ERMFit, y_scale: float, chains: int, jitter: float) -> dict:
@@ -217,32 +199,22 @@ def run_nuts(
             init["c"] = _erm_coef_on(knots, erm, config.chains)
         inv_mass = laplace_inverse_mass(Xj, Yj, model_kwargs, {k: v[0] for k, v in init.items()})
     sites = ("U", "V", "sigma", "tau") + (() if config.collapsed else ("c",))
-    kernel = NUTS(
-        lowrank_spline,
-        target_accept_prob=config.target_accept,
-        max_tree_depth=config.max_tree_depth,
-        dense_mass=[sites],
-        inverse_mass_matrix=None if inv_mass is None else {sites: inv_mass},
-        init_strategy=init_to_sample,
-    )
-    mcmc = MCMC(
-        kernel,
-        num_warmup=config.warmup,
-        num_samples=config.draws,
-        num_chains=config.chains,
-        chain_method="sequential",
-        progress_bar=progress,
-    )
-    mcmc.run(
+    chains = nuts.run_chains(
         k_run,
-        Xj,
-        Yj,
-        **model_kwargs,
-        extra_fields=("diverging", "num_steps", "energy", "accept_prob", "potential_energy"),
+        lowrank_spline,
+        (Xj, Yj),
+        model_kwargs,
+        chains=config.chains,
+        warmup=config.warmup,
+        draws=config.draws,
         init_params=init,
+        inverse_mass=inv_mass,
+        dense_sites=sites,
+        target_accept=config.target_accept,
+        max_tree_depth=config.max_tree_depth,
+        progress=progress,
     )
-    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    samples, extra = chains.samples, chains.extra
     return NUTSRun(
         samples,
         extra,
