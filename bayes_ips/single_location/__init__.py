@@ -1,0 +1,1 @@
+"""Single-location regression (arXiv 2410.01537)."""
