@@ -14,7 +14,7 @@ from bayes_ips.single_location.io import load_dataset, load_pgd_fit
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-M, D = 300, 12
+M, D = 200, 10
 
 
 def run(capsys, argv):
@@ -98,7 +98,7 @@ def test_evaluate(files, capsys, tmp_path, which):
     res = json.loads(js.read_text())
     for key in ("kappa", "nu", "kappa_aligned", "risk", "bayes_risk", "excess", "excess_se"):
         assert np.isfinite(res[key]), key
-    assert res["kappa_aligned"] > 0.9 and res["nu_aligned"] > 0.9  # d = 12, M = 300, L = 5
+    assert res["kappa_aligned"] > 0.9 and res["nu_aligned"] > 0.9  # d = 10, M = 200, L = 5
     assert 0 <= res["excess"] < res["risk"] and res["seed"] == 12345
 
 

@@ -46,7 +46,7 @@ def naive_posterior_mean(truth, X):
 @pytest.mark.parametrize("d,L,gamma", [(2, 3, 0.7), (3, 5, 1.3), (6, 2, 0.4)])
 def test_bayes_predictor_matches_naive_enumeration(d, L, gamma):
     t = make_truth(jax.random.PRNGKey(d), d, L=L, gamma=gamma, noise_sd=0.2)
-    X = np.asarray(simulate(jax.random.PRNGKey(1), t, 60)[0])
+    X = np.asarray(simulate(jax.random.PRNGKey(1), t, 30)[0])
     mean, var = naive_posterior_mean(t, X)
     np.testing.assert_allclose(np.asarray(bayes_predict(t, X)), mean, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.asarray(bayes_conditional_variance(t, X)), var, rtol=1e-10)
@@ -61,15 +61,14 @@ def test_one_token_is_known_exactly():
     assert br.mean == pytest.approx(0.09, rel=1e-12) and br.se < 1e-12
 
 
-@pytest.mark.parametrize("d", [400, 4000])
-def test_position_posterior_is_stable_in_high_dimension(d):
-    """Log-odds grow like d; the log-space softmax must stay finite and find J0."""
-    t = make_truth(jax.random.PRNGKey(0), d)
-    X, _, J0 = simulate(jax.random.PRNGKey(1), t, 64)
+def test_position_posterior_is_stable_in_high_dimension():
+    """Log-odds grow like d/2 nats (2000 here: exp would overflow); the softmax must not."""
+    t = make_truth(jax.random.PRNGKey(0), 4000)
+    X, _, J0 = simulate(jax.random.PRNGKey(1), t, 32)
     logw = np.asarray(position_log_posterior(t, X))
     assert np.all(np.isfinite(logw)) and np.all(logw <= 0)
     np.testing.assert_allclose(np.exp(logw).sum(-1), 1.0, rtol=1e-12)
-    # at d >= 400 the signal token is ~d/2 nats more likely than any other
+    # at this d the signal token is ~d/2 nats more likely than any other
     assert np.array_equal(logw.argmax(-1), np.asarray(J0))
     assert np.all(np.isfinite(np.asarray(bayes_predict(t, X))))
 
@@ -81,7 +80,7 @@ def test_position_posterior_is_calibrated():
     sum of the predicted probabilities (a Poisson-binomial with known variance).
     """
     t = make_truth(jax.random.PRNGKey(5), 2, L=3, gamma=0.8)
-    X, _, J0 = simulate(jax.random.PRNGKey(6), t, 30_000)
+    X, _, J0 = simulate(jax.random.PRNGKey(6), t, 32_768)
     w = np.exp(np.asarray(position_log_posterior(t, X))).ravel()
     hit = (np.arange(3)[None] == np.asarray(J0)[:, None]).ravel()
     assert 0.05 < np.median(w) < 0.6  # really uncertain, so the check has power
@@ -97,8 +96,8 @@ def test_position_posterior_is_calibrated():
 def test_bayes_risk_agrees_with_the_plain_monte_carlo_risk_of_the_bayes_predictor():
     """E[Var(Y | X)] (closed-form conditional variance) = E[(Y - E[Y | X])^2], independent draws."""
     t = make_truth(jax.random.PRNGKey(7), 3, L=4, gamma=0.7, noise_sd=0.2)
-    rb = bayes_risk(jax.random.PRNGKey(8), t, 40_000)
-    plain = risk(jax.random.PRNGKey(9), lambda X: bayes_predict(t, X), t, 40_000)
+    rb = bayes_risk(jax.random.PRNGKey(8), t, 32_768)
+    plain = risk(jax.random.PRNGKey(9), lambda X: bayes_predict(t, X), t, 32_768)
     assert rb.mean > t.noise_sd**2 + 0.05  # the position is really uncertain at d = 3
     assert abs(rb.mean - plain.mean) < Z * math.hypot(rb.se, plain.se)
     assert rb.se < plain.se  # Rao-Blackwellisation pays
@@ -107,7 +106,7 @@ def test_bayes_risk_agrees_with_the_plain_monte_carlo_risk_of_the_bayes_predicto
 def test_bayes_residual_is_orthogonal_to_functions_of_x():
     """E[(Y - f_B(X)) h(X)] = 0 for every h: checked for f_B itself and each <x_l, v*>."""
     t = make_truth(jax.random.PRNGKey(10), 3, L=3, gamma=0.7, noise_sd=0.2)
-    X, Y, _ = simulate(jax.random.PRNGKey(11), t, 40_000)
+    X, Y, _ = simulate(jax.random.PRNGKey(11), t, 32_768)
     f = np.asarray(bayes_predict(t, X))
     r = np.asarray(Y) - f
     for h in [f, *np.asarray(X @ t.v).T, np.asarray(X[:, 0, 0])]:
@@ -118,7 +117,7 @@ def test_bayes_residual_is_orthogonal_to_functions_of_x():
 def test_risk_of_the_zero_predictor_is_the_output_variance():
     """E[Y^2] = gamma^2 + eps^2 in closed form (<mu, v*> = 0)."""
     t = make_truth(jax.random.PRNGKey(12), 10, gamma=0.9, noise_sd=0.3)
-    r = risk(jax.random.PRNGKey(13), lambda X: jnp.zeros(X.shape[0]), t, 30_000)
+    r = risk(jax.random.PRNGKey(13), lambda X: jnp.zeros(X.shape[0]), t, 16_384)
     assert abs(r.mean - (0.81 + 0.09)) < Z * r.se
 
 
@@ -126,15 +125,18 @@ def test_excess_risk_is_paired_and_consistent():
     t = make_truth(jax.random.PRNGKey(14), 20)
     key = jax.random.PRNGKey(15)
     f = lambda X: erf_attention(X, t.k, t.v, 0.1)  # noqa: E731
-    e = excess_risk(key, f, t, 20_000)
+    e = excess_risk(key, f, t, 12_000)
     # the Bayes predictor has no excess risk, exactly (same draws)
-    e0 = excess_risk(key, lambda X: bayes_predict(t, X), t, 20_000)
+    e0 = excess_risk(key, lambda X: bayes_predict(t, X), t, 12_000)
     assert e0.excess == 0.0 and e0.excess_se == 0.0
-    # same key, same draws: the risk equals the one computed by `risk`
-    assert e.risk == risk(key, f, t, 20_000).mean
-    assert e.bayes_risk == bayes_risk(key, t, 20_000).mean
+    # same key, same draws: the risk equals the one computed by `risk`, and the first
+    # n draws do not depend on n
+    assert e.risk == risk(key, f, t, 12_000).mean
+    assert e.bayes_risk == bayes_risk(key, t, 12_000).mean
+    short = mc_terms(key, f, t, 5000)
+    terms = mc_terms(key, f, t, 12_000)
+    np.testing.assert_array_equal(short["y"], terms["y"][:5000])
     # the L2 form and the paired difference of squared losses estimate the same excess
-    terms = mc_terms(key, f, t, 20_000)
     diff = (terms["y"] - terms["f"]) ** 2 - (terms["y"] - terms["f_bayes"]) ** 2
     se_diff = diff.std(ddof=1) / math.sqrt(len(diff))
     assert abs(e.excess - diff.mean()) < Z * se_diff

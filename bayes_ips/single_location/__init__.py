@@ -10,6 +10,10 @@ Bayes-optimal predictor), ``risk`` (Monte Carlo risks), ``sphere`` (the sphere a
 the sign symmetry), ``pgd`` (the paper's estimator), ``posterior`` (NUTS on
 ``bayes_ips.models.single_location``), ``io`` and ``cli``.  Nothing here switches
 float64 on: call :func:`bayes_ips.enable_x64` first.
+
+The names below are re-exported; the NumPyro side (``SLRSamplerConfig``,
+``sample_posterior``, ``SLRPosterior``) is imported from ``.posterior``, so that
+this namespace needs no NumPyro and the model module can import ``.attention``.
 """
 
 from bayes_ips.single_location.attention import erf_attention as erf_attention
@@ -19,9 +23,6 @@ from bayes_ips.single_location.bayes import position_log_posterior as position_l
 from bayes_ips.single_location.pgd import PGDConfig as PGDConfig
 from bayes_ips.single_location.pgd import PGDFit as PGDFit
 from bayes_ips.single_location.pgd import fit_pgd as fit_pgd
-from bayes_ips.single_location.posterior import SLRPosterior as SLRPosterior
-from bayes_ips.single_location.posterior import SLRSamplerConfig as SLRSamplerConfig
-from bayes_ips.single_location.posterior import sample_posterior as sample_posterior
 from bayes_ips.single_location.risk import ExcessRisk as ExcessRisk
 from bayes_ips.single_location.risk import RiskEstimate as RiskEstimate
 from bayes_ips.single_location.risk import bayes_risk as bayes_risk
@@ -37,8 +38,6 @@ __all__ = [
     "PGDConfig",
     "PGDFit",
     "RiskEstimate",
-    "SLRPosterior",
-    "SLRSamplerConfig",
     "SLRTruth",
     "bayes_conditional_variance",
     "bayes_predict",
@@ -50,6 +49,5 @@ __all__ = [
     "overlaps",
     "position_log_posterior",
     "risk",
-    "sample_posterior",
     "simulate",
 ]

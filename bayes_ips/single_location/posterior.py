@@ -306,9 +306,6 @@ def sample_posterior(
     post : SLRPosterior  (``post.predict`` is the posterior-mean predictor)
     chains : bayes_ips.nuts.Chains
     """
-    from bayes_ips.arviz_io import build_slr_inference_data
-    from bayes_ips.posterior import mode_check
-
     X, Y = check_data(X, Y)
     config.validate()
     M, L, d = X.shape
@@ -343,6 +340,9 @@ def sample_posterior(
         max_tree_depth=config.max_tree_depth,
         progress=progress,
     )
+    from bayes_ips.arviz_io import build_slr_inference_data
+    from bayes_ips.posterior import mode_check
+
     s = chains.samples
     k, v, sign, k_ref = align_signs(s["k"], s["v"], None if pgd is None else pgd.k)
     post = SLRPosterior(k, v, sign, s["lambda"], s["sigma"], k_ref)

@@ -1,8 +1,9 @@
 """Risks by Monte Carlo: of any predictor, of the Bayes predictor, and the excess between them.
 
 All three are averages over ``n`` fresh samples ``(X, Y)`` drawn from the truth in
-batches; the same ``(key, n, batch)`` gives the same samples, so two predictors
-evaluated with one key are compared on the same draws (a paired design).
+batches; the same ``(key, batch)`` gives the same samples (the first ``n`` of one
+sequence), so two predictors evaluated with one key are compared on the same draws
+(a paired design).
 
 * ``risk(f) = E[(Y - f(X))^2]``: the mean squared error, s.e. = sd / sqrt(n).
 * ``bayes_risk = E[Var(Y | X)]``: the Bayes predictor's risk, estimated by the
@@ -103,7 +104,7 @@ def mc_terms(
     Parameters
     ----------
     key : PRNG key
-        Batch ``b`` is drawn with ``fold_in(key, b)``.
+        Batch ``b`` is drawn with ``fold_in(key, b)`` (at full size; the last is cut).
     predict : callable or None
         ``X (B, L, d) -> (B,)``; None skips ``f``.
     truth : SLRTruth
@@ -117,18 +118,21 @@ def mc_terms(
     """
     if isinstance(n, bool) or int(n) != n or n < 2:
         raise InputError(f"the number of Monte Carlo samples must be an integer >= 2, got {n}")
+    n, batch = int(n), min(int(batch), int(n))
     out: dict[str, list[np.ndarray]] = {"y": [], "f": [], "f_bayes": [], "cond_var": []}
-    for b, lo in enumerate(range(0, int(n), batch)):
-        size = min(batch, int(n) - lo)
-        X, Y, _ = simulate(jax.random.fold_in(key, b), truth, size)
-        out["y"].append(np.asarray(Y))
-        out["f_bayes"].append(np.asarray(bayes_predict(truth, X)))
-        out["cond_var"].append(np.asarray(bayes_conditional_variance(truth, X)))
+    for b, lo in enumerate(range(0, n, batch)):
+        # every batch is drawn (and predicted) at full size, then cut: one shape, one
+        # compilation, and the first n draws do not depend on n
+        size = min(batch, n - lo)
+        X, Y, _ = simulate(jax.random.fold_in(key, b), truth, batch)
+        out["y"].append(np.asarray(Y)[:size])
+        out["f_bayes"].append(np.asarray(bayes_predict(truth, X))[:size])
+        out["cond_var"].append(np.asarray(bayes_conditional_variance(truth, X))[:size])
         if predict is not None:
             f = np.asarray(jnp.asarray(predict(X)), dtype=np.float64)
-            if f.shape != (size,):
+            if f.shape != (batch,):
                 raise ValueError(f"predict must map (B, L, d) to (B,), got shape {f.shape}")
-            out["f"].append(f)
+            out["f"].append(f[:size])
     return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
