@@ -226,12 +226,20 @@ def test_posterior_concentrates_from_the_pgd_start_more_seeds(seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
-def test_with_one_token_the_truth_is_the_global_mode_and_prior_starts_find_it(seed):
-    """L = 1: T at +-(k*, v*) with large lambda is Bayes-optimal; no swapped competitor."""
-    t, X, Y = _data(seed, d=10, M=200, L=1)
-    cfg = SLRSamplerConfig(chains=2, warmup=300, draws=300, init="prior", dense_mass=False)
-    idata, post, _ = sample_posterior(jax.random.PRNGKey(seed), X, Y, cfg, truth=t, progress=False)
-    kb, vb = post.mean_directions()
-    assert abs(kb @ t.k) > CONCENTRATION and abs(vb @ t.v) > CONCENTRATION
-    assert not json.loads(idata.attrs["modes"])["separated"]
+def test_prior_starts_end_in_the_truth_or_the_swapped_mode_and_mixed_runs_are_flagged():
+    """From the prior, each chain settles at +-(k*, v*) or at the swapped +-(v*, k*).
+
+    (With one token, L = 1, no mode is unique: once lambda is large any k with
+    <x_m, k> > 0 for all m gives T = <x, v>, so k is not identified; not tested.)
+    """
+    t, X, Y = _data(3)
+    cfg = SLRSamplerConfig(chains=4, warmup=300, draws=150, init="prior", dense_mass=False)
+    idata, post, _ = sample_posterior(jax.random.PRNGKey(3), X, Y, cfg, truth=t, progress=False)
+    kinds = []
+    for c in range(4):
+        kb, vb = _chain_directions(post, [c])
+        truth = abs(kb @ t.k) > CONCENTRATION and abs(vb @ t.v) > CONCENTRATION
+        swap = abs(kb @ t.v) > CONCENTRATION and abs(vb @ t.k) > CONCENTRATION
+        assert truth or swap, c
+        kinds.append(truth)
+    assert json.loads(idata.attrs["modes"])["separated"] == (len(set(kinds)) > 1)

@@ -31,9 +31,9 @@ def erf_attention(X: ArrayLike, k: ArrayLike, v: ArrayLike, lam: ArrayLike) -> j
     Examples
     --------
     >>> import jax.numpy as jnp
-    >>> X = jnp.array([[[1.0, 0.0], [0.0, 2.0]]])
-    >>> float(erf_attention(X, jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]), 1.0))
-    0.0
+    >>> X = jnp.array([[1.0, 0.0], [0.0, 2.0]])  # L = 2 tokens in d = 2: erf(1) * 1 + erf(0) * 0
+    >>> round(float(erf_attention(X, jnp.array([1.0, 0.0]), jnp.array([1.0, 0.0]), 1.0)), 6)
+    0.842701
     """
     X = jnp.asarray(X)
     return jnp.sum(erf(lam * (X @ k)) * (X @ v), axis=-1)
