@@ -15,6 +15,7 @@ from bayes_ips.single_location import pgd
 from bayes_ips.single_location.attention import erf_attention, erf_attention_draws, sq_loss
 from bayes_ips.single_location.pgd import (
     PGDConfig,
+    curvature_scale,
     fit_pgd,
     lambda_schedule,
     moment_init,
@@ -80,6 +81,15 @@ def test_moment_start_is_consistent():
     # <k0, k*> = 1 / sqrt(1 + 2 L / M) up to O(1/M) for the normalised sum of tokens
     assert float(k0 @ t.k) > 1 / math.sqrt(1 + 2 * 5 / 40_000) - 1e-3
     assert float(v0 @ t.v) > 0.97
+
+
+def test_curvature_scale_is_the_top_eigenvalue_of_the_token_second_moment():
+    t, X, Y = _data(7, d=20, M=2000)
+    S = np.einsum("mld,mle->de", X, X) / len(X)
+    top = np.linalg.eigvalsh(S)[-1]
+    assert curvature_scale(X) == pytest.approx(top, rel=1e-8)
+    # E S = (d/2) k* k*^T + (L - 1 + gamma^2) I: top eigenvalue d/2 + L - 1 + gamma^2
+    assert top == pytest.approx(20 / 2 + 9 + 0.5, rel=0.05)
 
 
 def test_profile_lambda_matches_a_scalar_minimiser():

@@ -2,7 +2,7 @@
 
     bayes-ips slr simulate --M 2000 --d 400 [--L 10 --gamma 0.7071 --noise 0.1] --seed 0 \\
         --out data.npz
-    bayes-ips slr fit data.npz [--steps 2000 --lr 0.05 --lambda-schedule constant --lambda0 0.1
+    bayes-ips slr fit data.npz [--steps 3000 --lr 0.5 --lambda-schedule constant --lambda0 0.1
         --lambda1 0.1 --batch-size B --init moment|sphere --no-refit-lambda] --seed 0 --out fit.nc
     bayes-ips slr sample data.npz [--chains 2 --warmup 500 --draws 500 --init pgd|prior
         --diagonal-mass] --seed 0 --out post.nc
@@ -231,8 +231,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     f = slr.add_parser("fit", help="fit (k, v) by projected gradient descent on the sphere")
     f.add_argument("data")
-    f.add_argument("--steps", type=_positive_int, default=2000)
-    f.add_argument("--lr", type=_finite_float, default=0.05, help="step size")
+    f.add_argument("--steps", type=_positive_int, default=3000)
+    f.add_argument("--lr", type=_finite_float, default=0.5, help="step size, in units of 1/C")
     f.add_argument(
         "--lambda-schedule", default="constant", help="constant | linear | geometric | inverse"
     )

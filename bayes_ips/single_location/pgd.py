@@ -6,7 +6,12 @@ unit ``k`` and ``v`` (the paper's Definition 1)::
     k <- retract(k - lr * (grad_k R - <grad_k R, k> k)),   retract(x) = x / ||x||
 
 and likewise for ``v``, full-batch by default or on mini-batches (drawn with
-replacement, one per step).  ``lambda`` follows a schedule from ``lambda0`` to
+replacement, one per step).  The step is ``lr / C`` with ``C`` the largest
+eigenvalue of the token second moment ``(1/M) sum_{m,l} x_ml x_ml^T`` (a few power
+iterations): since ``|erf| <= 1``, ``2 C`` bounds the curvature of the risk in ``v``,
+which grows like ``d/2`` along ``k*`` (``C ~ d/2 + L`` here), so ``lr = 0.5`` is the
+classical ``1 / Lipschitz`` step at every ``d``.  A fixed step does not carry over:
+0.05 works at d = 50 and diverges at d = 400.  ``lambda`` follows a schedule from ``lambda0`` to
 ``lambda1`` over the steps (constant, linear, geometric, or the paper's
 ``lambda0 / (1 + c t)``, here with ``c`` set to end at ``lambda1``).  With
 ``refit_lambda`` (default) the fit then predicts with the ``lambda`` that minimises
@@ -59,6 +64,7 @@ __all__ = [
     "SCHEDULES",
     "PGDConfig",
     "PGDFit",
+    "curvature_scale",
     "fit_pgd",
     "lambda_schedule",
     "moment_init",
@@ -78,7 +84,8 @@ class PGDConfig:
     ----------
     steps : int
     lr : float
-        Step size of the Riemannian gradient step.
+        Step size in units of ``1 / C`` (see the module docstring; 0.5 = 1 / Lipschitz
+        bound of the v-gradient).
     lambda_schedule : {"constant", "linear", "geometric", "inverse"}
     lambda0, lambda1 : float
         First and last lambda of the schedule (``lambda1`` is ignored by
@@ -91,8 +98,8 @@ class PGDConfig:
         instead of the schedule's last value.
     """
 
-    steps: int = 2000
-    lr: float = 0.05
+    steps: int = 3000
+    lr: float = 0.5
     lambda_schedule: str = "constant"
     lambda0: float = 0.1
     lambda1: float = 0.1
@@ -151,6 +158,19 @@ def moment_init(X: ArrayLike, Y: ArrayLike) -> tuple[jax.Array, jax.Array]:
     k0 = retract(jnp.sum(X, axis=(0, 1)))
     g = jnp.einsum("m,mld->d", Y, X)
     return k0, retract(tangent(k0, g))
+
+
+def curvature_scale(X: ArrayLike, iters: int = 30) -> float:
+    """Largest eigenvalue of ``(1/M) sum_{m,l} x_ml x_ml^T`` by power iteration (from ``1``)."""
+    X = jnp.asarray(X)
+    M = X.shape[0]
+
+    def body(_, u):
+        w = jnp.einsum("mld,ml->d", X, X @ u) / M
+        return w / jnp.linalg.norm(w)
+
+    u = jax.lax.fori_loop(0, iters, body, jnp.ones(X.shape[-1]) / math.sqrt(X.shape[-1]))
+    return float(u @ jnp.einsum("mld,ml->d", X, X @ u) / M)
 
 
 def profile_lambda(X: ArrayLike, Y: ArrayLike, k: ArrayLike, v: ArrayLike) -> float:
@@ -257,8 +277,9 @@ def fit_pgd(
     else:
         k0, v0 = moment_init(Xj, Yj)
     lams = lambda_schedule(config.lambda_schedule, config.lambda0, config.lambda1, config.steps)
+    scale = curvature_scale(Xj)
     k, v, losses = _pgd_scan_jit(
-        Xj, Yj, k0, v0, jnp.asarray(lams), config.lr, k_batch, batch_size=batch
+        Xj, Yj, k0, v0, jnp.asarray(lams), config.lr / scale, k_batch, batch_size=batch
     )
     k, v = np.asarray(k), np.asarray(v)
     if not (np.all(np.isfinite(k)) and np.all(np.isfinite(v))):
@@ -268,6 +289,8 @@ def fit_pgd(
     lam = profile_lambda(Xj, Yj, k, v) if config.refit_lambda else float(lams[-1])
     info = {
         "schedule_final_lambda": float(lams[-1]),
+        "curvature_scale": scale,
+        "step": config.lr / scale,
         "train_loss": float(sq_loss(Xj, Yj, k, v, lam)),
         "loss_trace": np.asarray(losses)[::trace_every].tolist(),
         "trace_every": int(trace_every),
