@@ -5,9 +5,10 @@ package's one NUTS runner (:func:`bayes_ips.nuts.run_chains`).  Chains start fro
 the PGD fit with a small random rotation per chain (``init="pgd"``, default) or
 from the prior (``init="prior"``).
 
-Symmetry.  ``(k, v) -> (-k, -v)`` leaves the likelihood unchanged, so every draw is
-flipped to the representative with ``<k, k_ref> >= 0`` (``(k_ref, v_ref)``: the PGD
-fit, or the principal directions of all draws); mirrored chains then agree.
+Symmetry.  ``(k, v) -> (-k, -v)`` leaves the likelihood unchanged, so draws are
+flipped (:func:`bayes_ips.single_location.sphere.align_signs`: within each chain to
+its principal direction, then each chain to ``<k, k_ref> >= 0``; ``(k_ref, v_ref)``:
+the PGD fit, or the principal directions of all draws); mirrored chains then agree.
 Diagnostics use only flip-invariant quantities: ``lambda``, ``sigma``,
 ``rho = <k, v>``, the predictions ``pred`` at fixed evaluation inputs, the
 reference overlaps ``overlap_k = |<k, k_ref>|``, ``overlap_v = |<v, v_ref>|`` and
@@ -44,7 +45,7 @@ from bayes_ips.single_location.attention import erf_attention_draws
 from bayes_ips.single_location.data import check_data
 from bayes_ips.single_location.pgd import PGDFit, fit_pgd
 from bayes_ips.single_location.simulate import SLRTruth
-from bayes_ips.single_location.sphere import align_signs
+from bayes_ips.single_location.sphere import align_signs, principal_direction
 
 __all__ = [
     "INITS",
@@ -256,11 +257,6 @@ def reference_overlaps(
     return {"overlap_k": np.abs(a), "overlap_v": np.abs(b), "overlap_kv": a * b}
 
 
-def _principal(u: np.ndarray) -> np.ndarray:
-    flat = u.reshape(-1, u.shape[-1])
-    return np.linalg.eigh(flat.T @ flat)[1][:, -1]
-
-
 def _truth_quantities(k: np.ndarray, v: np.ndarray, truth: SLRTruth) -> dict[str, np.ndarray]:
     kappa, nu = k @ truth.k, v @ truth.v
     return {"abs_kappa": np.abs(kappa), "abs_nu": np.abs(nu), "kappa_nu": kappa * nu}
@@ -350,7 +346,7 @@ def sample_posterior(
     if pgd is not None:
         v_ref = np.asarray(pgd.v, dtype=float)
     else:
-        v_ref = _principal(v)
+        v_ref = principal_direction(v)
         v_ref = v_ref if np.mean(v @ v_ref) >= 0 else -v_ref
     overlaps = reference_overlaps(k, v, k_ref, v_ref)
 

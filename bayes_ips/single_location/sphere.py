@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-__all__ = ["align_signs", "overlaps", "random_unit", "retract", "tangent"]
+__all__ = ["align_signs", "overlaps", "principal_direction", "random_unit", "retract", "tangent"]
 
 
 def random_unit(key: jax.Array, d: int, shape: tuple[int, ...] = ()) -> jax.Array:
@@ -65,15 +65,27 @@ def overlaps(k: ArrayLike, v: ArrayLike, k_ref: ArrayLike, v_ref: ArrayLike) -> 
     }
 
 
+def principal_direction(u: np.ndarray) -> np.ndarray:
+    """Leading eigenvector of ``mean u u^T`` over all leading axes (sign-free): (d,)."""
+    flat = u.reshape(-1, u.shape[-1])
+    return np.linalg.eigh(flat.T @ flat / len(flat))[1][:, -1]
+
+
 def align_signs(
     k: ArrayLike, v: ArrayLike, k_ref: ArrayLike | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Flip draws ``(k, v) -> (-k, -v)`` so that ``<k, k_ref> >= 0`` for every draw.
+    """Flip draws ``(k, v) -> (-k, -v)`` onto one representative of their orbit.
+
+    For draws shaped (chains, draws, d), in two stages: within each chain, every draw
+    is flipped to ``<k, u_c> >= 0`` with ``u_c`` the chain's principal direction;
+    then each chain as a whole is flipped to ``<u_c, k_ref> >= 0``.  The first stage
+    keeps a chain consistent even when it sits in a mode orthogonal to ``k_ref``
+    (the swapped point ``(v*, k*)``), where per-draw signs against ``k_ref`` would be
+    noise.  Other shapes (..., d) are flipped draw by draw to ``<k, k_ref> >= 0``.
 
     Parameters
     ----------
-    k, v : (..., d) arrays
-        Draws (any leading shape, e.g. (chains, draws)).
+    k, v : (C, D, d) or (..., d) arrays
     k_ref : (d,) array, optional
         The reference direction.  By default the leading eigenvector of the
         pooled second moment ``mean_s k_s k_s^T`` (a sign-free summary of all
@@ -82,16 +94,21 @@ def align_signs(
 
     Returns
     -------
-    k_aligned, v_aligned : (..., d) arrays
-    sign : (...) array of +1 / -1, with ``k_aligned = sign * k``
+    k_aligned, v_aligned : arrays shaped like ``k``, ``v``
+    sign : (C, D) or (...) array of +1 / -1, with ``k_aligned = sign * k``
     k_ref : (d,) array, the reference used
     """
     k, v = np.asarray(k, dtype=float), np.asarray(v, dtype=float)
     if k_ref is None:
-        flat = k.reshape(-1, k.shape[-1])
-        _, vecs = np.linalg.eigh(flat.T @ flat / len(flat))
-        k_ref = vecs[:, -1]
+        k_ref = principal_direction(k)
         k_ref = k_ref * (1.0 if k_ref[np.argmax(np.abs(k_ref))] >= 0 else -1.0)
     k_ref = np.asarray(k_ref, dtype=float)
-    sign = np.where(k @ k_ref >= 0, 1.0, -1.0)
+    if k.ndim == 3:
+        sign = np.empty(k.shape[:2])
+        for c in range(k.shape[0]):
+            u = principal_direction(k[c])
+            u = u if u @ k_ref >= 0 else -u
+            sign[c] = np.where(k[c] @ u >= 0, 1.0, -1.0)
+    else:
+        sign = np.where(k @ k_ref >= 0, 1.0, -1.0)
     return sign[..., None] * k, sign[..., None] * v, sign, k_ref
