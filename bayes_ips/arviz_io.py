@@ -19,6 +19,16 @@ posterior_predictive
 log_likelihood
     ``Y`` (sample): ``sum_i log N(Y_mi | (F(A) c)_mi, sigma^2)`` per sample ``m``
     with ``c`` drawn from its conditional, so ``az.loo`` treats samples as units.
+
+:func:`build_slr_inference_data` does the same for the single-location model
+(:mod:`bayes_ips.single_location.posterior`): posterior ``k``, ``v`` (dim, sign-aligned),
+``sign``, ``lambda``, ``sigma``, ``rho``, ``pred`` (eval_point) and the reference overlaps
+``overlap_k``, ``overlap_v``, ``overlap_kv``, plus ``abs_kappa``,
+``abs_nu``, ``kappa_nu`` when the truth is known; observed ``Y`` (sample);
+constant ``X`` (sample, token, dim) and ``X_eval`` (eval_point, token, dim).
+
+An InferenceData names the quantities that may be diagnosed in its attribute
+``identifiable`` (JSON list); :func:`summary` and :func:`diagnose` use it.
 """
 
 from __future__ import annotations
@@ -30,7 +40,9 @@ import numpy as np
 
 __all__ = [
     "build_inference_data",
+    "build_slr_inference_data",
     "convergence",
+    "identifiable",
     "load_inference_data",
     "posterior_from_idata",
     "save_inference_data",
@@ -48,6 +60,23 @@ def _az():
         warnings.simplefilter("ignore", FutureWarning)
         import arviz as az
     return az
+
+
+def _sample_stats(extra: dict) -> dict:
+    """NumPyro's extra fields under ArviZ's sample_stats names (tree depth from the step count)."""
+    tree_depth = np.floor(np.log2(np.maximum(extra["num_steps"], 1))).astype(int) + 1
+    return {
+        "diverging": extra["diverging"].astype(bool),
+        "tree_depth": tree_depth,
+        "n_steps": extra["num_steps"],
+        "energy": extra["energy"],
+        "acceptance_rate": extra["accept_prob"],
+        "lp": -extra["potential_energy"],
+    }
+
+
+def _attrs(attrs: dict) -> dict:
+    return {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in attrs.items()}
 
 
 def build_inference_data(
@@ -83,7 +112,6 @@ def build_inference_data(
     resid = Y[None, None] - mean_draw
     s2 = sigma[..., None, None] ** 2
     loglik = (-0.5 * (resid**2 / s2 + np.log(2 * np.pi * s2))).sum(-1)  # (C, D, M)
-    tree_depth = np.floor(np.log2(np.maximum(extra["num_steps"], 1))).astype(int) + 1
     coords = {
         "chain": np.arange(C),
         "draw": np.arange(D),
@@ -122,20 +150,13 @@ def build_inference_data(
     }
     idata = az.from_dict(
         posterior=posterior,
-        sample_stats={
-            "diverging": extra["diverging"].astype(bool),
-            "tree_depth": tree_depth,
-            "n_steps": extra["num_steps"],
-            "energy": extra["energy"],
-            "acceptance_rate": extra["accept_prob"],
-            "lp": -extra["potential_energy"],
-        },
+        sample_stats=_sample_stats(extra),
         observed_data={"Y": Y},
         constant_data={"X": X, "breaks": breaks, "x_eval": x_eval, "y_eval": y_eval},
         log_likelihood={"Y": loglik},
         coords=coords,
         dims={**dims, "Y": ["sample", "token"]},
-        attrs={k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in attrs.items()},
+        attrs=_attrs(attrs),
     )
     # log_likelihood's Y is per sample, not per (sample, token)
     ll = idata.log_likelihood["Y"]
@@ -145,6 +166,75 @@ def build_inference_data(
         posterior_predictive={"Y": y_rep},
         coords={**coords, "draw": draw_index},
         dims={"Y": ["sample", "token"]},
+    )
+    idata.extend(pp)
+    return idata
+
+
+SLR_DIMS = {
+    "k": ["dim"],
+    "v": ["dim"],
+    "pred": ["eval_point"],
+    "Y": ["sample"],
+    "X": ["sample", "token", "dim"],
+    "X_eval": ["eval_point", "token", "dim"],
+}
+
+
+def build_slr_inference_data(
+    *,
+    posterior: dict[str, np.ndarray],
+    extra: dict,
+    X: np.ndarray,
+    Y: np.ndarray,
+    X_eval: np.ndarray,
+    loglik: np.ndarray,
+    y_rep: np.ndarray,
+    draw_index: np.ndarray,
+    attrs: dict,
+):
+    """InferenceData of a single-location posterior (layout in the module docstring).
+
+    Parameters
+    ----------
+    posterior : dict of (C, D, ...) arrays
+        ``k``, ``v`` (C, D, d), scalars per draw, ``pred`` (C, D, P).
+    extra : dict of (C, D) arrays, NumPyro's extra fields.
+    X : (M, L, d) array
+    Y : (M,) array
+    X_eval : (P, L, d) array
+    loglik : (C, D, M) array
+        ``log N(Y_m | T_s(X_m), sigma_s^2)``.
+    y_rep : (C, D', M) array
+        Posterior predictive draws for the draws ``draw_index`` (D' <= D).
+    attrs : dict
+        Must hold ``identifiable``; dicts and lists are stored as JSON.
+    """
+    az = _az()
+    C, D = posterior["sigma"].shape
+    M, L, d = X.shape
+    coords = {
+        "chain": np.arange(C),
+        "draw": np.arange(D),
+        "sample": np.arange(M),
+        "token": np.arange(L),
+        "dim": np.arange(d),
+        "eval_point": np.arange(len(X_eval)),
+    }
+    idata = az.from_dict(
+        posterior=posterior,
+        sample_stats=_sample_stats(extra),
+        observed_data={"Y": Y},
+        constant_data={"X": X, "X_eval": X_eval},
+        log_likelihood={"Y": loglik},
+        coords=coords,
+        dims=SLR_DIMS,
+        attrs=_attrs(attrs),
+    )
+    pp = az.from_dict(
+        posterior_predictive={"Y": y_rep},
+        coords={**coords, "draw": draw_index},
+        dims={"Y": ["sample"]},
     )
     idata.extend(pp)
     return idata
@@ -205,10 +295,16 @@ def posterior_from_idata(idata):
     )
 
 
+def identifiable(idata) -> list[str]:
+    """The quantities that may be diagnosed: the file's ``identifiable`` attribute, if any."""
+    names = idata.attrs.get("identifiable")
+    return json.loads(names) if isinstance(names, str) else list(names or IDENTIFIABLE)
+
+
 def summary(idata, var_names=None, round_to="none"):
-    """``az.summary`` on identifiable quantities only (never raw U, V or c), unrounded."""
+    """``az.summary`` on identifiable quantities only (never raw U, V, c, k or v), unrounded."""
     az = _az()
-    var_names = var_names or IDENTIFIABLE
+    var_names = var_names or identifiable(idata)
     return az.summary(idata, var_names=var_names, round_to=round_to)
 
 
@@ -224,7 +320,8 @@ def diagnose(idata) -> tuple:
     Returns
     -------
     table : pandas.DataFrame
-        ``az.summary`` rows for ``A``, ``sigma``, ``tau`` and ``g_eval``.
+        ``az.summary`` rows for the identifiable quantities (``A``, ``sigma``,
+        ``tau`` and ``g_eval`` for the IPS model).
     report : dict
         ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``, ``divergences``,
         ``tree_depth_max``, ``max_tree_depth_hits``, ``bfmi`` (per chain),

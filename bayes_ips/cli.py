@@ -546,6 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", required=True)
     g.set_defaults(func=cmd_plot)
+
+    from bayes_ips.single_location.cli import add_commands as add_slr_commands
+
+    add_slr_commands(sub)  # the `slr` group: single-location regression
     return p
 
 

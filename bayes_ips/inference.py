@@ -16,8 +16,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer import MCMC, NUTS, init_to_sample
 
+from bayes_ips import nuts
 from bayes_ips.erm import ERMConfig, ERMFit, fit_erm
 from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.models.lowrank_spline import lowrank_spline
@@ -121,23 +121,14 @@ def laplace_inverse_mass(X, Y, model_kwargs: dict, point: dict) -> np.ndarray | 
     and 30-100 leapfrog steps per iteration (the angular directions of the
     factors are ~100 times narrower than the others).  Eigenvalues of the Hessian
     are floored at 1e-6 of the largest (the radial gauge directions are flat up
-    to the gauge factor); None if the Hessian is not finite.
-
-    ``model_kwargs`` are those of :func:`lowrank_spline`; the data and the basis
-    are arguments of one compiled Hessian program, so datasets of equal shapes
-    share it (and its persistent-cache entry).
+    to the gauge factor); None if the Hessian is not finite.  See
+    :func:`bayes_ips.nuts.laplace_inverse_mass`: the data and the basis are arguments
+    of one compiled Hessian program, so datasets of equal shapes share it.
     """
-    sites = tuple(
-        (k, tuple(jnp.shape(point[k]))) for k in ("U", "V", "sigma", "tau", "c") if k in point
-    )
-    flat0 = jnp.concatenate([jnp.ravel(point[k]) for k, _ in sites])
+    sites = [k for k in ("U", "V", "sigma", "tau", "c") if k in point]
     static, data = _split_kwargs(model_kwargs)
-    H = np.asarray(_potential_hessian(flat0, X, Y, data, sites=sites, **static))
-    if not np.all(np.isfinite(H)):
-        return None
-    w, Q = np.linalg.eigh(0.5 * (H + H.T))
-    w = np.maximum(np.abs(w), 1e-6 * np.abs(w).max())
-    return (Q / w) @ Q.T
+    model = partial(lowrank_spline, **static)
+    return nuts.laplace_inverse_mass(model, (X, Y), data, point, sites)
 
 
 _STATIC_KWARGS = ("rank", "collapsed", "chunk_size")
@@ -148,22 +139,6 @@ def _split_kwargs(model_kwargs: dict) -> tuple[dict, dict]:
     static = {k: v for k, v in model_kwargs.items() if k in _STATIC_KWARGS}
     data = {k: v for k, v in model_kwargs.items() if k not in _STATIC_KWARGS}
     return static, data
-
-
-@partial(jax.jit, static_argnames=("sites", "rank", "collapsed", "chunk_size"))
-def _potential_hessian(flat0, X, Y, data, *, sites, rank, collapsed, chunk_size=None):
-    from numpyro.infer.util import potential_energy
-
-    def unravel(flat):
-        out, i = {}, 0
-        for k, sh in sites:
-            n = int(np.prod(sh))
-            out[k] = flat[i : i + n].reshape(sh)
-            i += n
-        return out
-
-    model = partial(lowrank_spline, rank=rank, collapsed=collapsed, chunk_size=chunk_size)
-    return jax.hessian(lambda f: potential_energy(model, (X, Y), data, unravel(f)))(flat0)
 
 
 def _erm_init(key, fit: ERMFit, y_scale: float, chains: int, jitter: float) -> dict:
@@ -243,33 +218,22 @@ def run_nuts(
             init["c"] = _erm_coef_on(knots, erm, config.chains)
         inv_mass = laplace_inverse_mass(Xj, Yj, model_kwargs, {k: v[0] for k, v in init.items()})
     sites = ("U", "V", "sigma", "tau") + (() if config.collapsed else ("c",))
-    kernel = NUTS(
-        model,
-        target_accept_prob=config.target_accept,
-        max_tree_depth=config.max_tree_depth,
-        dense_mass=[sites],
-        inverse_mass_matrix=None if inv_mass is None else {sites: inv_mass},
-        init_strategy=init_to_sample,
-    )
-    mcmc = MCMC(
-        kernel,
-        num_warmup=config.warmup,
-        num_samples=config.draws,
-        num_chains=config.chains,
-        chain_method="sequential",
-        progress_bar=progress,
-        jit_model_args=True,
-    )
-    mcmc.run(
+    chains = nuts.run_chains(
         k_run,
-        Xj,
-        Yj,
-        **data_kwargs,
-        extra_fields=("diverging", "num_steps", "energy", "accept_prob", "potential_energy"),
+        model,
+        (Xj, Yj),
+        data_kwargs,
+        chains=config.chains,
+        warmup=config.warmup,
+        draws=config.draws,
         init_params=init,
+        inverse_mass=inv_mass,
+        dense_sites=sites,
+        target_accept=config.target_accept,
+        max_tree_depth=config.max_tree_depth,
+        progress=progress,
     )
-    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    samples, extra = chains.samples, chains.extra
     return NUTSRun(
         samples,
         extra,

@@ -316,13 +316,13 @@ def _bayes(v: Any) -> BayesSettings:
 
 def parse_config(raw: dict[str, Any]) -> StudyConfig:
     """Validate a parsed TOML document into a :class:`StudyConfig`."""
-    _unknown("the config", raw, _TOP_KEYS)
     st = raw.get("study")
     if not isinstance(st, dict):
         raise InputError("the config needs a [study] table")
-    _unknown("[study]", st, _STUDY_KEYS)
     if st.get("task", "ips") != "ips":
         raise InputError(f"study.task must be 'ips' or 'slr', got {st.get('task')!r}")
+    _unknown("the config", raw, _TOP_KEYS)
+    _unknown("[study]", st, _STUDY_KEYS)
     for k in ("M", "d", "estimators"):
         if k not in st:
             raise InputError(f"[study] needs {k!r}")

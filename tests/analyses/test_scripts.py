@@ -70,6 +70,7 @@ def _args(shared, name, out):
         scheduler=None,
         attempts=1,
         quiet=True,
+        only=None,
     )
 
 

@@ -1,0 +1,189 @@
+"""The package's one NUTS runner, for any NumPyro model, and a Laplace start for its mass matrix.
+
+Every posterior of the package (the low-rank spline IPS model of
+:mod:`bayes_ips.inference`, the single-location model of
+:mod:`bayes_ips.single_location.posterior`) is sampled by :func:`run_chains`, so
+the sampler settings, the recorded sample statistics and the timing mean the
+same thing everywhere.
+
+Compilation.  The model's arguments (data, knots, scales) are arguments of the
+compiled sampler (NumPyro's ``jit_model_args``) and of the compiled Hessian, not
+constants baked into them: every dataset of the same shapes reuses one program,
+in memory and through the persistent compilation cache
+(:func:`bayes_ips.enable_compilation_cache`).  Options that fix shapes or
+branches must therefore be bound into the model (``functools.partial``); the
+arguments passed here must be arrays or numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer import MCMC, NUTS, init_to_sample
+
+__all__ = ["EXTRA_FIELDS", "Chains", "laplace_inverse_mass", "run_chains"]
+
+# Per-transition statistics kept for diagnostics (divergences, tree depth, E-BFMI).
+EXTRA_FIELDS = ("diverging", "num_steps", "energy", "accept_prob", "potential_energy")
+
+
+class Chains(NamedTuple):
+    """Raw output of :func:`run_chains`.
+
+    Attributes
+    ----------
+    samples : dict of (chains, draws, ...) arrays
+        Every sample and deterministic site, in constrained space.
+    extra : dict of (chains, draws) arrays
+        The :data:`EXTRA_FIELDS`.
+    wall_time_s : float
+        Warmup and sampling, all chains (compilation included).
+    """
+
+    samples: dict[str, np.ndarray]
+    extra: dict[str, np.ndarray]
+    wall_time_s: float
+
+
+def run_chains(
+    key: jax.Array,
+    model: Callable[..., Any],
+    model_args: tuple = (),
+    model_kwargs: dict[str, Any] | None = None,
+    *,
+    chains: int = 2,
+    warmup: int = 500,
+    draws: int = 500,
+    init_params: dict[str, jax.Array] | None = None,
+    inverse_mass: np.ndarray | None = None,
+    dense_sites: Sequence[str] | None = None,
+    target_accept: float = 0.85,
+    max_tree_depth: int = 8,
+    progress: bool = True,
+    jit_model_args: bool = True,
+) -> Chains:
+    """Run NUTS chains (sequentially) on a NumPyro model.
+
+    Parameters
+    ----------
+    key : PRNG key
+    model : callable
+        A NumPyro program, called as ``model(*model_args, **model_kwargs)``.
+    model_args : tuple
+    model_kwargs : dict, optional
+    chains, warmup, draws : int
+    init_params : dict, optional
+        Unconstrained initial values with a leading ``chains`` axis; None starts
+        every chain from a prior draw.
+    inverse_mass : (P, P) array, optional
+        Initial inverse mass matrix of the dense block ``dense_sites`` (P is the
+        total unconstrained size of those sites, in the order given).
+    dense_sites : sequence of str, optional
+        Sites adapted with one dense mass matrix block; None adapts a diagonal
+        mass matrix for all sites.
+    target_accept : float
+    max_tree_depth : int
+    progress : bool
+        NumPyro progress bars.
+    jit_model_args : bool
+        Pass the model's arguments to the compiled sampler (default) rather than
+        baking them in as constants (see the module docstring).
+
+    Returns
+    -------
+    Chains
+    """
+    if inverse_mass is not None and not dense_sites:
+        raise ValueError("an initial inverse_mass needs its dense_sites")
+    block = tuple(dense_sites) if dense_sites else None
+    kernel = NUTS(
+        model,
+        target_accept_prob=target_accept,
+        max_tree_depth=max_tree_depth,
+        dense_mass=[block] if block else False,
+        inverse_mass_matrix=None if inverse_mass is None else {block: jnp.asarray(inverse_mass)},
+        init_strategy=init_to_sample,
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=warmup,
+        num_samples=draws,
+        num_chains=chains,
+        chain_method="sequential",
+        progress_bar=progress,
+        jit_model_args=jit_model_args,
+    )
+    t0 = time.perf_counter()
+    mcmc.run(
+        key,
+        *model_args,
+        **(model_kwargs or {}),
+        extra_fields=EXTRA_FIELDS,
+        init_params=init_params,
+    )
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    return Chains(samples, extra, time.perf_counter() - t0)
+
+
+def laplace_inverse_mass(
+    model: Callable[..., Any],
+    model_args: tuple,
+    model_kwargs: dict[str, Any],
+    point: dict[str, jax.Array],
+    sites: Sequence[str],
+    *,
+    floor: float = 1e-6,
+) -> np.ndarray | None:
+    """Inverse Hessian of the potential energy at ``point``: a dense initial inverse mass.
+
+    Parameters
+    ----------
+    model, model_args, model_kwargs
+        The NumPyro program and its arguments.
+    point : dict
+        Unconstrained values of (at least) ``sites``, without a chain axis.
+    sites : sequence of str
+        The sites of the block, in the order of the matrix.
+    floor : float
+        Eigenvalues of the Hessian are replaced by their absolute values and
+        floored at ``floor`` times the largest (flat directions stay finite).
+
+    Returns
+    -------
+    (P, P) array, or None when the Hessian is not finite.
+    """
+    layout = tuple((k, tuple(jnp.shape(point[k]))) for k in sites)
+    flat0 = jnp.concatenate([jnp.ravel(point[k]) for k in sites])
+    rest = {k: v for k, v in point.items() if k not in sites}
+    H = np.asarray(_hessian(flat0, rest, model_args, model_kwargs, model=model, layout=layout))
+    if not np.all(np.isfinite(H)):
+        return None
+    w, Q = np.linalg.eigh(0.5 * (H + H.T))
+    w = np.maximum(np.abs(w), floor * np.abs(w).max())
+    return (Q / w) @ Q.T
+
+
+@partial(jax.jit, static_argnames=("model", "layout"))
+def _hessian(flat0, rest, model_args, model_kwargs, *, model, layout):
+    """The Hessian of the potential in the flattened block (one program per shapes)."""
+    from numpyro.infer.util import potential_energy
+
+    def unravel(flat: jax.Array) -> dict[str, jax.Array]:
+        out, i = dict(rest), 0
+        for k, sh in layout:
+            n = int(np.prod(sh))
+            out[k] = flat[i : i + n].reshape(sh)
+            i += n
+        return out
+
+    def pe(flat):
+        return potential_energy(model, model_args, model_kwargs, unravel(flat))
+
+    return jax.hessian(pe)(flat0)
