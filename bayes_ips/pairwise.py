@@ -15,10 +15,10 @@ For samples ``X`` of shape ``(M, N, d)`` and factors ``U, V`` of shape ``(d, r)`
 
 Everything uses local support (each score touches ``s + 1`` basis functions; no
 ``(M, N, N, K)`` array is ever built) and is differentiable in ``U``, ``V`` and
-``c``.  Reductions over ``M`` run in a ``lax.scan`` over chunks of ``chunk_size``
-samples whose body is rematerialised (``jax.checkpoint``), so memory stays
-bounded for gradients too.  The ERM loss and every NumPyro likelihood of the
-package call these functions.
+``c`` (and in ``X``, ``Y``).  Reductions over ``M`` run in a ``lax.scan`` over chunks
+of at most ``chunk_size`` samples whose body is rematerialised
+(``jax.checkpoint``), so memory stays bounded for gradients too.  The ERM loss and
+every NumPyro likelihood of the package call these functions.
 
 How it is made fast (XLA CPU):
 
@@ -31,9 +31,14 @@ How it is made fast (XLA CPU):
   mode): the coefficient part is one 1-d segment sum per power of the local
   coordinate.  :func:`sq_loss` computes its gradient in the same single pass over
   the data as its value (no rematerialised second pass);
-* :func:`gram` and :func:`design` scatter the powers of the local coordinate into
-  a ``(rows * K, s + 1)`` table (1-d scatters) and contract it with the basis
-  polynomials, instead of scattering ``(s + 1)`` basis values per score into rows.
+* :func:`gram` and :func:`design` evaluate the ``s + 1`` non-zero B-splines of each
+  score by the Cox--de Boor triangle and add them into the flattened rows of
+  ``F`` by ``s + 1`` 1-d scatters.  The tangents of :func:`gram` come from ``B'``,
+  read off the triangle's last step, scattered the same way: a rule linear in
+  the tangents, so that reverse mode is its transpose and no derivative ever
+  goes through the triangle or the scatters;
+* the reductions of :func:`gram` run over chunks of one size (no separately
+  compiled last chunk), and a single chunk is not rematerialised.
 """
 
 from __future__ import annotations
@@ -74,15 +79,26 @@ __all__ = [
 DEFAULT_CHUNK = 2048
 
 
-def grad_chunk(n_tokens: int, scores_per_chunk: int = 16384) -> int:
+def grad_chunk(n_tokens: int, n_samples: int | None = None, scores_per_chunk: int = 16384) -> int:
     """Chunk size (samples) for reverse mode through :func:`gram`.
 
     Differentiating the Gram statistics keeps per-score residuals of the chunk
     alive; ~16k scores per chunk keep them in cache.  Measured (value and
-    gradient of the collapsed likelihood, N = 8, d = 5, K = 20): 42 ms at chunk
-    128 against 94 ms at 2048 for M = 10000, and 8 ms against 34 ms for M = 2000.
+    gradient of the collapsed likelihood, N = 8, d = 5, K = 20, before the
+    derivative rule of :func:`gram`): 42 ms at chunk 128 against 94 ms at 2048 for
+    M = 10000, and 8 ms against 34 ms for M = 2000.
+
+    With several chunks the reverse pass recomputes each chunk's basis; with one
+    it reuses the forward pass's (see :func:`_reduce_chunks`).  So when
+    ``n_samples`` is given and ``n_samples * n_tokens**2 <= 4 * scores_per_chunk``
+    the data are one chunk: measured with the rule, 1.0 ms against 1.65 ms for
+    M = 500, N = 6, d = 3, K = 10 (chunk 455), and 2.5 ms against 3.3 ms for M = 1000,
+    N = 8; at M = 2000, N = 8 both take the same time.
     """
-    return max(16, scores_per_chunk // (n_tokens * n_tokens))
+    per_chunk = max(16, scores_per_chunk // (n_tokens * n_tokens))
+    if n_samples is not None and n_samples * n_tokens * n_tokens <= 4 * scores_per_chunk:
+        return max(int(n_samples), 1)
+    return per_chunk
 
 
 class GramStats(NamedTuple):
@@ -273,6 +289,43 @@ def _scan_chunks(body, init, arrays, chunk_size):
     return carry, jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
 
 
+def _reduce_chunks(body, init, arrays, chunk_size):
+    """Fold ``body(carry, chunk, keep) -> carry`` over chunks of samples (a reduction).
+
+    ``arrays`` is a tuple of arrays sharing their leading (sample) axis, of length
+    ``M``.  They are cut into ``n = ceil(M / chunk_size)`` chunks of one static size
+    ``c = ceil(M / n) <= chunk_size``, so that the program holds a single copy of
+    ``body`` (a shorter last chunk would be a second copy, for the compiler and
+    for every transformation of it).  The chunks are sliced out of the arrays (no
+    padded copy is made); the last one starts at ``M - c`` and so repeats the last
+    ``n c - M < n`` samples of its predecessor: ``keep``, a ``(c,)`` array of ones
+    and zeros, zeroes their contributions (``keep`` is None when ``n c = M``).
+
+    With several chunks ``body`` runs in a ``lax.scan`` and is rematerialised under
+    differentiation (``jax.checkpoint``), so memory stays bounded; a single chunk
+    (``M <= chunk_size``) is one plain call, whose residuals are bounded by
+    ``chunk_size`` anyway.
+    """
+    M = arrays[0].shape[0]
+    n = -(-M // chunk_size)
+    if n <= 1:
+        return body(init, arrays, None)
+    c = -(-M // n)
+    body = jax.checkpoint(body)
+    dt = jnp.result_type(*arrays)
+
+    def step(carry, i):
+        start = jnp.minimum(i * c, M - c)
+        chunk = tuple(jax.lax.dynamic_slice_in_dim(a, start, c) for a in arrays)
+        keep = None
+        if n * c > M:
+            keep = (start + jnp.arange(c) >= i * c).astype(dt)
+        return body(carry, chunk, keep), None
+
+    carry, _ = jax.lax.scan(step, init, jnp.arange(n))
+    return carry
+
+
 def _sq_pass(U, V, a, b, X, Y, chunk_size, grads, want_x=False, want_y=False):
     """One pass over the data: the loss and, if ``grads``, its gradient."""
 
@@ -324,7 +377,7 @@ def _crossprod(F, G=None):
     return jnp.einsum("bri,brj->ij", Fb, Gb)
 
 
-def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative):
+def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None):
     """Scores of one chunk and the weighted B-splines that are non-zero at each.
 
     The ``s + 1`` B-splines that are non-zero at each score are evaluated by the
@@ -334,6 +387,8 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative):
     ``B'_{i,s} = s (B_{i,s-1} / (t_{i+s} - t_i) - B_{i+1,s-1} / (t_{i+s+1} - t_{i+1}))``,
     whose quotients are that step's ``temp`` values, so they cost ``s + 1``
     subtractions.  The breakpoints ``b`` get no derivative (they are data).
+    ``keep`` (optional, (c,) ones and zeros) multiplies the weights of each sample
+    (see :func:`_reduce_chunks`).
 
     Returns
     -------
@@ -355,6 +410,8 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative):
     S = jnp.matmul(P, jnp.swapaxes(Q, -1, -2))
     k = _interval(S, b)
     w = jnp.broadcast_to(_offdiag(N, S.dtype), S.shape)
+    if keep is not None:
+        w = w * keep[:, None, None]
     # knots t[mu + j], j = 1 - s .. s, of the span mu = s + k m of each score
     t = full_knot_vector(Knots(b, s, m))
     mu = s + jnp.arange(K) * m
@@ -391,7 +448,7 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative):
     else:
         vals = _materialise([v.reshape(-1) for v in vals], b)
     outside = (S < b[0]) | (S > b[-1])
-    n_out = jnp.sum(outside & (_offdiag(N, S.dtype) > 0), axis=(-1, -2))
+    n_out = jnp.sum(outside & (w > 0), axis=(-1, -2))
     return P, Q, idx, vals, dvals, n_out
 
 
@@ -522,13 +579,18 @@ def _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tangents=None):
     want_s = degree > 0 and any(t is not None for t in (tU, tV, tX))
     extra = tuple(t for t in (tX, tY) if t is not None)
 
-    def body(acc, chunk):
+    def body(acc, chunk, keep):
         Xc, Yc, *rest = chunk
         tXc = rest.pop(0) if tX is not None else None
         tYc = rest.pop(0) if tY is not None else None
         c, N, _ = Xc.shape
-        P, Q, idx, vals, dvals, n_out = _chunk_basis(U, V, Xc, b, degree, multiplicity, want_s)
+        P, Q, idx, vals, dvals, n_out = _chunk_basis(
+            U, V, Xc, b, degree, multiplicity, want_s, keep
+        )
         F = _scatter_rows(idx, vals, c * N, nb)
+        if keep is not None:
+            Yc = Yc * keep[:, None]
+            tYc = None if tYc is None else tYc * keep[:, None]
         y = Yc.reshape(-1)
         (FtF, FtY, YtY, n_outside), tacc = acc
         stats = (
@@ -538,7 +600,7 @@ def _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tangents=None):
             n_outside + jnp.sum(n_out).astype(n_outside.dtype),
         )
         if tangents is None:
-            return (stats, None), None
+            return stats, None
         tFtF, tFtY, tYtY = tacc
         if want_s:
             tP = [jnp.matmul(Xc, tU)] if tU is not None else []
@@ -560,12 +622,12 @@ def _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tangents=None):
             ty = tYc.reshape(-1)
             tFtY = tFtY + ty @ F
             tYtY = tYtY + 2.0 * (y @ ty)
-        return (stats, (tFtF, tFtY, tYtY)), None
+        return stats, (tFtF, tFtY, tYtY)
 
     zero = jnp.zeros((), dt)
     init = (jnp.zeros((nb, nb), dt), jnp.zeros((nb,), dt), zero, jnp.zeros((), jnp.int_))
     tinit = None if tangents is None else init[:3]
-    (stats, tstats), _ = _scan_chunks(body, (init, tinit), (X, Y) + extra, chunk_size)
+    stats, tstats = _reduce_chunks(body, (init, tinit), (X, Y) + extra, chunk_size)
     return stats, tstats
 
 
@@ -586,23 +648,6 @@ def _gram_jvp(chunk_size, degree, multiplicity, primals, tangents):
     stats, tstats = _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, (tU, tV, tX, tY))
     tstats = tuple(t.astype(s.dtype) for t, s in zip(tstats, stats, strict=False))
     return stats, tstats + (np.zeros((), dtype=jax.dtypes.float0),)
-
-
-def _stats(U, V, X, Y, knots, chunk_size, fn):
-    X = jnp.asarray(X)
-    Y = jnp.asarray(Y)
-    FtF, FtY, YtY, n_out = fn(
-        jnp.asarray(U),
-        jnp.asarray(V),
-        knots.breaks,
-        X,
-        Y,
-        chunk_size,
-        knots.degree,
-        knots.multiplicity,
-    )
-    n_obs = jnp.asarray(X.shape[0] * X.shape[1], X.dtype)
-    return GramStats(FtF, FtY, YtY, n_obs, n_out)
 
 
 @partial(jax.jit, static_argnames=("chunk_size",))
@@ -638,18 +683,16 @@ def gram(
     -------
     GramStats
     """
-    return _stats(U, V, X, Y, knots, chunk_size, _gram)
-
-
-@partial(jax.jit, static_argnames=("chunk_size",))
-def _gram_autodiff(U, V, X, Y, knots, chunk_size=DEFAULT_CHUNK) -> GramStats:
-    """:func:`gram` without its derivative rule (the implementation before it).
-
-    Its derivatives come from JAX autodiff through the Cox--de Boor triangle and
-    the scatters.  Kept only as a reference for the tests and the benchmark.
-    """
-    return _stats(U, V, X, Y, knots, chunk_size, _gram_pass_values)
-
-
-def _gram_pass_values(U, V, b, X, Y, chunk_size, degree, multiplicity):
-    return _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity)[0]
+    X = jnp.asarray(X)
+    Y = jnp.asarray(Y)
+    FtF, FtY, YtY, n_out = _gram(
+        jnp.asarray(U),
+        jnp.asarray(V),
+        knots.breaks,
+        X,
+        Y,
+        chunk_size,
+        knots.degree,
+        knots.multiplicity,
+    )
+    return GramStats(FtF, FtY, YtY, jnp.asarray(X.shape[0] * X.shape[1], X.dtype), n_out)
