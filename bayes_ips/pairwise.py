@@ -403,7 +403,7 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None):
     s, m = degree, multiplicity
     K = b.shape[-1] - 1
     R = c * N
-    nb = s + 1 + (K - 1) * m
+    nb = n_basis(Knots(b, s, m))
     b = jax.lax.stop_gradient(b)
     P = jnp.matmul(Xc, U)
     Q = jnp.matmul(Xc, V)
@@ -572,7 +572,7 @@ def _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tangents=None):
 
     Returns ``(stats, tangents_out)``, ``tangents_out = (tFtF, tFtY, tYtY)`` or None.
     """
-    nb = degree + 1 + (b.shape[-1] - 2) * multiplicity
+    nb = n_basis(Knots(b, degree, multiplicity))
     dt = X.dtype
     tU, tV, tX, tY = (None,) * 4 if tangents is None else tangents
     # scores move only with U, V, X; piecewise-constant splines have B' = 0
@@ -640,13 +640,13 @@ def _gram(U, V, b, X, Y, chunk_size, degree, multiplicity):
 def _gram_jvp(chunk_size, degree, multiplicity, primals, tangents):
     # Values and tangents in one pass; the tangents are linear in the input
     # tangents, so reverse mode transposes this rule (a second pass over the
-    # chunks, rematerialising each chunk's basis), and forward-over-reverse
-    # (``jax.hessian``) differentiates it like any JAX code.  The breakpoints get
-    # no derivative, as in the old autodiff path (``stop_gradient``): they are data.
+    # chunks, which recomputes each chunk's basis when there are several), and
+    # forward-over-reverse (``jax.hessian``) differentiates it like any JAX code.
+    # The breakpoints get no derivative, as before (``stop_gradient``): they are data.
     U, V, b, X, Y = primals
     tU, tV, _, tX, tY = (t if _nonzero(t) else None for t in tangents)
     stats, tstats = _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, (tU, tV, tX, tY))
-    tstats = tuple(t.astype(s.dtype) for t, s in zip(tstats, stats, strict=False))
+    tstats = tuple(t.astype(s.dtype) for t, s in zip(tstats, stats[:3], strict=True))
     return stats, tstats + (np.zeros((), dtype=jax.dtypes.float0),)
 
 
@@ -661,8 +661,8 @@ def gram(
 ) -> GramStats:
     """Accumulate ``F^T F``, ``F^T Y`` and ``Y^T Y`` over chunks of samples.
 
-    Memory is ``O(chunk_size * N * (N (s+1) + n_basis))`` whatever ``M``, for the
-    values and for derivatives of any order.
+    Memory beyond the data is ``O(chunk_size * N * (N (s+1) + n_basis))`` whatever
+    ``M``, for the values and for derivatives of any order.
 
     Differentiable in ``U``, ``V``, ``X`` and ``Y`` (not in the breakpoints: they
     are data) by a hand-written rule: the tangents of the statistics are computed

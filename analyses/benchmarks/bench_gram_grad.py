@@ -36,7 +36,7 @@ Usage::
 
     python analyses/benchmarks/bench_gram_grad.py [--repeats 21] [--compile-repeats 3]
         [--setting M N d K ...] [--nuts] [--nuts-M 500] [--warmup 300] [--draws 300]
-        [--chains 2] [--nuts-repeats 1]
+        [--chains 2] [--nuts-repeats 1] [--skip-kernel]
 
 The last lines are ``speedup_M<M>_N<N>_d<d>_K<K>=<float>`` (before / rule median
 run time), one per setting.
@@ -249,7 +249,8 @@ def bench_nuts(
         r = {"wall_s": wall, "load_1min_start": load0, **diagnostics(g, run.extra)}
         out[impl].append(r)
         print(
-            f"[nuts {impl}] wall {wall:.1f} s, min bulk ESS(g) {r['min_bulk_ess']:.0f}, "
+            f"[nuts {impl}] wall {wall:.1f} s, min bulk ESS(g) {r['min_bulk_ess']:.0f} "
+            f"({r['min_bulk_ess'] / wall:.1f}/s), "
             f"{r['divergences']} divergences, {r['steps_per_iter']:.1f} steps/iteration, "
             f"load {load0:.1f}",
             flush=True,
@@ -265,6 +266,8 @@ def main(args: argparse.Namespace) -> dict:
     # every program pays its own compilation
     jax.config.update("jax_enable_compilation_cache", False)
     settings = [tuple(s) for s in args.setting] if args.setting else DEFAULT_SETTINGS
+    if getattr(args, "skip_kernel", False):
+        settings = []
     results = []
     print(f"repeats={args.repeats} compile_repeats={args.compile_repeats} seed={args.seed}")
     for M, N, d, K in settings:
@@ -307,6 +310,7 @@ if __name__ == "__main__":
         help="a setting to time (repeatable); default: the three of the docstring",
     )
     p.add_argument("--nuts", action="store_true", help="also time run_nuts with each gram")
+    p.add_argument("--skip-kernel", action="store_true", help="time NUTS only")
     p.add_argument("--nuts-M", type=int, default=500)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--draws", type=int, default=300)
