@@ -15,10 +15,10 @@ For samples ``X`` of shape ``(M, N, d)`` and factors ``U, V`` of shape ``(d, r)`
 
 Everything uses local support (each score touches ``s + 1`` basis functions; no
 ``(M, N, N, K)`` array is ever built) and is differentiable in ``U``, ``V`` and
-``c``.  Reductions over ``M`` run in a ``lax.scan`` over chunks of ``chunk_size``
-samples whose body is rematerialised (``jax.checkpoint``), so memory stays
-bounded for gradients too.  The ERM loss and every NumPyro likelihood of the
-package call these functions.
+``c`` (and in ``X``, ``Y``).  Reductions over ``M`` run in a ``lax.scan`` over chunks
+of at most ``chunk_size`` samples whose body is rematerialised
+(``jax.checkpoint``), so memory stays bounded for gradients too.  The ERM loss and
+every NumPyro likelihood of the package call these functions.
 
 How it is made fast (XLA CPU):
 
@@ -31,9 +31,14 @@ How it is made fast (XLA CPU):
   mode): the coefficient part is one 1-d segment sum per power of the local
   coordinate.  :func:`sq_loss` computes its gradient in the same single pass over
   the data as its value (no rematerialised second pass);
-* :func:`gram` and :func:`design` scatter the powers of the local coordinate into
-  a ``(rows * K, s + 1)`` table (1-d scatters) and contract it with the basis
-  polynomials, instead of scattering ``(s + 1)`` basis values per score into rows.
+* :func:`gram` and :func:`design` evaluate the ``s + 1`` non-zero B-splines of each
+  score by the Cox--de Boor triangle and add them into the flattened rows of
+  ``F`` by ``s + 1`` 1-d scatters.  The tangents of :func:`gram` come from ``B'``,
+  read off the triangle's last step, scattered the same way: a rule linear in
+  the tangents, so that reverse mode is its transpose and no derivative ever
+  goes through the triangle or the scatters;
+* the reductions of :func:`gram` run over chunks of one size (no separately
+  compiled last chunk), and a single chunk is not rematerialised.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
@@ -73,15 +79,26 @@ __all__ = [
 DEFAULT_CHUNK = 2048
 
 
-def grad_chunk(n_tokens: int, scores_per_chunk: int = 16384) -> int:
+def grad_chunk(n_tokens: int, n_samples: int | None = None, scores_per_chunk: int = 16384) -> int:
     """Chunk size (samples) for reverse mode through :func:`gram`.
 
     Differentiating the Gram statistics keeps per-score residuals of the chunk
     alive; ~16k scores per chunk keep them in cache.  Measured (value and
-    gradient of the collapsed likelihood, N = 8, d = 5, K = 20): 42 ms at chunk
-    128 against 94 ms at 2048 for M = 10000, and 8 ms against 34 ms for M = 2000.
+    gradient of the collapsed likelihood, N = 8, d = 5, K = 20, before the
+    derivative rule of :func:`gram`): 42 ms at chunk 128 against 94 ms at 2048 for
+    M = 10000, and 8 ms against 34 ms for M = 2000.
+
+    With several chunks the reverse pass recomputes each chunk's basis; with one
+    it reuses the forward pass's (see :func:`_reduce_chunks`).  So when
+    ``n_samples`` is given and ``n_samples * n_tokens**2 <= 4 * scores_per_chunk``
+    the data are one chunk: measured with the rule, 1.0 ms against 1.65 ms for
+    M = 500, N = 6, d = 3, K = 10 (chunk 455), and 2.5 ms against 3.3 ms for M = 1000,
+    N = 8; at M = 2000, N = 8 both take the same time.
     """
-    return max(16, scores_per_chunk // (n_tokens * n_tokens))
+    per_chunk = max(16, scores_per_chunk // (n_tokens * n_tokens))
+    if n_samples is not None and n_samples * n_tokens * n_tokens <= 4 * scores_per_chunk:
+        return max(int(n_samples), 1)
+    return per_chunk
 
 
 class GramStats(NamedTuple):
@@ -272,6 +289,43 @@ def _scan_chunks(body, init, arrays, chunk_size):
     return carry, jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
 
 
+def _reduce_chunks(body, init, arrays, chunk_size):
+    """Fold ``body(carry, chunk, keep) -> carry`` over chunks of samples (a reduction).
+
+    ``arrays`` is a tuple of arrays sharing their leading (sample) axis, of length
+    ``M``.  They are cut into ``n = ceil(M / chunk_size)`` chunks of one static size
+    ``c = ceil(M / n) <= chunk_size``, so that the program holds a single copy of
+    ``body`` (a shorter last chunk would be a second copy, for the compiler and
+    for every transformation of it).  The chunks are sliced out of the arrays (no
+    padded copy is made); the last one starts at ``M - c`` and so repeats the last
+    ``n c - M < n`` samples of its predecessor: ``keep``, a ``(c,)`` array of ones
+    and zeros, zeroes their contributions (``keep`` is None when ``n c = M``).
+
+    With several chunks ``body`` runs in a ``lax.scan`` and is rematerialised under
+    differentiation (``jax.checkpoint``), so memory stays bounded; a single chunk
+    (``M <= chunk_size``) is one plain call, whose residuals are bounded by
+    ``chunk_size`` anyway.
+    """
+    M = arrays[0].shape[0]
+    n = -(-M // chunk_size)
+    if n <= 1:
+        return body(init, arrays, None)
+    c = -(-M // n)
+    body = jax.checkpoint(body)
+    dt = jnp.result_type(*arrays)
+
+    def step(carry, i):
+        start = jnp.minimum(i * c, M - c)
+        chunk = tuple(jax.lax.dynamic_slice_in_dim(a, start, c) for a in arrays)
+        keep = None
+        if n * c > M:
+            keep = (start + jnp.arange(c) >= i * c).astype(dt)
+        return body(carry, chunk, keep), None
+
+    carry, _ = jax.lax.scan(step, init, jnp.arange(n))
+    return carry
+
+
 def _sq_pass(U, V, a, b, X, Y, chunk_size, grads, want_x=False, want_y=False):
     """One pass over the data: the loss and, if ``grads``, its gradient."""
 
@@ -311,45 +365,67 @@ def _sq_loss_jvp(chunk_size, primals, tangents):
     return loss, t.astype(loss.dtype)
 
 
-def _crossprod(F):
-    """``F^T F`` for a tall ``F``: as a sum over two halves, which XLA CPU runs
-    faster than the one product with a transposed operand."""
+def _crossprod(F, G=None):
+    """``F^T G`` (``F^T F`` if ``G`` is None) for tall ``F``, ``G``: as a sum over two
+    halves, which XLA CPU runs faster than the one product with a transposed operand."""
+    G = F if G is None else G
     R = F.shape[0]
     if R % 2:
-        return F.T @ F
+        return F.T @ G
     Fb = F.reshape(2, R // 2, F.shape[1])
-    return jnp.einsum("bri,brj->ij", Fb, Fb)
+    Gb = G.reshape(2, R // 2, G.shape[1])
+    return jnp.einsum("bri,brj->ij", Fb, Gb)
 
 
-def _chunk_design(U, V, Xc, knots):
-    """(c * N, n_basis) design rows of one chunk, and the (c,) outside counts.
+def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None):
+    """Scores of one chunk and the weighted B-splines that are non-zero at each.
 
     The ``s + 1`` B-splines that are non-zero at each score are evaluated by the
     Cox--de Boor triangle (Piegl & Tiller A2.2; ``2 s`` 1-d gathers of knots per
-    score), weighted by the off-diagonal weights and added into the flattened
-    rows of ``F`` by ``s + 1`` 1-d scatters (row-major, so that the updates of one
-    row land close together).
+    score), weighted by the off-diagonal weights ``w_ij``.  Their derivatives come
+    from the last step of the same triangle (Piegl & Tiller A2.3, first order):
+    ``B'_{i,s} = s (B_{i,s-1} / (t_{i+s} - t_i) - B_{i+1,s-1} / (t_{i+s+1} - t_{i+1}))``,
+    whose quotients are that step's ``temp`` values, so they cost ``s + 1``
+    subtractions.  The breakpoints ``b`` get no derivative (they are data).
+    ``keep`` (optional, (c,) ones and zeros) multiplies the weights of each sample
+    (see :func:`_reduce_chunks`).
+
+    Returns
+    -------
+    P, Q : (c, N, r) arrays, ``Xc U`` and ``Xc V``.
+    idx : (c * N * N,) int array, flat index ``row * n_basis + first`` into the
+        row-major ``(c * N, n_basis)`` design rows, ``row = m N + i``.
+    vals : list of ``s + 1`` (c * N * N,) arrays, ``w_ij B_{first + l}(S_mij)``.
+    dvals : like ``vals`` with ``B'`` (``None`` unless ``derivative``).
+    n_out : (c,) int array, off-diagonal scores outside ``[b_0, b_K]`` per sample.
     """
     c, N, _ = Xc.shape
-    s, m = knots.degree, knots.multiplicity
-    K = knots.n_intervals
+    s, m = degree, multiplicity
+    K = b.shape[-1] - 1
     R = c * N
-    nb = n_basis(knots)
-    b = jax.lax.stop_gradient(knots.breaks)
-    S = pair_scores(Xc, U, V)
+    nb = n_basis(Knots(b, s, m))
+    b = jax.lax.stop_gradient(b)
+    P = jnp.matmul(Xc, U)
+    Q = jnp.matmul(Xc, V)
+    S = jnp.matmul(P, jnp.swapaxes(Q, -1, -2))
     k = _interval(S, b)
     w = jnp.broadcast_to(_offdiag(N, S.dtype), S.shape)
+    if keep is not None:
+        w = w * keep[:, None, None]
     # knots t[mu + j], j = 1 - s .. s, of the span mu = s + k m of each score
     t = full_knot_vector(Knots(b, s, m))
     mu = s + jnp.arange(K) * m
     left = [None] + [S - t[mu + 1 - j][k] for j in range(1, s + 1)]
     right = [None] + [t[mu + j][k] - S for j in range(1, s + 1)]
     vals = [w]
+    temps = []
     for j in range(1, s + 1):
         saved = None
         new = []
+        temps = []
         for r in range(j):
             temp = vals[r] / (right[r + 1] + left[j - r])
+            temps.append(temp)
             term = right[r + 1] * temp
             new.append(term if saved is None else saved + term)
             saved = left[j - r] * temp
@@ -358,14 +434,43 @@ def _chunk_design(U, V, Xc, knots):
     idt = jnp.int32 if R * nb < 2**31 - 1 else jnp.int64
     rows = jnp.arange(R, dtype=idt).reshape(c, N, 1)
     idx = _materialise((rows * nb + k.astype(idt) * m).reshape(-1), b)
-    vals = _materialise([v.reshape(-1) for v in vals], b)
-    F = jnp.zeros((R * nb,), S.dtype)
-    for j in range(s + 1):
-        F = F.at[idx + j].add(vals[j], mode="promise_in_bounds")
-    F = F.reshape(R, nb)
+    dvals = None
+    if derivative:
+        # temps[r] = B_{mu-s+1+r, s-1} w / (t_{mu+1+r} - t_{mu-s+1+r}), r = 0..s-1
+        if s == 0:
+            dvals = [jnp.zeros_like(w)]
+        else:
+            d = [-temps[0]] + [temps[r - 1] - temps[r] for r in range(1, s)] + [temps[s - 1]]
+            dvals = [s * v for v in d]
+        vals, dvals = _materialise(
+            ([v.reshape(-1) for v in vals], [v.reshape(-1) for v in dvals]), b
+        )
+    else:
+        vals = _materialise([v.reshape(-1) for v in vals], b)
     outside = (S < b[0]) | (S > b[-1])
-    n_out = jnp.sum(outside & (_offdiag(N, S.dtype) > 0), axis=(-1, -2))
-    return F, n_out
+    n_out = jnp.sum(outside & (w > 0), axis=(-1, -2))
+    return P, Q, idx, vals, dvals, n_out
+
+
+def _scatter_rows(idx, vals, n_rows, nb):
+    """``(n_rows, nb)`` rows with ``vals[l]`` added at flat positions ``idx + l``.
+
+    ``s + 1`` 1-d scatters into the flattened rows (row-major, so that the updates
+    of one row land close together).
+    """
+    F = jnp.zeros((n_rows * nb,), vals[0].dtype)
+    for j, v in enumerate(vals):
+        F = F.at[idx + j].add(v, mode="promise_in_bounds")
+    return F.reshape(n_rows, nb)
+
+
+def _chunk_design(U, V, Xc, knots):
+    """(c * N, n_basis) design rows of one chunk, and the (c,) outside counts."""
+    c, N, _ = Xc.shape
+    _, _, idx, vals, _, n_out = _chunk_basis(
+        U, V, Xc, knots.breaks, knots.degree, knots.multiplicity, False
+    )
+    return _scatter_rows(idx, vals, c * N, n_basis(knots)), n_out
 
 
 @partial(jax.jit, static_argnames=("chunk_size",))
@@ -454,6 +559,97 @@ def design(U: ArrayLike, V: ArrayLike, X: ArrayLike, knots: Knots) -> jax.Array:
     return F.reshape(X.shape[0], X.shape[1], -1)
 
 
+def _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tangents=None):
+    """One pass over the chunks: ``(FtF, FtY, YtY, n_outside)`` and their tangents.
+
+    ``tangents`` is None (values only) or ``(tU, tV, tX, tY)``, None for a zero
+    tangent.  The tangents of the statistics are then computed in the same pass,
+    linearly in the input tangents (so that reverse mode is their transpose):
+
+        tS = tP Q^T + P tQ^T            (tP = Xc tU + tXc U,  tQ likewise)
+        tF[row_i, first_ij + l] += w_ij B'_{first_ij + l}(S_ij) tS_ij   (local support)
+        tFtF = F^T tF + (F^T tF)^T,  tFtY = tF^T y + F^T ty,  tYtY = 2 y^T ty.
+
+    Returns ``(stats, tangents_out)``, ``tangents_out = (tFtF, tFtY, tYtY)`` or None.
+    """
+    nb = n_basis(Knots(b, degree, multiplicity))
+    dt = X.dtype
+    tU, tV, tX, tY = (None,) * 4 if tangents is None else tangents
+    # scores move only with U, V, X; piecewise-constant splines have B' = 0
+    want_s = degree > 0 and any(t is not None for t in (tU, tV, tX))
+    extra = tuple(t for t in (tX, tY) if t is not None)
+
+    def body(acc, chunk, keep):
+        Xc, Yc, *rest = chunk
+        tXc = rest.pop(0) if tX is not None else None
+        tYc = rest.pop(0) if tY is not None else None
+        c, N, _ = Xc.shape
+        P, Q, idx, vals, dvals, n_out = _chunk_basis(
+            U, V, Xc, b, degree, multiplicity, want_s, keep
+        )
+        F = _scatter_rows(idx, vals, c * N, nb)
+        if keep is not None:
+            Yc = Yc * keep[:, None]
+            tYc = None if tYc is None else tYc * keep[:, None]
+        y = Yc.reshape(-1)
+        (FtF, FtY, YtY, n_outside), tacc = acc
+        stats = (
+            FtF + _crossprod(F),
+            FtY + y @ F,
+            YtY + y @ y,
+            n_outside + jnp.sum(n_out).astype(n_outside.dtype),
+        )
+        if tangents is None:
+            return stats, None
+        tFtF, tFtY, tYtY = tacc
+        if want_s:
+            tP = [jnp.matmul(Xc, tU)] if tU is not None else []
+            tQ = [jnp.matmul(Xc, tV)] if tV is not None else []
+            if tXc is not None:
+                tP.append(jnp.matmul(tXc, U))
+                tQ.append(jnp.matmul(tXc, V))
+            tS = []
+            if tP:
+                tS.append(jnp.matmul(sum(tP[1:], tP[0]), jnp.swapaxes(Q, -1, -2)))
+            if tQ:
+                tS.append(jnp.matmul(P, jnp.swapaxes(sum(tQ[1:], tQ[0]), -1, -2)))
+            tS = sum(tS[1:], tS[0]).reshape(-1)
+            tF = _scatter_rows(idx, [dv * tS for dv in dvals], c * N, nb)
+            C = _crossprod(F, tF)
+            tFtF = tFtF + C + C.T
+            tFtY = tFtY + y @ tF
+        if tYc is not None:
+            ty = tYc.reshape(-1)
+            tFtY = tFtY + ty @ F
+            tYtY = tYtY + 2.0 * (y @ ty)
+        return stats, (tFtF, tFtY, tYtY)
+
+    zero = jnp.zeros((), dt)
+    init = (jnp.zeros((nb, nb), dt), jnp.zeros((nb,), dt), zero, jnp.zeros((), jnp.int_))
+    tinit = None if tangents is None else init[:3]
+    stats, tstats = _reduce_chunks(body, (init, tinit), (X, Y) + extra, chunk_size)
+    return stats, tstats
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(5, 6, 7))
+def _gram(U, V, b, X, Y, chunk_size, degree, multiplicity):
+    return _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity)[0]
+
+
+@partial(_gram.defjvp, symbolic_zeros=True)
+def _gram_jvp(chunk_size, degree, multiplicity, primals, tangents):
+    # Values and tangents in one pass; the tangents are linear in the input
+    # tangents, so reverse mode transposes this rule (a second pass over the
+    # chunks, which recomputes each chunk's basis when there are several), and
+    # forward-over-reverse (``jax.hessian``) differentiates it like any JAX code.
+    # The breakpoints get no derivative, as before (``stop_gradient``): they are data.
+    U, V, b, X, Y = primals
+    tU, tV, _, tX, tY = (t if _nonzero(t) else None for t in tangents)
+    stats, tstats = _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, (tU, tV, tX, tY))
+    tstats = tuple(t.astype(s.dtype) for t, s in zip(tstats, stats[:3], strict=True))
+    return stats, tstats + (np.zeros((), dtype=jax.dtypes.float0),)
+
+
 @partial(jax.jit, static_argnames=("chunk_size",))
 def gram(
     U: ArrayLike,
@@ -465,7 +661,15 @@ def gram(
 ) -> GramStats:
     """Accumulate ``F^T F``, ``F^T Y`` and ``Y^T Y`` over chunks of samples.
 
-    Memory is ``O(chunk_size * N * (N (s+1) + n_basis))`` whatever ``M``.
+    Memory beyond the data is ``O(chunk_size * N * (N (s+1) + n_basis))`` whatever
+    ``M``, for the values and for derivatives of any order.
+
+    Differentiable in ``U``, ``V``, ``X`` and ``Y`` (not in the breakpoints: they
+    are data) by a hand-written rule: the tangents of the statistics are computed
+    in the same pass as the values from ``B'`` of the local basis (see
+    :func:`_gram_pass`), never by differentiating the basis recursion or the
+    scatters.  The rule is linear in the tangents, so reverse mode (one more pass
+    over the chunks) and forward-over-reverse (``jax.hessian``) work too.
 
     Parameters
     ----------
@@ -481,27 +685,14 @@ def gram(
     """
     X = jnp.asarray(X)
     Y = jnp.asarray(Y)
-    nb = n_basis(knots)
-
-    def body(acc, chunk):
-        Xc, Yc = chunk
-        F, n_out = _chunk_design(U, V, Xc, knots)
-        y = Yc.reshape(-1)
-        FtF, FtY, YtY, n_obs, n_outside = acc
-        return (
-            GramStats(
-                FtF + _crossprod(F),
-                FtY + y @ F,
-                YtY + y @ y,
-                n_obs + y.shape[0],
-                n_outside + jnp.sum(n_out).astype(n_outside.dtype),
-            ),
-            None,
-        )
-
-    zero = jnp.zeros((), X.dtype)
-    init = GramStats(
-        jnp.zeros((nb, nb), X.dtype), jnp.zeros((nb,), X.dtype), zero, zero, jnp.zeros((), jnp.int_)
+    FtF, FtY, YtY, n_out = _gram(
+        jnp.asarray(U),
+        jnp.asarray(V),
+        knots.breaks,
+        X,
+        Y,
+        chunk_size,
+        knots.degree,
+        knots.multiplicity,
     )
-    out, _ = _scan_chunks(body, init, (X, Y), chunk_size)
-    return out
+    return GramStats(FtF, FtY, YtY, jnp.asarray(X.shape[0] * X.shape[1], X.dtype), n_out)

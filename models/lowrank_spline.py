@@ -60,7 +60,7 @@ def lowrank_spline(
 ):
     M, N, d = X.shape
     K = n_basis(knots)
-    chunk_size = chunk_size or grad_chunk(N)
+    chunk_size = chunk_size or grad_chunk(N, M)
     U = numpyro.sample("U", dist.Normal(0.0, 1.0).expand([d, rank]).to_event(2))
     V = numpyro.sample("V", dist.Normal(0.0, 1.0).expand([d, rank]).to_event(2))
     # The likelihood sees only the direction of U V^T.  Pin the non-identified

@@ -1,4 +1,5 @@
-"""The one pairwise kernel against a naive NumPy double loop with SciPy's B-splines."""
+"""The one pairwise kernel against a naive NumPy double loop with SciPy's B-splines,
+and the derivative rule of ``gram`` against JAX autodiff and finite differences."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,17 @@ import pytest
 from jax.test_util import check_grads
 from scipy.interpolate import BSpline
 
-from bayes_ips.pairwise import design, gram, pair_scores, pairwise_mean, sq_loss
+from bayes_ips.collapsed import collapsed_loglik, pspline_precision
+from bayes_ips.pairwise import (
+    GramStats,
+    _gram_pass,
+    design,
+    grad_chunk,
+    gram,
+    pair_scores,
+    pairwise_mean,
+    sq_loss,
+)
 from bayes_ips.spline import full_knot_vector, make_knots, n_basis
 
 # float64 sums of O(100) terms of size O(1..1e2) (extrapolated cubic pieces)
@@ -71,7 +82,7 @@ def test_pairwise_mean_and_loss_match_naive_loop_for_any_chunking(case, chunk):
     )
 
 
-@pytest.mark.parametrize("chunk", [4, 13, 64])
+@pytest.mark.parametrize("chunk", [4, 5, 13, 64])
 def test_gram_matches_explicit_products(case, chunk):
     X, Y, U, V, knots, coef, F, S = case
     st = gram(U, V, X, Y, knots, chunk_size=chunk)
@@ -100,16 +111,6 @@ def test_gradients(case):
         order=1,
         modes=["fwd", "rev"],
     )
-    # the Gram statistics are differentiable in the factors (collapsed likelihoods)
-    check_grads(
-        lambda U, V: (
-            jnp.sum(gram(U, V, X, Y, knots, chunk_size=5).FtF * 0.1)
-            + jnp.sum(gram(U, V, X, Y, knots, chunk_size=5).FtY)
-        ),
-        (U, V),
-        order=1,
-        modes=["rev"],
-    )
 
 
 def test_kernel_under_vmap_over_factors(case):
@@ -118,6 +119,12 @@ def test_kernel_under_vmap_over_factors(case):
     batched = jax.vmap(lambda u: sq_loss(u, V, coef, X, Y, knots, chunk_size=5))(Us)
     single = [float(sq_loss(u, V, coef, X, Y, knots, chunk_size=5)) for u in Us]
     np.testing.assert_allclose(np.asarray(batched), single, rtol=1e-12)
+    # the gradient of the Gram statistics (its rule) batches too
+    G = np.random.default_rng(1).normal(size=(n_basis(knots),) * 2)
+    g = jax.jit(jax.grad(lambda u: _scalar(gram(u, V, X, Y, knots, 5), G)))
+    batched = jax.jit(jax.vmap(g))(Us)
+    for u, b in zip(Us, batched, strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(g(u)), rtol=1e-12, atol=1e-12)
 
 
 def test_new_knot_values_do_not_recompile(case):
@@ -128,3 +135,125 @@ def test_new_knot_values_do_not_recompile(case):
     moved = make_knots(np.asarray(knots.breaks) * 1.1, knots.degree, knots.multiplicity)
     sq_loss(U, V, coef * 2, X, Y, moved)
     assert sq_loss._cache_size() == before
+
+
+def test_new_knot_values_do_not_recompile_gram_or_its_gradient(case):
+    X, Y, U, V, knots, coef, _, _ = case
+    G = np.random.default_rng(1).normal(size=(n_basis(knots),) * 2)
+    vg = jax.jit(jax.value_and_grad(lambda U, V, kn: _scalar(gram(U, V, X, Y, kn, 5), G), (0, 1)))
+    vg(U, V, knots)
+    gram(U, V, X, Y, knots, 5)
+    before = vg._cache_size(), gram._cache_size()
+    moved = make_knots(np.asarray(knots.breaks) * 1.1, knots.degree, knots.multiplicity)
+    vg(2 * U, V, moved)
+    gram(U, V, X, Y, moved, 5)
+    assert (vg._cache_size(), gram._cache_size()) == before
+
+
+# --------------------------------------------------------------------------- #
+# the derivative rule of gram
+# --------------------------------------------------------------------------- #
+
+# The rule and autodiff add the same terms in different orders: agreement to
+# rounding, relative to the largest entry of each gradient.
+GRAD_RTOL = 1e-11
+
+
+def _gram_autodiff(U, V, X, Y, knots, chunk_size):
+    """``gram``'s values without its rule: derivatives by JAX autodiff through the
+    Cox--de Boor triangle and the scatters (how ``gram`` was differentiated before)."""
+    b, s, m = knots.breaks, knots.degree, knots.multiplicity
+    (FtF, FtY, YtY, n_out), _ = _gram_pass(U, V, b, X, Y, chunk_size, s, m)
+    return GramStats(FtF, FtY, YtY, jnp.asarray(X.shape[0] * X.shape[1], X.dtype), n_out)
+
+
+def _scalar(st, G):
+    """A generic scalar of the statistics (G not symmetric: both halves of FtF count)."""
+    return jnp.sum(G * st.FtF) + jnp.sum(jnp.cos(st.FtY)) + 0.3 * st.YtY
+
+
+def _problem(degree, mult, N, M=13, d=3, seed=0, coverage=(0.1, 0.9)):
+    """Data whose scores partly fall outside the knots (extrapolated)."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, (M, N, d))
+    U, V = rng.normal(size=(d, 2)), rng.normal(size=(d, 2))
+    Y = rng.normal(size=(M, N))
+    S = np.asarray(pair_scores(X, U, V))[:, ~np.eye(N, dtype=bool)]
+    knots = make_knots(np.linspace(*np.quantile(S, coverage), 5), degree, mult)
+    assert int(gram(U, V, X, Y, knots).n_outside) > 0
+    return X, Y, U, V, knots
+
+
+def _assert_close(got, ref, rtol=GRAD_RTOL):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.max(np.abs(b)))
+
+
+@pytest.mark.parametrize("N", [2, 5])
+@pytest.mark.parametrize(
+    "degree, mult", [(0, 1), (1, 1), (2, 1), (2, 3), (3, 1), (3, 2), (4, 1), (5, 3)]
+)
+def test_gram_rule_matches_autodiff(degree, mult, N):
+    """Gradients in U, V, X and Y; M = 13 in chunks of 5 (the last one overlapping)."""
+    X, Y, U, V, knots = _problem(degree, mult, N)
+    G = np.random.default_rng(2).normal(size=(n_basis(knots),) * 2)
+
+    def loss(fn):
+        return lambda U, V, X, Y: _scalar(fn(U, V, X, Y, knots, 5), G)
+
+    got = jax.jit(jax.grad(loss(gram), (0, 1, 2, 3)))(U, V, X, Y)
+    ref = jax.jit(jax.grad(loss(_gram_autodiff), (0, 1, 2, 3)))(U, V, X, Y)
+    _assert_close(got, ref)
+    if degree > 0:
+        assert np.max(np.abs(np.asarray(got[0]))) > 0
+
+
+@pytest.mark.parametrize("chunk", [4, 5, 13])
+def test_gram_rule_for_any_chunking(case, chunk):
+    X, Y, U, V, knots, _, _, _ = case
+    G = np.random.default_rng(3).normal(size=(n_basis(knots),) * 2)
+    grad = jax.grad(lambda U, V: _scalar(gram(U, V, X, Y, knots, chunk), G), (0, 1))
+    _assert_close(
+        grad(U, V), jax.grad(lambda U, V: _scalar(gram(U, V, X, Y, knots, 64), G), (0, 1))(U, V)
+    )
+    ref = jax.grad(lambda U, V: _scalar(_gram_autodiff(U, V, X, Y, knots, chunk), G), (0, 1))
+    _assert_close(grad(U, V), ref(U, V))
+
+
+def _collapsed(gram_fn, knots, X, Y, chunk=5):
+    # a well-conditioned prior precision (the curvature penalty of repeated knots
+    # has 1 / tiny spacings, which would drown the check in round-off)
+    D = np.diff(np.eye(n_basis(knots)), 2, axis=0)
+    Q = pspline_precision(D, 0.5, 2.0)
+    return jax.jit(lambda U, V: collapsed_loglik(gram_fn(U, V, X, Y, knots, chunk), 0.7, Q))
+
+
+def test_collapsed_loglik_gradients_against_finite_differences(case):
+    X, Y, U, V, knots, _, _, _ = case
+    # second order (forward over forward, reverse over reverse) on the cubic case
+    order = 2 if knots.degree == 3 else 1
+    check_grads(_collapsed(gram, knots, X, Y), (U, V), order=order, modes=["fwd", "rev"])
+
+
+@pytest.mark.parametrize("degree, mult", [(3, 1), (2, 3)])
+def test_hessian_through_gram_matches_autodiff(degree, mult):
+    """``jax.hessian`` (forward over reverse, as ``laplace_inverse_mass``) and
+    reverse over reverse, against autodiff of the same values."""
+    X, Y, U, V, knots = _problem(degree, mult, N=4)
+    f = _collapsed(gram, knots, X, Y)
+    ref = jax.jit(jax.hessian(_collapsed(_gram_autodiff, knots, X, Y), (0, 1)))(U, V)
+    _assert_close(jax.jit(jax.hessian(f, (0, 1)))(U, V), ref, rtol=1e-9)
+    _assert_close(jax.jit(jax.jacrev(jax.jacrev(f, (0, 1)), (0, 1)))(U, V), ref, rtol=1e-9)
+
+
+def test_gram_has_no_derivative_in_the_breakpoints(case):
+    """Knots are data: placed before sampling, never differentiated."""
+    X, Y, U, V, knots, _, _, _ = case
+    g = jax.grad(lambda kn: jnp.sum(gram(U, V, X, Y, kn, 5).FtF))(knots)
+    assert np.all(np.asarray(g.breaks) == 0)
+
+
+def test_grad_chunk_keeps_small_data_in_one_chunk():
+    assert grad_chunk(6, 500) == 500  # 18000 scores: one chunk, no recomputation
+    assert grad_chunk(8, 2000) == grad_chunk(8) == 256  # 128000 scores: chunks of 16k
