@@ -48,7 +48,7 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
     except OSError:
         return None  # an unwritable cache only costs compile time
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
 

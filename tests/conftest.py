@@ -1,8 +1,11 @@
 """Test configuration: float64 everywhere, switched on explicitly here.
 
-Compiled programs are kept in a persistent cache for the session (and handed to
-subprocesses through the environment), so that tests running the same shapes
-in several processes compile once.
+Subprocesses started by the tests (CLI runs, study worker pools) share one
+persistent compilation cache for the session, handed to them through the
+environment, so that tests running the same shapes in several processes
+compile once.  The pytest process itself keeps no persistent cache: it compiles
+thousands of small programs, and XLA's executable serialisation segfaulted in
+it (jax 0.10.2, CPU) after a few hundred tests.
 """
 
 import os
@@ -10,8 +13,7 @@ import tempfile
 
 import jax
 
-from bayes_ips import CACHE_ENV, enable_compilation_cache
+from bayes_ips import CACHE_ENV
 
 jax.config.update("jax_enable_x64", True)
 os.environ.setdefault(CACHE_ENV, tempfile.mkdtemp(prefix="bayes-ips-test-jax-cache-"))
-enable_compilation_cache(os.environ[CACHE_ENV])

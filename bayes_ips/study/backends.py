@@ -66,10 +66,18 @@ def _sequential(fn, specs):
             yield i, None, line, tb
 
 
-def _init_worker() -> None:
+def _init_worker() -> str:
+    """A worker process's setup: float64 and the persistent compilation cache.
+
+    Returns the worker's bayes_ips version (checked against the driver's).
+    """
     import jax
 
+    import bayes_ips
+
     jax.config.update("jax_enable_x64", True)
+    bayes_ips.enable_compilation_cache()
+    return bayes_ips.__version__
 
 
 @contextlib.contextmanager
@@ -93,12 +101,6 @@ def _process_pool(n: int):
                     yield i, None, line, tb
 
     yield Backend("processes", n, run)
-
-
-def _worker_version() -> str:
-    import bayes_ips
-
-    return bayes_ips.__version__
 
 
 @contextlib.contextmanager
@@ -130,7 +132,7 @@ def _dask(n: int | None, address: str | None):
                 )
             )
             client = stack.enter_context(Client(cluster))
-        versions = client.run(_worker_version)
+        versions = client.run(_init_worker)
         bad = {w: v for w, v in versions.items() if v != bayes_ips.__version__}
         if bad:
             raise InputError(

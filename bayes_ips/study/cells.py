@@ -249,10 +249,7 @@ def run_cell(spec: dict) -> dict:
         return run_slr_cell(spec)
     import jax
 
-    from bayes_ips import enable_compilation_cache
-
     jax.config.update("jax_enable_x64", True)
-    enable_compilation_cache()
     from bayes_ips.erm import fit_erm, theory_condition
     from bayes_ips.metrics import l2_error
 

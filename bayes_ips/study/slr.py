@@ -208,10 +208,7 @@ def run_slr_cell(spec: dict) -> dict:
     """One cell's record: risks, Bayes risk, excess risk (paired s.e.) and overlaps."""
     import jax
 
-    from bayes_ips import enable_compilation_cache
-
     jax.config.update("jax_enable_x64", True)
-    enable_compilation_cache()
     from bayes_ips.single_location import PGDConfig, excess_risk, fit_pgd, overlaps
 
     t0 = time.perf_counter()
