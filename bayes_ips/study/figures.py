@@ -19,6 +19,17 @@ LOWER_Q, UPPER_Q = 0.1, 0.9  # the band over repetitions
 LABELS = {"erm": "ERM", "bayes_pm": "Bayes posterior mean"}
 
 
+def m_axis(ax, M) -> None:
+    """A log x axis labelled at the study's M values only (no crowded minor labels)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    M = sorted({int(m) for m in np.asarray(M).ravel() if np.isfinite(m)})
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(M, [f"{m:,}".replace(",", " ") if m >= 10000 else str(m) for m in M])
+
+
 def _lines(ds) -> list[tuple[str, int]]:
     return [(str(p), int(d)) for p in ds["phi"].values for d in ds["d"].values]
 
@@ -66,7 +77,7 @@ def _panel(ax, ds, est, var, rows, colors, theory_scale=1.0, ylabel=""):
         anchor_v = math.exp(np.mean(np.log(med)))
         ref = anchor_v * (M[ok] / anchor_m) ** slope
         ax.plot(M[ok], ref, ":", color=color, lw=1.2)
-    ax.set_xscale("log")
+    m_axis(ax, M)
     ax.set_yscale("log")
     ax.set_xlabel("M (samples)")
     ax.set_ylabel(ylabel)
@@ -138,7 +149,7 @@ def plot_paired_ratio(ds) -> Figure:
         ax.plot(M[ok], med, "o-", color=color, label=_label(ds, phi, d))
         ax.fill_between(M[ok], lo, hi, color=color, alpha=0.18, lw=0)
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
-    ax.set_xscale("log")
+    m_axis(ax, M)
     ax.set_yscale("log")
     ax.set_xlabel("M (samples)")
     ax.set_ylabel("error(posterior mean) / error(ERM), same data")

@@ -295,7 +295,7 @@ def plot_slr(ds):
     import matplotlib
     from matplotlib.figure import Figure
 
-    from bayes_ips.study.figures import LOWER_Q, UPPER_Q
+    from bayes_ips.study.figures import LOWER_Q, UPPER_Q, m_axis
 
     ds_d = ds["d"].values
     fig = Figure(figsize=(5.2 * len(ds_d), 4.4), layout="constrained")
@@ -315,7 +315,7 @@ def plot_slr(ds):
             ax.plot(M[ok], med, "o-", color=color, label=labels.get(str(est), str(est)))
             ax.fill_between(M[ok], lo, hi, color=color, alpha=0.2, lw=0)
         br = float(np.nanmedian(ds["bayes_risk"].sel(d=d).values))
-        ax.set_xscale("log")
+        m_axis(ax, M)
         ax.set_yscale("log")
         ax.set_xlabel("M (training sequences)")
         ax.set_ylabel("excess risk over the Bayes predictor")
