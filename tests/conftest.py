@@ -1,19 +1,31 @@
 """Test configuration: float64 everywhere, switched on explicitly here.
 
+Every compiled XLA:CPU program keeps a few memory mappings alive for as long as
+JAX caches it, and the kernel allows a process 65530 of them
+(``vm.max_map_count``).  One pytest process compiles tens of thousands of
+programs (every eager operation on a new shape is one), and past the limit
+XLA's compiler segfaults (seen twice, at different tests).  So the compiled
+programs are dropped after every test module.
+
 Subprocesses started by the tests (CLI runs, study worker pools) share one
 persistent compilation cache for the session, handed to them through the
 environment, so that tests running the same shapes in several processes
-compile once.  The pytest process itself keeps no persistent cache: it compiles
-thousands of small programs, and XLA's executable serialisation segfaulted in
-it (jax 0.10.2, CPU) after a few hundred tests.
+compile once.
 """
 
 import os
 import tempfile
 
 import jax
+import pytest
 
 from bayes_ips import CACHE_ENV
 
 jax.config.update("jax_enable_x64", True)
 os.environ.setdefault(CACHE_ENV, tempfile.mkdtemp(prefix="bayes-ips-test-jax-cache-"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _drop_compiled_programs():
+    yield
+    jax.clear_caches()

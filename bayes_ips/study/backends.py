@@ -27,7 +27,7 @@ from typing import Any
 
 from bayes_ips.errors import InputError
 
-__all__ = ["Backend", "describe_error", "open_backend"]
+__all__ = ["Backend", "describe_error", "open_backend", "relieve_map_pressure"]
 
 Outcome = tuple[int, Any, "str | None", "str | None"]  # index, result, error, traceback
 
@@ -64,6 +64,35 @@ def _sequential(fn, specs):
         except Exception as e:  # a failed cell must not stop the others
             line, tb = describe_error(e)
             yield i, None, line, tb
+
+
+# Every compiled XLA:CPU program holds a few memory mappings while JAX caches it, and
+# the kernel caps a process at vm.max_map_count of them (65530 by default); past it
+# XLA's compiler segfaults.  A long study compiles a program per shape (and eager
+# operations compile too), so each cell first checks how close its process is.
+MAP_BUDGET = 0.5  # fraction of vm.max_map_count at which compiled programs are dropped
+
+
+def relieve_map_pressure(budget: float | None = None) -> bool:
+    """Drop JAX's compiled programs if this process uses over ``budget`` of its mappings.
+
+    Returns whether it did.  Costs only recompilation (or a load from the
+    persistent cache); a no-op where ``/proc`` is absent.
+    """
+    budget = MAP_BUDGET if budget is None else budget
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            n_maps = sum(1 for _ in f)
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+    except (OSError, ValueError):
+        return False
+    if n_maps < budget * limit:
+        return False
+    import jax
+
+    jax.clear_caches()
+    return True
 
 
 def _init_worker() -> str:

@@ -249,7 +249,10 @@ def run_cell(spec: dict) -> dict:
         return run_slr_cell(spec)
     import jax
 
+    from bayes_ips.study.backends import relieve_map_pressure
+
     jax.config.update("jax_enable_x64", True)
+    relieve_map_pressure()
     from bayes_ips.erm import fit_erm, theory_condition
     from bayes_ips.metrics import l2_error
 

@@ -208,7 +208,10 @@ def run_slr_cell(spec: dict) -> dict:
     """One cell's record: risks, Bayes risk, excess risk (paired s.e.) and overlaps."""
     import jax
 
+    from bayes_ips.study.backends import relieve_map_pressure
+
     jax.config.update("jax_enable_x64", True)
+    relieve_map_pressure()
     from bayes_ips.single_location import PGDConfig, excess_risk, fit_pgd, overlaps
 
     t0 = time.perf_counter()
