@@ -424,13 +424,15 @@ def cmd_study(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         attempts=args.attempts,
         only=args.only,
+        report_only=args.report_only,
     )
     result = out["result"]
-    n_cells = len(result.records) + len(result.failures)
+    n_cells = len(result.records) + len(result.failures) + result.n_missing
     print(
         f"{len(result.records)} of {n_cells} cells finished ({result.n_reused} reused, "
         f"{result.n_computed} computed now, backend {result.backend}), "
         f"{result.wall_time_s:.1f} s"
+        + (f"; {result.n_missing} not run (--report-only)" if result.n_missing else "")
     )
     if out["rows"]:
         print(final_table(out["rows"], out["band_rows"]))
@@ -537,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=V1,V2",
         help="run a slice of the grid: --only estimator=erm --only d=1,5 "
         "(keys: estimator, d, M, rep, beta, family)",
+    )
+    st.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run no cell: aggregate and report the cells already finished in --out-dir",
     )
     st.set_defaults(func=cmd_study)
 

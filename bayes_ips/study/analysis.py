@@ -47,6 +47,11 @@ def add_study_arguments(parser: argparse.ArgumentParser, default_config: str) ->
     be.add_argument("--scheduler", help="address of a running Dask scheduler")
     parser.add_argument("--attempts", type=int, default=2, help="tries per cell")
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run no cell: report on the cells already finished in the study folder",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         metavar="KEY=V1,V2",
@@ -90,11 +95,13 @@ def run_analysis(
     attempts: int = 2,
     progress: bool = True,
     only: list[str] | None = None,
+    report_only: bool = False,
 ) -> dict:
     """Run (or resume) the study of ``config_path`` and write its report into ``out_dir``.
 
     ``only`` restricts the grid to a slice, e.g. ``["estimator=erm", "d=1,5"]``
-    (keys: estimator, d, M, rep, beta, family).
+    (keys: estimator, d, M, rep, beta, family).  ``report_only`` runs no cell and
+    reports on those already finished.
 
     Returns a dict with the StudyResult (``result``), the error slopes (``rows``),
     the band-width slopes (``band_rows``), the summary Markdown (``summary``) and
@@ -129,6 +136,7 @@ def run_analysis(
         progress=progress,
         results_dir=out_dir,
         cells=cells,
+        report_only=report_only,
     )
     out = {"result": result, "rows": [], "band_rows": [], "summary": "", "paths": []}
     if not result.records:
@@ -162,7 +170,9 @@ def _slr_report(ds, out_dir: str, config, result) -> dict:
         plot_slr(ds).savefig(tmp, dpi=130, format="png")
     lines = [f"# {config.name}: single-location regression", ""]
     lines.append(
-        f"{len(result.records)} cells finished ({len(result.failures)} failed); seed "
+        f"{len(result.records)} cells finished ({len(result.failures)} failed"
+        + (f", {result.n_missing} not run" if result.n_missing else "")
+        + "); seed "
         f"{config.seed}; L = {config.L}, gamma = {config.gamma:.4g}, noise {config.noise:g}, "
         f"{config.repetitions} repetitions, {config.n_eval} fresh samples per risk."
     )
@@ -183,9 +193,12 @@ def _summary(kind, ds, rows, band_rows, config, result) -> str:
 
     lines = [f"# {config.name}: {kind} analysis", ""]
     lines.append(
-        f"{len(result.records)} of {len(result.records) + len(result.failures)} selected cells "
+        f"{len(result.records)} of "
+        f"{len(result.records) + len(result.failures) + result.n_missing} selected cells "
         f"({config.n_cells} in the grid) finished "
-        f"({len(result.failures)} failed); seed {config.seed}."
+        f"({len(result.failures)} failed"
+        + (f", {result.n_missing} not run" if result.n_missing else "")
+        + f"); seed {config.seed}."
     )
     lines += ["", "## Error slopes (log error on log M; 95% bootstrap CI over repetitions)", ""]
     lines.append(slopes_markdown(rows))

@@ -38,6 +38,8 @@ class StudyResult:
         Cells that failed every attempt in this run: ``cell_id``, ``error``, ``attempts``.
     n_reused, n_computed : int
     out_dir : str
+    n_missing : int
+        Cells left without a record because the run was ``report_only``.
     backend : str
     wall_time_s : float
     """
@@ -49,6 +51,7 @@ class StudyResult:
     out_dir: str
     backend: str
     wall_time_s: float
+    n_missing: int = 0
 
 
 def run_study(
@@ -63,6 +66,7 @@ def run_study(
     cell_fn: Callable[[dict], dict] = run_cell,
     cells: list[Cell] | None = None,
     results_dir: str | os.PathLike | None = None,
+    report_only: bool = False,
 ) -> StudyResult:
     """Compute every missing cell of ``config`` and aggregate all records in ``out_dir``.
 
@@ -85,6 +89,9 @@ def run_study(
     results_dir : path, optional
         Where ``results.nc`` and ``results.csv`` of these cells go (default
         ``out_dir``): several configs can share one folder of records.
+    report_only : bool
+        Compute nothing: aggregate the cells that already have records (e.g. to
+        look at a study while the rest of it runs elsewhere).
     """
     t0 = time.perf_counter()
     store = Store(out_dir)
@@ -101,6 +108,9 @@ def run_study(
         else:
             done[cell.id] = rec
     n_reused = len(done)
+    n_missing = 0
+    if report_only:
+        n_missing, todo = len(todo), []
     failures: dict[str, dict] = {}
     bar = None
     if progress and todo:
@@ -152,6 +162,7 @@ def run_study(
         os.fspath(out_dir),
         name,
         time.perf_counter() - t0,
+        n_missing,
     )
 
 

@@ -104,6 +104,27 @@ def test_rerun_skips_finished_cells_and_retries_failed_ones(tiny, reference, tmp
     assert _comparable(again.records) == _comparable(result.records)
 
 
+def test_report_only_computes_nothing_and_reports_what_is_there(tiny, reference, tmp_path):
+    config, _ = tiny
+    result, out = reference
+    report_dir = tmp_path / "report"
+
+    def must_not_run(spec):
+        raise AssertionError("report_only ran a cell")
+
+    again = run_study(
+        config, out, progress=False, cell_fn=must_not_run, report_only=True, results_dir=report_dir
+    )
+    assert again.n_computed == 0 and again.n_reused == 4 and again.n_missing == 2
+    assert again.failures == []
+    assert _comparable(again.records) == _comparable(result.records)
+    ds = xr.open_dataset(report_dir / "results.nc", engine="h5netcdf")
+    assert dict(ds.sizes)["M"] == 2  # M = 2 has no record: not in the aggregate
+    empty = run_study(config, tmp_path / "empty", progress=False, report_only=True)
+    assert empty.records == [] and empty.n_missing == 6
+    assert not (tmp_path / "empty" / "results.nc").exists()
+
+
 def test_kill_mid_run_then_rerun_gives_exactly_the_uninterrupted_records(tiny, reference, tmp_path):
     config, path = tiny
     ref, _ = reference
