@@ -78,6 +78,7 @@ def main_for(kind: str, args: argparse.Namespace) -> dict:
         attempts=args.attempts,
         progress=not args.quiet,
         only=args.only,
+        report_only=args.report_only,
     )
     print(out["summary"])
     return out

@@ -71,6 +71,7 @@ def _args(shared, name, out):
         attempts=1,
         quiet=True,
         only=None,
+        report_only=False,
     )
 
 
@@ -108,3 +109,18 @@ def test_analysis_script_runs_end_to_end(shared, script, section, capsys):
         assert (out / "paired_ratio.png").stat().st_size > 0
         assert (out / "contraction.csv").stat().st_size > 0
     assert section in capsys.readouterr().out
+
+
+def test_report_only_runs_no_cell_and_reports_the_finished_ones(shared, tmp_path):
+    # the dimension study's 8 cells are in shared/records (the test above); M = 160 is not
+    config = _config("rate_vs_dimension").replace("M = [40, 80]", "M = [40, 80, 160]")
+    (tmp_path / "wider.toml").write_text(config)
+    args = _args(shared, "rate_vs_dimension", tmp_path / "out")
+    args.config, args.report_only = str(tmp_path / "wider.toml"), True
+    res = _load("rate_vs_dimension").main(args)
+    result = res["result"]
+    assert result.n_computed == 0 and result.n_missing == 4 and len(result.records) == 8
+    assert "8 of 12 selected cells" in res["summary"] and "4 not run" in res["summary"]
+    records = shared / "records" / "records"
+    assert len(list(records.glob("*_M40_*"))) == 4  # the folder the study reads
+    assert not list(records.glob("*_M160_*"))
