@@ -122,5 +122,5 @@ def test_report_only_runs_no_cell_and_reports_the_finished_ones(shared, tmp_path
     assert result.n_computed == 0 and result.n_missing == 4 and len(result.records) == 8
     assert "8 of 12 selected cells" in res["summary"] and "4 not run" in res["summary"]
     records = shared / "records" / "records"
-    assert len(list(records.glob("*_M40_*"))) == 4  # the folder the study reads
+    assert (records / "erm_tanh-binf_d1_M40_r0.json").exists()  # the folder it reads
     assert not list(records.glob("*_M160_*"))
