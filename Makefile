@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/bayes-ips fit-erm $(OUT)/data.npz --rank 1 --seed 0 --out $(OUT)/erm.nc
 	$(BIN)/bayes-ips evaluate $(OUT)/erm.nc --truth $(OUT)/data.npz --json $(OUT)/erm_error.json
 	$(BIN)/bayes-ips plot $(OUT)/erm.nc --truth $(OUT)/data.npz --out $(OUT)/erm_fit.png
-	$(BIN)/bayes-ips sample $(OUT)/data.npz --rank 1 --chains 2 --warmup 300 --draws 300 \
+	$(BIN)/bayes-ips sample $(OUT)/data.npz --rank 1 --chains 2 --warmup 200 --draws 200 \
 		--seed 0 --out $(OUT)/post.nc
 	$(BIN)/bayes-ips evaluate $(OUT)/post.nc --truth $(OUT)/data.npz --json $(OUT)/post_error.json
 	$(BIN)/bayes-ips diagnose $(OUT)/post.nc --truth $(OUT)/data.npz --out-dir $(OUT)/diagnostics

@@ -111,6 +111,10 @@ def run_study(
     n_missing = 0
     if report_only:
         n_missing, todo = len(todo), []
+    # Repetition-major order: cells of equal shapes (same estimator, d, M) then run one
+    # after another rather than side by side, so a pool's later ones load the program
+    # the first compiled from the persistent cache instead of compiling it again.
+    todo.sort(key=lambda c: c.rep)
     failures: dict[str, dict] = {}
     bar = None
     if progress and todo:

@@ -274,9 +274,9 @@ def run_slr_cell(spec: dict) -> dict:
 def slr_table(ds) -> str:
     """Markdown: per estimator, d and M, the median risk, Bayes risk and excess (over reps)."""
     lines = [
-        "| estimator | d | M | risk | Bayes risk | excess risk | excess / Bayes risk | "
+        "| estimator | d | M | reps | risk | Bayes risk | excess risk | excess / Bayes risk | "
         "abs kappa | abs nu |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for est in ds["estimator"].values:
         for d in ds["d"].values:
@@ -284,9 +284,15 @@ def slr_table(ds) -> str:
                 sub = ds.sel(estimator=est, d=d, M=M)
                 if not np.isfinite(sub["risk"].values).any():
                     continue
-                med = {k: float(np.nanmedian(sub[k].values)) for k in sub.data_vars}
+                ok = np.isfinite(sub["risk"].values)  # the repetitions run
+                med = {
+                    k: float(np.median(sub[k].values[ok]))
+                    for k in sub.data_vars
+                    if sub[k].dims == sub["risk"].dims
+                }
                 lines.append(
-                    f"| {est} | {d} | {M} | {med['risk']:.4g} | {med['bayes_risk']:.4g} | "
+                    f"| {est} | {d} | {M} | {int(ok.sum())} | {med['risk']:.4g} | "
+                    f"{med['bayes_risk']:.4g} | "
                     f"{med['excess_risk']:.3g} | {med['excess_risk'] / med['bayes_risk']:.3g} | "
                     f"{med['abs_kappa']:.3f} | {med['abs_nu']:.3f} |"
                 )
