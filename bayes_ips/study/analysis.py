@@ -151,7 +151,7 @@ def run_analysis(
         out_dir,
         seed=config.seed,
         title=f"{config.name}: N = {config.N}, rank {config.rank}, noise {config.noise:g}, "
-        f"{config.tokens} tokens, {config.repetitions} repetitions",
+        f"{config.tokens} tokens, {_n_reps(ds)} repetitions",
         paired=kind in ("bayes_vs_erm", "study"),
     )
     summary = _summary(kind, ds, rows, band_rows, config, result)
@@ -160,6 +160,13 @@ def run_analysis(
         f.write(summary)
     out.update(rows=rows, band_rows=band_rows, summary=summary, paths=paths + [path])
     return out
+
+
+def _n_reps(ds) -> int:
+    """How many repetitions have at least one finished cell (a slice may run fewer)."""
+    err = ds["error"].values
+    finite = np.isfinite(err).reshape(-1, err.shape[-1])  # rep is the last dimension
+    return int(finite.any(axis=0).sum())
 
 
 def _slr_report(ds, out_dir: str, config, result) -> dict:
