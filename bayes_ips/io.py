@@ -212,8 +212,8 @@ def load_pairs(path: str | os.PathLike, d: int | None = None) -> tuple[np.ndarra
     return x, y
 
 
-def file_kind(path: str | os.PathLike) -> str:
-    """The ``kind`` attribute of a netCDF fit file: ``erm`` or ``posterior``."""
+def read_kind(path: str | os.PathLike):
+    """The ``kind`` attribute of a netCDF fit file (None if absent), or a one-line error."""
     import h5netcdf
 
     path = os.fspath(path)
@@ -224,8 +224,25 @@ def file_kind(path: str | os.PathLike) -> str:
             kind = f.attrs.get("kind")
     except Exception as e:  # corrupt files raise many types
         raise InputError(f"cannot read {path} as a netCDF fit: {type(e).__name__}: {e}") from None
-    if isinstance(kind, bytes):
-        kind = kind.decode()
+    return kind.decode() if isinstance(kind, bytes) else kind
+
+
+def read_fit_dataset(path: str | os.PathLike):
+    """A netCDF fit file loaded into memory, or a one-line error."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"file not found: {path}")
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            return ds.load()
+    except Exception as e:  # h5py/xarray raise many types on corrupt files
+        raise InputError(f"cannot read {path} as a netCDF fit: {type(e).__name__}: {e}") from None
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """The ``kind`` attribute of a netCDF fit file: ``erm`` or ``posterior``."""
+    path = os.fspath(path)
+    kind = read_kind(path)
     if kind not in ("erm", "posterior"):
         raise InputError(f"{path} is neither an ERM fit nor a posterior (kind = {kind!r})")
     return str(kind)
@@ -258,13 +275,7 @@ def save_fit(path: str | os.PathLike, fit: ERMFit) -> None:
 def load_fit(path: str | os.PathLike) -> ERMFit:
     """Read a fit written by :func:`save_fit`."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(f"file not found: {path}")
-    try:
-        with xr.open_dataset(path, engine="h5netcdf") as ds:
-            ds = ds.load()
-    except Exception as e:  # h5py/xarray raise many types on corrupt files
-        raise InputError(f"cannot read {path} as a netCDF fit: {type(e).__name__}: {e}") from None
+    ds = read_fit_dataset(path)
     kind = ds.attrs.get("kind")
     if kind != "erm":
         raise InputError(f"{path} is not an ERM fit (kind = {kind!r})")

@@ -28,7 +28,7 @@ import xarray as xr
 
 from bayes_ips import __version__
 from bayes_ips.errors import InputError
-from bayes_ips.io import _open_npz, atomic_write, save_npz, to_json
+from bayes_ips.io import _open_npz, atomic_write, read_fit_dataset, read_kind, save_npz, to_json
 from bayes_ips.single_location.data import check_data
 from bayes_ips.single_location.pgd import PGDConfig, PGDFit
 from bayes_ips.single_location.simulate import SLRTruth
@@ -152,13 +152,7 @@ def save_pgd_fit(path: str | os.PathLike, fit: PGDFit) -> None:
 def load_pgd_fit(path: str | os.PathLike) -> PGDFit:
     """Read a fit written by :func:`save_pgd_fit`."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(f"file not found: {path}")
-    try:
-        with xr.open_dataset(path, engine="h5netcdf") as ds:
-            ds = ds.load()
-    except Exception as e:  # h5py/xarray raise many types on corrupt files
-        raise InputError(f"cannot read {path} as a netCDF fit: {type(e).__name__}: {e}") from None
+    ds = read_fit_dataset(path)
     if ds.attrs.get("kind") != "slr_pgd":
         kind = ds.attrs.get("kind")
         raise InputError(f"{path} is not a single-location PGD fit (kind = {kind!r})")
@@ -184,18 +178,8 @@ def load_pgd_fit(path: str | os.PathLike) -> PGDFit:
 
 def fit_kind(path: str | os.PathLike) -> str:
     """The ``kind`` attribute of a single-location file: ``slr_pgd`` or ``slr_posterior``."""
-    import h5netcdf
-
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(f"file not found: {path}")
-    try:
-        with h5netcdf.File(path, "r") as f:
-            kind = f.attrs.get("kind")
-    except Exception as e:  # corrupt files raise many types
-        raise InputError(f"cannot read {path} as a netCDF fit: {type(e).__name__}: {e}") from None
-    if isinstance(kind, bytes):
-        kind = kind.decode()
+    kind = read_kind(path)
     if kind not in FIT_KINDS:
         raise InputError(f"{path} is not a single-location fit or posterior (kind = {kind!r})")
     return str(kind)
