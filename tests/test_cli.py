@@ -7,6 +7,8 @@ one small dataset is simulated and fitted once per module and reused.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -59,8 +61,11 @@ def fitted(tmp_path_factory):
     """Simulate one dataset and fit it once, both through the CLI."""
     d = tmp_path_factory.mktemp("cli_fit")
     data, fit = d / "data.npz", d / "fit.nc"
-    assert main(sim_argv(data)) == 0
-    assert main(["fit-erm", str(data), *FIT_OPTS, "--out", str(fit)]) == 0
+    # quiet: the fixture is built inside whichever test asks first, and its output
+    # and progress bar would land in that test's captured stdout and stderr
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(sim_argv(data)) == 0
+        assert main(["fit-erm", str(data), *FIT_OPTS, "--out", str(fit)]) == 0
     return SimpleNamespace(dir=d, data=data, fit=fit)
 
 

@@ -37,7 +37,7 @@ def test_under_budget_keeps_them():
     assert f._cache_size() == 1
 
 
-_SLEEPY = '''
+_SLEEPY = """
 import os, time
 
 def slow_cell(spec):
@@ -45,9 +45,9 @@ def slow_cell(spec):
         f.write(str(os.getpid()))
     time.sleep(120)
     return {"x": 1}
-'''
+"""
 
-_DRIVER = '''
+_DRIVER = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from sleepy import slow_cell
@@ -55,7 +55,7 @@ from bayes_ips.study.backends import open_backend
 with open_backend(processes=1) as b:
     for _ in b.run(slow_cell, [{"pidfile": sys.argv[2]}]):
         pass
-'''
+"""
 
 
 def _alive(pid: int) -> bool:
