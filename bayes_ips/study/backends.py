@@ -141,8 +141,9 @@ def _process_pool(n: int):
     def run(fn, specs):
         # A fresh pool per pass: a worker that died (e.g. killed for memory) breaks
         # the pool; the cells it took are reported as failed and retried.
-        # Interrupted (Ctrl-C, or SIGTERM turned into SystemExit by the CLI), the
-        # workers are ended at once: shutting the pool down would wait for their cells.
+        # Interrupted (Ctrl-C, or the consumer closing this generator), the workers
+        # are ended at once: shutting the pool down would wait for their cells.  A
+        # driver killed outright takes them along through _die_with_parent.
         ex = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_pool_worker)
         try:
             futures = {ex.submit(fn, s): i for i, s in enumerate(specs)}
