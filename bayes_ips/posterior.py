@@ -69,16 +69,44 @@ class Posterior:
 
 @partial(jax.jit, static_argnames=("batch",))
 def _rao_blackwell(U, V, sigma, tau, keys, X, Y, knots, penalty, kappa, batch):
-    """Conditional mean and one draw of c for every flattened draw (one program per shape)."""
+    """Conditional mean and one draw of c for every flattened draw (one program per shape).
 
-    def one(args):
-        u, v, s, t, k = args
+    The Gram statistics of ``batch`` draws are computed together (vmap); the K x K
+    Cholesky factorisations and triangular solves run one draw at a time.  That is
+    deliberate: jaxlib's CPU LAPACK kernels split a *batched* call over XLA's
+    intra-op thread pool and block the calling pool worker until the pieces finish.
+    Two such calls running at once (``lax.map``'s remainder batch runs beside its
+    scan) left every worker of a 2-thread pool waiting on the others: the process
+    hung forever at 0% CPU (jax 0.10.2; ``tests/test_posterior.py`` checks that
+    this program has no batched LAPACK call).  The draws are padded to whole
+    batches, so there is no remainder program either.
+    """
+
+    def stats_one(u, v):
         un, vn = gauge_factors(u, v)
-        st = gram(un, vn, X, Y, knots, DEFAULT_CHUNK)
-        cond = conditional_c(st, s, pspline_precision(penalty, t, kappa))
-        return un @ vn.T, cond.mean, sample_conditional_c(k, cond)
+        return un @ vn.T, gram(un, vn, X, Y, knots, DEFAULT_CHUNK)
 
-    return jax.lax.map(one, (U, V, sigma, tau, keys), batch_size=batch)
+    def solve_one(args):
+        st, s, t, k = args
+        cond = conditional_c(st, s, pspline_precision(penalty, t, kappa))
+        return cond.mean, sample_conditional_c(k, cond)
+
+    def block(args):
+        u, v, s, t, k = args
+        A, st = jax.vmap(stats_one)(u, v)
+        cm, cd = jax.lax.map(solve_one, (st, s, t, k))
+        return A, cm, cd
+
+    n = U.shape[0]
+    n_blocks = -(-n // batch)
+    pad = n_blocks * batch - n
+
+    def blocks(a):
+        a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
+        return a.reshape((n_blocks, batch) + a.shape[1:])
+
+    out = jax.lax.map(block, tuple(blocks(a) for a in (U, V, sigma, tau, keys)))
+    return tuple(a.reshape((n_blocks * batch,) + a.shape[2:])[:n] for a in out)
 
 
 def posterior_from_run(key: jax.Array, run, X: ArrayLike, Y: ArrayLike) -> Posterior:
