@@ -75,11 +75,12 @@ def _rao_blackwell(U, V, sigma, tau, keys, X, Y, knots, penalty, kappa, batch):
     Cholesky factorisations and triangular solves run one draw at a time.  That is
     deliberate: jaxlib's CPU LAPACK kernels split a *batched* call over XLA's
     intra-op thread pool and block the calling pool worker until the pieces finish.
-    Two such calls running at once (``lax.map``'s remainder batch runs beside its
-    scan) left every worker of a 2-thread pool waiting on the others: the process
-    hung forever at 0% CPU (jax 0.10.2; ``tests/test_posterior.py`` checks that
-    this program has no batched LAPACK call).  The draws are padded to whole
-    batches, so there is no remainder program either.
+    With batched calls here (the conditional mean's solve and the draw's solve are
+    independent, so XLA may run them side by side) every worker of a 2-thread pool
+    ended up waiting and the process hung forever at 0% CPU (jax 0.10.2; seen with
+    600 and with 640 draws in batches of 64).  ``tests/test_posterior.py`` checks that this program has
+    no batched LAPACK call.  The draws are padded to whole batches, so ``lax.map``
+    compiles one program instead of a scan plus a remainder.
     """
 
     def stats_one(u, v):
