@@ -78,9 +78,9 @@ def _rao_blackwell(U, V, sigma, tau, keys, X, Y, knots, penalty, kappa, batch):
     With batched calls here (the conditional mean's solve and the draw's solve are
     independent, so XLA may run them side by side) every worker of a 2-thread pool
     ended up waiting and the process hung forever at 0% CPU (jax 0.10.2; seen with
-    600 and with 640 draws in batches of 64).  ``tests/test_posterior.py`` checks that this program has
-    no batched LAPACK call.  The draws are padded to whole batches, so ``lax.map``
-    compiles one program instead of a scan plus a remainder.
+    600 and with 640 draws in batches of 64).  ``tests/test_posterior.py`` checks
+    that this program has no batched LAPACK call.  The draws are padded to whole
+    batches, so ``lax.map`` compiles one program instead of a scan plus a remainder.
     """
 
     def stats_one(u, v):
