@@ -72,8 +72,8 @@ def _lapack_batch_dims(hlo: str) -> list[int]:
 def test_rao_blackwell_program_has_no_batched_lapack_call():
     """A batched Cholesky or triangular solve is what hung the study (jaxlib splits it
     over the intra-op pool and blocks the worker; two at once wedged a 2-thread
-    pool).  600 draws in batches of 64 is the case that hung: 9 batches and a
-    remainder of 24.  Every LAPACK call must take a single matrix."""
+    pool).  600 draws in batches of 64 hung (so did 640, with no remainder batch):
+    this checks the 600-draw program.  Every LAPACK call must take a single matrix."""
     U, V, sigma, tau, keys, X, Y, knots, penalty = _inputs(600)
     hlo = _rao_blackwell.lower(
         U, V, sigma, tau, keys, X, Y, knots, penalty, KAPPA, batch=64
