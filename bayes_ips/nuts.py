@@ -26,8 +26,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import MCMC, NUTS, init_to_sample
+from numpyro.infer.hmc_util import euclidean_kinetic_energy
 
-__all__ = ["EXTRA_FIELDS", "Chains", "laplace_inverse_mass", "run_chains"]
+__all__ = [
+    "EXTRA_FIELDS",
+    "Chains",
+    "finite_kinetic_energy",
+    "laplace_inverse_mass",
+    "make_kernel",
+    "run_chains",
+]
 
 # Per-transition statistics kept for diagnostics (divergences, tree depth, E-BFMI).
 EXTRA_FIELDS = ("diverging", "num_steps", "energy", "accept_prob", "potential_energy")
@@ -49,6 +57,51 @@ class Chains(NamedTuple):
     samples: dict[str, np.ndarray]
     extra: dict[str, np.ndarray]
     wall_time_s: float
+
+
+def finite_kinetic_energy(inverse_mass_matrix, r) -> jax.Array:
+    """NumPyro's Euclidean kinetic energy, with an overflowed value mapped to ``+inf``.
+
+    ``1/2 r^T M^{-1} r`` is never negative for a positive definite ``M^{-1}``: a
+    negative, ``-inf`` or NaN value is floating-point overflow or cancellation,
+    which happens when one leapfrog step lands where the potential's gradient is
+    astronomically large (momenta of 1e150 and beyond).  NumPyro's tree builder
+    (0.22) turns a NaN energy into a divergence but takes ``-inf`` at face value:
+    the proposal then has infinite weight, it is accepted, and the chain is
+    stranded there for good.  That froze one chain of a d = 5 study cell at
+    ``sigma = 3.7e-49``, ``tau = 3e146`` and factor norms near 1000 in its second
+    warmup iteration (``analyses/RESULTS.md``).  Returning ``+inf`` makes such a
+    step an ordinary divergence, rejected.  The velocity (the gradient in ``r``)
+    is NumPyro's own: it is only used on steps whose energy is finite.
+    """
+    ke = euclidean_kinetic_energy(inverse_mass_matrix, r)
+    return jnp.where(ke >= 0, ke, jnp.inf)
+
+
+finite_kinetic_energy._kinetic_grad = euclidean_kinetic_energy._kinetic_grad
+
+
+def make_kernel(
+    model: Callable[..., Any],
+    *,
+    inverse_mass: np.ndarray | None = None,
+    dense_sites: Sequence[str] | None = None,
+    target_accept: float = 0.85,
+    max_tree_depth: int = 8,
+) -> NUTS:
+    """The package's NUTS kernel (see :func:`run_chains` for the arguments)."""
+    if inverse_mass is not None and not dense_sites:
+        raise ValueError("an initial inverse_mass needs its dense_sites")
+    block = tuple(dense_sites) if dense_sites else None
+    return NUTS(
+        model,
+        kinetic_fn=finite_kinetic_energy,
+        target_accept_prob=target_accept,
+        max_tree_depth=max_tree_depth,
+        dense_mass=[block] if block else False,
+        inverse_mass_matrix=None if inverse_mass is None else {block: jnp.asarray(inverse_mass)},
+        init_strategy=init_to_sample,
+    )
 
 
 def run_chains(
@@ -99,16 +152,12 @@ def run_chains(
     -------
     Chains
     """
-    if inverse_mass is not None and not dense_sites:
-        raise ValueError("an initial inverse_mass needs its dense_sites")
-    block = tuple(dense_sites) if dense_sites else None
-    kernel = NUTS(
+    kernel = make_kernel(
         model,
-        target_accept_prob=target_accept,
+        inverse_mass=inverse_mass,
+        dense_sites=dense_sites,
+        target_accept=target_accept,
         max_tree_depth=max_tree_depth,
-        dense_mass=[block] if block else False,
-        inverse_mass_matrix=None if inverse_mass is None else {block: jnp.asarray(inverse_mass)},
-        init_strategy=init_to_sample,
     )
     mcmc = MCMC(
         kernel,
