@@ -12,6 +12,7 @@ Commands (a stable contract: other tools drive the package through it)::
     bayes-ips sample data.npz --rank 1 [--explicit] [--chains C] ... --out post.nc
     bayes-ips diagnose post.nc --out-dir DIR [--truth data.npz] [--strict]
     bayes-ips study CONFIG.toml --out-dir DIR [--processes N | --workers N | --scheduler ADDR]
+                    [--cell-timeout SECONDS]
 
 Bad input prints one line, ``bayes-ips: error: ...``, and exits with status 2;
 no output file is written (every writer is atomic).  Set ``BAYES_IPS_DEBUG=1``
@@ -48,6 +49,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return v
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
     return v
 
 
@@ -425,6 +436,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         attempts=args.attempts,
         only=args.only,
         report_only=args.report_only,
+        cell_timeout=args.cell_timeout,
     )
     result = out["result"]
     n_cells = len(result.records) + len(result.failures) + result.n_missing
@@ -533,6 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--workers", type=_positive_int, help="Dask LocalCluster with N workers")
     be.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port)")
     st.add_argument("--attempts", type=_positive_int, default=2, help="tries per cell (default 2)")
+    st.add_argument(
+        "--cell-timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="end the worker of a cell running longer than this and count the cell as "
+        "failed (retried like any failure; needs --processes, --workers or --scheduler)",
+    )
     st.add_argument(
         "--only",
         action="append",

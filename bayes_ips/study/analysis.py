@@ -47,6 +47,13 @@ def add_study_arguments(parser: argparse.ArgumentParser, default_config: str) ->
     be.add_argument("--scheduler", help="address of a running Dask scheduler")
     parser.add_argument("--attempts", type=int, default=2, help="tries per cell")
     parser.add_argument(
+        "--cell-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="end a cell's worker after this long and count the cell as failed "
+        "(with --processes, --workers or --scheduler)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="run no cell: report on the cells already finished in the study folder",
@@ -76,6 +83,7 @@ def main_for(kind: str, args: argparse.Namespace) -> dict:
         workers=args.workers,
         scheduler=args.scheduler,
         attempts=args.attempts,
+        cell_timeout=args.cell_timeout,
         progress=not args.quiet,
         only=args.only,
         report_only=args.report_only,
@@ -97,6 +105,7 @@ def run_analysis(
     progress: bool = True,
     only: list[str] | None = None,
     report_only: bool = False,
+    cell_timeout: float | None = None,
 ) -> dict:
     """Run (or resume) the study of ``config_path`` and write its report into ``out_dir``.
 
@@ -116,8 +125,10 @@ def run_analysis(
 
     if kind not in KINDS:
         raise InputError(f"unknown analysis kind {kind!r}; choose from {', '.join(KINDS)}")
+    from bayes_ips.study.backends import check_backend_options
     from bayes_ips.study.cells import make_cells, parse_only, select_cells
 
+    check_backend_options(processes, workers, scheduler, cell_timeout)
     config = load_config(config_path)
     selection = parse_only(only)
     cells = select_cells(make_cells(config), selection)
@@ -138,6 +149,7 @@ def run_analysis(
         results_dir=out_dir,
         cells=cells,
         report_only=report_only,
+        cell_timeout=cell_timeout,
     )
     out = {"result": result, "rows": [], "band_rows": [], "summary": "", "paths": []}
     if not result.records:

@@ -21,13 +21,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from bayes_ips.errors import InputError
 
-__all__ = ["Backend", "describe_error", "open_backend", "relieve_map_pressure"]
+__all__ = [
+    "Backend",
+    "check_backend_options",
+    "describe_error",
+    "open_backend",
+    "relieve_map_pressure",
+]
 
 Outcome = tuple[int, Any, "str | None", "str | None"]  # index, result, error, traceback
 
@@ -131,41 +138,187 @@ def _init_pool_worker() -> str:
     return _init_worker()
 
 
+def _pool_worker(conn) -> None:
+    """A pool worker's loop: receive ``(fn, spec)``, send back the outcome; ``None`` ends it."""
+    _init_pool_worker()
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):  # the driver is gone
+            return
+        if task is None:
+            return
+        fn, spec = task
+        try:
+            out = ("ok", fn(spec))
+        except Exception as e:  # a failed cell must not end the worker
+            out = ("error",) + describe_error(e)
+        try:
+            conn.send(out)
+        except Exception as e:  # an unpicklable result is the cell's failure
+            conn.send(("error",) + describe_error(e))
+
+
+class _Worker:
+    """One pool process, its pipe, and the cell it runs: ``(index, start time)`` or None."""
+
+    def __init__(self, ctx) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_pool_worker, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        self.task: tuple[int, float] | None = None
+        self.ended = False
+
+    def give(self, i: int, fn, spec) -> bool:
+        """Send a cell; False if the worker is gone."""
+        import time
+
+        try:
+            self.conn.send((fn, spec))
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            return False
+        self.task = (i, time.monotonic())
+        return True
+
+    def collect(self):
+        """The finished cell's message, or None if the worker died without sending one."""
+        try:
+            return self.conn.recv() if self.conn.poll() else None
+        except (EOFError, OSError):
+            return None
+
+    def end(self, wait: bool) -> None:
+        """Stop the process: politely (``wait``: finish, then exit) or at once."""
+        if self.ended:
+            return
+        self.ended = True
+        if wait and self.proc.is_alive():
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
+def _died(proc) -> str:
+    proc.join(5)
+    return (
+        f"WorkerDied: the worker process running this cell ended (exit code {proc.exitcode}; "
+        "e.g. killed for memory)"
+    )
+
+
 @contextlib.contextmanager
-def _process_pool(n: int):
+def _process_pool(n: int, cell_timeout: float | None = None):
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import time
+    from collections import deque
+    from multiprocessing.connection import wait
 
     ctx = mp.get_context("spawn")  # JAX is not fork-safe
 
     def run(fn, specs):
-        # A fresh pool per pass: a worker that died (e.g. killed for memory) breaks
-        # the pool; the cells it took are reported as failed and retried.
-        # Interrupted (Ctrl-C, or the consumer closing this generator), the workers
-        # are ended at once: shutting the pool down would wait for their cells.  A
+        # Each worker takes one cell at a time, so the driver knows which cell each
+        # one runs and since when.  A worker that dies (killed for memory, a crash)
+        # or runs a cell past ``cell_timeout`` (ended here) fails that cell only and
+        # is replaced; the other workers go on with theirs.  Interrupted (Ctrl-C, or
+        # the consumer closing this generator), the workers are ended at once; a
         # driver killed outright takes them along through _die_with_parent.
-        ex = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_pool_worker)
+        queue = deque(enumerate(specs))
+        workers = [_Worker(ctx) for _ in range(min(n, len(specs)))]
+        clean = False
         try:
-            futures = {ex.submit(fn, s): i for i, s in enumerate(specs)}
-            for fut in as_completed(futures):
-                i = futures[fut]
-                try:
-                    yield i, fut.result(), None, None
-                except Exception as e:
-                    line, tb = describe_error(e)
-                    yield i, None, line, tb
-        except BaseException:
-            for p in list(getattr(ex, "_processes", {}).values()):
-                p.terminate()
-            ex.shutdown(wait=False, cancel_futures=True)
-            raise
-        ex.shutdown(wait=True)
+            while True:
+                for k, w in enumerate(workers):
+                    while w.task is None and queue:
+                        i, spec = queue.popleft()
+                        if w.give(i, fn, spec):
+                            break
+                        line = _died(w.proc)
+                        w.end(wait=False)
+                        workers[k] = w = _Worker(ctx)
+                        yield i, None, line, line
+                busy = [w for w in workers if w.task is not None]
+                if not busy:
+                    break
+                timeout = None
+                if cell_timeout is not None:
+                    now = time.monotonic()
+                    timeout = max(0.0, min(w.task[1] + cell_timeout for w in busy) - now)
+                ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout))
+                for k, w in enumerate(workers):
+                    if w.task is None:
+                        continue
+                    i, t0 = w.task
+                    if w.conn in ready or w.proc.sentinel in ready:
+                        msg = w.collect()
+                        if msg is not None:
+                            w.task = None
+                            if msg[0] == "ok":
+                                yield i, msg[1], None, None
+                            else:
+                                yield i, None, msg[1], msg[2]
+                            continue
+                        line = _died(w.proc)
+                    elif cell_timeout is not None and time.monotonic() - t0 >= cell_timeout:
+                        line = (
+                            f"CellTimeout: the cell ran past the cell timeout "
+                            f"({cell_timeout:g} s); its worker was ended"
+                        )
+                    else:
+                        continue
+                    w.task = None
+                    w.end(wait=False)
+                    if queue:
+                        workers[k] = _Worker(ctx)
+                    yield i, None, line, line
+            clean = True
+        finally:
+            for w in workers:
+                w.end(wait=clean)
 
     yield Backend("processes", n, run)
 
 
+def _call_with_deadline(fn, cell_timeout: float, spec):
+    """Run ``fn(spec)`` in a Dask worker; past ``cell_timeout`` seconds, end the worker.
+
+    A hung cell (stuck in compiled code, which no Python exception can interrupt)
+    would otherwise hold its worker forever.  The nanny restarts the worker and the
+    scheduler reschedules the cell; after ``distributed.scheduler.allowed-failures``
+    deaths (3 by default) the cell fails with ``KilledWorker``.
+    """
+    import os
+    import sys
+    import threading
+
+    def expire() -> None:
+        print(
+            f"bayes-ips: a cell ran past the cell timeout ({cell_timeout:g} s); ending this worker",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(70)
+
+    timer = threading.Timer(cell_timeout, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        return fn(spec)
+    finally:
+        timer.cancel()
+
+
 @contextlib.contextmanager
-def _dask(n: int | None, address: str | None):
+def _dask(n: int | None, address: str | None, cell_timeout: float | None = None):
     try:
         import logging
 
@@ -204,6 +357,10 @@ def _dask(n: int | None, address: str | None):
             raise InputError(f"the Dask cluster at {address} has no workers")
 
         def run(fn, specs):
+            import functools
+
+            if cell_timeout is not None:
+                fn = functools.partial(_call_with_deadline, fn, cell_timeout)
             futures = {}
             for i, s in enumerate(specs):
                 fut = client.submit(fn, s, pure=False)
@@ -214,6 +371,8 @@ def _dask(n: int | None, address: str | None):
                     yield i, fut.result(), None, None
                 except Exception as e:
                     line, tb = describe_error(e)
+                    if cell_timeout is not None and type(e).__name__ == "KilledWorker":
+                        line = f"{line} (the cell timeout is {cell_timeout:g} s)"
                     yield i, None, line, tb
                 finally:
                     fut.release()
@@ -221,20 +380,15 @@ def _dask(n: int | None, address: str | None):
         yield Backend("dask", n_workers, run)
 
 
-@contextlib.contextmanager
-def open_backend(
-    *, processes: int | None = None, workers: int | None = None, scheduler: str | None = None
-):
-    """Open the backend the options ask for (at most one of them).
+def check_backend_options(
+    processes: int | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    cell_timeout: float | None = None,
+) -> None:
+    """Refuse impossible backend options with a one-line :class:`InputError`.
 
-    Parameters
-    ----------
-    processes : int, optional
-        A local process pool of this size.
-    workers : int, optional
-        A Dask ``LocalCluster`` with this many single-threaded workers.
-    scheduler : str, optional
-        The address of a running Dask scheduler (``tcp://host:port``).
+    Called before a study writes anything, and again by :func:`open_backend`.
     """
     given = [
         k
@@ -248,11 +402,49 @@ def open_backend(
             raise InputError(f"{name} must be a positive integer, got {v}")
     if scheduler is not None and not scheduler.strip():
         raise InputError("the scheduler address is empty")
+    if cell_timeout is not None:
+        ok = isinstance(cell_timeout, int | float) and math.isfinite(cell_timeout)
+        if not ok or cell_timeout <= 0:
+            raise InputError(
+                f"the cell timeout must be a positive number of seconds, got {cell_timeout}"
+            )
+        if not given:
+            raise InputError(
+                "a cell timeout needs worker processes (--processes, --workers or --scheduler): "
+                "a cell running in this process cannot be stopped"
+            )
+
+
+@contextlib.contextmanager
+def open_backend(
+    *,
+    processes: int | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    cell_timeout: float | None = None,
+):
+    """Open the backend the options ask for (at most one of them).
+
+    Parameters
+    ----------
+    processes : int, optional
+        A local process pool of this size.
+    workers : int, optional
+        A Dask ``LocalCluster`` with this many single-threaded workers.
+    scheduler : str, optional
+        The address of a running Dask scheduler (``tcp://host:port``).
+    cell_timeout : float, optional
+        Seconds a cell may run.  The pool ends the worker of a cell past it and
+        reports the cell as failed (the other workers go on); a Dask worker ends
+        itself and the cell fails once the scheduler gives up on it.  Cells in
+        this process cannot be stopped, so the sequential backend refuses it.
+    """
+    check_backend_options(processes, workers, scheduler, cell_timeout)
     if processes:
-        with _process_pool(int(processes)) as b:
+        with _process_pool(int(processes), cell_timeout) as b:
             yield b
     elif workers or scheduler:
-        with _dask(workers, scheduler) as b:
+        with _dask(workers, scheduler, cell_timeout) as b:
             yield b
     else:
         yield Backend("local", 1, _sequential)

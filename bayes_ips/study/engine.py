@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable
 
-from bayes_ips.study.backends import open_backend
+from bayes_ips.study.backends import check_backend_options, open_backend
 from bayes_ips.study.cells import Cell, make_cells, run_cell
 from bayes_ips.study.config import StudyConfig, config_hash
 from bayes_ips.study.store import Store, records_to_dataset, write_csv, write_dataset
@@ -67,6 +67,7 @@ def run_study(
     cells: list[Cell] | None = None,
     results_dir: str | os.PathLike | None = None,
     report_only: bool = False,
+    cell_timeout: float | None = None,
 ) -> StudyResult:
     """Compute every missing cell of ``config`` and aggregate all records in ``out_dir``.
 
@@ -92,8 +93,12 @@ def run_study(
     report_only : bool
         Compute nothing: aggregate the cells that already have records (e.g. to
         look at a study while the rest of it runs elsewhere).
+    cell_timeout : float, optional
+        Seconds a cell may run before its worker is ended and the cell counted as
+        failed (needs a pool or Dask; see :func:`~bayes_ips.study.backends.open_backend`).
     """
     t0 = time.perf_counter()
+    check_backend_options(processes, workers, scheduler, cell_timeout)
     store = Store(out_dir)
     store.clean_temporaries()
     chash = config_hash(config)
@@ -121,7 +126,9 @@ def run_study(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc=f"study {config.name}", unit="cell")
-    with open_backend(processes=processes, workers=workers, scheduler=scheduler) as backend:
+    with open_backend(
+        processes=processes, workers=workers, scheduler=scheduler, cell_timeout=cell_timeout
+    ) as backend:
         pending = todo
         for attempt in range(1, max_attempts + 1):
             if not pending:

@@ -72,6 +72,7 @@ def _args(shared, name, out):
         quiet=True,
         only=None,
         report_only=False,
+        cell_timeout=None,
     )
 
 

@@ -97,3 +97,92 @@ def test_pool_workers_end_with_a_killed_driver(tmp_path, sig):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# Cells made of picklable built-ins, so spawned pool and Dask workers can run them
+# without importing anything from the tests: ``operator.call(spec)`` is ``spec()``.
+def _cells(*calls):
+    import functools
+
+    return [functools.partial(f, *args) for f, *args in calls]
+
+
+def _outcomes(backend, specs):
+    import operator
+
+    return {i: (res, err) for i, res, err, _ in backend.run(operator.call, specs)}
+
+
+def test_pool_ends_a_cell_past_the_timeout_and_the_others_finish():
+    import multiprocessing
+    import time
+
+    from bayes_ips.study.backends import open_backend
+
+    specs = _cells((time.sleep, 600), (abs, -1), (abs, -2), (abs, -3))
+    t0 = time.monotonic()
+    with open_backend(processes=2, cell_timeout=5.0) as b:
+        out = _outcomes(b, specs)
+    took = time.monotonic() - t0
+    assert not multiprocessing.active_children()  # the hung worker was ended, not left
+    assert {i: r for i, (r, e) in out.items() if e is None} == {1: 1, 2: 2, 3: 3}
+    assert out[0][0] is None and out[0][1].startswith("CellTimeout") and "5 s" in out[0][1]
+    assert took < 120  # not the 600 s of the hung cell (worker start-up included)
+
+
+def test_a_dying_worker_fails_its_cell_only():
+    import os
+
+    from bayes_ips.study.backends import open_backend
+
+    specs = _cells((abs, -1), (os._exit, 3), (abs, -2), (abs, -3), (abs, -4))
+    with open_backend(processes=2) as b:
+        out = _outcomes(b, specs)
+    assert {i: r for i, (r, e) in out.items() if e is None} == {0: 1, 2: 2, 3: 3, 4: 4}
+    assert out[1][1].startswith("WorkerDied") and "exit code 3" in out[1][1]
+
+
+def test_a_raising_cell_is_a_failure_and_the_worker_lives_on():
+    from bayes_ips.study.backends import open_backend
+
+    specs = _cells((int, "x"), (abs, -1), (int, "7"))
+    with open_backend(processes=1) as b:
+        out = _outcomes(b, specs)
+    assert out[0][1].startswith("ValueError: invalid literal")
+    assert out[1] == (1, None) and out[2] == (7, None)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"cell_timeout": 10.0}, "needs worker processes"),
+        ({"processes": 2, "cell_timeout": 0.0}, "positive number of seconds"),
+        ({"processes": 2, "cell_timeout": float("nan")}, "positive number of seconds"),
+    ],
+)
+def test_cell_timeout_bad_uses_are_refused(kwargs, match):
+    from bayes_ips.errors import InputError
+    from bayes_ips.study.backends import open_backend
+
+    with pytest.raises(InputError, match=match):
+        with open_backend(**kwargs):
+            pass
+
+
+def test_dask_worker_ends_itself_past_the_timeout():
+    pytest.importorskip("distributed")
+    import time
+
+    import dask
+
+    from bayes_ips.study.backends import open_backend
+
+    specs = _cells((time.sleep, 600), (abs, -1), (abs, -2))
+    # fail the cell at its first worker death (the default reschedules it 3 times)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        t0 = time.monotonic()
+        with open_backend(workers=2, cell_timeout=5.0) as b:
+            out = _outcomes(b, specs)
+    assert time.monotonic() - t0 < 120
+    assert {i: r for i, (r, e) in out.items() if e is None} == {1: 1, 2: 2}
+    assert out[0][1].startswith("KilledWorker") and "cell timeout is 5 s" in out[0][1]

@@ -118,3 +118,23 @@ def test_only_runs_a_slice(tmp_path, capsys):
         "erm_tanh-binf_d2_M40_r1.json",
         "erm_tanh-binf_d2_M60_r1.json",
     ]
+
+
+@pytest.mark.parametrize(
+    "extra, text",
+    [
+        ([], "a cell timeout needs worker processes"),
+        (["--processes", "2"], None),
+    ],
+)
+def test_cell_timeout_options(tmp_path, capsys, extra, text):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "out"
+    if text is None:  # a bad value, refused by the parser
+        rc = main(["study", str(cfg), "--out-dir", str(out), "--cell-timeout", "-1", *extra])
+        _one_line_error(capsys, rc, "expected a positive number of seconds")
+    else:
+        rc = main(["study", str(cfg), "--out-dir", str(out), "--cell-timeout", "60", *extra])
+        _one_line_error(capsys, rc, text)
+    assert not out.exists()  # refused before anything was written

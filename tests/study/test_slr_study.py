@@ -93,6 +93,7 @@ def test_single_location_script_end_to_end(config_path, tmp_path, capsys):
         quiet=True,
         only=None,
         report_only=False,
+        cell_timeout=None,
     )
     res = mod.main(args)
     assert not res["result"].failures and len(res["result"].records) == 4
