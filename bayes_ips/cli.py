@@ -29,6 +29,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from bayes_ips.run_options import add_run_arguments, positive_int
+
 __all__ = ["main"]
 
 
@@ -40,26 +42,6 @@ class _Parser(argparse.ArgumentParser):
 def _fail(message: str) -> int:
     print(f"bayes-ips: error: {message}", file=sys.stderr)
     return 2
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return v
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
-    return v
 
 
 def _finite_float(text: str) -> float:
@@ -472,10 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("simulate", help="simulate a dataset with its truth")
-    s.add_argument("--M", type=_positive_int, required=True, help="number of samples")
-    s.add_argument("--N", type=_positive_int, required=True, help="tokens per sample (>= 2)")
-    s.add_argument("--d", type=_positive_int, required=True, help="token dimension")
-    s.add_argument("--rank", type=_positive_int, default=1)
+    s.add_argument("--M", type=positive_int, required=True, help="number of samples")
+    s.add_argument("--N", type=positive_int, required=True, help="tokens per sample (>= 2)")
+    s.add_argument("--d", type=positive_int, required=True, help="token dimension")
+    s.add_argument("--rank", type=positive_int, default=1)
     s.add_argument("--phi", default="tanh", help="tanh | sin | holder | bspline")
     s.add_argument("--beta", type=_finite_float, help="smoothness (holder, bspline)")
     s.add_argument("--noise", type=_finite_float, default=0.1, help="noise sd")
@@ -489,14 +471,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit-erm", help="fit by variable-projection ERM")
     f.add_argument("data")
-    f.add_argument("--rank", type=_positive_int, default=1)
+    f.add_argument("--rank", type=positive_int, default=1)
     f.add_argument("--degree", type=int, help="spline degree (default 3)")
-    f.add_argument("--n-basis", type=_positive_int, help="number of basis functions")
-    f.add_argument("--n-intervals", type=_positive_int, help="number of knot intervals K")
+    f.add_argument("--n-basis", type=positive_int, help="number of basis functions")
+    f.add_argument("--n-intervals", type=positive_int, help="number of knot intervals K")
     f.add_argument("--k-rule", default="gcv", help="gcv (default) | theory")
-    f.add_argument("--knot-multiplicity", type=_positive_int, default=1)
+    f.add_argument("--knot-multiplicity", type=positive_int, default=1)
     f.add_argument("--beta", type=_finite_float, help="smoothness of phi*, if known")
-    f.add_argument("--restarts", type=_positive_int, default=4)
+    f.add_argument("--restarts", type=positive_int, default=4)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True)
     f.set_defaults(func=cmd_fit_erm)
@@ -510,22 +492,22 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="L2(rho) error against the truth")
     e.add_argument("fit")
     e.add_argument("--truth", required=True, help="a simulated data file")
-    e.add_argument("--pairs", type=_positive_int, default=20000, help="held-out pairs")
+    e.add_argument("--pairs", type=positive_int, default=20000, help="held-out pairs")
     e.add_argument("--seed", type=int, default=12345)
     e.add_argument("--json", help="also write the result to this .json")
     e.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser("sample", help="posterior inference by NUTS")
     m.add_argument("data")
-    m.add_argument("--rank", type=_positive_int, default=1)
+    m.add_argument("--rank", type=positive_int, default=1)
     form = m.add_mutually_exclusive_group()
     form.add_argument("--collapsed", action="store_true", help="integrate c out (default)")
     form.add_argument("--explicit", action="store_true", help="sample c explicitly")
-    m.add_argument("--chains", type=_positive_int, default=2)
-    m.add_argument("--warmup", type=_positive_int, default=500)
-    m.add_argument("--draws", type=_positive_int, default=500)
+    m.add_argument("--chains", type=positive_int, default=2)
+    m.add_argument("--warmup", type=positive_int, default=500)
+    m.add_argument("--draws", type=positive_int, default=500)
     m.add_argument("--init", default="erm", help="erm (default) | prior")
-    m.add_argument("--n-intervals", type=_positive_int, help="knot intervals (default: ERM's GCV)")
+    m.add_argument("--n-intervals", type=positive_int, help="knot intervals (default: ERM's GCV)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", required=True)
     m.set_defaults(func=cmd_sample)
@@ -540,30 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("study", help="run a rate study from a TOML config (resumable)")
     st.add_argument("config", help="study config (.toml), e.g. analyses/configs/quick.toml")
     st.add_argument("--out-dir", required=True, help="study folder (records, results, figures)")
-    be = st.add_mutually_exclusive_group()
-    be.add_argument("--processes", type=_positive_int, help="local process pool of this size")
-    be.add_argument("--workers", type=_positive_int, help="Dask LocalCluster with N workers")
-    be.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port)")
-    st.add_argument("--attempts", type=_positive_int, default=2, help="tries per cell (default 2)")
-    st.add_argument(
-        "--cell-timeout",
-        type=_positive_seconds,
-        metavar="SECONDS",
-        help="end the worker of a cell running longer than this and count the cell as "
-        "failed (retried like any failure; needs --processes, --workers or --scheduler)",
-    )
-    st.add_argument(
-        "--only",
-        action="append",
-        metavar="KEY=V1,V2",
-        help="run a slice of the grid: --only estimator=erm --only d=1,5 "
-        "(keys: estimator, d, M, rep, beta, family)",
-    )
-    st.add_argument(
-        "--report-only",
-        action="store_true",
-        help="run no cell: aggregate and report the cells already finished in --out-dir",
-    )
+    add_run_arguments(st)
     st.set_defaults(func=cmd_study)
 
     g = sub.add_parser("plot", help="figure of the fit (against the truth when known)")

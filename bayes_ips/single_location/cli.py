@@ -21,7 +21,8 @@ import math
 
 import numpy as np
 
-from bayes_ips.cli import _finite_float, _out_path, _positive_int
+from bayes_ips.cli import _finite_float, _out_path
+from bayes_ips.run_options import positive_int
 
 __all__ = ["add_commands"]
 
@@ -220,9 +221,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     slr = group.add_subparsers(dest="slr_command", required=True, parser_class=type(group))
 
     s = slr.add_parser("simulate", help="simulate a dataset with its truth")
-    s.add_argument("--M", type=_positive_int, required=True, help="number of samples")
-    s.add_argument("--d", type=_positive_int, required=True, help="token dimension (>= 2)")
-    s.add_argument("--L", type=_positive_int, default=10, help="tokens per sample")
+    s.add_argument("--M", type=positive_int, required=True, help="number of samples")
+    s.add_argument("--d", type=positive_int, required=True, help="token dimension (>= 2)")
+    s.add_argument("--L", type=positive_int, default=10, help="tokens per sample")
     s.add_argument("--gamma", type=_finite_float, default=math.sqrt(0.5), help="signal token sd")
     s.add_argument("--noise", type=_finite_float, default=0.1, help="output noise sd")
     s.add_argument("--seed", type=int, default=0)
@@ -231,14 +232,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     f = slr.add_parser("fit", help="fit (k, v) by projected gradient descent on the sphere")
     f.add_argument("data")
-    f.add_argument("--steps", type=_positive_int, default=3000)
+    f.add_argument("--steps", type=positive_int, default=3000)
     f.add_argument("--lr", type=_finite_float, default=0.5, help="step size, in units of 1/C")
     f.add_argument(
         "--lambda-schedule", default="constant", help="constant | linear | geometric | inverse"
     )
     f.add_argument("--lambda0", type=_finite_float, default=0.1, help="first lambda")
     f.add_argument("--lambda1", type=_finite_float, help="last lambda (default: lambda0)")
-    f.add_argument("--batch-size", type=_positive_int, help="SGD batch size (default: full batch)")
+    f.add_argument("--batch-size", type=positive_int, help="SGD batch size (default: full batch)")
     f.add_argument("--init", default="moment", help="moment (default) | sphere")
     f.add_argument("--no-refit-lambda", action="store_true", help="predict with the last lambda")
     f.add_argument("--seed", type=int, default=0)
@@ -247,9 +248,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     m = slr.add_parser("sample", help="posterior inference by NUTS")
     m.add_argument("data")
-    m.add_argument("--chains", type=_positive_int, default=2)
-    m.add_argument("--warmup", type=_positive_int, default=500)
-    m.add_argument("--draws", type=_positive_int, default=500)
+    m.add_argument("--chains", type=positive_int, default=2)
+    m.add_argument("--warmup", type=positive_int, default=500)
+    m.add_argument("--draws", type=positive_int, default=500)
     m.add_argument("--init", default="pgd", help="pgd (default) | prior")
     m.add_argument("--diagonal-mass", action="store_true", help="diagonal mass matrix")
     m.add_argument("--seed", type=int, default=0)
@@ -265,7 +266,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e = slr.add_parser("evaluate", help="overlaps and excess risk against the truth")
     e.add_argument("fit")
     e.add_argument("--truth", required=True, help="a simulated data file")
-    e.add_argument("--n", type=_positive_int, default=20000, help="fresh Monte Carlo samples")
+    e.add_argument("--n", type=positive_int, default=20000, help="fresh Monte Carlo samples")
     e.add_argument("--seed", type=int, default=12345)
     e.add_argument("--json", help="also write the result to this .json")
     e.set_defaults(func=cmd_evaluate)

@@ -25,6 +25,7 @@ import numpy as np
 
 from bayes_ips.errors import InputError
 from bayes_ips.io import atomic_write
+from bayes_ips.run_options import add_run_arguments
 
 __all__ = ["KINDS", "add_study_arguments", "main_for", "run_analysis"]
 
@@ -41,30 +42,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, default_config: str) ->
         help="folder of the cell records (default: --out-dir); share it between "
         "analyses of the same seed and settings to reuse cells",
     )
-    be = parser.add_mutually_exclusive_group()
-    be.add_argument("--processes", type=int, help="local process pool of this size")
-    be.add_argument("--workers", type=int, help="Dask LocalCluster with this many workers")
-    be.add_argument("--scheduler", help="address of a running Dask scheduler")
-    parser.add_argument("--attempts", type=int, default=2, help="tries per cell")
-    parser.add_argument(
-        "--cell-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="end a cell's worker after this long and count the cell as failed "
-        "(with --processes, --workers or --scheduler)",
-    )
-    parser.add_argument(
-        "--report-only",
-        action="store_true",
-        help="run no cell: report on the cells already finished in the study folder",
-    )
-    parser.add_argument(
-        "--only",
-        action="append",
-        metavar="KEY=V1,V2",
-        help="run a slice of the grid, e.g. "
-        "--only estimator=erm --only d=1,5 (keys: estimator, d, M, rep, beta, family)",
-    )
+    add_run_arguments(parser, folder="--study-dir")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
