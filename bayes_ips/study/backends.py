@@ -224,6 +224,11 @@ def _process_pool(n: int, cell_timeout: float | None = None):
     from multiprocessing.connection import wait
 
     ctx = mp.get_context("spawn")  # JAX is not fork-safe
+    started: list[_Worker] = []  # every worker of this pool, ended when it closes
+
+    def spawn() -> _Worker:
+        started.append(_Worker(ctx))
+        return started[-1]
 
     def run(fn, specs):
         # Each worker takes one cell at a time, so the driver knows which cell each
@@ -233,7 +238,7 @@ def _process_pool(n: int, cell_timeout: float | None = None):
         # the consumer closing this generator), the workers are ended at once; a
         # driver killed outright takes them along through _die_with_parent.
         queue = deque(enumerate(specs))
-        workers = [_Worker(ctx) for _ in range(min(n, len(specs)))]
+        workers = [spawn() for _ in range(min(n, len(specs)))]
         clean = False
         try:
             while True:
@@ -244,7 +249,7 @@ def _process_pool(n: int, cell_timeout: float | None = None):
                             break
                         line = _died(w.proc)
                         w.end(wait=False)
-                        workers[k] = w = _Worker(ctx)
+                        workers[k] = w = spawn()
                         yield i, None, line, line
                 busy = [w for w in workers if w.task is not None]
                 if not busy:
@@ -278,14 +283,18 @@ def _process_pool(n: int, cell_timeout: float | None = None):
                     w.task = None
                     w.end(wait=False)
                     if queue:
-                        workers[k] = _Worker(ctx)
+                        workers[k] = spawn()
                     yield i, None, line, line
             clean = True
         finally:
             for w in workers:
                 w.end(wait=clean)
 
-    yield Backend("processes", n, run)
+    try:
+        yield Backend("processes", n, run)
+    finally:  # a consumer that stopped iterating without closing the generator
+        for w in started:
+            w.end(wait=False)
 
 
 def _call_with_deadline(fn, cell_timeout: float, spec):

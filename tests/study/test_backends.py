@@ -186,3 +186,21 @@ def test_dask_worker_ends_itself_past_the_timeout():
     assert time.monotonic() - t0 < 120
     assert {i: r for i, (r, e) in out.items() if e is None} == {1: 1, 2: 2}
     assert out[0][1].startswith("KilledWorker") and "cell timeout is 5 s" in out[0][1]
+
+
+def test_pool_workers_end_when_the_consumer_fails_mid_run():
+    """The driver raising while it handles an outcome (e.g. a full disk) leaves no worker."""
+    import multiprocessing
+    import operator
+    import time
+
+    from bayes_ips.study.backends import open_backend
+
+    specs = _cells((abs, -1), (time.sleep, 600), (time.sleep, 600))
+    with pytest.raises(RuntimeError, match="consumer") as excinfo:
+        with open_backend(processes=2) as b:
+            outcomes = b.run(operator.call, specs)  # kept alive by the traceback's frame
+            next(outcomes)
+            raise RuntimeError("the consumer failed")
+    assert excinfo.traceback  # the generator is still referenced, not closed
+    assert not multiprocessing.active_children()
