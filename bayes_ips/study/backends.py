@@ -208,6 +208,9 @@ class _Worker:
         self.conn.close()
 
 
+_POLL_S = 1.0  # longest uninterrupted wait of the pool's driver, in seconds
+
+
 def _died(proc) -> str:
     proc.join(5)
     return (
@@ -254,10 +257,14 @@ def _process_pool(n: int, cell_timeout: float | None = None):
                 busy = [w for w in workers if w.task is not None]
                 if not busy:
                     break
-                timeout = None
+                # Never block for long: a Ctrl-C that the kernel hands to another
+                # thread of this process (numpy's, XLA's) is only seen by the main
+                # thread when its wait returns.
+                timeout = _POLL_S
                 if cell_timeout is not None:
                     now = time.monotonic()
-                    timeout = max(0.0, min(w.task[1] + cell_timeout for w in busy) - now)
+                    deadline = min(w.task[1] + cell_timeout for w in busy)
+                    timeout = min(timeout, max(0.0, deadline - now))
                 ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout))
                 for k, w in enumerate(workers):
                     if w.task is None:

@@ -99,6 +99,50 @@ def test_pool_workers_end_with_a_killed_driver(tmp_path, sig):
             proc.kill()
 
 
+_DRIVER_OTHER_THREAD = """
+import os, signal, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from sleepy import slow_cell
+from bayes_ips.study.backends import open_backend
+
+def poke():  # Ctrl-C delivered to this thread, not to the main one
+    while not os.path.exists(sys.argv[2]) or not open(sys.argv[2]).read():
+        time.sleep(0.05)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+threading.Thread(target=poke, daemon=True).start()
+with open_backend(processes=1) as b:
+    for _ in b.run(slow_cell, [{"pidfile": sys.argv[2]}]):
+        pass
+"""
+
+
+def test_ctrl_c_handed_to_another_thread_still_stops_the_pool(tmp_path):
+    """The kernel may give a process's SIGINT to any of its threads (numpy's, XLA's);
+    the main thread, blocked in a wait with no timeout, would then sleep through it
+    until the cell ends (120 s here).  The driver's waits are bounded, so it stops."""
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "sleepy.py").write_text(_SLEEPY)
+    pidfile = tmp_path / "worker.pid"
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", _DRIVER_OTHER_THREAD, str(tmp_path), str(pidfile)],
+        capture_output=True,
+        text=True,
+        timeout=110,  # less than the cell's 120 s: a driver that missed the signal fails
+    )
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr
+    worker = int(pidfile.read_text())
+    deadline = time.time() + 15
+    while _alive(worker) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker)
+    assert time.monotonic() - t0 < 110
+
+
 # Cells made of picklable built-ins, so spawned pool and Dask workers can run them
 # without importing anything from the tests: ``operator.call(spec)`` is ``spec()``.
 def _cells(*calls):
