@@ -37,7 +37,13 @@ CONCENTRATION = 0.9  # |kappa|, |nu| of the aligned posterior mean direction (th
 # Short chains (150 warmup + 150 draws) for speed: a diagonal mass matrix adapts in
 # that time, a dense one does not (measured at d = 20: 254 vs 31 leapfrog steps per draw).
 SHORT = SLRSamplerConfig(chains=2, warmup=120, draws=120, dense_mass=False)
-RHAT_SHORT = 1.05  # for tests only: split R-hat of 2 x 150 draws of a well-mixed chain pair
+# The largest split R-hat over the 59 quantities of the chain-pair table (50 predictions,
+# lambda, sigma, rho, 3 overlaps, |kappa|, |nu|, kappa nu) for 2 chains x 100 draws.  For
+# *independent* draws, the ideal of mixing, its 99.9% quantile is 1.080 (4000 simulated
+# tables, numpy seed 0, arviz.rhat); 1.05 is the 99.9% point of a single quantity, and the
+# maximum of 59 passes it in 6.0% of those tables.  A failed alignment puts the overlaps'
+# chains at opposite signs: R-hat >> 2.
+RHAT_MAX_OF_59 = 1.08
 # see tests/test_slr_pgd.py: the estimation part of an excess risk is ~ p risk / M
 ERM_GAP_FACTOR = 4.0
 
@@ -116,7 +122,8 @@ def test_mirrored_chains_are_aligned_and_not_flagged(three_chains):
     # ... and agree after alignment, on the flip-invariant and aligned quantities
     pair = idata.sel(chain=[0, 1])
     table = summary(pair)
-    assert table["r_hat"].max() < RHAT_SHORT
+    assert len(table) == 59  # the count RHAT_MAX_OF_59 was computed for
+    assert table["r_hat"].max() < RHAT_MAX_OF_59
     stats = np.concatenate(
         [idata.posterior["pred"].values, np.stack([idata.posterior[n].values for n in
                                                    ("overlap_k", "overlap_v", "overlap_kv")], -1)],
