@@ -48,6 +48,10 @@ def slow_cell(spec):
 """
 
 _DRIVER = """
+import signal
+# as under a terminal: a job a script starts in the background (CI, nohup ... &)
+# inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import sys
 sys.path.insert(0, sys.argv[1])
 from sleepy import slow_cell
@@ -101,6 +105,9 @@ def test_pool_workers_end_with_a_killed_driver(tmp_path, sig):
 
 _DRIVER_OTHER_THREAD = """
 import os, signal, sys, threading, time
+# as under a terminal: a job a script starts in the background (CI, nohup ... &)
+# inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, sys.argv[1])
 from sleepy import slow_cell
 from bayes_ips.study.backends import open_backend
