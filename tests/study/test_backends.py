@@ -47,19 +47,23 @@ def slow_cell(spec):
     return {"x": 1}
 """
 
-_DRIVER = """
-import signal
-# as under a terminal: a job a script starts in the background (CI, nohup ... &)
-# inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+# The study driver of the tests below, run with ``python -c``: a pool of one worker
+# on one slow cell.  It restores Python's Ctrl-C handler, as under a terminal: a job a
+# script starts in the background (CI, nohup ... &) inherits SIGINT ignored, and
+# Python then installs no KeyboardInterrupt handler.
+_DRIVER_HEAD = """
+import os, signal, sys, threading, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
-import sys
 sys.path.insert(0, sys.argv[1])
 from sleepy import slow_cell
 from bayes_ips.study.backends import open_backend
+"""
+_DRIVER_RUN = """
 with open_backend(processes=1) as b:
     for _ in b.run(slow_cell, [{"pidfile": sys.argv[2]}]):
         pass
 """
+_DRIVER = _DRIVER_HEAD + _DRIVER_RUN
 
 
 def _alive(pid: int) -> bool:
@@ -68,6 +72,16 @@ def _alive(pid: int) -> bool:
             return "State:\tZ" not in f.read()  # a zombie has ended
     except FileNotFoundError:
         return False
+
+
+def _ended_within(pid: int, seconds: float) -> bool:
+    """Whether process ``pid`` has ended, waiting up to ``seconds`` for it."""
+    import time
+
+    deadline = time.time() + seconds
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
 
 
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])
@@ -94,34 +108,24 @@ def test_pool_workers_end_with_a_killed_driver(tmp_path, sig):
         assert _alive(worker)
         proc.send_signal(getattr(signal, sig))  # SIGINT: the driver only (not its group)
         proc.wait(timeout=30)
-        deadline = time.time() + 15
-        while _alive(worker) and time.time() < deadline:
-            time.sleep(0.05)
-        assert not _alive(worker), f"worker {worker} outlived the driver ({sig})"
+        assert _ended_within(worker, 15), f"worker {worker} outlived the driver ({sig})"
     finally:
         if proc.poll() is None:
             proc.kill()
 
 
-_DRIVER_OTHER_THREAD = """
-import os, signal, sys, threading, time
-# as under a terminal: a job a script starts in the background (CI, nohup ... &)
-# inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
-signal.signal(signal.SIGINT, signal.default_int_handler)
-sys.path.insert(0, sys.argv[1])
-from sleepy import slow_cell
-from bayes_ips.study.backends import open_backend
-
+_DRIVER_OTHER_THREAD = (
+    _DRIVER_HEAD
+    + """
 def poke():  # Ctrl-C delivered to this thread, not to the main one
     while not os.path.exists(sys.argv[2]) or not open(sys.argv[2]).read():
         time.sleep(0.05)
     signal.pthread_kill(threading.get_ident(), signal.SIGINT)
 
 threading.Thread(target=poke, daemon=True).start()
-with open_backend(processes=1) as b:
-    for _ in b.run(slow_cell, [{"pidfile": sys.argv[2]}]):
-        pass
 """
+    + _DRIVER_RUN
+)
 
 
 def test_ctrl_c_handed_to_another_thread_still_stops_the_pool(tmp_path):
@@ -143,10 +147,7 @@ def test_ctrl_c_handed_to_another_thread_still_stops_the_pool(tmp_path):
     )
     assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr
     worker = int(pidfile.read_text())
-    deadline = time.time() + 15
-    while _alive(worker) and time.time() < deadline:
-        time.sleep(0.05)
-    assert not _alive(worker)
+    assert _ended_within(worker, 15)
     assert time.monotonic() - t0 < 110
 
 
