@@ -294,6 +294,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     data = load_dataset(args.data)
     cfg = SamplerConfig(
         rank=args.rank,
+        method=args.method,
         collapsed=not args.explicit,
         chains=args.chains,
         warmup=args.warmup,
@@ -308,12 +309,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
         k_post, data.X, data.Y, cfg, erm=erm, seed=args.seed, progress=True
     )
     save_inference_data(args.out, idata)
-    div = int(run.extra["diverging"].sum())
     modes = idata.attrs["modes"]
+    info = run.info
+    if run.method == "imh":
+        how = (
+            f"Laplace-IMH, Pareto k {info['khat']:.2f}, acceptance {info['accept_rate']:.2f}, "
+            f"{info['n_proposals']} proposals"
+        )
+    else:
+        how = f"NUTS, {int(run.extra['diverging'].sum())} divergences"
+        if "fallback" in info:
+            how += f" (fell back from Laplace-IMH: {info['fallback']})"
     print(
         f"wrote {args.out}: {cfg.chains} chains x {cfg.draws} draws "
         f"({'collapsed' if cfg.collapsed else 'explicit'} model, K = {run.knots.n_intervals} "
-        f"intervals), {div} divergences, {run.wall_time_s:.1f} s; modes: {modes}"
+        f"intervals), {how}, {run.wall_time_s:.1f} s; modes: {modes}"
     )
     return 0
 
@@ -363,10 +373,17 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     with atomic_write(os.path.join(out, "phi_band.png")) as tmp:
         fig.savefig(tmp, dpi=130, format="png")
     print(table.to_string(max_rows=20))
+    if report["sampler"] == "imh":
+        how = f"Pareto k {report['khat']:.2f}, acceptance {report['accept_rate']:.2f}"
+    else:
+        how = (
+            f"divergences {report['divergences']}, max tree depth {report['tree_depth_max']}, "
+            f"E-BFMI {', '.join(f'{b:.2f}' for b in report['bfmi'])}"
+        )
     print(
-        f"divergences {report['divergences']}, max tree depth {report['tree_depth_max']}, "
-        f"E-BFMI {', '.join(f'{b:.2f}' for b in report['bfmi'])}, "
-        f"R-hat max {report['rhat_max']:.3f}, bulk ESS min {report['ess_bulk_min']:.0f}"
+        f"{report['sampler']}: {how}, R-hat max {report['rhat_max']:.3f} "
+        f"({len(report['rhat_flagged'])} above their bound), "
+        f"bulk ESS min {report['ess_bulk_min']:.0f}"
     )
     print(f"wrote {out}/: summary.csv diagnostics.json rank.png ppc.png phi_band.png")
     if report["problems"]:
@@ -497,14 +514,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the result to this .json")
     e.set_defaults(func=cmd_evaluate)
 
-    m = sub.add_parser("sample", help="posterior inference by NUTS")
+    m = sub.add_parser("sample", help="posterior inference (Laplace-IMH or NUTS)")
     m.add_argument("data")
     m.add_argument("--rank", type=positive_int, default=1)
+    m.add_argument(
+        "--method",
+        default="auto",
+        help="auto (default: Laplace-proposal independence MH, NUTS where its Pareto k "
+        "> 0.7) | imh | nuts",
+    )
     form = m.add_mutually_exclusive_group()
     form.add_argument("--collapsed", action="store_true", help="integrate c out (default)")
     form.add_argument("--explicit", action="store_true", help="sample c explicitly")
-    m.add_argument("--chains", type=positive_int, default=2)
-    m.add_argument("--warmup", type=positive_int, default=500)
+    m.add_argument("--chains", type=positive_int, default=4)
+    m.add_argument(
+        "--warmup", type=positive_int, help="NUTS warmup / IMH burn-in (default 500 / 100)"
+    )
     m.add_argument("--draws", type=positive_int, default=500)
     m.add_argument("--init", default="erm", help="erm (default) | prior")
     m.add_argument("--n-intervals", type=positive_int, help="knot intervals (default: ERM's GCV)")

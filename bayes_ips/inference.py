@@ -1,14 +1,34 @@
-"""NUTS for the low-rank spline model: configuration, initialisation, running.
+"""Posterior inference for the low-rank spline model: configuration, setup, sampling.
 
 The knots of the Bayesian model are fixed before sampling, from an ERM fit on the
 same data (quantiles of its scores, its GCV choice of K), so the basis is
-data-driven in the same way as for ERM.  Chains start from the ERM factors with
-jitter (``init="erm"``) or from the prior (``init="prior"``).
+data-driven in the same way as for ERM.
+
+Two samplers, chosen by ``SamplerConfig.method``:
+
+``"imh"``
+    Laplace proposal and independence Metropolis-Hastings (:mod:`bayes_ips.laplace`):
+    BFGS from the ERM start to the posterior mode of ``(U, V, log sigma, log tau)``,
+    the Hessian there, Student-t proposals around the mode, and chains that
+    accept or reject them exactly.  Every proposal costs one pass over the data
+    (no gradients, no trajectories), and that pass also gives the conditional of
+    ``c`` (Rao-Blackwellisation for free).  The Pareto k of the proposals'
+    importance weights (PSIS) says whether the proposal fits the posterior.
+``"nuts"``
+    NUTS (:mod:`bayes_ips.nuts`) with a dense mass matrix started at the inverse
+    Hessian; chains start from the ERM factors with jitter (``init="erm"``) or
+    from the prior (``init="prior"``).
+``"auto"`` (default)
+    ``"imh"``, and NUTS started at the Laplace mode when the Pareto k exceeds
+    ``khat_max`` (0.7, Vehtari et al. 2024) or the mode search fails; what
+    happened is printed and stored (``run.info["fallback"]``, and the
+    InferenceData's attributes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from functools import partial
 from typing import Any
@@ -23,9 +43,21 @@ from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.models.lowrank_spline import lowrank_spline
 from bayes_ips.spline import Knots, make_knots, quantile_breaks
 
-__all__ = ["NUTSRun", "SamplerConfig", "eval_pairs", "model_knots", "run_nuts", "sample_posterior"]
+__all__ = [
+    "NUTSRun",
+    "PosteriorRun",
+    "SamplerConfig",
+    "bound_model",
+    "eval_pairs",
+    "fit_posterior",
+    "model_knots",
+    "run_imh",
+    "run_nuts",
+    "sample_posterior",
+]
 
 INITS = ("erm", "prior")
+METHODS = ("auto", "imh", "nuts")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +67,14 @@ class SamplerConfig:
     Attributes
     ----------
     rank : int
+    method : {"auto", "imh", "nuts"}
+        The sampler (module docstring).  ``imh`` needs ``collapsed`` and the ERM start.
     collapsed : bool
         Integrate the spline coefficients out (recommended) or sample them.
-    chains, warmup, draws : int
+    chains, draws : int
+    warmup : int or None
+        NUTS warmup iterations, or the independence sampler's burn-in; None takes
+        the method's default (:data:`DEFAULT_WARMUP`).
     init : {"erm", "prior"}
     jitter : float
         Relative jitter of the ERM start, per chain.
@@ -46,12 +83,17 @@ class SamplerConfig:
     n_intervals : int or None
         Knot intervals of the model's basis; None takes the ERM fit's GCV choice.
     degree : int
+    proposal_df : float
+        Degrees of freedom of the Student-t proposal of ``imh`` (``inf``: Gaussian).
+    khat_max : float
+        ``auto`` falls back to NUTS when the proposals' Pareto k exceeds it.
     """
 
     rank: int = 1
+    method: str = "auto"
     collapsed: bool = True
-    chains: int = 2
-    warmup: int = 500
+    chains: int = 4
+    warmup: int | None = None
     draws: int = 500
     init: str = "erm"
     jitter: float = 0.1
@@ -59,13 +101,21 @@ class SamplerConfig:
     max_tree_depth: int = 8
     n_intervals: int | None = None
     degree: int = 3
+    proposal_df: float = 8.0
+    khat_max: float = 0.7
 
     def validate(self, d: int) -> SamplerConfig:
         check_rank(self.rank, d)
         if self.init not in INITS:
             raise InputError(f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
+        if self.method not in METHODS:
+            raise InputError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.method == "imh" and (not self.collapsed or self.init != "erm"):
+            raise InputError("method 'imh' needs the collapsed model and the ERM start")
         for name in ("chains", "warmup", "draws"):
             v = getattr(self, name)
+            if v is None and name == "warmup":
+                continue
             if int(v) != v or v < (1 if name != "warmup" else 0):
                 raise InputError(f"{name} must be a positive integer, got {v}")
         if self.draws < 4:
@@ -74,12 +124,40 @@ class SamplerConfig:
             raise InputError(f"target_accept must be in (0, 1), got {self.target_accept}")
         if not self.jitter >= 0:
             raise InputError(f"jitter must be >= 0, got {self.jitter}")
+        if not self.proposal_df > 2:
+            raise InputError(f"proposal_df must be > 2, got {self.proposal_df}")
+        if not self.khat_max > 0:
+            raise InputError(f"khat_max must be > 0, got {self.khat_max}")
         return self
+
+    def sampler(self) -> str:
+        """The sampler that runs first: ``imh`` or ``nuts``."""
+        if self.method == "auto":
+            return "imh" if self.collapsed and self.init == "erm" else "nuts"
+        return self.method
+
+    def warmup_for(self, sampler: str) -> int:
+        """Warmup (NUTS) or burn-in (IMH) iterations per chain."""
+        return DEFAULT_WARMUP[sampler] if self.warmup is None else int(self.warmup)
+
+
+# NUTS adapts its step size and mass matrix over its warmup; the independence
+# sampler needs no adaptation, only a burn-in from its first proposal.
+DEFAULT_WARMUP = {"nuts": 500, "imh": 100}
 
 
 @dataclasses.dataclass
-class NUTSRun:
-    """What a posterior run produced (raw; see :mod:`bayes_ips.posterior`)."""
+class PosteriorRun:
+    """What a posterior run produced (raw draws; see :mod:`bayes_ips.posterior`).
+
+    ``extra`` holds per-draw sample statistics: NumPyro's (``diverging``,
+    ``num_steps``, ...) for NUTS; ``accepted``, ``potential_energy`` and
+    ``log_weight`` for the independence sampler.  ``posterior`` is already
+    Rao-Blackwellised for ``imh`` (every proposal's conditional of c comes with
+    its log density); None for NUTS (see :func:`bayes_ips.posterior.posterior_from_run`).
+    ``info`` records the Laplace step, the Pareto k, the acceptance rate, the
+    timings and, for ``auto``, whether and why it fell back to NUTS.
+    """
 
     samples: dict[str, np.ndarray]  # (chains, draws, ...)
     extra: dict[str, np.ndarray]  # sample stats, (chains, draws)
@@ -91,6 +169,11 @@ class NUTSRun:
     seed: int
     wall_time_s: float
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    method: str = "nuts"
+    posterior: Any = None
+
+
+NUTSRun = PosteriorRun  # the name of earlier versions
 
 
 def model_knots(X: np.ndarray, fit: ERMFit, n_intervals: int | None, degree: int) -> Knots:
@@ -127,8 +210,7 @@ def laplace_inverse_mass(X, Y, model_kwargs: dict, point: dict) -> np.ndarray | 
     """
     sites = [k for k in ("U", "V", "sigma", "tau", "c") if k in point]
     static, data = _split_kwargs(model_kwargs)
-    model = partial(lowrank_spline, **static)
-    return nuts.laplace_inverse_mass(model, (X, Y), data, point, sites)
+    return nuts.laplace_inverse_mass(bound_model(**static), (X, Y), data, point, sites)
 
 
 _STATIC_KWARGS = ("rank", "collapsed", "chunk_size")
@@ -139,6 +221,17 @@ def _split_kwargs(model_kwargs: dict) -> tuple[dict, dict]:
     static = {k: v for k, v in model_kwargs.items() if k in _STATIC_KWARGS}
     data = {k: v for k, v in model_kwargs.items() if k not in _STATIC_KWARGS}
     return static, data
+
+
+@functools.cache
+def bound_model(rank: int, collapsed: bool = True, chunk_size: int | None = None):
+    """The model with its shape- and branch-fixing options bound, one object per options.
+
+    Compiled programs (the sampler, the Hessian, the mode search, the proposal
+    evaluation) take the model as a static argument, keyed by identity: a fresh
+    ``functools.partial`` per call would compile them again for every dataset.
+    """
+    return partial(lowrank_spline, rank=rank, collapsed=collapsed, chunk_size=chunk_size)
 
 
 def _erm_init(key, fit: ERMFit, y_scale: float, chains: int, jitter: float) -> dict:
@@ -159,6 +252,39 @@ def _erm_init(key, fit: ERMFit, y_scale: float, chains: int, jitter: float) -> d
     }
 
 
+@dataclasses.dataclass
+class _Setup:
+    """The data-dependent pieces of the model, fixed before sampling (see :func:`model_setup`)."""
+
+    X: jax.Array
+    Y: jax.Array
+    erm: ERMFit
+    knots: Knots
+    penalty: np.ndarray
+    y_scale: float
+    model: Any
+    data_kwargs: dict
+
+
+def _setup(key, X, Y, config: SamplerConfig, erm: ERMFit | None) -> _Setup:
+    X, Y = check_xy(X, Y)
+    d = X.shape[2]
+    config.validate(d)
+    if erm is None:
+        erm = fit_erm(key, X, Y, ERMConfig(rank=config.rank))
+    if erm.U.shape != (d, config.rank):
+        raise InputError(f"the ERM fit has rank {erm.U.shape[1]}, the sampler rank {config.rank}")
+    knots = model_knots(X, erm, config.n_intervals, config.degree)
+    y_scale = float(np.sqrt(np.mean(Y**2)))
+    penalty = model_penalty(X, erm, knots)
+    # Shapes and branches are bound into the model; the data, the knots, the
+    # penalty and the scale are arguments of the compiled programs
+    # (``jit_model_args``), so every dataset of the same shapes reuses them.
+    data_kwargs = dict(knots=knots, penalty=jnp.asarray(penalty), y_scale=jnp.asarray(y_scale))
+    model = bound_model(config.rank, config.collapsed)
+    return _Setup(jnp.asarray(X), jnp.asarray(Y), erm, knots, penalty, y_scale, model, data_kwargs)
+
+
 def run_nuts(
     key: jax.Array,
     X,
@@ -168,7 +294,8 @@ def run_nuts(
     erm: ERMFit | None = None,
     seed: int | None = None,
     progress: bool = True,
-) -> NUTSRun:
+    start: tuple[dict, np.ndarray] | None = None,
+) -> PosteriorRun:
     """Run NUTS on the low-rank spline model.
 
     Parameters
@@ -182,49 +309,37 @@ def run_nuts(
         the ``erm`` initialisation).
     progress : bool
         NumPyro progress bars (chains run sequentially).
+    start : (point, inverse_mass), optional
+        Unconstrained start (no chain axis) and dense inverse mass matrix, e.g. the
+        Laplace approximation of :func:`run_imh`; chains start there with the
+        config's relative jitter.  Default: the ERM start (``init="erm"``) or the prior.
     """
     import time
 
-    X, Y = check_xy(X, Y)
-    d = X.shape[2]
-    config.validate(d)
     k_erm, k_init, k_run = jax.random.split(key, 3)
     t0 = time.perf_counter()
-    if erm is None:
-        erm = fit_erm(k_erm, X, Y, ERMConfig(rank=config.rank))
-    if erm.U.shape != (d, config.rank):
-        raise InputError(f"the ERM fit has rank {erm.U.shape[1]}, the sampler rank {config.rank}")
-    knots = model_knots(X, erm, config.n_intervals, config.degree)
-    y_scale = float(np.sqrt(np.mean(Y**2)))
-    penalty = model_penalty(X, erm, knots)
-    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    st = _setup(k_erm, X, Y, config, erm)
     init = None
     inv_mass = None
-    model_kwargs = dict(
-        rank=config.rank,
-        knots=knots,
-        penalty=jnp.asarray(penalty),
-        y_scale=jnp.asarray(y_scale),
-        collapsed=config.collapsed,
-    )
-    # Shapes and branches are bound into the model; the data, the knots, the
-    # penalty and the scale are arguments of the compiled sampler
-    # (``jit_model_args``), so every dataset of the same shapes reuses one program.
-    static, data_kwargs = _split_kwargs(model_kwargs)
-    model = partial(lowrank_spline, **static)
-    if config.init == "erm":
-        init = _erm_init(k_init, erm, y_scale, config.chains, config.jitter)
+    model_kwargs = dict(rank=config.rank, collapsed=config.collapsed, **st.data_kwargs)
+    if start is not None:
+        point, inv_mass = start
+        init = _jitter(k_init, point, config.chains, config.jitter)
+    elif config.init == "erm":
+        init = _erm_init(k_init, st.erm, st.y_scale, config.chains, config.jitter)
         if not config.collapsed:
-            init["c"] = _erm_coef_on(knots, erm, config.chains)
-        inv_mass = laplace_inverse_mass(Xj, Yj, model_kwargs, {k: v[0] for k, v in init.items()})
+            init["c"] = _erm_coef_on(st.knots, st.erm, config.chains)
+        inv_mass = laplace_inverse_mass(
+            st.X, st.Y, model_kwargs, {k: v[0] for k, v in init.items()}
+        )
     sites = ("U", "V", "sigma", "tau") + (() if config.collapsed else ("c",))
     chains = nuts.run_chains(
         k_run,
-        model,
-        (Xj, Yj),
-        data_kwargs,
+        st.model,
+        (st.X, st.Y),
+        st.data_kwargs,
         chains=config.chains,
-        warmup=config.warmup,
+        warmup=config.warmup_for("nuts"),
         draws=config.draws,
         init_params=init,
         inverse_mass=inv_mass,
@@ -233,18 +348,211 @@ def run_nuts(
         max_tree_depth=config.max_tree_depth,
         progress=progress,
     )
-    samples, extra = chains.samples, chains.extra
-    return NUTSRun(
-        samples,
-        extra,
-        knots,
-        penalty,
-        y_scale,
+    return PosteriorRun(
+        chains.samples,
+        chains.extra,
+        st.knots,
+        st.penalty,
+        st.y_scale,
         config,
-        erm,
+        st.erm,
         -1 if seed is None else int(seed),
         time.perf_counter() - t0,
+        info={"sampler": "nuts", "sampling_time_s": chains.wall_time_s},
+        method="nuts",
     )
+
+
+def _jitter(key, point: dict, chains: int, jitter: float) -> dict:
+    """``chains`` copies of an unconstrained point, the factors with relative jitter."""
+    out = {}
+    for i, (k, v) in enumerate(sorted(point.items())):
+        v = jnp.asarray(v)[None]
+        if k in ("U", "V"):
+            z = jax.random.normal(jax.random.fold_in(key, i), (chains,) + v.shape[1:])
+            out[k] = v * (1 + jitter * z)
+        else:
+            out[k] = jnp.broadcast_to(v, (chains,) + v.shape[1:])
+    return out
+
+
+IMH_BATCH = 16  # proposals whose Gram statistics are computed together
+
+
+def run_imh(
+    key: jax.Array,
+    X,
+    Y,
+    config: SamplerConfig = SamplerConfig(),
+    *,
+    erm: ERMFit | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+) -> PosteriorRun:
+    """Laplace proposal and independence Metropolis-Hastings (see the module docstring).
+
+    Parameters are those of :func:`run_nuts`.  The returned run carries its
+    Rao-Blackwellised :class:`~bayes_ips.posterior.Posterior` and, in ``info``,
+    ``khat`` (Pareto k of the proposals' importance weights), ``accept_rate``,
+    ``is_ess`` (importance-sampling effective sample size), the mode search's
+    ``bfgs_steps``/``mode_ok``, the Laplace ``mode`` and ``inverse_mass`` (for a
+    NUTS fallback), and the timings.
+    """
+    import time
+
+    from bayes_ips.arviz_io import pareto_khat
+    from bayes_ips.laplace import (
+        imh_chains,
+        laplace_approx,
+        mode_and_hessian,
+        mvt_logpdf,
+        mvt_sample,
+        unravel,
+    )
+    from bayes_ips.posterior import Posterior, evaluate_proposals
+
+    k_erm, k_prop, k_c, k_chain = jax.random.split(key, 4)
+    t0 = time.perf_counter()
+    st = _setup(k_erm, X, Y, config, erm)
+    sites = ("U", "V", "sigma", "tau")
+    start = {k: v[0] for k, v in _erm_init(k_erm, st.erm, st.y_scale, 1, 0.0).items()}
+    mode, H, n_steps, ok, layout = mode_and_hessian(
+        st.model, (st.X, st.Y), st.data_kwargs, start, sites
+    )
+    t_mode = time.perf_counter() - t0
+    info: dict[str, Any] = {"sampler": "imh", "bfgs_steps": n_steps, "mode_ok": ok}
+    try:
+        approx = laplace_approx(mode, H)
+    except (FloatingPointError, np.linalg.LinAlgError) as e:
+        raise FloatingPointError(f"Laplace step failed: {e}") from None
+    info["mode"] = {k: np.asarray(v) for k, v in unravel(jnp.asarray(mode), layout).items()}
+    info["inverse_mass"] = approx.cov
+    C, W, D = config.chains, config.warmup_for("imh"), config.draws
+    T = W + D
+    df = float(config.proposal_df)
+    flat = mvt_sample(k_prop, approx, df, C * T)
+    log_q = np.asarray(mvt_logpdf(flat, approx, df))
+    keys = jax.random.split(k_c, C * T)
+    if progress:
+        print(f"imh: {C} chains x ({W} burn-in + {D} draws) = {C * T} proposals", flush=True)
+    A, pe, cm, cd = evaluate_proposals(
+        flat,
+        keys,
+        st.X,
+        st.Y,
+        st.data_kwargs,
+        model=st.model,
+        layout=layout,
+        batch=min(IMH_BATCH, C * T),
+    )
+    pe = np.asarray(pe)
+    log_w = np.where(np.isfinite(pe), -pe - log_q, -np.inf)
+    idx, acc = imh_chains(k_chain, jnp.asarray(log_w.reshape(C, T)))
+    idx = np.asarray(idx)[:, W:] + np.arange(C)[:, None] * T  # (C, D) flat proposal index
+    acc = np.asarray(acc)[:, W:]
+    khat, is_ess = pareto_khat(log_w)
+    params = jax.vmap(lambda f: unravel(f, layout))(flat)
+    take = lambda a: np.asarray(a)[idx]  # noqa: E731
+    samples = {
+        "U": take(params["U"]),
+        "V": take(params["V"]),
+        "sigma": np.exp(take(params["sigma"])),
+        "tau": np.exp(take(params["tau"])),
+        "A": take(A),
+    }
+    post = Posterior(samples["A"], samples["sigma"], samples["tau"], take(cm), take(cd), st.knots)
+    extra = {
+        "accepted": acc,
+        "potential_energy": take(pe),
+        "log_weight": take(log_w),
+    }
+    info.update(
+        khat=float(khat),
+        is_ess=float(is_ess),
+        accept_rate=float(acc.mean()),
+        n_proposals=int(C * T),
+        proposal_df=df,
+        mode_time_s=t_mode,
+        sampling_time_s=time.perf_counter() - t0 - t_mode,
+    )
+    return PosteriorRun(
+        samples,
+        extra,
+        st.knots,
+        st.penalty,
+        st.y_scale,
+        config,
+        st.erm,
+        -1 if seed is None else int(seed),
+        time.perf_counter() - t0,
+        info=info,
+        method="imh",
+        posterior=post,
+    )
+
+
+def fit_posterior(
+    key: jax.Array,
+    X,
+    Y,
+    config: SamplerConfig = SamplerConfig(),
+    *,
+    erm: ERMFit | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+):
+    """Sample the posterior with the configured method and Rao-Blackwellise it.
+
+    ``auto`` runs :func:`run_imh` and falls back to :func:`run_nuts`, started at
+    the Laplace mode with the Laplace inverse mass, when the proposals' Pareto k
+    exceeds ``config.khat_max`` or the Laplace step fails; the run's
+    ``info["fallback"]`` says why (and it is printed when ``progress``).
+
+    Returns
+    -------
+    run : PosteriorRun
+    post : bayes_ips.posterior.Posterior
+    """
+    k_run, k_rb = jax.random.split(key)
+    return _fit_posterior(k_run, k_rb, X, Y, config, erm=erm, seed=seed, progress=progress)
+
+
+def _fit_posterior(k_run, k_rb, X, Y, config, *, erm, seed, progress):
+    """:func:`fit_posterior` with the keys of the sampler and of the Rao-Blackwell step given."""
+    from bayes_ips.posterior import posterior_from_run
+
+    sampler = config.sampler()
+    fallback = None
+    if sampler == "imh":
+        try:
+            run = run_imh(k_run, X, Y, config, erm=erm, seed=seed, progress=progress)
+        except FloatingPointError as e:
+            if config.method != "auto":
+                raise
+            fallback, start, t_imh, first = str(e), None, 0.0, {}
+        else:
+            khat = run.info["khat"]
+            if config.method == "imh" or khat <= config.khat_max:
+                return run, run.posterior
+            rate = run.info["accept_rate"]
+            fallback = f"Pareto k {khat:.2f} > {config.khat_max} (accept rate {rate:.2f})"
+            start = (run.info["mode"], run.info["inverse_mass"])
+            t_imh, first = run.wall_time_s, run.info
+            erm = run.erm
+        if progress:
+            print(f"auto: the Laplace proposal does not fit ({fallback}): running NUTS", flush=True)
+        run = run_nuts(k_run, X, Y, config, erm=erm, seed=seed, progress=progress, start=start)
+        run.wall_time_s += t_imh
+        run.info["fallback"] = fallback
+        run.info["imh"] = {k: v for k, v in first.items() if k not in ("mode", "inverse_mass")}
+    else:
+        run = run_nuts(k_run, X, Y, config, erm=erm, seed=seed, progress=progress)
+    return run, posterior_from_run(k_rb, run, X, Y)
+
+
+def _json_info(info: dict) -> dict:
+    """The run's info without its arrays (the Laplace mode and mass), for file attributes."""
+    return {k: v for k, v in info.items() if not isinstance(v, np.ndarray | dict) or k == "imh"}
 
 
 def _erm_coef_on(knots: Knots, erm: ERMFit, chains: int) -> jax.Array:
@@ -278,26 +586,20 @@ def sample_posterior(
     n_eval: int = 200,
     progress: bool = True,
 ):
-    """NUTS, then Rao-Blackwellisation, then an ArviZ InferenceData.
+    """The posterior (:func:`fit_posterior`), Rao-Blackwellised, as an ArviZ InferenceData.
 
     Returns
     -------
     idata : arviz.InferenceData
     post : bayes_ips.posterior.Posterior
-    run : NUTSRun
+    run : PosteriorRun
     """
     from bayes_ips.arviz_io import PPC_MAX_VALUES, build_inference_data
-    from bayes_ips.posterior import (
-        g_draws,
-        mode_check,
-        posterior_from_run,
-        posterior_predictive_mean,
-    )
+    from bayes_ips.posterior import g_draws, mode_check, posterior_predictive_mean
 
     X, Y = check_xy(X, Y)
     k_run, k_rb, k_eval, k_ppc = jax.random.split(key, 4)
-    run = run_nuts(k_run, X, Y, config, erm=erm, seed=seed, progress=progress)
-    post = posterior_from_run(k_rb, run, X, Y)
+    run, post = _fit_posterior(k_run, k_rb, X, Y, config, erm=erm, seed=seed, progress=progress)
     x_eval, y_eval = eval_pairs(k_eval, X, n_eval)
     g_eval = g_draws(post, x_eval, y_eval, rao_blackwell=True)
     mean_draw = posterior_predictive_mean(post, X)
@@ -318,6 +620,9 @@ def sample_posterior(
         "multiplicity": int(run.knots.multiplicity),
         "y_scale": run.y_scale,
         "wall_time_s": run.wall_time_s,
+        "method": config.method,
+        "sampler": run.method,
+        "sampler_info": _json_info(run.info),
         "modes": modes,
         "erm": {
             "A": np.asarray(run.erm.A).tolist(),

@@ -28,6 +28,8 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS, init_to_sample
 from numpyro.infer.hmc_util import euclidean_kinetic_energy
 
+from bayes_ips.laplace import flatten, laplace_approx, unravel
+
 __all__ = [
     "EXTRA_FIELDS",
     "Chains",
@@ -208,15 +210,12 @@ def laplace_inverse_mass(
     -------
     (P, P) array, or None when the Hessian is not finite.
     """
-    layout = tuple((k, tuple(jnp.shape(point[k]))) for k in sites)
-    flat0 = jnp.concatenate([jnp.ravel(point[k]) for k in sites])
+    flat0, layout = flatten(point, sites)
     rest = {k: v for k, v in point.items() if k not in sites}
     H = np.asarray(_hessian(flat0, rest, model_args, model_kwargs, model=model, layout=layout))
     if not np.all(np.isfinite(H)):
         return None
-    w, Q = np.linalg.eigh(0.5 * (H + H.T))
-    w = np.maximum(np.abs(w), floor * np.abs(w).max())
-    return (Q / w) @ Q.T
+    return laplace_approx(flat0, H, floor).cov
 
 
 @partial(jax.jit, static_argnames=("model", "layout"))
@@ -224,15 +223,7 @@ def _hessian(flat0, rest, model_args, model_kwargs, *, model, layout):
     """The Hessian of the potential in the flattened block (one program per shapes)."""
     from numpyro.infer.util import potential_energy
 
-    def unravel(flat: jax.Array) -> dict[str, jax.Array]:
-        out, i = dict(rest), 0
-        for k, sh in layout:
-            n = int(np.prod(sh))
-            out[k] = flat[i : i + n].reshape(sh)
-            i += n
-        return out
-
     def pe(flat):
-        return potential_energy(model, model_args, model_kwargs, unravel(flat))
+        return potential_energy(model, model_args, model_kwargs, unravel(flat, layout, rest))
 
     return jax.hessian(pe)(flat0)

@@ -33,6 +33,7 @@ from bayes_ips.spline import Knots, spline_eval
 __all__ = [
     "Posterior",
     "draw_errors",
+    "evaluate_proposals",
     "g_draws",
     "mode_check",
     "phi_band",
@@ -98,7 +99,16 @@ def _rao_blackwell(U, V, sigma, tau, keys, X, Y, knots, penalty, kappa, batch):
         cm, cd = jax.lax.map(solve_one, (st, s, t, k))
         return A, cm, cd
 
-    n = U.shape[0]
+    return _map_in_blocks(block, (U, V, sigma, tau, keys), batch)
+
+
+def _map_in_blocks(block, arrays: tuple, batch: int) -> tuple:
+    """``block`` on consecutive blocks of ``batch`` rows of ``arrays``, in a ``lax.map``.
+
+    The rows are padded (with copies of the last) to whole blocks, so one program
+    serves every block, and the padding is cut from the outputs.
+    """
+    n = arrays[0].shape[0]
     n_blocks = -(-n // batch)
     pad = n_blocks * batch - n
 
@@ -106,8 +116,83 @@ def _rao_blackwell(U, V, sigma, tau, keys, X, Y, knots, penalty, kappa, batch):
         a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
         return a.reshape((n_blocks, batch) + a.shape[1:])
 
-    out = jax.lax.map(block, tuple(blocks(a) for a in (U, V, sigma, tau, keys)))
+    out = jax.lax.map(block, tuple(blocks(a) for a in arrays))
     return tuple(a.reshape((n_blocks * batch,) + a.shape[2:])[:n] for a in out)
+
+
+@partial(jax.jit, static_argnames=("model", "layout", "batch"))
+def evaluate_proposals(flat, keys, X, Y, model_kwargs, *, model, layout, batch):
+    """Potential energy, gauge-fixed ``A`` and the conditional of c at many parameter points.
+
+    One Gram pass per point serves both the log density (the collapsed model is
+    called with these ``stats``) and the Rao-Blackwellised conditional of ``c``.
+    At d = 1 the gauge leaves ``A = +-1``: the statistics are computed once per
+    sign and shared by all points.  As in :func:`_rao_blackwell`, the Gram
+    statistics of a block are vmapped and every Cholesky factorisation runs one
+    point at a time (no batched LAPACK call).
+
+    Parameters
+    ----------
+    flat : (S, P) array
+        Unconstrained ``U, V, sigma, tau`` raveled in the order of ``layout``.
+    keys : (S, 2) PRNG keys, one per point (for the draw of c).
+    X : (M, N, d) array
+    Y : (M, N) array
+    model_kwargs : dict
+        The collapsed model's data keywords (``knots``, ``penalty``, ``y_scale``).
+    model : the bound collapsed model (static).
+    layout : see :func:`bayes_ips.laplace.flatten` (static).
+    batch : int, points whose statistics are computed together (static).
+
+    Returns
+    -------
+    A : (S, d, d), pe : (S,) potential energies, c_mean, c_draw : (S, K).
+    """
+    from numpyro.infer.util import potential_energy
+
+    from bayes_ips.laplace import unravel
+
+    knots, penalty = model_kwargs["knots"], model_kwargs["penalty"]
+    kappa = KAPPA * model_kwargs["y_scale"]
+
+    def gauge_A(f):
+        p = unravel(f, layout)
+        un, vn = gauge_factors(p["U"], p["V"])
+        return un, vn, un @ vn.T
+
+    def stats_one(f):
+        un, vn, A = gauge_A(f)
+        return A, gram(un, vn, X, Y, knots, DEFAULT_CHUNK)
+
+    if X.shape[-1] == 1:  # A = +-1
+        one = jnp.ones((1, 1), X.dtype)
+        st_pos = gram(one, one, X, Y, knots, DEFAULT_CHUNK)
+        st_neg = gram(-one, one, X, Y, knots, DEFAULT_CHUNK)
+
+    def solve_one(args):
+        f, st, k = args
+        p = unravel(f, layout)
+        pe = potential_energy(model, (X, Y), {**model_kwargs, "stats": st}, p)
+        sigma, tau = jnp.exp(p["sigma"]), jnp.exp(p["tau"])
+        cond = conditional_c(st, sigma, pspline_precision(penalty, tau, kappa))
+        return pe, cond.mean, sample_conditional_c(k, cond)
+
+    def block(args):
+        f, k = args
+        if X.shape[-1] == 1:
+            A = jax.vmap(lambda x: gauge_A(x)[2])(f)
+            pos = A[:, 0, 0] > 0
+            st = jax.tree.map(
+                lambda a, b: jnp.where(pos.reshape((-1,) + (1,) * jnp.ndim(a)), a, b),
+                st_pos,
+                st_neg,
+            )
+        else:
+            A, st = jax.vmap(stats_one)(f)
+        pe, cm, cd = jax.lax.map(solve_one, (f, st, k))
+        return A, pe, cm, cd
+
+    return _map_in_blocks(block, (flat, keys), batch)
 
 
 def posterior_from_run(key: jax.Array, run, X: ArrayLike, Y: ArrayLike) -> Posterior:

@@ -13,6 +13,11 @@ summary time.  ``collapsed=True`` integrates ``c`` out exactly (its conditional 
 Gaussian given A, sigma, tau): the sampler then moves in ``2 d r + 2`` dimensions
 only, and ``c`` is drawn afterwards from its exact conditional.  Both forms call
 the package's single pairwise kernel.  ``Y=None`` gives the prior predictive.
+
+``stats`` (collapsed form only) are the Gram statistics of :func:`bayes_ips.pairwise.gram`
+at this ``A``, when the caller already has them: the Laplace-IMH sampler computes
+them once per proposal and reuses them for the conditional of ``c``, and at d = 1
+(where ``A = +-1``) they exist once per sign.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ def lowrank_spline(
     y_scale: float = 1.0,
     collapsed: bool = True,
     chunk_size: int | None = None,
+    stats=None,
 ):
     M, N, d = X.shape
     K = n_basis(knots)
@@ -74,7 +80,8 @@ def lowrank_spline(
     sigma = numpyro.sample("sigma", dist.HalfNormal(y_scale))
     Q = pspline_precision(penalty, tau, KAPPA * y_scale)
     if collapsed and Y is not None:
-        stats = gram(Un, Vn, X, Y, knots, chunk_size)
+        if stats is None:  # given only by callers that computed them at this A
+            stats = gram(Un, Vn, X, Y, knots, chunk_size)
         numpyro.factor("Y_marginal", collapsed_loglik(stats, sigma, Q))
         return
     c = numpyro.sample("c", dist.MultivariateNormal(jnp.zeros(K), precision_matrix=Q))

@@ -32,8 +32,11 @@ def test_sample_writes_inference_data(posterior_file):
 
     _, _, post = posterior_file
     idata = load_inference_data(post)
-    assert idata.posterior.sizes["chain"] == 2 and idata.posterior.sizes["draw"] == 60
+    assert idata.posterior.sizes["chain"] == 4 and idata.posterior.sizes["draw"] == 60
     assert json.loads(idata.attrs["config"])["collapsed"] is True
+    # the default path: Laplace-IMH, its Pareto k stored with the draws
+    assert idata.attrs["method"] == "auto" and idata.attrs["sampler"] == "imh"
+    assert json.loads(idata.attrs["sampler_info"])["khat"] <= 0.7
     assert int(idata.attrs["seed"]) == 1
 
 
@@ -44,7 +47,7 @@ def test_diagnose_writes_table_and_figures_and_strict_fails_short_runs(posterior
     for name in ("summary.csv", "diagnostics.json", "rank.png", "ppc.png", "phi_band.png"):
         assert (out / name).stat().st_size > 0
     report = json.loads((out / "diagnostics.json").read_text())
-    # 2 x 60 draws cannot give 100 effective draws per chain: flagged, loudly
+    # 4 x 60 draws cannot give 100 effective draws per chain: flagged, loudly
     assert any("ESS" in p for p in report["problems"])
     assert "NOT CONVERGED" in capsys.readouterr().err
     assert main(["diagnose", str(post), "--out-dir", str(out), "--strict"]) == 3
@@ -77,6 +80,11 @@ def test_predict_and_evaluate_posterior(posterior_file, capsys):
     "argv,fragment",
     [
         (["sample", "{data}", "--init", "magic", "--out", "{d}/x.nc"], "unknown init"),
+        (["sample", "{data}", "--method", "magic", "--out", "{d}/x.nc"], "unknown method"),
+        (
+            ["sample", "{data}", "--method", "imh", "--explicit", "--out", "{d}/x.nc"],
+            "needs the collapsed model",
+        ),
         (["sample", "{data}", "--chains", "0", "--out", "{d}/x.nc"], "positive integer"),
         (["sample", "{data}", "--rank", "3", "--out", "{d}/x.nc"], "rank 3"),
         (["sample", "{data}", "--draws", "2", "--out", "{d}/x.nc"], "draws"),

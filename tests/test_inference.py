@@ -59,13 +59,17 @@ def test_prior_predictive_has_the_right_shapes():
 Z_MC = 4.5
 
 
+# slow: two NUTS programs per seed (~1 min); the collapsed algebra is exact in test_collapsed
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_collapsed_and_explicit_posteriors_agree(seed):
     truth, X, Y = _data(seed)
     erm = fit_erm(jax.random.PRNGKey(seed), X, Y, ERMConfig(n_intervals=5, restarts=1))
     out = {}
     for collapsed in (True, False):
-        cfg = SamplerConfig(collapsed=collapsed, warmup=300, draws=400, n_intervals=5)
+        cfg = SamplerConfig(
+            method="nuts", collapsed=collapsed, chains=2, warmup=300, draws=400, n_intervals=5
+        )
         idata, _, run = sample_posterior(
             jax.random.PRNGKey(seed + 7), X, Y, cfg, erm=erm, n_eval=16, progress=False
         )
@@ -140,7 +144,9 @@ def test_inference_data_round_trip_summary_and_loo(fitted, tmp_path):
     x, y = np.asarray(idata.constant_data["x_eval"]), np.asarray(idata.constant_data["y_eval"])
     np.testing.assert_allclose(g_draws(rebuilt, x, y), idata.posterior["g_eval"].values, rtol=1e-12)
     _, report = diagnose(back)
-    assert report["divergences"] == 0 and not report["modes"]["separated"]
+    # the default (auto) ran the independence sampler on this well-posed problem
+    assert report["sampler"] == "imh" and report["khat"] <= 0.7
+    assert report["problems"] == [] and not report["modes"]["separated"]
 
 
 def test_mode_check_flags_separated_chains_and_not_equivalent_ones():
