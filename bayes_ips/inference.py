@@ -74,6 +74,8 @@ class SamplerConfig:
             raise InputError(f"target_accept must be in (0, 1), got {self.target_accept}")
         if not self.jitter >= 0:
             raise InputError(f"jitter must be >= 0, got {self.jitter}")
+        if self.max_tree_depth < 1 or (self.n_intervals is not None and self.n_intervals < 1):
+            raise InputError("max_tree_depth and n_intervals (if given) must be >= 1")
         return self
 
 
