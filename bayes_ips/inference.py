@@ -128,6 +128,8 @@ class SamplerConfig:
             raise InputError(f"proposal_df must be > 2, got {self.proposal_df}")
         if not self.khat_max > 0:
             raise InputError(f"khat_max must be > 0, got {self.khat_max}")
+        if self.max_tree_depth < 1 or (self.n_intervals is not None and self.n_intervals < 1):
+            raise InputError("max_tree_depth and n_intervals (if given) must be >= 1")
         return self
 
     def sampler(self) -> str:

@@ -96,8 +96,7 @@ def test_the_frozen_chain_cell_now_mixes():
     1.05 (well-mixed 2 x 300 chains of this model gave 1.002-1.037 over 55 cells,
     a frozen chain gives > 2); sigma within 10% of the true 0.1.  About 4 minutes.
     """
-    from bayes_ips.study.cells import make_cells, run_cell
-    from bayes_ips.study.config import load_config
+    from bayes_ips.study import load_config, make_cells, run_cell
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = load_config(os.path.join(root, "analyses", "configs", "paper.toml"))

@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable
 
 from bayes_ips.study.backends import check_backend_options, open_backend
-from bayes_ips.study.cells import Cell, make_cells, run_cell
-from bayes_ips.study.config import StudyConfig, config_hash
-from bayes_ips.study.store import Store, records_to_dataset, write_csv, write_dataset
+from bayes_ips.study.cells import Cell
+from bayes_ips.study.config import config_hash
+from bayes_ips.study.store import Store, write_csv, write_dataset
+from bayes_ips.study.tasks import TaskConfig, task_of
 
 __all__ = ["StudyResult", "aggregate", "run_study"]
 
@@ -55,7 +56,7 @@ class StudyResult:
 
 
 def run_study(
-    config: StudyConfig,
+    config: TaskConfig,
     out_dir: str | os.PathLike,
     *,
     processes: int | None = None,
@@ -63,7 +64,7 @@ def run_study(
     scheduler: str | None = None,
     max_attempts: int = 2,
     progress: bool = True,
-    cell_fn: Callable[[dict], dict] = run_cell,
+    cell_fn: Callable[[dict], dict] | None = None,
     cells: list[Cell] | None = None,
     results_dir: str | os.PathLike | None = None,
     report_only: bool = False,
@@ -73,7 +74,9 @@ def run_study(
 
     Parameters
     ----------
-    config : StudyConfig
+    config : TaskConfig
+        A validated config (:func:`bayes_ips.study.config.load_config`); its task
+        makes the cells, runs them and aggregates their records.
     out_dir : path
         The study folder (created if needed).
     processes, workers, scheduler
@@ -83,8 +86,9 @@ def run_study(
         Tries per cell in this run.
     progress : bool
         A progress bar over the cells (stderr).
-    cell_fn : callable
-        ``spec -> record``; picklable for the pool and Dask backends.
+    cell_fn : callable, optional
+        ``spec -> record`` (default: the task's ``run_cell``); picklable for the
+        pool and Dask backends.
     cells : list of Cell, optional
         A subset of the grid (default: all of it).
     results_dir : path, optional
@@ -103,7 +107,9 @@ def run_study(
     store.clean_temporaries()
     chash = config_hash(config)
     store.write_meta({"config": config.to_dict(), "config_hash": chash, "seed": config.seed})
-    cells = make_cells(config) if cells is None else cells
+    task = task_of(config)
+    cell_fn = task.run_cell if cell_fn is None else cell_fn
+    cells = task.make_cells(config) if cells is None else cells
     done: dict[str, dict] = {}
     todo: list[Cell] = []
     for cell in cells:
@@ -177,10 +183,11 @@ def run_study(
     )
 
 
-def aggregate(records: list[dict], out_dir: str | os.PathLike, config: StudyConfig):
-    """Write ``results.nc`` and ``results.csv``; return the Dataset."""
-    ds = records_to_dataset(records)
+def aggregate(records: list[dict], out_dir: str | os.PathLike, config: TaskConfig):
+    """Write ``results.nc`` and ``results.csv`` (by the config's task); return the Dataset."""
+    task = task_of(config)
+    ds = task.to_dataset(records)
     meta = {"config": config.to_dict(), "config_hash": config_hash(config), "seed": config.seed}
     write_dataset(ds, os.path.join(out_dir, "results.nc"), meta)
-    write_csv(records, os.path.join(out_dir, "results.csv"))
+    write_csv(records, os.path.join(out_dir, "results.csv"), head=task.coordinates)
     return ds

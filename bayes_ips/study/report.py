@@ -1,14 +1,33 @@
-"""The written outcome of a study: slopes (CSV and Markdown), figures, a final table."""
+"""The written outcome of an IPS study: slopes (CSV and Markdown), figures, summary, table.
+
+The kinds of analysis (:func:`write_ips_report`) add a summary to the standard
+report (:func:`write_report`):
+
+``study``
+    slopes against theory, nothing more;
+``dimension``
+    the spread of the slopes over d, per estimator (parallel lines: small spread);
+``smoothness``
+    whether the slopes steepen with beta, per estimator and d;
+``bayes_vs_erm``
+    the paired error ratio posterior mean / ERM per M, the band coverage of g*
+    and the band width, plus the ratio figure.
+"""
 
 from __future__ import annotations
 
 import csv
+import math
 import os
+
+import numpy as np
 
 from bayes_ips.io import atomic_write
 from bayes_ips.study.slopes import SLOPE_COLUMNS, fit_slopes, slopes_markdown
 
-__all__ = ["final_table", "write_report", "write_slopes"]
+__all__ = ["GOAL_SLOPE_GAP", "final_table", "write_ips_report", "write_report", "write_slopes"]
+
+GOAL_SLOPE_GAP = 0.1  # the issue's goal: every slope within 0.1 of theory, d-slopes within 0.1
 
 
 def write_slopes(rows: list[dict], csv_path: str, md_path: str | None = None) -> None:
@@ -82,3 +101,118 @@ def final_table(rows: list[dict], band_rows: list[dict] | None = None) -> str:
             f"{'(width)':>17s} {r['theory']:7.3f}"
         )
     return "\n".join(lines)
+
+
+def write_ips_report(ds, out_dir: str, config, result, kind: str) -> dict:
+    """The report of an IPS study's ``kind`` of analysis: slopes, figures, ``summary.md``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The aggregated records (:func:`bayes_ips.study.tasks.ips.to_dataset`).
+    out_dir : str
+    config : bayes_ips.study.tasks.ips.StudyConfig
+    result : bayes_ips.study.engine.StudyResult
+    kind : {"study", "dimension", "smoothness", "bayes_vs_erm"}
+
+    Returns
+    -------
+    dict
+        ``rows`` (error slopes), ``band_rows`` (band-width slopes), ``summary``
+        (the Markdown) and ``paths`` (the files written).
+    """
+    rows, band_rows, paths = write_report(
+        ds,
+        out_dir,
+        seed=config.seed,
+        title=f"{config.name}: N = {config.N}, rank {config.rank}, noise {config.noise:g}, "
+        f"{config.tokens} tokens, {_n_reps(ds)} repetitions",
+        paired=kind in ("bayes_vs_erm", "study"),
+    )
+    summary = _summary(kind, ds, rows, band_rows, config, result)
+    path = os.path.join(out_dir, "summary.md")
+    with atomic_write(path) as tmp, open(tmp, "w") as f:
+        f.write(summary)
+    return {"rows": rows, "band_rows": band_rows, "summary": summary, "paths": paths + [path]}
+
+
+def _n_reps(ds) -> int:
+    """How many repetitions have at least one finished cell (a slice may run fewer)."""
+    err = ds["error"].values
+    finite = np.isfinite(err).reshape(-1, err.shape[-1])  # rep is the last dimension
+    return int(finite.any(axis=0).sum())
+
+
+def _summary(kind, ds, rows, band_rows, config, result) -> str:
+    lines = [f"# {config.name}: {kind} analysis", ""]
+    lines.append(
+        f"{len(result.records)} of "
+        f"{len(result.records) + len(result.failures) + result.n_missing} selected cells "
+        f"({config.n_cells} in the grid) finished "
+        f"({len(result.failures)} failed"
+        + (f", {result.n_missing} not run" if result.n_missing else "")
+        + f"); seed {config.seed}."
+    )
+    lines += ["", "## Error slopes (log error on log M; 95% bootstrap CI over repetitions)", ""]
+    lines.append(slopes_markdown(rows))
+    gaps = [abs(r["slope"] - r["theory"]) for r in rows if math.isfinite(r["slope"])]
+    if gaps:
+        n_ok = sum(g <= GOAL_SLOPE_GAP for g in gaps)
+        lines.append(
+            f"{n_ok} of {len(gaps)} slopes lie within {GOAL_SLOPE_GAP} of theory "
+            f"(largest gap {max(gaps):.3f})."
+        )
+    if band_rows:
+        lines += ["", "## Credible-band width (posterior contraction; theory: half the slope)", ""]
+        lines.append(slopes_markdown(band_rows))
+    if kind == "dimension":
+        lines += ["", "## Spread of the slopes over d", ""]
+        for est in sorted({r["estimator"] for r in rows}):
+            for phi in sorted({r["phi"] for r in rows}):
+                s = [r["slope"] for r in rows if r["estimator"] == est and r["phi"] == phi]
+                if len(s) > 1:
+                    spread = max(s) - min(s)
+                    verdict = "parallel" if spread <= GOAL_SLOPE_GAP else "NOT parallel"
+                    lines.append(
+                        f"- {est}, {phi}: d-slopes from {min(s):.3f} to {max(s):.3f}, spread "
+                        f"{spread:.3f} ({verdict} at the {GOAL_SLOPE_GAP} goal)"
+                    )
+    if kind == "smoothness":
+        lines += ["", "## Do smoother phi* give steeper slopes?", ""]
+        for est in sorted({r["estimator"] for r in rows}):
+            for d in sorted({r["d"] for r in rows}):
+                sel = sorted(
+                    (r for r in rows if r["estimator"] == est and r["d"] == d),
+                    key=lambda r: r["beta"],
+                )
+                if len(sel) > 1:
+                    steeper = all(
+                        b["slope"] < a["slope"] for a, b in zip(sel, sel[1:], strict=False)
+                    )
+                    seq = ", ".join(f"beta {r['beta']:g}: {r['slope']:.3f}" for r in sel)
+                    verdict = "steeper with beta" if steeper else "NOT monotone"
+                    lines.append(f"- {est}, d = {d}: {seq} ({verdict})")
+    if "bayes_pm" in ds["estimator"].values and "erm" in ds["estimator"].values:
+        lines += ["", "## Posterior mean against ERM on the same data", ""]
+        lines.append(
+            "| phi | d | M | median error ratio PM/ERM | band coverage of g* | band width |"
+        )
+        lines.append("|---|---|---|---|---|---|")
+        for phi in ds["phi"].values:
+            for d in ds["d"].values:
+                for M in ds["M"].values:
+                    e_b = ds["error"].sel(estimator="bayes_pm", phi=phi, d=d, M=M).values
+                    e_e = ds["error"].sel(estimator="erm", phi=phi, d=d, M=M).values
+                    ratio = e_b / e_e
+                    if not np.isfinite(ratio).any():
+                        continue
+                    cov = ds["band_coverage"].sel(estimator="bayes_pm", phi=phi, d=d, M=M).values
+                    wid = ds["band_width"].sel(estimator="bayes_pm", phi=phi, d=d, M=M).values
+                    lines.append(
+                        f"| {phi} | {d} | {M} | {np.nanmedian(ratio):.3f} | "
+                        f"{np.nanmean(cov):.3f} | {np.nanmean(wid):.4g} |"
+                    )
+    if result.failures:
+        lines += ["", "## Failed cells", ""]
+        lines += [f"- {f['cell_id']}: {f['error']}" for f in result.failures]
+    return "\n".join(lines) + "\n"

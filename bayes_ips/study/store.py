@@ -5,7 +5,7 @@ Layout of a study's output folder::
     study.json            the config, its hash and seed (rewritten at every run)
     records/<cell>.json   one finished cell: cell_id, spec_hash, config_hash, spec, record
     failures/<cell>.json  the last failure of a cell that has no record (error, attempts)
-    results.nc            every record as an xarray Dataset (estimator, phi, d, M, rep)
+    results.nc            every record as an xarray Dataset (over the task's dimensions)
     results.csv           the same, one row per cell
 
 A record file appears complete under its name or not at all (temporary file, then
@@ -17,8 +17,8 @@ rest.  Stray temporary files (``.tmp-*``) of a killed run are removed on the nex
 from __future__ import annotations
 
 import json
-import math
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,73 +127,69 @@ class Store:
 
 # ------------------------------------------------------------------- aggregation
 
-DIMS = {  # the dimensions of a task's results
-    "ips": ("estimator", "phi", "d", "M", "rep"),
-    "slr": ("estimator", "d", "M", "rep"),
-}
+
+def _default_coord(rec: dict, dim: str) -> Any:
+    return rec[dim] if dim == "estimator" else int(rec[dim])
 
 
-def _phi_label(rec: dict) -> str:
-    beta = rec["beta"]
-    if beta is None or (isinstance(beta, float) and math.isinf(beta)) or beta == "inf":
-        return rec["family"]
-    return f"{rec['family']}(beta={float(beta):g})"
+def records_to_dataset(
+    records: list[dict],
+    dims: tuple[str, ...],
+    *,
+    coord: Callable[[dict, str], Any] = _default_coord,
+    skip: Iterable[str] = (),
+    estimators: Sequence[str] = (),
+    always: Iterable[str] = (),
+):
+    """Every record in one ``xarray.Dataset`` over the dimensions ``dims``.
 
+    Numeric and boolean fields become variables of shape ``dims`` (NaN where a
+    cell has no such field, e.g. band widths for ERM).  Each task calls this
+    from its ``to_dataset`` with its own dimensions.
 
-def _coord(rec: dict, dim: str):
-    if dim == "phi":
-        return _phi_label(rec)
-    if dim == "estimator":
-        return rec["estimator"]
-    return int(rec[dim])
-
-
-def records_to_dataset(records: list[dict]):
-    """Every record in one ``xarray.Dataset`` over the task's dimensions.
-
-    For the IPS task the dimensions are (estimator, phi, d, M, rep), with ``beta``
-    a coordinate along ``phi``; for single-location regression (estimator, d, M,
-    rep).  Numeric and boolean fields become variables (NaN where a cell has no
-    such field, e.g. band widths for ERM).
+    Parameters
+    ----------
+    records : list of dict
+    dims : tuple of str
+        The dimensions, e.g. ``("estimator", "d", "M", "rep")``.
+    coord : callable
+        ``(record, dim) -> value`` of the record along ``dim`` (default: the
+        record's field, an integer except for ``estimator``).
+    skip : iterable of str
+        Record fields that are no variables (the coordinates' sources).
+    estimators : sequence of str
+        The order of the ``estimator`` coordinate (others follow, sorted).
+    always : iterable of str
+        Fields that are variables even when no record has a number there.
     """
     import xarray as xr
 
     if not records:
         raise InputError("no finished records to aggregate")
-    tasks = {r.get("task", "ips") for r in records}
+    tasks = {r.get("task") for r in records}
     if len(tasks) != 1:
         raise InputError(f"records of several tasks cannot be aggregated together: {tasks}")
-    task = tasks.pop()
-    dims = DIMS[task]
     coords = {}
     for dim in dims:
-        vals = {_coord(r, dim) for r in records}
+        vals = {coord(r, dim) for r in records}
         if dim == "estimator":
-            order = [e for e in ("erm", "pgd", "bayes_pm") if e in vals]
+            order = [e for e in estimators if e in vals]
             coords[dim] = order + sorted(vals - set(order))
         else:
             coords[dim] = sorted(vals)
     index = {k: {v: i for i, v in enumerate(vals)} for k, vals in coords.items()}
     shape = tuple(len(coords[k]) for k in dims)
-    skip = {"estimator", "family", "beta", "task", *dims}
+    skip = {"task", *skip, *dims}
     fields = {k for r in records for k, v in r.items() if k not in skip and _numeric(v)}
-    if task == "ips":
-        fields |= {"theory_holds", "theory_rhs"}  # None (NaN) when beta = inf
-    data = {k: np.full(shape, np.nan) for k in sorted(fields)}
-    beta_of = {}
+    data = {k: np.full(shape, np.nan) for k in sorted(fields | set(always))}
     for r in records:
-        at = tuple(index[dim][_coord(r, dim)] for dim in dims)
-        if task == "ips":
-            beta_of[_phi_label(r)] = math.inf if r["beta"] in (None, "inf") else float(r["beta"])
+        at = tuple(index[dim][coord(r, dim)] for dim in dims)
         for k in data:
             v = r.get(k)
             if _numeric(v):
                 data[k][at] = float(v)
     ds = xr.Dataset({k: (dims, v) for k, v in data.items()}, coords=coords)
-    if task == "ips":
-        ds = ds.assign_coords(beta=("phi", [beta_of[p] for p in coords["phi"]]))
     ds.attrs["n_records"] = len(records)
-    ds.attrs["task"] = task
     return ds
 
 
@@ -210,11 +206,15 @@ def write_dataset(ds, path: str | os.PathLike, attrs: dict | None = None) -> Non
         ds.to_netcdf(tmp, engine="h5netcdf")
 
 
-def write_csv(records: list[dict], path: str | os.PathLike) -> None:
-    """One row per record (columns: the union of the records' fields), atomically."""
+def write_csv(records: list[dict], path: str | os.PathLike, head: Sequence[str] = ()) -> None:
+    """One row per record (columns: the union of the records' fields), atomically.
+
+    The columns ``head`` (a task's coordinates) come first and order the rows;
+    timings come last.
+    """
     import csv
 
-    head = [k for k in ("estimator", "family", "beta", "d", "M", "rep") if k in records[0]]
+    head = [k for k in head if k in records[0]]
     cols = head + sorted({k for r in records for k in r} - set(head) - set(TIMING_KEYS))
     cols += [k for k in TIMING_KEYS if any(k in r for r in records)]
 

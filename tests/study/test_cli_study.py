@@ -39,7 +39,7 @@ def _one_line_error(capsys, rc, text):
         ("[study\n", "is not valid TOML"),
         (TINY.replace("seed = 7", "sed = 7"), "unknown key 'sed' in [study]"),
         (TINY.replace("N = 4", "N = 1"), "study.N must be an integer >= 2"),
-        (TINY.replace("restarts = 1", "restarts = 0"), "erm.restarts must be an integer >= 1"),
+        (TINY.replace("restarts = 1", "restarts = 0"), "[erm]: restarts must be a positive"),
     ],
 )
 def test_bad_configs(tmp_path, capsys, content, text):

@@ -33,8 +33,34 @@ def test_minimal_config_gets_documented_defaults():
     assert cfg.M == (100, 200) and cfg.d == (2,) and cfg.repetitions == 1
     assert cfg.N == 6 and cfg.rank == 1 and cfg.noise == 0.1 and cfg.tokens == "cube"
     assert cfg.phi[0].family == "tanh" and math.isinf(cfg.phi[0].beta)
-    assert cfg.erm.k_rule == "gcv" and cfg.bayes_pm.chains == 2
+    assert cfg.erm.k_rule == "gcv" and cfg.erm.degree is None and cfg.erm.restarts == 4
+    assert cfg.bayes_pm.sampler.chains == 2 and cfg.bayes_pm.level == 0.9
+    # the study's own defaults: shorter chains than SamplerConfig's
+    assert cfg.bayes_pm.sampler.warmup == 300 and cfg.bayes_pm.sampler.draws == 300
     assert cfg.n_cells == 2
+
+
+def test_erm_and_bayes_tables_build_the_real_config_classes():
+    from bayes_ips.erm import ERMConfig
+    from bayes_ips.inference import SamplerConfig
+
+    raw = {
+        **BASE,
+        "study": {**BASE["study"], "rank": 2},
+        "erm": {"ridge": 1e-6, "restarts": 2},
+        "bayes_pm": {"jitter": 0.2, "target_accept": 1 / 2, "n_band_pairs": 50},
+    }
+    cfg = parse_config(raw)
+    assert cfg.erm == ERMConfig(rank=2, ridge=1e-6, restarts=2)
+    assert cfg.bayes_pm.sampler == SamplerConfig(
+        rank=2, warmup=300, draws=300, jitter=0.2, target_accept=0.5
+    )
+    assert cfg.bayes_pm.n_band_pairs == 50
+    # the degree rule follows beta, as in ERMConfig: multiplicity 5 needs degree >= 4
+    holder6 = {**BASE, "phi": [{"family": "holder", "beta": 6}], "erm": {"multiplicity": 5}}
+    assert parse_config(holder6).erm.multiplicity == 5
+    with pytest.raises(InputError, match="knot multiplicity"):
+        parse_config({**holder6, "phi": [{"family": "holder", "beta": 3}]})
 
 
 def test_log_spaced_m_range():
@@ -93,13 +119,32 @@ BAD = [
     ({**BASE, "phi": [{"family": "bspline", "beta": 1.5}]}, "integer degree"),
     ({**BASE, "phi": [{"family": "tanh", "beta": 2}]}, "analytic"),
     ({**BASE, "phi": [{"family": "tanh"}, {"family": "tanh"}]}, "repeat an entry"),
-    ({**BASE, "erm": {"k_rule": "aic"}}, "erm.k_rule must be one of"),
-    ({**BASE, "erm": {"degree": 9}}, "erm.degree must be in 0..7"),
-    ({**BASE, "erm": {"multiplicity": 5}}, "erm.multiplicity must be <= degree + 1"),
-    ({**BASE, "bayes_pm": {"level": 1.0}}, "must be in (0, 1)"),
-    ({**BASE, "bayes_pm": {"draws": 2}}, "bayes_pm.draws must be an integer >= 4"),
+    # [erm] and [bayes_pm] are validated by ERMConfig and SamplerConfig themselves
+    ({**BASE, "erm": {"k_rule": "aic"}}, "[erm]: unknown K rule 'aic'"),
+    ({**BASE, "erm": {"degree": 9}}, "[erm]: spline degree must be in 0..7, got 9"),
+    ({**BASE, "erm": {"multiplicity": 5}}, "[erm]: knot multiplicity must be in 1..degree+1"),
+    ({**BASE, "erm": {"ridge": -1.0}}, "[erm]: ridge must be >= 0"),
+    ({**BASE, "erm": {"k_rule": "theory"}}, "[erm]: k_rule='theory' needs beta"),
+    ({**BASE, "erm": {"degree": 2.5}}, "erm.degree must be an integer, got 2.5"),
+    ({**BASE, "erm": {"restarts": "4"}}, "erm.restarts must be an integer, got '4'"),
+    ({**BASE, "erm": {"rank": 1}}, "unknown key 'rank' in [erm]"),  # the study's rank
+    ({**BASE, "erm": {"beta": 2}}, "unknown key 'beta' in [erm]"),  # each phi's beta
+    (
+        {**BASE, "phi": [{"family": "holder", "beta": 6}], "erm": {"multiplicity": 7}},
+        "[erm] with phi[0] = holder(beta=6): knot multiplicity must be in 1..degree+1 = 1..6",
+    ),
+    ({**BASE, "bayes_pm": {"level": 1.0}}, "bayes_pm.level must be in (0, 1)"),
+    ({**BASE, "bayes_pm": {"n_band_pairs": 5}}, "bayes_pm.n_band_pairs must be an integer >= 10"),
+    ({**BASE, "bayes_pm": {"draws": 2}}, "[bayes_pm]: draws must be >= 4"),
+    ({**BASE, "bayes_pm": {"chains": 0}}, "[bayes_pm]: chains must be a positive integer"),
+    ({**BASE, "bayes_pm": {"max_tree_depth": 0}}, "[bayes_pm]: max_tree_depth"),
+    ({**BASE, "bayes_pm": {"n_intervals": 0}}, "[bayes_pm]: max_tree_depth and n_intervals"),
+    ({**BASE, "bayes_pm": {"target_accept": 1}}, "[bayes_pm]: target_accept must be in (0, 1)"),
+    ({**BASE, "bayes_pm": {"jitter": -0.5}}, "[bayes_pm]: jitter must be >= 0"),
     ({**BASE, "bayes_pm": {"collapsed": "yes"}}, "bayes_pm.collapsed must be true or false"),
-    ({**BASE, "bayes_pm": {"init": "map"}}, "bayes_pm.init must be one of"),
+    ({**BASE, "bayes_pm": {"init": "map"}}, "[bayes_pm]: unknown init 'map'"),
+    ({**BASE, "bayes_pm": {"degree": 3}}, "unknown key 'degree' in [bayes_pm]"),  # ERM's
+    ({**BASE, "bayes_pm": []}, "[bayes_pm] must be a table"),
 ]
 
 
@@ -121,3 +166,52 @@ def test_bad_files(tmp_path):
     p.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(InputError):
         load_config(p)
+
+
+def test_a_new_sampler_field_is_a_key_and_changes_no_existing_hash(monkeypatch):
+    """A field added to SamplerConfig flows into [bayes_pm] without editing the study."""
+    import dataclasses
+
+    from bayes_ips.inference import SamplerConfig
+    from bayes_ips.study import make_cells
+    from bayes_ips.study.tasks import ips
+
+    @dataclasses.dataclass(frozen=True)
+    class Grown(SamplerConfig):
+        method: str = "nuts"
+
+    raw = {**BASE, "study": {**BASE["study"], "estimators": ["erm", "bayes_pm"]}}
+    old = parse_config(raw)
+    before = config_hash(old), [c.hash for c in make_cells(old)]
+    monkeypatch.setattr(ips, "SamplerConfig", Grown)
+    grown = parse_config(raw)
+    assert isinstance(grown.bayes_pm.sampler, Grown)
+    assert (config_hash(grown), [c.hash for c in make_cells(grown)]) == before
+    chosen = parse_config({**raw, "bayes_pm": {"method": "mclmc"}})
+    assert chosen.bayes_pm.sampler.method == "mclmc"
+    bayes_cells = [c for c in make_cells(chosen) if c.estimator == "bayes_pm"]
+    assert all(c.spec["settings"]["bayes"]["method"] == "mclmc" for c in bayes_cells)
+    assert config_hash(chosen) != before[0]
+    with pytest.raises(InputError, match="bayes_pm.method must be a string, got 1"):
+        parse_config({**raw, "bayes_pm": {"method": 1}})
+
+
+def test_committed_paper_records_match_their_cells():
+    """The cell ids, spec hashes and config hash of the committed records still match."""
+    import glob
+    import json
+    import os
+
+    from bayes_ips.study import make_cells
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "analyses")
+    config = load_config(os.path.join(root, "configs", "paper.toml"))
+    cells = {c.id: c for c in make_cells(config)}
+    paths = glob.glob(os.path.join(root, "results", "paper_records", "records", "*.json"))
+    assert len(paths) >= 80
+    for p in paths:
+        with open(p) as f:
+            doc = json.load(f)
+        cell = cells[doc["cell_id"]]
+        assert (cell.hash, cell.spec) == (doc["spec_hash"], doc["spec"])
+        assert doc["config_hash"] == config_hash(config)

@@ -12,8 +12,9 @@ import pytest
 import xarray as xr
 
 from bayes_ips.study import load_config, make_cells, run_study
-from bayes_ips.study.cells import TIMING_KEYS, cell_data
+from bayes_ips.study.cells import TIMING_KEYS
 from bayes_ips.study.store import Store
+from bayes_ips.study.tasks.ips import cell_data
 
 # ERM cells only, fixed K and one start: each cell is cheap once compiled.  M = 2
 # cannot be fitted (8 observations for 9 parameters): those cells fail for real, on

@@ -10,7 +10,7 @@ import xarray as xr
 
 from bayes_ips.errors import InputError
 from bayes_ips.study import load_config, make_cells
-from bayes_ips.study.slr import slr_cell_data
+from bayes_ips.study.tasks.slr import slr_cell_data
 
 TINY = """
 [study]

@@ -41,23 +41,49 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from typing import Any
 
 import numpy as np
 
 from bayes_ips.errors import InputError
-from bayes_ips.study.config import _choice, _float, _int, _int_list, _m_grid, _unknown
+from bayes_ips.io import atomic_write
+from bayes_ips.study.cells import Cell
+from bayes_ips.study.parse import (
+    as_float,
+    as_int,
+    check_unknown,
+    int_list,
+    m_grid,
+    study_estimators,
+    study_name,
+)
 
 __all__ = [
+    "TASK",
     "SLR_ESTIMATORS",
     "SLRStudyConfig",
-    "make_slr_cells",
-    "parse_slr_config",
+    "coordinates",
+    "kinds",
+    "make_cells",
+    "name",
+    "parse",
     "plot_slr",
-    "run_slr_cell",
+    "report",
+    "run_cell",
+    "selectable",
+    "slr_cell_data",
     "slr_table",
+    "to_dataset",
 ]
+
+TASK = "slr"
+name = TASK  # the protocol's attribute
+kinds = ("study",)
+selectable = {"estimator": str, "d": int, "M": int, "rep": int}
+#: the record fields that locate a cell (the leading columns of results.csv)
+coordinates = ("estimator", "d", "M", "rep")
 
 SLR_ESTIMATORS = ("pgd", "bayes_pm")
 _TRUTH, _DATA, _FIT, _NUTS, _EVAL = 0, 2, 10, 11, 12
@@ -79,7 +105,7 @@ class SLRStudyConfig:
     n_eval: int = 20000
     pgd: dict = dataclasses.field(default_factory=dict)
     bayes_pm: dict = dataclasses.field(default_factory=dict)
-    task: str = "slr"
+    task: str = TASK
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -97,11 +123,14 @@ _STUDY_KEYS |= {"noise", "n_eval"}
 
 
 def _settings(where: str, raw: Any, cls) -> dict:
-    """Validate a settings table against a config dataclass (its own ``validate``)."""
+    """Validate a settings table against a config dataclass (its own ``validate``).
+
+    Returns the table's keys as given (the cell specs hold those, not the defaults).
+    """
     if not isinstance(raw, dict):
         raise InputError(f"[{where}] must be a table")
     names = {f.name for f in dataclasses.fields(cls)}
-    _unknown(f"[{where}]", raw, names)
+    check_unknown(f"[{where}]", raw, names)
     try:
         cfg = cls(**raw)
         if hasattr(cfg, "validate"):
@@ -113,49 +142,44 @@ def _settings(where: str, raw: Any, cls) -> dict:
     return dict(raw)
 
 
-def parse_slr_config(raw: dict[str, Any]) -> SLRStudyConfig:
+def parse(raw: dict[str, Any]) -> SLRStudyConfig:
     """Validate a parsed TOML document of ``task = "slr"``."""
     from bayes_ips.single_location.pgd import PGDConfig
     from bayes_ips.single_location.posterior import SLRSamplerConfig
 
-    _unknown("the config", raw, {"study", "pgd", "bayes_pm"})
-    st = raw["study"]
-    _unknown("[study]", st, _STUDY_KEYS)
+    check_unknown("the config", raw, {"study", "pgd", "bayes_pm"})
+    st = raw.get("study")
+    if not isinstance(st, dict):
+        raise InputError("the config needs a [study] table")
+    check_unknown("[study]", st, _STUDY_KEYS)
     for k in ("M", "d", "estimators"):
         if k not in st:
             raise InputError(f"[study] needs {k!r}")
-    est = st["estimators"]
-    if not isinstance(est, list) or not est:
-        raise InputError("study.estimators must be a non-empty list")
-    est = tuple(_choice("study.estimators entries", e, SLR_ESTIMATORS) for e in est)
-    if len(set(est)) != len(est):
-        raise InputError(f"study.estimators has repeated values: {list(est)}")
-    name = st.get("name", "slr")
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\\0"):
-        raise InputError(f"study.name must be a plain non-empty string, got {name!r}")
+    est = study_estimators(st, SLR_ESTIMATORS)
     return SLRStudyConfig(
-        name=name,
-        seed=_int("study.seed", st.get("seed", 0), 0),
-        repetitions=_int("study.repetitions", st.get("repetitions", 1)),
+        name=study_name(st, "slr"),
+        seed=as_int("study.seed", st.get("seed", 0), 0),
+        repetitions=as_int("study.repetitions", st.get("repetitions", 1)),
         estimators=est,
-        M=_m_grid(st["M"]),
-        d=_int_list("study.d", st["d"], 2),
-        L=_int("study.L", st.get("L", 10)),
-        gamma=_float("study.gamma", st.get("gamma", math.sqrt(0.5)), 0.0, lo_open=True),
-        noise=_float("study.noise", st.get("noise", 0.1), 0.0),
-        n_eval=_int("study.n_eval", st.get("n_eval", 20000), 100),
+        M=m_grid(st["M"]),
+        d=int_list("study.d", st["d"], 2),
+        L=as_int("study.L", st.get("L", 10)),
+        gamma=as_float("study.gamma", st.get("gamma", math.sqrt(0.5)), 0.0, lo_open=True),
+        noise=as_float("study.noise", st.get("noise", 0.1), 0.0),
+        n_eval=as_int("study.n_eval", st.get("n_eval", 20000), 100),
         pgd=_settings("pgd", raw.get("pgd", {}), PGDConfig),
         bayes_pm=_settings("bayes_pm", raw.get("bayes_pm", {}), SLRSamplerConfig),
     )
 
 
-def make_slr_cells(config: SLRStudyConfig) -> list:
-    """The cells of the grid (estimator, d, M, repetition), shapes adjacent."""
-    from bayes_ips.study.cells import Cell
-    from bayes_ips.study.config import PhiEntry
+def make_cells(config: SLRStudyConfig) -> list[Cell]:
+    """The cells of the grid (estimator, d, M, repetition), shapes adjacent.
 
+    A cell's id is ``<estimator>_slr-binf_d<d>_M<M>_r<rep>`` (the form of the
+    first single-location records, kept so that their folders resume).
+    """
     common = {
-        "task": "slr",
+        "task": TASK,
         "seed": config.seed,
         "L": config.L,
         "gamma": config.gamma,
@@ -163,7 +187,6 @@ def make_slr_cells(config: SLRStudyConfig) -> list:
         "n_eval": config.n_eval,
     }
     cells = []
-    none = PhiEntry("slr", math.inf)  # no activation in this task
     for est in config.estimators:
         settings = (
             dict(config.pgd)
@@ -178,7 +201,9 @@ def make_slr_cells(config: SLRStudyConfig) -> list:
                 for rep in range(config.repetitions):
                     spec = {**common, "estimator": est, "d": d, "M": M, "rep": rep}
                     spec["settings"] = settings
-                    cells.append(Cell(est, none, d, M, rep, spec))
+                    cell_id = f"{est}_slr-binf_d{d}_M{M}_r{rep}"
+                    coords = {"estimator": est, "d": d, "M": M, "rep": rep}
+                    cells.append(Cell(cell_id, spec, coords))
     return cells
 
 
@@ -204,7 +229,7 @@ def slr_cell_data(spec: dict):
     return truth, np.asarray(X), np.asarray(Y), jax.random.fold_in(k_data, 1)
 
 
-def run_slr_cell(spec: dict) -> dict:
+def run_cell(spec: dict) -> dict:
     """One cell's record: risks, Bayes risk, excess risk (paired s.e.) and overlaps."""
     import jax
 
@@ -222,7 +247,7 @@ def run_slr_cell(spec: dict) -> dict:
     fit = fit_pgd(k_fit, X, Y, PGDConfig(**pgd_settings))
     t_fit = time.perf_counter() - t0
     rec: dict[str, Any] = {
-        "task": "slr",
+        "task": TASK,
         "estimator": est,
         "d": spec["d"],
         "M": spec["M"],
@@ -333,3 +358,39 @@ def plot_slr(ds):
         ax.legend(fontsize=8)
     fig.suptitle("single-location regression: median and 10-90% band over repetitions", fontsize=9)
     return fig
+
+
+def to_dataset(records: list[dict]):
+    """The records over (estimator, d, M, rep)."""
+    from bayes_ips.study.store import records_to_dataset
+
+    ds = records_to_dataset(
+        records, ("estimator", "d", "M", "rep"), skip=coordinates, estimators=SLR_ESTIMATORS
+    )
+    ds.attrs["task"] = TASK
+    return ds
+
+
+def report(ds, out_dir: str, config: SLRStudyConfig, result, kind: str) -> dict:
+    """``slr_risk.png`` and ``summary.md`` of a single-location study."""
+    fig_path = os.path.join(out_dir, "slr_risk.png")
+    with atomic_write(fig_path) as tmp:
+        plot_slr(ds).savefig(tmp, dpi=130, format="png")
+    lines = [f"# {config.name}: single-location regression", ""]
+    lines.append(
+        f"{len(result.records)} cells finished ({len(result.failures)} failed"
+        + (f", {result.n_missing} not run" if result.n_missing else "")
+        + "); seed "
+        f"{config.seed}; L = {config.L}, gamma = {config.gamma:.4g}, noise {config.noise:g}, "
+        f"{config.repetitions} repetitions, {config.n_eval} fresh samples per risk."
+    )
+    lines += ["", "Medians over repetitions:", "", slr_table(ds)]
+    if result.failures:
+        lines += ["## Failed cells", ""] + [
+            f"- {f['cell_id']}: {f['error']}" for f in result.failures
+        ]
+    summary = "\n".join(lines) + "\n"
+    path = os.path.join(out_dir, "summary.md")
+    with atomic_write(path) as tmp, open(tmp, "w") as f:
+        f.write(summary)
+    return {"summary": summary, "paths": [fig_path, path]}

@@ -1,0 +1,658 @@
+"""The IPS task: ERM and the posterior mean of attention-style IPS against M (the default).
+
+A study crosses sample sizes ``M`` (log-spaced), repetitions (seeds), dimensions
+``d``, true activations phi* (with their smoothness beta) and estimators.  The
+file (every key is checked; unknown keys and bad values are refused)::
+
+    [study]
+    task = "ips"                   # the default
+    name = "quick"
+    seed = 0                       # the study's root seed: every dataset derives from it
+    repetitions = 3                # independent datasets per (phi, d, M)
+    estimators = ["erm", "bayes_pm"]
+    M = [200, 400, 800]            # or a log-spaced range: M = {min = 200, max = 3200, num = 5}
+    d = [1, 5]
+    N = 6                          # tokens per sample
+    rank = 1
+    noise = 0.1                    # noise standard deviation
+    noise_law = "gaussian"         # gaussian | uniform | rademacher
+    tokens = "cube"                # cube | gaussian | anisotropic | correlated
+    rho = 0.3                      # within-sample correlation (tokens = "correlated")
+    n_eval_pairs = 20000           # held-out pairs for the L2(rho) error
+
+    [[phi]]                        # one table per true activation
+    family = "bspline"             # tanh | sin | holder | bspline
+    beta = 2                       # smoothness (holder: any > 0; bspline: the degree)
+
+    [erm]                          # bayes_ips.erm.ERMConfig, less rank and beta (all optional)
+    k_rule = "gcv"                 # gcv | theory
+    n_intervals = 12               # fix K instead (default: chosen by k_rule)
+    degree = 3                     # default: ERMConfig's rule (3; ceil(beta) - 1 for beta > 4)
+    multiplicity = 1
+    restarts = 4
+
+    [bayes_pm]                     # bayes_ips.inference.SamplerConfig, less rank and degree
+    chains = 2
+    warmup = 300                   # the study's default (SamplerConfig's is longer)
+    draws = 300                    # the study's default
+    collapsed = true
+    init = "erm"                   # erm | prior
+    n_intervals = 12               # fix K of the model's basis (default: the ERM fit's choice)
+    target_accept = 0.85
+    max_tree_depth = 8
+    level = 0.9                    # study only: credible level of the pointwise bands
+    n_band_pairs = 2000            # study only: held-out pairs for band width and coverage
+
+``[erm]`` and ``[bayes_pm]`` take every field of :class:`~bayes_ips.erm.ERMConfig`
+and :class:`~bayes_ips.inference.SamplerConfig` (validated by those classes): a
+field added there is a key here.  The study supplies the rank, phi*'s beta to
+the ERM fit (so its degree and, with ``k_rule = "theory"``, its K follow the
+same rules as ``bayes-ips fit-erm --beta``), and the ERM fit's degree to the
+posterior.
+
+Randomness derives from the study seed only, through ``jax.random.fold_in``:
+
+* phi* depends on (seed, family, beta): the same activation for every d;
+* A* depends on (seed, family, beta, d): one truth per (phi, d), fixed across M
+  and repetitions;
+* the data depend on (seed, family, beta, d, repetition, M), *not* on the
+  estimator: ERM and the Bayesian posterior mean see the same datasets, and are
+  evaluated on the same held-out pairs (a paired comparison);
+* the ERM fit inside a ``bayes_pm`` cell (knots and chain starts) uses the same
+  key as the ``erm`` cell, so it is the same fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+from bayes_ips.activations import FAMILIES
+from bayes_ips.erm import ERMConfig
+from bayes_ips.errors import InputError
+from bayes_ips.inference import SamplerConfig
+from bayes_ips.simulate import NOISE_LAWS, TOKEN_LAWS
+from bayes_ips.study.cells import Cell, stable_int
+from bayes_ips.study.parse import (
+    as_choice,
+    as_float,
+    as_int,
+    check_unknown,
+    dataclass_settings,
+    int_list,
+    m_grid,
+    settings_dict,
+    study_estimators,
+    study_name,
+)
+
+__all__ = [
+    "TASK",
+    "ESTIMATORS",
+    "PhiEntry",
+    "PosteriorSettings",
+    "StudyConfig",
+    "cell_data",
+    "cell_erm_config",
+    "cell_truth",
+    "coordinates",
+    "kinds",
+    "make_cells",
+    "name",
+    "parse",
+    "report",
+    "run_cell",
+    "selectable",
+    "to_dataset",
+]
+
+TASK = "ips"
+name = TASK  # the protocol's attribute
+
+
+def _parse_beta(v: str) -> float:
+    """A smoothness on the command line: a number or ``inf``."""
+    return math.inf if v == "inf" else float(v)
+
+
+kinds = ("study", "dimension", "smoothness", "bayes_vs_erm")
+selectable = {
+    "estimator": str,
+    "d": int,
+    "M": int,
+    "rep": int,
+    "beta": _parse_beta,
+    "family": str,
+}
+#: the record fields that locate a cell (the leading columns of results.csv)
+coordinates = ("estimator", "family", "beta", "d", "M", "rep")
+
+ESTIMATORS = ("erm", "bayes_pm")
+SMOOTH_FAMILIES = ("tanh", "sin")  # beta = inf
+
+# The settings a cell spec always holds (other fields of the config classes appear
+# only when set off their defaults): the specs, and so the records, of studies run
+# before those classes grew fields keep their hashes.
+_ERM_SPEC_KEYS = ("k_rule", "n_intervals", "degree", "multiplicity", "restarts")
+_ERM_STUDY_SET = ("rank", "beta")
+_SAMPLER_SPEC_KEYS = (
+    "chains",
+    "warmup",
+    "draws",
+    "collapsed",
+    "init",
+    "target_accept",
+    "max_tree_depth",
+    "n_intervals",
+)
+_SAMPLER_STUDY_SET = ("rank", "degree")
+_SAMPLER_STUDY_DEFAULTS = {"warmup": 300, "draws": 300}  # shorter chains than the CLI's
+
+# fold_in tags of the key tree (fixed forever: changing one changes every number)
+_PHI, _A, _DATA, _FIT, _NUTS, _EVAL, _BAND = 0, 1, 2, 10, 11, 12, 13
+
+
+@dataclasses.dataclass(frozen=True)
+class PhiEntry:
+    """A true activation of the grid: ``family`` and its smoothness ``beta``."""
+
+    family: str
+    beta: float  # inf for the analytic families
+
+    @property
+    def label(self) -> str:
+        if math.isinf(self.beta):
+            return self.family
+        return f"{self.family}(beta={self.beta:g})"
+
+    @property
+    def finite_beta(self) -> float | None:
+        """beta, or None for the analytic families (as ``fit-erm`` without ``--beta``)."""
+        return None if math.isinf(self.beta) else self.beta
+
+
+def _default_sampler() -> SamplerConfig:
+    return SamplerConfig(**_SAMPLER_STUDY_DEFAULTS)
+
+
+@dataclasses.dataclass(frozen=True)
+class PosteriorSettings:
+    """The ``[bayes_pm]`` table: the sampler's config and the study's band settings.
+
+    Attributes
+    ----------
+    sampler : SamplerConfig
+        With the study's rank; each cell sets the degree of its ERM fit.
+    level : float
+        Credible level of the pointwise bands, in (0, 1).
+    n_band_pairs : int
+        Held-out pairs for band width and coverage.
+    """
+
+    sampler: SamplerConfig = dataclasses.field(default_factory=_default_sampler)
+    level: float = 0.9
+    n_band_pairs: int = 2000
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings a cell spec holds (see :func:`~bayes_ips.study.parse.settings_dict`)."""
+        out = settings_dict(self.sampler, _SAMPLER_SPEC_KEYS, exclude=_SAMPLER_STUDY_SET)
+        return {**out, "level": self.level, "n_band_pairs": self.n_band_pairs}
+
+
+def _erm_dict(erm: ERMConfig) -> dict[str, Any]:
+    return settings_dict(erm, _ERM_SPEC_KEYS, exclude=_ERM_STUDY_SET)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """A validated IPS study grid (see the module docstring for the file format)."""
+
+    name: str
+    seed: int
+    repetitions: int
+    estimators: tuple[str, ...]
+    M: tuple[int, ...]
+    d: tuple[int, ...]
+    phi: tuple[PhiEntry, ...]
+    N: int = 6
+    rank: int = 1
+    noise: float = 0.1
+    noise_law: str = "gaussian"
+    tokens: str = "cube"
+    rho: float = 0.0
+    n_eval_pairs: int = 20000
+    erm: ERMConfig = ERMConfig()
+    bayes_pm: PosteriorSettings = PosteriorSettings()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (beta = inf written as the string "inf")."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["phi"] = [
+            {"family": p.family, "beta": "inf" if math.isinf(p.beta) else p.beta} for p in self.phi
+        ]
+        for k in ("estimators", "M", "d"):
+            out[k] = list(out[k])
+        out["erm"] = _erm_dict(self.erm)
+        out["bayes_pm"] = self.bayes_pm.to_dict()
+        return out
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.estimators) * len(self.phi) * len(self.d) * len(self.M) * self.repetitions
+
+    @property
+    def task(self) -> str:
+        return TASK
+
+
+# ----------------------------------------------------------------------------- parsing
+
+_STUDY_KEYS = {
+    "task",
+    "name",
+    "seed",
+    "repetitions",
+    "estimators",
+    "M",
+    "d",
+    "N",
+    "rank",
+    "noise",
+    "noise_law",
+    "tokens",
+    "rho",
+    "n_eval_pairs",
+}
+_TOP_KEYS = {"study", "phi", "erm", "bayes_pm"}
+
+
+def _phi_entries(v: Any) -> tuple[PhiEntry, ...]:
+    if not isinstance(v, list) or not v:
+        raise InputError("the study needs at least one [[phi]] table (family and beta)")
+    out = []
+    for i, t in enumerate(v):
+        where = f"phi[{i}]"
+        if not isinstance(t, dict):
+            raise InputError(f"{where} must be a table with family and beta")
+        check_unknown(where, t, {"family", "beta"})
+        fam = as_choice(f"{where}.family", t.get("family"), FAMILIES)
+        if fam in SMOOTH_FAMILIES:
+            if "beta" in t and t["beta"] != "inf":
+                raise InputError(f"{where}: {fam} is analytic (beta = inf); do not give a beta")
+            beta = math.inf
+        else:
+            if "beta" not in t:
+                raise InputError(f"{where}: family {fam} needs a beta")
+            beta = as_float(f"{where}.beta", t["beta"], 0.0, lo_open=True)
+            if fam == "bspline" and (beta != int(beta) or beta < 1):
+                raise InputError(f"{where}: bspline needs an integer degree beta >= 1, got {beta}")
+        out.append(PhiEntry(fam, beta))
+    if len(set(out)) != len(out):
+        raise InputError("the [[phi]] tables repeat an entry")
+    return tuple(out)
+
+
+def _validated(where: str, config: Any, d: int) -> None:
+    """Run a config class's own ``validate``, its message prefixed by ``where``."""
+    try:
+        config.validate(d)
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+
+
+def _erm(v: Any, rank: int, d: int, phis: tuple[PhiEntry, ...]) -> ERMConfig:
+    erm, _ = dataclass_settings("erm", v, ERMConfig, given={"rank": rank}, later=("beta",))
+    for i, phi in enumerate(phis):  # each cell gives its beta: the degree rule depends on it
+        where = "[erm]" if phi.finite_beta is None else f"[erm] with phi[{i}] = {phi.label}"
+        _validated(where, dataclasses.replace(erm, beta=phi.finite_beta), d)
+    return erm
+
+
+def _level(where: str, v: Any) -> float:
+    level = as_float(where, v, 0.0, lo_open=True)
+    if level >= 1:
+        raise InputError(f"{where} must be in (0, 1), got {v!r}")
+    return level
+
+
+def _bayes(v: Any, rank: int, d: int) -> PosteriorSettings:
+    sampler, extra = dataclass_settings(
+        "bayes_pm",
+        v,
+        SamplerConfig,
+        given={"rank": rank},
+        later=("degree",),  # each cell's ERM fit's
+        defaults=_SAMPLER_STUDY_DEFAULTS,
+        study_keys={"level": _level, "n_band_pairs": lambda w, x: as_int(w, x, 10)},
+    )
+    _validated("[bayes_pm]", sampler, d)
+    return PosteriorSettings(sampler, **extra)
+
+
+def parse(raw: dict[str, Any]) -> StudyConfig:
+    """Validate a parsed TOML document into a :class:`StudyConfig`."""
+    st = raw.get("study")
+    if not isinstance(st, dict):
+        raise InputError("the config needs a [study] table")
+    check_unknown("the config", raw, _TOP_KEYS)
+    check_unknown("[study]", st, _STUDY_KEYS)
+    for k in ("M", "d", "estimators"):
+        if k not in st:
+            raise InputError(f"[study] needs {k!r}")
+    study = study_name(st, "study")
+    est = study_estimators(st, ESTIMATORS)
+    d = int_list("study.d", st["d"], 1)
+    rank = as_int("study.rank", st.get("rank", 1))
+    if rank > min(d):
+        raise InputError(f"study.rank {rank} is impossible for d = {min(d)} (need rank <= d)")
+    tokens = as_choice("study.tokens", st.get("tokens", "cube"), TOKEN_LAWS)
+    rho = as_float("study.rho", st.get("rho", 0.3 if tokens == "correlated" else 0.0), 0.0)
+    if rho >= 1 or (rho and tokens != "correlated"):
+        raise InputError("study.rho must be in [0, 1) and is only for tokens = 'correlated'")
+    phis = _phi_entries(raw.get("phi"))
+    return StudyConfig(
+        name=study,
+        seed=as_int("study.seed", st.get("seed", 0), 0),
+        repetitions=as_int("study.repetitions", st.get("repetitions", 1)),
+        estimators=est,
+        M=m_grid(st["M"]),
+        d=d,
+        phi=phis,
+        N=as_int("study.N", st.get("N", 6), 2),
+        rank=rank,
+        noise=as_float("study.noise", st.get("noise", 0.1), 0.0),
+        noise_law=as_choice("study.noise_law", st.get("noise_law", "gaussian"), NOISE_LAWS),
+        tokens=tokens,
+        rho=rho,
+        n_eval_pairs=as_int("study.n_eval_pairs", st.get("n_eval_pairs", 20000), 100),
+        erm=_erm(raw.get("erm", {}), rank, min(d), phis),
+        bayes_pm=_bayes(raw.get("bayes_pm", {}), rank, min(d)),
+    )
+
+
+# ------------------------------------------------------------------------------- cells
+
+
+def _cell_id(est: str, phi: PhiEntry, d: int, M: int, rep: int) -> str:
+    beta = "inf" if math.isinf(phi.beta) else f"{phi.beta:g}"
+    return f"{est}_{phi.family}-b{beta}_d{d}_M{M}_r{rep}"
+
+
+def make_cells(config: StudyConfig) -> list[Cell]:
+    """All cells of the grid, ordered so that cells of equal array shapes are adjacent.
+
+    The order is estimator, d, M, phi, repetition: consecutive cells in one
+    process then reuse compiled programs (shapes depend on d and M).
+    """
+    cells = []
+    common = {
+        "task": TASK,
+        "seed": config.seed,
+        "N": config.N,
+        "rank": config.rank,
+        "noise": config.noise,
+        "noise_law": config.noise_law,
+        "tokens": config.tokens,
+        "rho": config.rho,
+        "n_eval_pairs": config.n_eval_pairs,
+    }
+    for est in config.estimators:
+        settings = _erm_dict(config.erm)
+        if est == "bayes_pm":
+            settings = {"erm": settings, "bayes": config.bayes_pm.to_dict()}
+        for d in config.d:
+            for M in config.M:
+                for phi in config.phi:
+                    for rep in range(config.repetitions):
+                        spec = {
+                            **common,
+                            "estimator": est,
+                            "phi": {
+                                "family": phi.family,
+                                "beta": "inf" if math.isinf(phi.beta) else phi.beta,
+                            },
+                            "d": d,
+                            "M": M,
+                            "rep": rep,
+                            "settings": settings,
+                        }
+                        coords = {
+                            "estimator": est,
+                            "d": d,
+                            "M": M,
+                            "rep": rep,
+                            "beta": phi.beta,
+                            "family": phi.family,
+                            "phi": phi,
+                        }
+                        cells.append(Cell(_cell_id(est, phi, d, M, rep), spec, coords))
+    return cells
+
+
+def _phi_entry(spec: dict) -> PhiEntry:
+    b = spec["phi"]["beta"]
+    return PhiEntry(spec["phi"]["family"], math.inf if b == "inf" else float(b))
+
+
+def cell_truth(spec: dict):
+    """The truth of a cell: phi* from (seed, phi), A* from (seed, phi, d)."""
+    import jax
+
+    from bayes_ips.activations import make_phi
+    from bayes_ips.simulate import TokenLaw, make_truth
+
+    phi = _phi_entry(spec)
+    base = jax.random.PRNGKey(spec["seed"])
+    tag = stable_int(phi.family, spec["phi"]["beta"])
+    k_phi = jax.random.fold_in(jax.random.fold_in(base, _PHI), tag)
+    k_a = jax.random.fold_in(jax.random.fold_in(base, _A), stable_int(tag, spec["d"]))
+    phi_spec = make_phi(k_phi, phi.family, beta=phi.finite_beta)
+    law = TokenLaw(spec["tokens"], spec["d"], rho=spec["rho"])
+    return make_truth(
+        k_a,
+        spec["d"],
+        spec["rank"],
+        phi=phi_spec,
+        tokens=law,
+        noise_sd=spec["noise"],
+        noise=spec["noise_law"],
+    )
+
+
+def _data_key(spec: dict):
+    import jax
+
+    tag = stable_int(spec["phi"]["family"], spec["phi"]["beta"], spec["d"])
+    k = jax.random.fold_in(jax.random.PRNGKey(spec["seed"]), _DATA)
+    k = jax.random.fold_in(jax.random.fold_in(k, tag), spec["rep"])
+    return jax.random.fold_in(k, spec["M"])
+
+
+def cell_data(spec: dict):
+    """``(truth, X, Y, key)``: the cell's dataset (independent of the estimator).
+
+    ``X`` is ``(M, N, d)``, ``Y`` is ``(M, N)``; ``key`` derives the fit's keys.
+    """
+    import jax
+    import numpy as np
+
+    from bayes_ips.simulate import simulate
+
+    truth = cell_truth(spec)
+    key = _data_key(spec)
+    X, Y = simulate(key, truth, spec["M"], spec["N"])
+    return truth, np.asarray(X), np.asarray(Y), jax.random.fold_in(key, 1)
+
+
+def cell_erm_config(spec: dict) -> ERMConfig:
+    """The ERM fit's config of a cell: its ``[erm]`` settings, the rank and phi*'s beta.
+
+    The same config ``bayes-ips fit-erm --beta BETA`` builds from the same
+    settings, so a study cell and the command fit the same model.
+    """
+    settings = spec["settings"] if spec["estimator"] == "erm" else spec["settings"]["erm"]
+    return ERMConfig(rank=spec["rank"], beta=_phi_entry(spec).finite_beta, **settings)
+
+
+def run_cell(spec: dict) -> dict:
+    """Compute one cell's record (a flat JSON-able dict).
+
+    Every record holds the L2(rho) error of its estimator with its Monte Carlo
+    standard error, K and the degree used, the theory's condition, timings, and
+    for ``bayes_pm`` the posterior's own error distribution, the mean width and
+    the coverage of the pointwise credible band, and convergence diagnostics.
+    """
+    import jax
+
+    from bayes_ips.study.backends import relieve_map_pressure
+
+    jax.config.update("jax_enable_x64", True)
+    relieve_map_pressure()
+    from bayes_ips.erm import fit_erm, theory_condition
+    from bayes_ips.metrics import l2_error
+
+    t0 = time.perf_counter()
+    truth, X, Y, key = cell_data(spec)
+    k_fit, k_nuts, k_eval, k_band = (
+        jax.random.fold_in(key, t) for t in (_FIT, _NUTS, _EVAL, _BAND)
+    )
+    est = spec["estimator"]
+    erm = fit_erm(k_fit, X, Y, cell_erm_config(spec))
+    t_erm = time.perf_counter() - t0
+    phi = _phi_entry(spec)
+    tc = theory_condition(spec["M"], spec["d"], spec["rank"], phi.beta)
+    rec: dict[str, Any] = {
+        "estimator": est,
+        "family": phi.family,
+        "beta": phi.beta,
+        "d": spec["d"],
+        "M": spec["M"],
+        "rep": spec["rep"],
+        "N": spec["N"],
+        "rank": spec["rank"],
+        "seed": spec["seed"],
+        "theory_holds": tc["holds"],
+        "theory_lhs": tc["lhs"],
+        "theory_rhs": tc["rhs"],
+        "erm_time_s": t_erm,
+    }
+    if est == "erm":
+        err = l2_error(k_eval, erm.predict, truth, spec["n_eval_pairs"])
+        rec.update(
+            error=err.error,
+            error_se=err.se,
+            relative_error=err.relative,
+            K=erm.info["K"],
+            degree=erm.info["degree"],
+            n_basis=erm.info["n_basis"],
+            sigma_hat=erm.info["sigma_hat"],
+            n_outside=erm.info["n_outside"],
+        )
+    else:
+        rec.update(_bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band))
+    rec["wall_time_s"] = time.perf_counter() - t0
+    return rec
+
+
+def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
+    import jax
+    import numpy as np
+
+    from bayes_ips.arviz_io import convergence
+    from bayes_ips.inference import eval_pairs, run_nuts
+    from bayes_ips.metrics import l2_error
+    from bayes_ips.posterior import draw_errors, g_draws, mode_check, posterior_from_run, predict
+    from bayes_ips.simulate import g_true, sample_pairs
+
+    b = spec["settings"]["bayes"]
+    sampler = {k: v for k, v in b.items() if k not in ("level", "n_band_pairs")}
+    cfg = SamplerConfig(rank=spec["rank"], degree=erm.info["degree"], **sampler)
+    t0 = time.perf_counter()
+    k_run, k_rb, k_pairs, k_draw = jax.random.split(k_nuts, 4)
+    run = run_nuts(k_run, X, Y, cfg, erm=erm, progress=False)
+    post = posterior_from_run(k_rb, run, X, Y)
+    t_nuts = time.perf_counter() - t0
+    err = l2_error(
+        k_eval, lambda x, y: g_draws(post, x, y).mean(axis=(0, 1)), truth, spec["n_eval_pairs"]
+    )
+    erm_err = l2_error(k_eval, erm.predict, truth, spec["n_eval_pairs"])
+    x, y = sample_pairs(k_band, truth.tokens, b["n_band_pairs"])
+    band = predict(post, x, y, level=b["level"])
+    g = np.asarray(g_true(truth, x, y))
+    width = band["g_hi"] - band["g_lo"]
+    covered = (g >= band["g_lo"]) & (g <= band["g_hi"])
+    errs = draw_errors(k_draw, post, truth, n_pairs=min(spec["n_eval_pairs"], 5000))
+    xe, ye = eval_pairs(k_pairs, X, 200)
+    g_eval = g_draws(post, xe, ye, rao_blackwell=True)
+    conv = convergence({"g_eval": g_eval, "sigma": post.sigma})
+    modes = mode_check(g_eval)
+    q05, q50, q95 = np.quantile(errs, [0.05, 0.5, 0.95])
+    return {
+        "error": err.error,
+        "error_se": err.se,
+        "relative_error": err.relative,
+        "erm_error": erm_err.error,
+        "post_error_median": float(q50),
+        "post_error_q05": float(q05),
+        "post_error_q95": float(q95),
+        "band_width": float(width.mean()),
+        "band_coverage": float(covered.mean()),
+        "band_level": b["level"],
+        "K": int(run.knots.n_intervals),
+        "degree": int(run.knots.degree),
+        "n_basis": int(post.c_mean.shape[-1]),
+        "sigma_mean": float(post.sigma.mean()),
+        "rhat_max": conv["rhat_max"],
+        "ess_bulk_min": conv["ess_bulk_min"],
+        "divergences": int(run.extra["diverging"].sum()),
+        "steps_per_iter": float(run.extra["num_steps"].mean()),
+        "modes_separated": bool(modes["separated"]),
+        "nuts_time_s": t_nuts,
+    }
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def _phi_label(rec: dict) -> str:
+    beta = rec["beta"]
+    if beta is None or (isinstance(beta, float) and math.isinf(beta)) or beta == "inf":
+        return rec["family"]
+    return f"{rec['family']}(beta={float(beta):g})"
+
+
+def _coord(rec: dict, dim: str) -> Any:
+    if dim == "phi":
+        return _phi_label(rec)
+    if dim == "estimator":
+        return rec["estimator"]
+    return int(rec[dim])
+
+
+def to_dataset(records: list[dict]):
+    """The records over (estimator, phi, d, M, rep), ``beta`` a coordinate along ``phi``."""
+    from bayes_ips.study.store import records_to_dataset
+
+    ds = records_to_dataset(
+        records,
+        ("estimator", "phi", "d", "M", "rep"),
+        coord=_coord,
+        skip=coordinates,
+        estimators=ESTIMATORS,
+        always=("theory_holds", "theory_rhs"),  # None (NaN) when beta = inf
+    )
+    beta_of = {
+        _phi_label(r): math.inf if r["beta"] in (None, "inf") else float(r["beta"]) for r in records
+    }
+    ds = ds.assign_coords(beta=("phi", [beta_of[p] for p in ds["phi"].values]))
+    ds.attrs["task"] = TASK
+    return ds
+
+
+def report(ds, out_dir: str, config: StudyConfig, result, kind: str) -> dict:
+    """Slopes, figures and ``summary.md`` of an IPS study (:mod:`bayes_ips.study.report`)."""
+    from bayes_ips.study.report import write_ips_report
+
+    return write_ips_report(ds, out_dir, config, result, kind)

@@ -1,0 +1,40 @@
+"""The IPS task: a study cell fits the model `bayes-ips fit-erm` fits on the same data."""
+
+import jax
+import numpy as np
+import pytest
+
+from bayes_ips.cli import main
+from bayes_ips.erm import fit_erm
+from bayes_ips.io import Dataset, load_fit, save_dataset
+from bayes_ips.study.config import parse_config
+from bayes_ips.study.tasks import ips
+
+RAW = {
+    "study": {"name": "same", "seed": 3, "estimators": ["erm"], "M": [80], "d": [2], "N": 4},
+    # beta > 4: ERMConfig's rule raises the degree to ceil(beta) - 1 = 5; beta = 2: cubic
+    "phi": [{"family": "holder", "beta": 5.5}, {"family": "holder", "beta": 2}],
+    "erm": {"restarts": 1},  # one start, the moment estimate: the fit needs no key
+}
+
+
+@pytest.mark.parametrize("beta, degree", [(5.5, 5), (2.0, 3)])
+def test_a_study_cell_and_fit_erm_fit_the_same_model(tmp_path, capsys, beta, degree):
+    config = parse_config(RAW)
+    (cell,) = [c for c in ips.make_cells(config) if c.beta == beta]
+    truth, X, Y, _ = ips.cell_data(cell.spec)
+    data = tmp_path / "data.npz"
+    save_dataset(data, Dataset(X, Y))
+    out = tmp_path / "fit.nc"
+    argv = ["fit-erm", str(data), "--beta", f"{beta:g}", "--restarts", "1", "--out", str(out)]
+    assert main(argv) == 0
+    cli_fit = load_fit(out)
+    assert cli_fit.config == ips.cell_erm_config(cell.spec)  # the same ERMConfig
+    rec = ips.run_cell(cell.spec)
+    assert rec["degree"] == cli_fit.info["degree"] == degree
+    assert rec["K"] == cli_fit.info["K"] and rec["n_basis"] == cli_fit.info["n_basis"]
+    assert rec["sigma_hat"] == cli_fit.info["sigma_hat"]
+    # the study's fit itself (run_cell's, whose record carries no coefficients)
+    study_fit = fit_erm(jax.random.PRNGKey(0), X, Y, ips.cell_erm_config(cell.spec))
+    np.testing.assert_array_equal(study_fit.coef, cli_fit.coef)
+    np.testing.assert_array_equal(study_fit.A, cli_fit.A)
