@@ -99,7 +99,7 @@ def test_the_frozen_chain_cell_now_mixes():
     from bayes_ips.study import load_config, make_cells, run_cell
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    config = load_config(os.path.join(root, "analyses", "configs", "paper.toml"))
+    config = load_config(os.path.join(root, "analyses", "configs", "paper_nuts.toml"))
     (cell,) = [
         c
         for c in make_cells(config)

@@ -34,9 +34,10 @@ def test_minimal_config_gets_documented_defaults():
     assert cfg.N == 6 and cfg.rank == 1 and cfg.noise == 0.1 and cfg.tokens == "cube"
     assert cfg.phi[0].family == "tanh" and math.isinf(cfg.phi[0].beta)
     assert cfg.erm.k_rule == "gcv" and cfg.erm.degree is None and cfg.erm.restarts == 4
-    assert cfg.bayes_pm.sampler.chains == 2 and cfg.bayes_pm.level == 0.9
-    # the study's own defaults: shorter chains than SamplerConfig's
-    assert cfg.bayes_pm.sampler.warmup == 300 and cfg.bayes_pm.sampler.draws == 300
+    assert cfg.bayes_pm.sampler.chains == 4 and cfg.bayes_pm.level == 0.9
+    assert cfg.bayes_pm.sampler.method == "auto"
+    # the study's own default: shorter chains than SamplerConfig's; warmup is the method's
+    assert cfg.bayes_pm.sampler.warmup is None and cfg.bayes_pm.sampler.draws == 300
     assert cfg.n_cells == 2
 
 
@@ -52,9 +53,7 @@ def test_erm_and_bayes_tables_build_the_real_config_classes():
     }
     cfg = parse_config(raw)
     assert cfg.erm == ERMConfig(rank=2, ridge=1e-6, restarts=2)
-    assert cfg.bayes_pm.sampler == SamplerConfig(
-        rank=2, warmup=300, draws=300, jitter=0.2, target_accept=0.5
-    )
+    assert cfg.bayes_pm.sampler == SamplerConfig(rank=2, draws=300, jitter=0.2, target_accept=0.5)
     assert cfg.bayes_pm.n_band_pairs == 50
     # the degree rule follows beta, as in ERMConfig: multiplicity 5 needs degree >= 4
     holder6 = {**BASE, "phi": [{"family": "holder", "beta": 6}], "erm": {"multiplicity": 5}}
@@ -178,7 +177,7 @@ def test_a_new_sampler_field_is_a_key_and_changes_no_existing_hash(monkeypatch):
 
     @dataclasses.dataclass(frozen=True)
     class Grown(SamplerConfig):
-        method: str = "nuts"
+        mass: str = "dense"
 
     raw = {**BASE, "study": {**BASE["study"], "estimators": ["erm", "bayes_pm"]}}
     old = parse_config(raw)
@@ -187,13 +186,33 @@ def test_a_new_sampler_field_is_a_key_and_changes_no_existing_hash(monkeypatch):
     grown = parse_config(raw)
     assert isinstance(grown.bayes_pm.sampler, Grown)
     assert (config_hash(grown), [c.hash for c in make_cells(grown)]) == before
-    chosen = parse_config({**raw, "bayes_pm": {"method": "mclmc"}})
-    assert chosen.bayes_pm.sampler.method == "mclmc"
+    chosen = parse_config({**raw, "bayes_pm": {"mass": "diagonal"}})
+    assert chosen.bayes_pm.sampler.mass == "diagonal"
     bayes_cells = [c for c in make_cells(chosen) if c.estimator == "bayes_pm"]
-    assert all(c.spec["settings"]["bayes"]["method"] == "mclmc" for c in bayes_cells)
+    assert all(c.spec["settings"]["bayes"]["mass"] == "diagonal" for c in bayes_cells)
     assert config_hash(chosen) != before[0]
-    with pytest.raises(InputError, match="bayes_pm.method must be a string, got 1"):
-        parse_config({**raw, "bayes_pm": {"method": 1}})
+    with pytest.raises(InputError, match="bayes_pm.mass must be a string, got 1"):
+        parse_config({**raw, "bayes_pm": {"mass": 1}})
+
+
+def test_the_method_is_in_every_spec_but_the_legacy_nuts_one():
+    """Cells of specs from before ``method`` existed were NUTS: only "nuts" is left out."""
+    from bayes_ips.study import make_cells
+
+    raw = {**BASE, "study": {**BASE["study"], "estimators": ["bayes_pm"]}}
+    specs = {
+        m: [c.spec["settings"]["bayes"] for c in make_cells(parse_config(raw_m))]
+        for m, raw_m in (
+            ("auto", raw),
+            ("nuts", {**raw, "bayes_pm": {"method": "nuts"}}),
+            ("imh", {**raw, "bayes_pm": {"method": "imh"}}),
+        )
+    }
+    assert all(s["method"] == "auto" for s in specs["auto"])
+    assert all(s["method"] == "imh" for s in specs["imh"])
+    assert all("method" not in s for s in specs["nuts"])
+    with pytest.raises(InputError, match="unknown method"):
+        parse_config({**raw, "bayes_pm": {"method": "mclmc"}})
 
 
 def test_committed_paper_records_match_their_cells():
@@ -205,7 +224,7 @@ def test_committed_paper_records_match_their_cells():
     from bayes_ips.study import make_cells
 
     root = os.path.join(os.path.dirname(__file__), "..", "..", "analyses")
-    config = load_config(os.path.join(root, "configs", "paper.toml"))
+    config = load_config(os.path.join(root, "configs", "paper_nuts.toml"))
     cells = {c.id: c for c in make_cells(config)}
     paths = glob.glob(os.path.join(root, "results", "paper_records", "records", "*.json"))
     assert len(paths) >= 80

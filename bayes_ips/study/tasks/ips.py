@@ -32,8 +32,9 @@ file (every key is checked; unknown keys and bad values are refused)::
     restarts = 4
 
     [bayes_pm]                     # bayes_ips.inference.SamplerConfig, less rank and degree
-    chains = 2
-    warmup = 300                   # the study's default (SamplerConfig's is longer)
+    method = "auto"                # auto | imh | nuts (auto: Laplace-IMH, NUTS past k = 0.7)
+    chains = 4
+    warmup = 100                   # IMH burn-in / NUTS warmup (default: the method's)
     draws = 300                    # the study's default
     collapsed = true
     init = "erm"                   # erm | prior
@@ -148,7 +149,8 @@ _SAMPLER_SPEC_KEYS = (
     "n_intervals",
 )
 _SAMPLER_STUDY_SET = ("rank", "degree")
-_SAMPLER_STUDY_DEFAULTS = {"warmup": 300, "draws": 300}  # shorter chains than the CLI's
+_SAMPLER_STUDY_DEFAULTS = {"draws": 300}  # shorter chains than the CLI's
+LEGACY_METHOD = "nuts"  # the sampler of cell specs that name none
 
 # fold_in tags of the key tree (fixed forever: changing one changes every number)
 _PHI, _A, _DATA, _FIT, _NUTS, _EVAL, _BAND = 0, 1, 2, 10, 11, 12, 13
@@ -198,6 +200,11 @@ class PosteriorSettings:
     def to_dict(self) -> dict[str, Any]:
         """The settings a cell spec holds (see :func:`~bayes_ips.study.parse.settings_dict`)."""
         out = settings_dict(self.sampler, _SAMPLER_SPEC_KEYS, exclude=_SAMPLER_STUDY_SET)
+        # Specs from before the method existed were NUTS: "nuts" is the one method a
+        # spec leaves out (their hashes stay), every other one is written.
+        out.pop("method", None)
+        if self.sampler.method != LEGACY_METHOD:
+            out["method"] = self.sampler.method
         return {**out, "level": self.level, "n_band_pairs": self.n_band_pairs}
 
 
@@ -561,18 +568,18 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
     import numpy as np
 
     from bayes_ips.arviz_io import convergence
-    from bayes_ips.inference import eval_pairs, run_nuts
+    from bayes_ips.inference import _fit_posterior, eval_pairs
     from bayes_ips.metrics import l2_error
-    from bayes_ips.posterior import draw_errors, g_draws, mode_check, posterior_from_run, predict
+    from bayes_ips.posterior import draw_errors, g_draws, mode_check, predict
     from bayes_ips.simulate import g_true, sample_pairs
 
     b = spec["settings"]["bayes"]
-    sampler = {k: v for k, v in b.items() if k not in ("level", "n_band_pairs")}
+    sampler = {"method": LEGACY_METHOD}
+    sampler.update((k, v) for k, v in b.items() if k not in ("level", "n_band_pairs"))
     cfg = SamplerConfig(rank=spec["rank"], degree=erm.info["degree"], **sampler)
     t0 = time.perf_counter()
     k_run, k_rb, k_pairs, k_draw = jax.random.split(k_nuts, 4)
-    run = run_nuts(k_run, X, Y, cfg, erm=erm, progress=False)
-    post = posterior_from_run(k_rb, run, X, Y)
+    run, post = _fit_posterior(k_run, k_rb, X, Y, cfg, erm=erm, seed=None, progress=False)
     t_nuts = time.perf_counter() - t0
     err = l2_error(
         k_eval, lambda x, y: g_draws(post, x, y).mean(axis=(0, 1)), truth, spec["n_eval_pairs"]
@@ -589,7 +596,22 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
     conv = convergence({"g_eval": g_eval, "sigma": post.sigma})
     modes = mode_check(g_eval)
     q05, q50, q95 = np.quantile(errs, [0.05, 0.5, 0.95])
+    if run.method == "imh":
+        how = {
+            "khat": run.info["khat"],
+            "accept_rate": run.info["accept_rate"],
+            "is_ess": run.info["is_ess"],
+        }
+    else:
+        how = {
+            "divergences": int(run.extra["diverging"].sum()),
+            "steps_per_iter": float(run.extra["num_steps"].mean()),
+        }
+        if "fallback" in run.info:
+            how.update(fallback=run.info["fallback"], khat=run.info["imh"]["khat"])
     return {
+        "sampler": run.method,
+        **how,
         "error": err.error,
         "error_se": err.se,
         "relative_error": err.relative,
@@ -606,8 +628,6 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
         "sigma_mean": float(post.sigma.mean()),
         "rhat_max": conv["rhat_max"],
         "ess_bulk_min": conv["ess_bulk_min"],
-        "divergences": int(run.extra["diverging"].sum()),
-        "steps_per_iter": float(run.extra["num_steps"].mean()),
         "modes_separated": bool(modes["separated"]),
         "nuts_time_s": t_nuts,
     }
