@@ -23,48 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 from collections.abc import Sequence
 
+from bayes_ips.cli_common import OneLineParser, fail, finite_float, out_path
 from bayes_ips.run_options import add_run_arguments, positive_int
+from bayes_ips.single_location.cli import add_commands as add_slr_commands
 
 __all__ = ["main"]
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage + message
-        raise SystemExit(_fail(f"{message} (see '{self.prog} --help')"))
-
-
-def _fail(message: str) -> int:
-    print(f"bayes-ips: error: {message}", file=sys.stderr)
-    return 2
-
-
-def _finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
-    return v
-
-
-def _out_path(path: str, suffixes: tuple[str, ...]) -> str:
-    from bayes_ips.errors import InputError
-
-    if not path.endswith(suffixes):
-        raise InputError(f"output {path!r} must end with {' or '.join(suffixes)}")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise InputError(f"cannot write {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise InputError(f"cannot write {path}: directory {directory} is not writable")
-    return path
 
 
 # ----------------------------------------------------------------------------- commands
@@ -78,7 +46,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from bayes_ips.io import Dataset, save_dataset
     from bayes_ips.simulate import TokenLaw, make_truth, simulate
 
-    _out_path(args.out, (".npz",))
+    out_path(args.out, (".npz",))
     if args.beta is not None and not args.beta > 0:
         raise InputError(f"beta must be > 0, got {args.beta}")
     A = None
@@ -151,7 +119,7 @@ def cmd_fit_erm(args: argparse.Namespace) -> int:
     from bayes_ips.erm import fit_erm
     from bayes_ips.io import load_dataset, save_fit
 
-    _out_path(args.out, (".nc",))
+    out_path(args.out, (".nc",))
     data = load_dataset(args.data)
     cfg = _erm_config(args, data.X.shape[2])
     t0 = time.perf_counter()
@@ -194,7 +162,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from bayes_ips.io import load_pairs, save_npz
 
-    _out_path(args.out, (".npz",))
+    out_path(args.out, (".npz",))
     kind, obj = _load_any(args.fit)
     if kind == "erm":
         x, y = load_pairs(args.pairs, d=obj.A.shape[0])
@@ -221,7 +189,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from bayes_ips.metrics import l2_error
 
     if args.json:
-        _out_path(args.json, (".json",))
+        out_path(args.json, (".json",))
     kind, obj = _load_any(args.fit)
     data = load_dataset(args.truth, need_truth=True)
     d = obj.A.shape[0] if kind == "erm" else obj[1].A.shape[-1]
@@ -265,7 +233,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from bayes_ips.pairwise import pair_scores
     from bayes_ips.plots import plot_erm_fit
 
-    _out_path(args.out, (".png", ".pdf", ".svg"))
+    out_path(args.out, (".png", ".pdf", ".svg"))
     fit = load_fit(args.fit)
     truth, scores = None, None
     if args.truth:
@@ -290,7 +258,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from bayes_ips.inference import SamplerConfig, sample_posterior
     from bayes_ips.io import load_dataset
 
-    _out_path(args.out, (".nc",))
+    out_path(args.out, (".nc",))
     data = load_dataset(args.data)
     cfg = SamplerConfig(
         rank=args.rank,
@@ -450,8 +418,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="bayes-ips", description="Learn pairwise interactions of attention-style IPS.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = OneLineParser(
+        prog="bayes-ips", description="Learn pairwise interactions of attention-style IPS."
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     s = sub.add_parser("simulate", help="simulate a dataset with its truth")
     s.add_argument("--M", type=positive_int, required=True, help="number of samples")
@@ -459,11 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--d", type=positive_int, required=True, help="token dimension")
     s.add_argument("--rank", type=positive_int, default=1)
     s.add_argument("--phi", default="tanh", help="tanh | sin | holder | bspline")
-    s.add_argument("--beta", type=_finite_float, help="smoothness (holder, bspline)")
-    s.add_argument("--noise", type=_finite_float, default=0.1, help="noise sd")
+    s.add_argument("--beta", type=finite_float, help="smoothness (holder, bspline)")
+    s.add_argument("--noise", type=finite_float, default=0.1, help="noise sd")
     s.add_argument("--noise-law", default="gaussian", help="gaussian | uniform | rademacher")
     s.add_argument("--tokens", default="cube", help="cube | gaussian | anisotropic | correlated")
-    s.add_argument("--rho", type=_finite_float, help="within-sample correlation (correlated)")
+    s.add_argument("--rho", type=finite_float, help="within-sample correlation (correlated)")
     s.add_argument("--A-file", help=".npz with a user-given A (d, d)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
@@ -477,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--n-intervals", type=positive_int, help="number of knot intervals K")
     f.add_argument("--k-rule", default="gcv", help="gcv (default) | theory")
     f.add_argument("--knot-multiplicity", type=positive_int, default=1)
-    f.add_argument("--beta", type=_finite_float, help="smoothness of phi*, if known")
+    f.add_argument("--beta", type=finite_float, help="smoothness of phi*, if known")
     f.add_argument("--restarts", type=positive_int, default=4)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True)
@@ -532,8 +502,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True)
     g.set_defaults(func=cmd_plot)
 
-    from bayes_ips.single_location.cli import add_commands as add_slr_commands
-
     add_slr_commands(sub)  # the `slr` group: single-location regression
     return p
 
@@ -552,9 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InputError as e:
-        return _fail(str(e))
+        return fail(str(e))
     except KeyboardInterrupt:
-        return _fail("interrupted")
+        return fail("interrupted")
     except Exception as e:  # unexpected: still one line unless debugging
         if os.environ.get("BAYES_IPS_DEBUG"):
             raise
