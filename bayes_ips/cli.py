@@ -227,10 +227,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     import jax
-    import numpy as np
 
     from bayes_ips.io import atomic_write, load_dataset, load_fit
-    from bayes_ips.pairwise import pair_scores
+    from bayes_ips.pairs import off_diagonal_scores
     from bayes_ips.plots import plot_erm_fit
 
     out_path(args.out, (".png", ".pdf", ".svg"))
@@ -240,9 +239,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         data = load_dataset(args.truth)
         truth = data.truth
         if truth is None:
-            N = data.X.shape[1]
-            S = np.asarray(pair_scores(data.X[:2000], fit.U, fit.V))
-            scores = S[:, ~np.eye(N, dtype=bool)].ravel()
+            scores = off_diagonal_scores(data.X, fit.U, fit.V, 2000)
     fig = plot_erm_fit(fit, truth, scores, key=jax.random.PRNGKey(args.seed))
     with atomic_write(args.out) as tmp:
         fig.savefig(tmp, dpi=130, format=os.path.splitext(args.out)[1][1:])
@@ -298,6 +295,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     )
     from bayes_ips.errors import InputError
     from bayes_ips.io import atomic_write, load_dataset
+    from bayes_ips.pairs import off_diagonal
     from bayes_ips.plots import plot_phi_band
     from bayes_ips.posterior import phi_band
 
@@ -322,8 +320,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     erm = _erm_from_idata(idata)
     A_ref = erm.A
     X = idata.constant_data["X"].values
-    N = X.shape[1]
-    S = np.einsum("mid,de,mje->mij", X[:2000], A_ref, X[:2000])[:, ~np.eye(N, dtype=bool)].ravel()
+    S = off_diagonal(np.einsum("mid,de,mje->mij", X[:2000], A_ref, X[:2000])).ravel()
     grid = np.linspace(*np.quantile(S, [0.005, 0.995]), 300)
     band = phi_band(post, grid, A_ref)
     truth = load_dataset(args.truth).truth if args.truth else None

@@ -42,7 +42,8 @@ from jax.typing import ArrayLike
 
 from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.gauge import gauge_factors
-from bayes_ips.pairwise import DEFAULT_CHUNK, gram, pair_scores, sq_loss
+from bayes_ips.pairs import off_diagonal_scores
+from bayes_ips.pairwise import DEFAULT_CHUNK, gram, sq_loss
 from bayes_ips.simulate import gauge_fix
 from bayes_ips.spline import (
     Knots,
@@ -258,15 +259,11 @@ def _optimise(theta0, X, Y, knots, ridge, d, r, chunk, max_steps, tol):
 _optimise_jit = jax.jit(_optimise, static_argnames=("d", "r", "chunk", "max_steps"))
 
 
-def _scores_sample(X: jax.Array, U: jax.Array, V: jax.Array, max_samples: int = 4000) -> np.ndarray:
-    Xs = X[:max_samples]
-    S = np.asarray(pair_scores(Xs, U, V))
-    N = X.shape[1]
-    return S[:, ~np.eye(N, dtype=bool)].ravel()
+KNOT_SAMPLES = 4000  # samples whose scores place the knots
 
 
 def _knots_for(X, U, V, K: int, degree: int, multiplicity: int) -> Knots:
-    breaks = quantile_breaks(_scores_sample(X, U, V), K)
+    breaks = quantile_breaks(off_diagonal_scores(X, U, V, KNOT_SAMPLES), K)
     return make_knots(breaks, degree, multiplicity)
 
 

@@ -21,6 +21,7 @@ from bayes_ips import nuts
 from bayes_ips.erm import ERMConfig, ERMFit, fit_erm
 from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.models.lowrank_spline import lowrank_spline
+from bayes_ips.pairs import eval_pairs  # re-exported (its home is bayes_ips.pairs)
 from bayes_ips.spline import Knots, make_knots, quantile_breaks
 
 __all__ = ["NUTSRun", "SamplerConfig", "eval_pairs", "model_knots", "run_nuts", "sample_posterior"]
@@ -255,16 +256,6 @@ def _erm_coef_on(knots: Knots, erm: ERMFit, chains: int) -> jax.Array:
     B = design_matrix(u, knots)
     c, *_ = jnp.linalg.lstsq(B, erm.phi(u))
     return jnp.broadcast_to(c, (chains,) + c.shape)
-
-
-def eval_pairs(key: jax.Array, X: np.ndarray, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` pairs ``(X[m, i], X[m, j])``, ``i != j``, of random samples: draws from rho."""
-    M, N, _ = X.shape
-    km, ki, kj = jax.random.split(key, 3)
-    m = np.asarray(jax.random.randint(km, (n,), 0, M))
-    i = np.asarray(jax.random.randint(ki, (n,), 0, N))
-    j = (i + np.asarray(jax.random.randint(kj, (n,), 1, N))) % N  # j != i
-    return X[m, i], X[m, j]
 
 
 def sample_posterior(
