@@ -294,7 +294,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         posterior_from_idata,
     )
     from bayes_ips.errors import InputError
-    from bayes_ips.io import atomic_write, load_dataset
+    from bayes_ips.io import atomic_write, fit_from_reference, load_dataset
     from bayes_ips.pairs import off_diagonal
     from bayes_ips.plots import plot_phi_band
     from bayes_ips.posterior import phi_band
@@ -317,7 +317,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             fn(idata, tmp + ".png")
             os.replace(tmp + ".png", tmp)
     # phi band against ERM (and the truth), in the ERM's gauge
-    erm = _erm_from_idata(idata)
+    erm = fit_from_reference(idata.attrs.get("erm"), source="the posterior file")
     A_ref = erm.A
     X = idata.constant_data["X"].values
     S = off_diagonal(np.einsum("mid,de,mje->mij", X[:2000], A_ref, X[:2000])).ravel()
@@ -341,32 +341,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         return 3 if args.strict else 0
     print("no convergence problems found")
     return 0
-
-
-def _erm_from_idata(idata):
-    """The ERM fit that set up the sampler (stored in the file's attributes)."""
-    import numpy as np
-
-    from bayes_ips.erm import ERMConfig, ERMFit
-    from bayes_ips.errors import InputError
-    from bayes_ips.spline import make_knots
-
-    raw = idata.attrs.get("erm")
-    try:
-        e = json.loads(raw) if isinstance(raw, str) else raw
-        knots = make_knots(e["breaks"], e["degree"], e["multiplicity"])
-        return ERMFit(
-            np.asarray(e["A"]),
-            np.asarray(e["U"]),
-            np.asarray(e["V"]),
-            np.asarray(e["coef"]),
-            knots,
-            ERMConfig(),
-            -1,
-            {},
-        )
-    except (TypeError, KeyError, ValueError) as err:
-        raise InputError(f"the posterior file lacks its ERM reference: {err}") from None
 
 
 def cmd_study(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 from bayes_ips import nuts
 from bayes_ips.erm import ERMConfig, ERMFit, fit_erm
 from bayes_ips.errors import InputError, check_rank, check_xy
+from bayes_ips.io import fit_reference
 from bayes_ips.models.lowrank_spline import lowrank_spline
 from bayes_ips.pairs import eval_pairs  # re-exported (its home is bayes_ips.pairs)
 from bayes_ips.spline import Knots, make_knots, quantile_breaks
@@ -310,15 +311,7 @@ def sample_posterior(
         "y_scale": run.y_scale,
         "wall_time_s": run.wall_time_s,
         "modes": modes,
-        "erm": {
-            "A": np.asarray(run.erm.A).tolist(),
-            "U": np.asarray(run.erm.U).tolist(),
-            "V": np.asarray(run.erm.V).tolist(),
-            "coef": np.asarray(run.erm.coef).tolist(),
-            "breaks": np.asarray(run.erm.knots.breaks).tolist(),
-            "degree": int(run.erm.knots.degree),
-            "multiplicity": int(run.erm.knots.multiplicity),
-        },
+        "erm": fit_reference(run.erm),
     }
     idata = build_inference_data(
         samples=run.samples,
