@@ -38,6 +38,9 @@ import os
 
 import numpy as np
 
+from bayes_ips.ppc import PPC_MAX_VALUES as PPC_MAX_VALUES  # re-exported: its home is ppc
+from bayes_ips.ppc import gaussian_loglik
+
 __all__ = [
     "build_inference_data",
     "build_slr_inference_data",
@@ -49,7 +52,6 @@ __all__ = [
     "summary",
 ]
 
-PPC_MAX_VALUES = 20_000_000  # posterior_predictive values kept (~160 MB in float64)
 IDENTIFIABLE = ["A", "sigma", "tau", "g_eval"]
 
 
@@ -109,9 +111,7 @@ def build_inference_data(
     C, D = sigma.shape
     M, N, d = X.shape
     r = samples["U"].shape[-1]
-    resid = Y[None, None] - mean_draw
-    s2 = sigma[..., None, None] ** 2
-    loglik = (-0.5 * (resid**2 / s2 + np.log(2 * np.pi * s2))).sum(-1)  # (C, D, M)
+    loglik = gaussian_loglik(Y, mean_draw, sigma).sum(-1)  # (C, D, M)
     coords = {
         "chain": np.arange(C),
         "draw": np.arange(D),

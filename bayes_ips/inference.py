@@ -23,6 +23,7 @@ from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.io import fit_reference
 from bayes_ips.models.lowrank_spline import lowrank_spline
 from bayes_ips.pairs import eval_pairs  # re-exported (its home is bayes_ips.pairs)
+from bayes_ips.ppc import predictive_draws, thin_draws
 from bayes_ips.spline import Knots, make_knots, quantile_breaks
 
 __all__ = ["NUTSRun", "SamplerConfig", "eval_pairs", "model_knots", "run_nuts", "sample_posterior"]
@@ -278,7 +279,7 @@ def sample_posterior(
     post : bayes_ips.posterior.Posterior
     run : NUTSRun
     """
-    from bayes_ips.arviz_io import PPC_MAX_VALUES, build_inference_data
+    from bayes_ips.arviz_io import build_inference_data
     from bayes_ips.posterior import (
         g_draws,
         mode_check,
@@ -295,10 +296,8 @@ def sample_posterior(
     mean_draw = posterior_predictive_mean(post, X)
     C, D = post.shape
     M, N, _ = X.shape
-    keep = max(1, min(D, PPC_MAX_VALUES // max(C * M * N, 1)))
-    draw_index = np.unique(np.linspace(0, D - 1, keep).round().astype(int))
-    noise = np.asarray(jax.random.normal(k_ppc, (C, len(draw_index), M, N)))
-    y_rep = mean_draw[:, draw_index] + post.sigma[:, draw_index, None, None] * noise
+    draw_index = thin_draws(C, D, M * N)
+    y_rep = predictive_draws(k_ppc, mean_draw, post.sigma, draw_index)
     modes = mode_check(g_eval)
     attrs = {
         "kind": "posterior",
