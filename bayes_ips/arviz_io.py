@@ -375,7 +375,12 @@ def diagnose(idata) -> tuple:
 
 
 def plot_rank(idata, path) -> None:
-    """Rank plots of sigma, tau and a few g_eval (identifiable only)."""
+    """Rank plots of sigma, tau and a few g_eval (identifiable only).
+
+    ArviZ titles a ``g_eval`` panel on two lines (name, then index); its default
+    layout leaves no room for them, so they ran into the x labels of the row
+    above.  A constrained layout makes room for titles and labels.
+    """
     az = _az()
     n = min(4, idata.posterior.sizes["eval_pair"])
     axes = az.plot_rank(
@@ -385,6 +390,7 @@ def plot_rank(idata, path) -> None:
         show=False,
     )
     fig = np.asarray(axes).ravel()[0].figure
+    fig.set_layout_engine("constrained")
     fig.savefig(path, dpi=110)
 
 
