@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 
-from bayes_ips.errors import InputError
+from bayes_ips.errors import InputError, check_output_dir
 
 __all__ = ["EXIT_INPUT_ERROR", "OneLineParser", "fail", "finite_float", "out_path"]
 
@@ -65,9 +64,5 @@ def out_path(path: str, suffixes: tuple[str, ...]) -> str:
     """
     if not path.endswith(suffixes):
         raise InputError(f"output {path!r} must end with {' or '.join(suffixes)}")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise InputError(f"cannot write {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise InputError(f"cannot write {path}: directory {directory} is not writable")
+    check_output_dir(path)
     return path

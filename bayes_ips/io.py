@@ -38,7 +38,7 @@ import xarray as xr
 from bayes_ips import __version__
 from bayes_ips.activations import PhiSpec
 from bayes_ips.erm import ERMConfig, ERMFit
-from bayes_ips.errors import InputError, check_xy
+from bayes_ips.errors import InputError, check_output_dir, check_xy
 from bayes_ips.simulate import NoiseLaw, TokenLaw, Truth
 from bayes_ips.spline import make_knots
 
@@ -90,11 +90,7 @@ def to_json(obj: Any) -> str:
 def atomic_write(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise InputError(f"cannot write {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise InputError(f"cannot write {path}: directory {directory} is not writable")
+    directory = check_output_dir(path)
     if os.path.isdir(path):
         raise InputError(f"cannot write {path}: it is a directory")
     try:
