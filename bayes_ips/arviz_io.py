@@ -38,6 +38,9 @@ import os
 
 import numpy as np
 
+from bayes_ips.ppc import PPC_MAX_VALUES as PPC_MAX_VALUES  # re-exported: its home is ppc
+from bayes_ips.ppc import gaussian_loglik
+
 __all__ = [
     "build_inference_data",
     "pareto_khat",
@@ -51,7 +54,6 @@ __all__ = [
     "summary",
 ]
 
-PPC_MAX_VALUES = 20_000_000  # posterior_predictive values kept (~160 MB in float64)
 IDENTIFIABLE = ["A", "sigma", "tau", "g_eval"]
 
 
@@ -146,9 +148,7 @@ def build_inference_data(
     C, D = sigma.shape
     M, N, d = X.shape
     r = samples["U"].shape[-1]
-    resid = Y[None, None] - mean_draw
-    s2 = sigma[..., None, None] ** 2
-    loglik = (-0.5 * (resid**2 / s2 + np.log(2 * np.pi * s2))).sum(-1)  # (C, D, M)
+    loglik = gaussian_loglik(Y, mean_draw, sigma).sum(-1)  # (C, D, M)
     coords = {
         "chain": np.arange(C),
         "draw": np.arange(D),
@@ -476,7 +476,12 @@ def diagnose(idata) -> tuple:
 
 
 def plot_rank(idata, path) -> None:
-    """Rank plots of sigma, tau and a few g_eval (identifiable only)."""
+    """Rank plots of sigma, tau and a few g_eval (identifiable only).
+
+    ArviZ titles a ``g_eval`` panel on two lines (name, then index); its default
+    layout leaves no room for them, so they ran into the x labels of the row
+    above.  A constrained layout makes room for titles and labels.
+    """
     az = _az()
     n = min(4, idata.posterior.sizes["eval_pair"])
     axes = az.plot_rank(
@@ -486,6 +491,7 @@ def plot_rank(idata, path) -> None:
         show=False,
     )
     fig = np.asarray(axes).ravel()[0].figure
+    fig.set_layout_engine("constrained")
     fig.savefig(path, dpi=110)
 
 

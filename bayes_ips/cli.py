@@ -23,48 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 from collections.abc import Sequence
 
+from bayes_ips.cli_common import OneLineParser, fail, finite_float, out_path
 from bayes_ips.run_options import add_run_arguments, positive_int
+from bayes_ips.single_location.cli import add_commands as add_slr_commands
 
 __all__ = ["main"]
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage + message
-        raise SystemExit(_fail(f"{message} (see '{self.prog} --help')"))
-
-
-def _fail(message: str) -> int:
-    print(f"bayes-ips: error: {message}", file=sys.stderr)
-    return 2
-
-
-def _finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
-    return v
-
-
-def _out_path(path: str, suffixes: tuple[str, ...]) -> str:
-    from bayes_ips.errors import InputError
-
-    if not path.endswith(suffixes):
-        raise InputError(f"output {path!r} must end with {' or '.join(suffixes)}")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise InputError(f"cannot write {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise InputError(f"cannot write {path}: directory {directory} is not writable")
-    return path
 
 
 # ----------------------------------------------------------------------------- commands
@@ -78,7 +46,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from bayes_ips.io import Dataset, save_dataset
     from bayes_ips.simulate import TokenLaw, make_truth, simulate
 
-    _out_path(args.out, (".npz",))
+    out_path(args.out, (".npz",))
     if args.beta is not None and not args.beta > 0:
         raise InputError(f"beta must be > 0, got {args.beta}")
     A = None
@@ -151,7 +119,7 @@ def cmd_fit_erm(args: argparse.Namespace) -> int:
     from bayes_ips.erm import fit_erm
     from bayes_ips.io import load_dataset, save_fit
 
-    _out_path(args.out, (".nc",))
+    out_path(args.out, (".nc",))
     data = load_dataset(args.data)
     cfg = _erm_config(args, data.X.shape[2])
     t0 = time.perf_counter()
@@ -194,7 +162,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from bayes_ips.io import load_pairs, save_npz
 
-    _out_path(args.out, (".npz",))
+    out_path(args.out, (".npz",))
     kind, obj = _load_any(args.fit)
     if kind == "erm":
         x, y = load_pairs(args.pairs, d=obj.A.shape[0])
@@ -221,7 +189,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from bayes_ips.metrics import l2_error
 
     if args.json:
-        _out_path(args.json, (".json",))
+        out_path(args.json, (".json",))
     kind, obj = _load_any(args.fit)
     data = load_dataset(args.truth, need_truth=True)
     d = obj.A.shape[0] if kind == "erm" else obj[1].A.shape[-1]
@@ -259,22 +227,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     import jax
-    import numpy as np
 
     from bayes_ips.io import atomic_write, load_dataset, load_fit
-    from bayes_ips.pairwise import pair_scores
+    from bayes_ips.pairs import off_diagonal_scores
     from bayes_ips.plots import plot_erm_fit
 
-    _out_path(args.out, (".png", ".pdf", ".svg"))
+    out_path(args.out, (".png", ".pdf", ".svg"))
     fit = load_fit(args.fit)
     truth, scores = None, None
     if args.truth:
         data = load_dataset(args.truth)
         truth = data.truth
         if truth is None:
-            N = data.X.shape[1]
-            S = np.asarray(pair_scores(data.X[:2000], fit.U, fit.V))
-            scores = S[:, ~np.eye(N, dtype=bool)].ravel()
+            scores = off_diagonal_scores(data.X, fit.U, fit.V, 2000)
     fig = plot_erm_fit(fit, truth, scores, key=jax.random.PRNGKey(args.seed))
     with atomic_write(args.out) as tmp:
         fig.savefig(tmp, dpi=130, format=os.path.splitext(args.out)[1][1:])
@@ -290,7 +255,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from bayes_ips.inference import SamplerConfig, sample_posterior
     from bayes_ips.io import load_dataset
 
-    _out_path(args.out, (".nc",))
+    out_path(args.out, (".nc",))
     data = load_dataset(args.data)
     cfg = SamplerConfig(
         rank=args.rank,
@@ -339,7 +304,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         posterior_from_idata,
     )
     from bayes_ips.errors import InputError
-    from bayes_ips.io import atomic_write, load_dataset
+    from bayes_ips.io import atomic_write, fit_from_reference, load_dataset
+    from bayes_ips.pairs import off_diagonal
     from bayes_ips.plots import plot_phi_band
     from bayes_ips.posterior import phi_band
 
@@ -361,11 +327,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             fn(idata, tmp + ".png")
             os.replace(tmp + ".png", tmp)
     # phi band against ERM (and the truth), in the ERM's gauge
-    erm = _erm_from_idata(idata)
+    erm = fit_from_reference(idata.attrs.get("erm"), source="the posterior file")
     A_ref = erm.A
     X = idata.constant_data["X"].values
-    N = X.shape[1]
-    S = np.einsum("mid,de,mje->mij", X[:2000], A_ref, X[:2000])[:, ~np.eye(N, dtype=bool)].ravel()
+    S = off_diagonal(np.einsum("mid,de,mje->mij", X[:2000], A_ref, X[:2000])).ravel()
     grid = np.linspace(*np.quantile(S, [0.005, 0.995]), 300)
     band = phi_band(post, grid, A_ref)
     truth = load_dataset(args.truth).truth if args.truth else None
@@ -393,32 +358,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         return 3 if args.strict else 0
     print("no convergence problems found")
     return 0
-
-
-def _erm_from_idata(idata):
-    """The ERM fit that set up the sampler (stored in the file's attributes)."""
-    import numpy as np
-
-    from bayes_ips.erm import ERMConfig, ERMFit
-    from bayes_ips.errors import InputError
-    from bayes_ips.spline import make_knots
-
-    raw = idata.attrs.get("erm")
-    try:
-        e = json.loads(raw) if isinstance(raw, str) else raw
-        knots = make_knots(e["breaks"], e["degree"], e["multiplicity"])
-        return ERMFit(
-            np.asarray(e["A"]),
-            np.asarray(e["U"]),
-            np.asarray(e["V"]),
-            np.asarray(e["coef"]),
-            knots,
-            ERMConfig(),
-            -1,
-            {},
-        )
-    except (TypeError, KeyError, ValueError) as err:
-        raise InputError(f"the posterior file lacks its ERM reference: {err}") from None
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -467,8 +406,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="bayes-ips", description="Learn pairwise interactions of attention-style IPS.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = OneLineParser(
+        prog="bayes-ips", description="Learn pairwise interactions of attention-style IPS."
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     s = sub.add_parser("simulate", help="simulate a dataset with its truth")
     s.add_argument("--M", type=positive_int, required=True, help="number of samples")
@@ -476,11 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--d", type=positive_int, required=True, help="token dimension")
     s.add_argument("--rank", type=positive_int, default=1)
     s.add_argument("--phi", default="tanh", help="tanh | sin | holder | bspline")
-    s.add_argument("--beta", type=_finite_float, help="smoothness (holder, bspline)")
-    s.add_argument("--noise", type=_finite_float, default=0.1, help="noise sd")
+    s.add_argument("--beta", type=finite_float, help="smoothness (holder, bspline)")
+    s.add_argument("--noise", type=finite_float, default=0.1, help="noise sd")
     s.add_argument("--noise-law", default="gaussian", help="gaussian | uniform | rademacher")
     s.add_argument("--tokens", default="cube", help="cube | gaussian | anisotropic | correlated")
-    s.add_argument("--rho", type=_finite_float, help="within-sample correlation (correlated)")
+    s.add_argument("--rho", type=finite_float, help="within-sample correlation (correlated)")
     s.add_argument("--A-file", help=".npz with a user-given A (d, d)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
@@ -494,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--n-intervals", type=positive_int, help="number of knot intervals K")
     f.add_argument("--k-rule", default="gcv", help="gcv (default) | theory")
     f.add_argument("--knot-multiplicity", type=positive_int, default=1)
-    f.add_argument("--beta", type=_finite_float, help="smoothness of phi*, if known")
+    f.add_argument("--beta", type=finite_float, help="smoothness of phi*, if known")
     f.add_argument("--restarts", type=positive_int, default=4)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True)
@@ -557,8 +498,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True)
     g.set_defaults(func=cmd_plot)
 
-    from bayes_ips.single_location.cli import add_commands as add_slr_commands
-
     add_slr_commands(sub)  # the `slr` group: single-location regression
     return p
 
@@ -577,9 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InputError as e:
-        return _fail(str(e))
+        return fail(str(e))
     except KeyboardInterrupt:
-        return _fail("interrupted")
+        return fail("interrupted")
     except Exception as e:  # unexpected: still one line unless debugging
         if os.environ.get("BAYES_IPS_DEBUG"):
             raise

@@ -41,7 +41,9 @@ import optimistix as optx
 from jax.typing import ArrayLike
 
 from bayes_ips.errors import InputError, check_rank, check_xy
-from bayes_ips.pairwise import DEFAULT_CHUNK, gram, pair_scores, sq_loss
+from bayes_ips.gauge import gauge_factors
+from bayes_ips.pairs import off_diagonal_scores
+from bayes_ips.pairwise import DEFAULT_CHUNK, gram, sq_loss
 from bayes_ips.simulate import gauge_fix
 from bayes_ips.spline import (
     Knots,
@@ -219,12 +221,6 @@ class ERMFit:
 # --------------------------------------------------------------------------- math
 
 
-def _normalise(U: jax.Array, V: jax.Array) -> jax.Array:
-    """Scale U so that ``||U V^T||_F = 1``."""
-    nrm2 = jnp.sum((U.T @ U) * (V.T @ V))
-    return U / jnp.sqrt(nrm2)
-
-
 def solve_coefficients(FtF: ArrayLike, FtY: ArrayLike, ridge: float) -> tuple[jax.Array, jax.Array]:
     """Ridge solution ``c = (F^T F + lam I)^{-1} F^T Y`` and its ``lam``."""
     FtF = jnp.asarray(FtF)
@@ -239,7 +235,7 @@ def _projected_loss(theta, args):
     X, Y, knots, ridge, d, r, chunk = args
     U = theta[: d * r].reshape(d, r)
     V = theta[d * r :].reshape(d, r)
-    Un = _normalise(U, V)
+    Un, _ = gauge_factors(U, V)
     st = gram(jax.lax.stop_gradient(Un), jax.lax.stop_gradient(V), X, Y, knots, chunk)
     c, lam = solve_coefficients(st.FtF, st.FtY, ridge)
     c = jax.lax.stop_gradient(c)
@@ -263,15 +259,11 @@ def _optimise(theta0, X, Y, knots, ridge, d, r, chunk, max_steps, tol):
 _optimise_jit = jax.jit(_optimise, static_argnames=("d", "r", "chunk", "max_steps"))
 
 
-def _scores_sample(X: jax.Array, U: jax.Array, V: jax.Array, max_samples: int = 4000) -> np.ndarray:
-    Xs = X[:max_samples]
-    S = np.asarray(pair_scores(Xs, U, V))
-    N = X.shape[1]
-    return S[:, ~np.eye(N, dtype=bool)].ravel()
+KNOT_SAMPLES = 4000  # samples whose scores place the knots
 
 
 def _knots_for(X, U, V, K: int, degree: int, multiplicity: int) -> Knots:
-    breaks = quantile_breaks(_scores_sample(X, U, V), K)
+    breaks = quantile_breaks(off_diagonal_scores(X, U, V, KNOT_SAMPLES), K)
     return make_knots(breaks, degree, multiplicity)
 
 
@@ -473,7 +465,7 @@ def fit_erm(
     for theta0 in iterator:
         U0 = jnp.asarray(theta0[: d * r].reshape(d, r))
         V0 = jnp.asarray(theta0[d * r :].reshape(d, r))
-        knots = _knots_for(Xj, _normalise(U0, V0), V0, k_pilot, s, m)
+        knots = _knots_for(Xj, gauge_factors(U0, V0)[0], V0, k_pilot, s, m)
         theta, loss, steps = _optimise_jit(
             jnp.asarray(theta0),
             Xj,
@@ -494,7 +486,7 @@ def fit_erm(
     def factors(th):
         U = th[: d * r].reshape(d, r)
         V = th[d * r :].reshape(d, r)
-        return _normalise(U, V), V
+        return gauge_factors(U, V)
 
     # 2. choose K at the pilot A, refit A with it, re-place the knots
     U, V = factors(theta)

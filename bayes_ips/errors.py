@@ -7,10 +7,18 @@ CLI prints it and exits non-zero without a traceback.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
-__all__ = ["InputError", "check_finite", "check_rank", "check_xy", "check_positive"]
+__all__ = [
+    "InputError",
+    "check_finite",
+    "check_output_dir",
+    "check_positive",
+    "check_rank",
+    "check_xy",
+]
 
 
 class InputError(ValueError):
@@ -60,3 +68,20 @@ def check_rank(rank: int, d: int) -> int:
     if rank > d:
         raise InputError(f"rank {rank} is impossible in dimension d = {d} (need rank <= d)")
     return int(rank)
+
+
+def check_output_dir(path: str | os.PathLike) -> str:
+    """The folder an output ``path`` will be written to: it must exist and be writable.
+
+    Returns
+    -------
+    str
+        The absolute folder.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError(f"cannot write {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise InputError(f"cannot write {path}: directory {directory} is not writable")
+    return directory

@@ -40,7 +40,10 @@ import numpy as np
 from bayes_ips import nuts
 from bayes_ips.erm import ERMConfig, ERMFit, fit_erm
 from bayes_ips.errors import InputError, check_rank, check_xy
+from bayes_ips.io import fit_reference
 from bayes_ips.models.lowrank_spline import lowrank_spline
+from bayes_ips.pairs import eval_pairs, off_diagonal_scores  # eval_pairs: re-exported
+from bayes_ips.ppc import predictive_draws, thin_draws
 from bayes_ips.spline import Knots, make_knots, quantile_breaks
 
 __all__ = [
@@ -180,21 +183,16 @@ NUTSRun = PosteriorRun  # the name of earlier versions
 
 def model_knots(X: np.ndarray, fit: ERMFit, n_intervals: int | None, degree: int) -> Knots:
     """Knots at quantiles of the ERM fit's training scores (K from ERM's GCV by default)."""
-    N = X.shape[1]
-    from bayes_ips.pairwise import pair_scores
-
-    S = np.asarray(pair_scores(X[:4000], fit.U, fit.V))
+    S = off_diagonal_scores(X, fit.U, fit.V, max_samples=4000)
     K = n_intervals or fit.info["K"]
-    return make_knots(quantile_breaks(S[:, ~np.eye(N, dtype=bool)], K), degree, 1)
+    return make_knots(quantile_breaks(S, K), degree, 1)
 
 
 def model_penalty(X: np.ndarray, fit: ERMFit, knots: Knots) -> np.ndarray:
     """The curvature penalty of the model's basis, in units of the score sd."""
     from bayes_ips.collapsed import curvature_penalty
-    from bayes_ips.pairwise import pair_scores
 
-    N = X.shape[1]
-    S = np.asarray(pair_scores(X[:4000], fit.U, fit.V))[:, ~np.eye(N, dtype=bool)]
+    S = off_diagonal_scores(X, fit.U, fit.V, max_samples=4000)
     return curvature_penalty(knots, float(S.std()))
 
 
@@ -567,16 +565,6 @@ def _erm_coef_on(knots: Knots, erm: ERMFit, chains: int) -> jax.Array:
     return jnp.broadcast_to(c, (chains,) + c.shape)
 
 
-def eval_pairs(key: jax.Array, X: np.ndarray, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` pairs ``(X[m, i], X[m, j])``, ``i != j``, of random samples: draws from rho."""
-    M, N, _ = X.shape
-    km, ki, kj = jax.random.split(key, 3)
-    m = np.asarray(jax.random.randint(km, (n,), 0, M))
-    i = np.asarray(jax.random.randint(ki, (n,), 0, N))
-    j = (i + np.asarray(jax.random.randint(kj, (n,), 1, N))) % N  # j != i
-    return X[m, i], X[m, j]
-
-
 def sample_posterior(
     key: jax.Array,
     X,
@@ -596,7 +584,7 @@ def sample_posterior(
     post : bayes_ips.posterior.Posterior
     run : PosteriorRun
     """
-    from bayes_ips.arviz_io import PPC_MAX_VALUES, build_inference_data
+    from bayes_ips.arviz_io import build_inference_data
     from bayes_ips.posterior import g_draws, mode_check, posterior_predictive_mean
 
     X, Y = check_xy(X, Y)
@@ -607,10 +595,8 @@ def sample_posterior(
     mean_draw = posterior_predictive_mean(post, X)
     C, D = post.shape
     M, N, _ = X.shape
-    keep = max(1, min(D, PPC_MAX_VALUES // max(C * M * N, 1)))
-    draw_index = np.unique(np.linspace(0, D - 1, keep).round().astype(int))
-    noise = np.asarray(jax.random.normal(k_ppc, (C, len(draw_index), M, N)))
-    y_rep = mean_draw[:, draw_index] + post.sigma[:, draw_index, None, None] * noise
+    draw_index = thin_draws(C, D, M * N)
+    y_rep = predictive_draws(k_ppc, mean_draw, post.sigma, draw_index)
     modes = mode_check(g_eval)
     attrs = {
         "kind": "posterior",
@@ -626,15 +612,7 @@ def sample_posterior(
         "sampler": run.method,
         "sampler_info": _json_info(run.info),
         "modes": modes,
-        "erm": {
-            "A": np.asarray(run.erm.A).tolist(),
-            "U": np.asarray(run.erm.U).tolist(),
-            "V": np.asarray(run.erm.V).tolist(),
-            "coef": np.asarray(run.erm.coef).tolist(),
-            "breaks": np.asarray(run.erm.knots.breaks).tolist(),
-            "degree": int(run.erm.knots.degree),
-            "multiplicity": int(run.erm.knots.multiplicity),
-        },
+        "erm": fit_reference(run.erm),
     }
     idata = build_inference_data(
         samples=run.samples,

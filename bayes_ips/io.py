@@ -10,7 +10,11 @@ Fit netCDF
     An xarray Dataset with everything needed to predict: ``A`` (dim, dim_col),
     ``U``, ``V`` (dim, rank), ``coef`` (basis), ``breaks`` (brk), and attributes
     ``kind``, ``degree``, ``multiplicity``, ``config`` and ``info`` (JSON) and
-    ``seed``.
+    ``seed`` (:func:`fit_to_dataset`, :func:`fit_from_dataset`).
+Fit reference
+    The same variables as nested lists, with ``degree`` and ``multiplicity``: a
+    JSON dict kept inside another file (the ERM start in a posterior's ``erm``
+    attribute; :func:`fit_reference`, :func:`fit_from_reference`).
 
 Every writer goes through :func:`atomic_write`: the file appears complete under
 its name or not at all.
@@ -34,7 +38,7 @@ import xarray as xr
 from bayes_ips import __version__
 from bayes_ips.activations import PhiSpec
 from bayes_ips.erm import ERMConfig, ERMFit
-from bayes_ips.errors import InputError, check_xy
+from bayes_ips.errors import InputError, check_output_dir, check_xy
 from bayes_ips.simulate import NoiseLaw, TokenLaw, Truth
 from bayes_ips.spline import make_knots
 
@@ -42,6 +46,10 @@ __all__ = [
     "Dataset",
     "atomic_write",
     "file_kind",
+    "fit_from_dataset",
+    "fit_from_reference",
+    "fit_reference",
+    "fit_to_dataset",
     "load_dataset",
     "load_fit",
     "load_pairs",
@@ -82,11 +90,7 @@ def to_json(obj: Any) -> str:
 def atomic_write(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise InputError(f"cannot write {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise InputError(f"cannot write {path}: directory {directory} is not writable")
+    directory = check_output_dir(path)
     if os.path.isdir(path):
         raise InputError(f"cannot write {path}: it is a directory")
     try:
@@ -248,16 +252,40 @@ def file_kind(path: str | os.PathLike) -> str:
     return str(kind)
 
 
-def save_fit(path: str | os.PathLike, fit: ERMFit) -> None:
-    """Write an ERM fit to netCDF."""
-    ds = xr.Dataset(
-        {
-            "A": (("dim", "dim_col"), np.asarray(fit.A)),
-            "U": (("dim", "rank"), np.asarray(fit.U)),
-            "V": (("dim", "rank"), np.asarray(fit.V)),
-            "coef": (("basis",), np.asarray(fit.coef)),
-            "breaks": (("brk",), np.asarray(fit.knots.breaks)),
-        },
+# The variables of an ERM fit and their dims: one table for every form of a fit.
+FIT_VARIABLES = {
+    "A": ("dim", "dim_col"),
+    "U": ("dim", "rank"),
+    "V": ("dim", "rank"),
+    "coef": ("basis",),
+    "breaks": ("brk",),
+}
+KNOT_ATTRS = ("degree", "multiplicity")
+
+
+def fit_to_dataset(fit: ERMFit) -> xr.Dataset:
+    """An ERM fit as an xarray Dataset (the layout of a fit netCDF, module docstring).
+
+    Parameters
+    ----------
+    fit : ERMFit
+
+    Returns
+    -------
+    xarray.Dataset
+        ``A`` (dim, dim_col), ``U``, ``V`` (dim, rank), ``coef`` (basis), ``breaks``
+        (brk); attributes ``kind = "erm"``, ``bayes_ips_version``, ``degree``,
+        ``multiplicity``, ``seed``, and ``config`` and ``info`` as JSON.
+    """
+    arrays = {
+        "A": fit.A,
+        "U": fit.U,
+        "V": fit.V,
+        "coef": fit.coef,
+        "breaks": fit.knots.breaks,
+    }
+    return xr.Dataset(
+        {name: (dims, np.asarray(arrays[name])) for name, dims in FIT_VARIABLES.items()},
         attrs={
             "kind": "erm",
             "bayes_ips_version": __version__,
@@ -268,6 +296,100 @@ def save_fit(path: str | os.PathLike, fit: ERMFit) -> None:
             "info": to_json(fit.info),
         },
     )
+
+
+def fit_from_dataset(ds: xr.Dataset, *, source: str = "the fit", provenance: bool = True) -> ERMFit:
+    """The ERM fit held by a Dataset written by :func:`fit_to_dataset`.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    source : str
+        Names the data in error messages (a path).
+    provenance : bool
+        Read ``config``, ``info`` (required) and ``seed`` (default -1).  When False
+        (a reference fit, :func:`fit_from_reference`) the fit gets the default
+        ``ERMConfig()``, seed -1 and an empty ``info``.
+
+    Returns
+    -------
+    ERMFit
+
+    Raises
+    ------
+    InputError
+        Not an ERM fit, a variable missing, or corrupt attributes.
+    """
+    kind = ds.attrs.get("kind")
+    if kind != "erm":
+        raise InputError(f"{source} is not an ERM fit (kind = {kind!r})")
+    for key in FIT_VARIABLES:
+        if key not in ds:
+            raise InputError(f"{source} has no {key!r} variable")
+    try:
+        if provenance:
+            config = ERMConfig(**json.loads(ds.attrs["config"]))
+            info = json.loads(ds.attrs["info"])
+            seed = int(ds.attrs.get("seed", -1))
+        else:
+            config, info, seed = ERMConfig(), {}, -1
+        knots = make_knots(
+            ds["breaks"].values, int(ds.attrs["degree"]), int(ds.attrs["multiplicity"])
+        )
+    except (KeyError, ValueError) as e:
+        raise InputError(f"{source}: corrupt fit attributes: {e}") from None
+    return ERMFit(
+        np.asarray(ds["A"].values),
+        np.asarray(ds["U"].values),
+        np.asarray(ds["V"].values),
+        np.asarray(ds["coef"].values),
+        knots,
+        config,
+        seed,
+        info,
+    )
+
+
+def fit_reference(fit: ERMFit) -> dict[str, Any]:
+    """The JSON form of a fit kept inside another file (the ERM start of a posterior).
+
+    The variables of :func:`fit_to_dataset` as nested lists, and its knot
+    attributes; no config, info or seed.
+
+    Returns
+    -------
+    dict
+        ``A``, ``U``, ``V``, ``coef``, ``breaks`` (lists) and ``degree``,
+        ``multiplicity`` (int).
+    """
+    ds = fit_to_dataset(fit)
+    ref: dict[str, Any] = {name: ds[name].values.tolist() for name in FIT_VARIABLES}
+    ref.update((key, ds.attrs[key]) for key in KNOT_ATTRS)
+    return ref
+
+
+def fit_from_reference(ref: str | dict, *, source: str = "the file") -> ERMFit:
+    """The fit of :func:`fit_reference` (as a dict, or its JSON string).
+
+    Raises
+    ------
+    InputError
+        ``{source} lacks its ERM reference: ...`` when ``ref`` is absent or corrupt.
+    """
+    try:
+        ref = json.loads(ref) if isinstance(ref, str) else ref
+        ds = xr.Dataset(
+            {name: (dims, np.asarray(ref[name])) for name, dims in FIT_VARIABLES.items()},
+            attrs={"kind": "erm", **{key: ref[key] for key in KNOT_ATTRS}},
+        )
+        return fit_from_dataset(ds, source=source, provenance=False)
+    except (TypeError, KeyError, ValueError) as err:
+        raise InputError(f"{source} lacks its ERM reference: {err}") from None
+
+
+def save_fit(path: str | os.PathLike, fit: ERMFit) -> None:
+    """Write an ERM fit to netCDF (:func:`fit_to_dataset`)."""
+    ds = fit_to_dataset(fit)
     with atomic_write(path) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf")
 
@@ -275,28 +397,4 @@ def save_fit(path: str | os.PathLike, fit: ERMFit) -> None:
 def load_fit(path: str | os.PathLike) -> ERMFit:
     """Read a fit written by :func:`save_fit`."""
     path = os.fspath(path)
-    ds = read_fit_dataset(path)
-    kind = ds.attrs.get("kind")
-    if kind != "erm":
-        raise InputError(f"{path} is not an ERM fit (kind = {kind!r})")
-    for key in ("A", "U", "V", "coef", "breaks"):
-        if key not in ds:
-            raise InputError(f"{path} has no {key!r} variable")
-    try:
-        cfg = json.loads(ds.attrs["config"])
-        info = json.loads(ds.attrs["info"])
-        knots = make_knots(
-            ds["breaks"].values, int(ds.attrs["degree"]), int(ds.attrs["multiplicity"])
-        )
-    except (KeyError, ValueError) as e:
-        raise InputError(f"{path}: corrupt fit attributes: {e}") from None
-    return ERMFit(
-        np.asarray(ds["A"].values),
-        np.asarray(ds["U"].values),
-        np.asarray(ds["V"].values),
-        np.asarray(ds["coef"].values),
-        knots,
-        ERMConfig(**cfg),
-        int(ds.attrs.get("seed", -1)),
-        info,
-    )
+    return fit_from_dataset(read_fit_dataset(path), source=path)

@@ -27,17 +27,13 @@ import numpyro
 import numpyro.distributions as dist
 
 from bayes_ips.collapsed import collapsed_loglik, pspline_precision
+from bayes_ips.gauge import gauge_factors  # re-exported: the model's gauge lives there
 from bayes_ips.pairwise import grad_chunk, gram, pairwise_mean
 from bayes_ips.spline import Knots, n_basis
 
 __all__ = ["gauge_factors", "gauge_log_factor", "lowrank_spline"]
 
 KAPPA = 10.0  # weak ridge on c, in units of y_scale: prior sd of the level of phi
-
-
-def gauge_factors(U, V):
-    """Factors of the gauge-fixed ``A = U V^T / ||U V^T||_F``: returns ``(U / ||U V^T||_F, V)``."""
-    return U / jnp.sqrt(jnp.sum((U.T @ U) * (V.T @ V))), V
 
 
 RADIUS_SD = 0.1  # relative sd of ||U||_F and ||V||_F around sqrt(d r)

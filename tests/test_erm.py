@@ -186,14 +186,15 @@ def test_too_few_samples_are_refused():
 
 def test_gcv_from_one_fine_pass_equals_one_pass_per_k(problem):
     """The nested-knot shortcut (F_K = F_fine T_K) against a direct Gram pass per K."""
-    from bayes_ips.erm import _gcv, _gcv_table, _knots_for, _normalise, refinement_matrix
+    from bayes_ips.erm import _gcv, _gcv_table, _knots_for, refinement_matrix
+    from bayes_ips.gauge import gauge_factors
     from bayes_ips.spline import design_matrix, make_knots
 
     _, X, Y, _ = problem
     Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
     U = jnp.asarray([[1.0], [0.5], [-0.3]])
     V = jnp.asarray([[0.2], [1.0], [0.4]])
-    U = _normalise(U, V)
+    U, _ = gauge_factors(U, V)
     for s, m in ((3, 1), (2, 2), (1, 1)):
         grid = [2, 3, 4, 6, 12]
         table = _gcv_table(Xj, Yj, U, V, grid, s, m, 1e-8, 4, 512)

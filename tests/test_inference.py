@@ -167,12 +167,12 @@ def test_proposal_evaluation_equals_the_model_potential_and_the_conditional_of_c
     Both are checked against NumPyro's potential energy of the model (which
     computes its own Gram statistics) and the conditional of c, point by point.
     """
+    from bayes_ips.models.lowrank_spline import KAPPA, gauge_factors
     from numpyro.infer.util import potential_energy
 
     from bayes_ips.collapsed import conditional_c, pspline_precision
     from bayes_ips.inference import _setup, bound_model
     from bayes_ips.laplace import flatten
-    from bayes_ips.models.lowrank_spline import KAPPA, gauge_factors
     from bayes_ips.pairwise import gram
     from bayes_ips.posterior import evaluate_proposals
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 
@@ -16,6 +17,10 @@ from bayes_ips.errors import InputError
 from bayes_ips.io import (
     Dataset,
     atomic_write,
+    fit_from_dataset,
+    fit_from_reference,
+    fit_reference,
+    fit_to_dataset,
     load_dataset,
     load_fit,
     load_pairs,
@@ -359,3 +364,54 @@ def test_atomic_write_to_an_unwritable_place_is_an_input_error():
     with pytest.raises(InputError, match="cannot write"):
         with atomic_write("/proc/bayes_ips_test.npz") as tmp:
             open(tmp, "w").close()
+
+
+# ----------------------------------------------------------------------------- fit forms
+
+
+def _assert_same_fit_arrays(a, b):
+    for name in ("A", "U", "V", "coef"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    np.testing.assert_array_equal(np.asarray(a.knots.breaks), np.asarray(b.knots.breaks))
+    assert (a.knots.degree, a.knots.multiplicity) == (b.knots.degree, b.knots.multiplicity)
+
+
+def test_fit_dataset_round_trip_in_memory():
+    fit = _make_fit()
+    ds = fit_to_dataset(fit)
+    assert ds["A"].dims == ("dim", "dim_col") and ds["coef"].dims == ("basis",)
+    assert ds.attrs["kind"] == "erm"
+    back = fit_from_dataset(ds)
+    _assert_same_fit_arrays(back, fit)
+    assert back.config == fit.config and back.seed == 7 and back.info["K"] == 5
+
+
+def test_fit_reference_round_trip_through_json():
+    fit = _make_fit()
+    ref = fit_reference(fit)
+    assert list(ref) == ["A", "U", "V", "coef", "breaks", "degree", "multiplicity"]
+    for back in (fit_from_reference(ref), fit_from_reference(json.dumps(ref))):
+        _assert_same_fit_arrays(back, fit)
+        assert back.config == ERMConfig() and back.seed == -1 and back.info == {}
+
+
+def test_fit_reference_of_the_legacy_layout_loads():
+    """A posterior file written before fit_reference: the same keys, written by hand."""
+    fit = _make_fit()
+    legacy = {
+        "A": np.asarray(fit.A).tolist(),
+        "U": np.asarray(fit.U).tolist(),
+        "V": np.asarray(fit.V).tolist(),
+        "coef": np.asarray(fit.coef).tolist(),
+        "breaks": np.asarray(fit.knots.breaks).tolist(),
+        "degree": int(fit.knots.degree),
+        "multiplicity": int(fit.knots.multiplicity),
+    }
+    assert fit_reference(fit) == legacy
+    _assert_same_fit_arrays(fit_from_reference(json.dumps(legacy)), fit)
+
+
+@pytest.mark.parametrize("ref", [None, "{}", "not json", {"A": [[1.0]]}])
+def test_fit_reference_missing_or_corrupt_is_an_input_error(ref):
+    with pytest.raises(InputError, match="the post.nc lacks its ERM reference"):
+        fit_from_reference(ref, source="the post.nc")

@@ -95,7 +95,8 @@ def test_imh_chains_sample_the_target_exactly():
 
 
 def test_imh_never_moves_to_a_proposal_of_zero_density():
-    log_w = jnp.array([[0.0, -jnp.inf, 5.0, jnp.nan, -jnp.inf], [-jnp.inf, -jnp.inf, 1.0, 0.0, 9.0]])
+    inf = jnp.inf
+    log_w = jnp.array([[0.0, -inf, 5.0, jnp.nan, -inf], [-inf, -inf, 1.0, 0.0, 9.0]])
     idx, acc = imh_chains(jax.random.PRNGKey(0), log_w)
     idx = np.asarray(idx)
     assert idx[0, 1] == 0 and idx[0, 3] == idx[0, 2] and idx[0, 4] == idx[0, 3]

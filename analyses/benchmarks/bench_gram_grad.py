@@ -117,6 +117,7 @@ def _problem(M: int, N: int, d: int, K: int, seed: int):
     import jax.numpy as jnp
 
     from bayes_ips.collapsed import curvature_penalty, pspline_precision
+    from bayes_ips.pairs import off_diagonal
     from bayes_ips.pairwise import pair_scores
     from bayes_ips.spline import make_knots, quantile_breaks
 
@@ -125,7 +126,7 @@ def _problem(M: int, N: int, d: int, K: int, seed: int):
     U = jax.random.normal(ku, (d, 1))
     V = jax.random.normal(kv, (d, 1))
     U = U / jnp.sqrt(jnp.sum((U @ V.T) ** 2))
-    S = np.asarray(pair_scores(X, U, V))[:, ~np.eye(N, dtype=bool)]
+    S = off_diagonal(pair_scores(X, U, V))  # (M, N (N - 1))
     knots = make_knots(quantile_breaks(S, K), 3, 1)
     Y = jnp.tanh(2.0 * jnp.mean(jnp.asarray(S).reshape(M, N, N - 1), axis=-1))
     Y = Y + 0.1 * jax.random.normal(ky, (M, N))

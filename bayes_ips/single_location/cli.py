@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from bayes_ips.cli import _finite_float, _out_path
+from bayes_ips.cli_common import finite_float, out_path
 from bayes_ips.run_options import positive_int
 
 __all__ = ["add_commands"]
@@ -48,7 +48,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from bayes_ips.single_location.io import SLRDataset, save_dataset
     from bayes_ips.single_location.simulate import make_truth, simulate
 
-    _out_path(args.out, (".npz",))
+    out_path(args.out, (".npz",))
     k_truth, k_data = jax.random.split(jax.random.PRNGKey(args.seed))
     truth = make_truth(k_truth, args.d, L=args.L, gamma=args.gamma, noise_sd=args.noise)
     X, Y, J0 = simulate(k_data, truth, args.M)
@@ -68,7 +68,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from bayes_ips.single_location.io import load_dataset, save_pgd_fit
     from bayes_ips.single_location.pgd import fit_pgd
 
-    _out_path(args.out, (".nc",))
+    out_path(args.out, (".nc",))
     cfg = _pgd_config(args)
     data = load_dataset(args.data)
     fit = fit_pgd(jax.random.PRNGKey(args.seed), data.X, data.Y, cfg, seed=args.seed)
@@ -89,7 +89,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from bayes_ips.single_location.io import load_dataset
     from bayes_ips.single_location.posterior import SLRSamplerConfig, sample_posterior
 
-    _out_path(args.out, (".nc",))
+    out_path(args.out, (".nc",))
     cfg = SLRSamplerConfig(
         chains=args.chains,
         warmup=args.warmup,
@@ -130,7 +130,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from bayes_ips.io import save_npz, to_json
     from bayes_ips.single_location.io import load_inputs
 
-    _out_path(args.out, (".npz",))
+    out_path(args.out, (".npz",))
     kind, obj = _load_fit(args.fit)
     d = len(obj.k) if kind == "slr_pgd" else obj[1].k.shape[-1]
     X = load_inputs(args.inputs, d)
@@ -165,7 +165,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from bayes_ips.single_location.sphere import overlaps
 
     if args.json:
-        _out_path(args.json, (".json",))
+        out_path(args.json, (".json",))
     kind, obj = _load_fit(args.fit)
     truth = load_dataset(args.truth, need_truth=True).truth
     k, v = _directions(kind, obj)
@@ -224,8 +224,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--M", type=positive_int, required=True, help="number of samples")
     s.add_argument("--d", type=positive_int, required=True, help="token dimension (>= 2)")
     s.add_argument("--L", type=positive_int, default=10, help="tokens per sample")
-    s.add_argument("--gamma", type=_finite_float, default=math.sqrt(0.5), help="signal token sd")
-    s.add_argument("--noise", type=_finite_float, default=0.1, help="output noise sd")
+    s.add_argument("--gamma", type=finite_float, default=math.sqrt(0.5), help="signal token sd")
+    s.add_argument("--noise", type=finite_float, default=0.1, help="output noise sd")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_simulate)
@@ -233,12 +233,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     f = slr.add_parser("fit", help="fit (k, v) by projected gradient descent on the sphere")
     f.add_argument("data")
     f.add_argument("--steps", type=positive_int, default=3000)
-    f.add_argument("--lr", type=_finite_float, default=0.5, help="step size, in units of 1/C")
+    f.add_argument("--lr", type=finite_float, default=0.5, help="step size, in units of 1/C")
     f.add_argument(
         "--lambda-schedule", default="constant", help="constant | linear | geometric | inverse"
     )
-    f.add_argument("--lambda0", type=_finite_float, default=0.1, help="first lambda")
-    f.add_argument("--lambda1", type=_finite_float, help="last lambda (default: lambda0)")
+    f.add_argument("--lambda0", type=finite_float, default=0.1, help="first lambda")
+    f.add_argument("--lambda1", type=finite_float, help="last lambda (default: lambda0)")
     f.add_argument("--batch-size", type=positive_int, help="SGD batch size (default: full batch)")
     f.add_argument("--init", default="moment", help="moment (default) | sphere")
     f.add_argument("--no-refit-lambda", action="store_true", help="predict with the last lambda")

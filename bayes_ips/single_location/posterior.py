@@ -41,6 +41,7 @@ from jax.typing import ArrayLike
 from bayes_ips.errors import InputError
 from bayes_ips.models.single_location import LAMBDA_LOG_SD, LAMBDA_MEDIAN, single_location
 from bayes_ips.nuts import run_chains
+from bayes_ips.ppc import gaussian_loglik, predictive_draws, thin_draws
 from bayes_ips.single_location.attention import erf_attention_draws
 from bayes_ips.single_location.data import check_data
 from bayes_ips.single_location.pgd import PGDFit, fit_pgd
@@ -59,7 +60,6 @@ __all__ = [
 
 INITS = ("pgd", "prior")
 SITES = ("z_k", "z_v", "lambda", "sigma")  # the sampled sites, one dense mass block
-PPC_MAX_VALUES = 20_000_000  # posterior predictive values kept (~160 MB in float64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,12 +354,9 @@ def sample_posterior(
     X_eval = X[eval_idx]
     pred = post.draws(X_eval)
     T_train = post.draws(X)  # (C, D, M)
-    s2 = post.sigma[..., None] ** 2
-    loglik = -0.5 * ((Y - T_train) ** 2 / s2 + np.log(2 * np.pi * s2))
-    keep = max(1, min(D, PPC_MAX_VALUES // max(C * M, 1)))
-    draw_index = np.unique(np.linspace(0, D - 1, keep).round().astype(int))
-    noise = np.asarray(jax.random.normal(k_ppc, (C, len(draw_index), M)))
-    y_rep = T_train[:, draw_index] + post.sigma[:, draw_index, None] * noise
+    loglik = gaussian_loglik(Y, T_train, post.sigma)  # (C, D, M)
+    draw_index = thin_draws(C, D, M)
+    y_rep = predictive_draws(k_ppc, T_train, post.sigma, draw_index)
 
     posterior = {
         "k": k,

@@ -90,9 +90,9 @@ def plot_rates(ds, rows: list[dict] | None = None, title: str = "") -> Figure:
     Markers are filled where the theory's condition ``r d <= (M / log M)^{1/(2 beta+1)}``
     holds and hollow where it fails (or beta is infinite).  Dotted lines have the
     theory's slope, drawn through the centre of each curve.  When the study has
-    ``bayes_pm`` cells, a second row shows the mean width of the pointwise credible
-    band against M (posterior contraction), with the reference slope
-    ``-beta / (2 beta + 1)`` (the rate of the error's square root).
+    ``bayes_pm`` cells, a last panel in the same row shows the mean width of the
+    pointwise credible band against M (posterior contraction), with the reference
+    slope ``-beta / (2 beta + 1)`` (the rate of the error's square root).
 
     Parameters
     ----------
@@ -103,24 +103,21 @@ def plot_rates(ds, rows: list[dict] | None = None, title: str = "") -> Figure:
 
     ests = [str(e) for e in ds["estimator"].values]
     has_band = "bayes_pm" in ests and "band_width" in ds
-    nrow = 2 if has_band else 1
-    fig = Figure(figsize=(5.2 * len(ests), 4.2 * nrow), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(nrow, len(ests), squeeze=False))
+    # one row: an error panel per estimator, then the band panel; no empty cell
+    n_panels = len(ests) + int(has_band)
+    fig = Figure(figsize=(5.2 * n_panels, 4.2), layout="constrained")
+    axes = fig.subplots(1, n_panels, squeeze=False)[0]
     cmap = matplotlib.colormaps["viridis"]
     n = len(_lines(ds))
     colors = [cmap(0.85 * i / max(n - 1, 1)) for i in range(n)]
-    for j, est in enumerate(ests):
-        ax = axes[0, j]
+    for ax, est in zip(axes, ests, strict=False):
         _panel(ax, ds, est, "error", rows, colors, ylabel=r"$\|\hat g - g^*\|^2_{L^2(\rho)}$")
         ax.set_title(LABELS.get(est, est))
         ax.legend(fontsize=7.5, loc="lower left")
-        if has_band:
-            axb = axes[1, j]
-            if est == "bayes_pm":
-                _panel(axb, ds, est, "band_width", None, colors, 0.5, "mean width of 90% band")
-                axb.set_title("posterior contraction (credible-band width)")
-            else:
-                axb.set_visible(False)
+    if has_band:
+        axb = axes[-1]
+        _panel(axb, ds, "bayes_pm", "band_width", None, colors, 0.5, "mean width of 90% band")
+        axb.set_title("posterior contraction (credible-band width)")
     note = "filled: theory condition holds; hollow: fails.  dotted: theory slope."
     fig.suptitle((title + "\n" if title else "") + note, fontsize=9)
     return fig
