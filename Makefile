@@ -6,7 +6,7 @@ OUT    ?= out
 STAMP  := $(VENV)/.installed
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-all lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,15 +31,19 @@ demo: $(STAMP)
 	$(BIN)/bayes-ips fit-erm $(OUT)/data.npz --rank 1 --seed 0 --out $(OUT)/erm.nc
 	$(BIN)/bayes-ips evaluate $(OUT)/erm.nc --truth $(OUT)/data.npz --json $(OUT)/erm_error.json
 	$(BIN)/bayes-ips plot $(OUT)/erm.nc --truth $(OUT)/data.npz --out $(OUT)/erm_fit.png
-	$(BIN)/bayes-ips sample $(OUT)/data.npz --rank 1 --chains 2 --warmup 200 --draws 200 \
-		--seed 0 --out $(OUT)/post.nc
+	$(BIN)/bayes-ips sample $(OUT)/data.npz --rank 1 --seed 0 --out $(OUT)/post.nc
 	$(BIN)/bayes-ips evaluate $(OUT)/post.nc --truth $(OUT)/data.npz --json $(OUT)/post_error.json
 	$(BIN)/bayes-ips diagnose $(OUT)/post.nc --truth $(OUT)/data.npz --out-dir $(OUT)/diagnostics
 	@echo "demo outputs in $(OUT)/: quick/ (rates.png, slopes.md, summary.md, results.nc)"
 	@echo "  data.npz erm.nc erm_error.json erm_fit.png post.nc post_error.json diagnostics/"
 
+# The fast tier (the default: statistical checks that take minutes are marked slow).
 test: $(STAMP_DEV)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
+
+# Everything, the slow tier included (what CI runs).
+test-all: $(STAMP_DEV)
+	$(BIN)/python -m pytest -q --durations=15 -m "slow or not slow"
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check bayes_ips models analyses tests

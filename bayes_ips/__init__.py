@@ -36,6 +36,15 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
     """
     import jax
 
+    path = _cache_path(path)
+    if path is None:
+        return None
+    for name, value in _cache_settings(path).items():
+        jax.config.update(name, value)
+    return path
+
+
+def _cache_path(path: str | None) -> str | None:
     path = (
         path
         or os.environ.get(CACHE_ENV)
@@ -47,10 +56,36 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
         os.makedirs(path, exist_ok=True)
     except OSError:
         return None  # an unwritable cache only costs compile time
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
 
 
-__all__ = ["__version__", "enable_compilation_cache", "enable_x64"]
+def _cache_settings(path: str) -> dict:
+    return {
+        "jax_compilation_cache_dir": path,
+        "jax_persistent_cache_min_compile_time_secs": 0.5,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+
+
+def configure_jax_before_import() -> None:
+    """float64 and the compilation cache for a process that has not imported JAX yet.
+
+    Sets JAX's environment variables instead of importing it, so a worker
+    process pays for JAX's import only when one of its tasks uses it.  In a
+    process that has imported JAX already, the same settings go through
+    ``jax.config``.
+    """
+    import sys
+
+    if "jax" in sys.modules:
+        enable_x64()
+        enable_compilation_cache()
+        return
+    os.environ["JAX_ENABLE_X64"] = "1"
+    path = _cache_path(None)
+    if path is not None:
+        for name, value in _cache_settings(path).items():
+            os.environ[name.upper()] = str(value)
+
+
+__all__ = ["__version__", "configure_jax_before_import", "enable_compilation_cache", "enable_x64"]

@@ -207,9 +207,14 @@ def test_proposal_evaluation_equals_the_model_potential_and_the_conditional_of_c
 
 
 def test_auto_falls_back_to_nuts_when_the_proposal_does_not_fit_and_says_so(capsys):
-    """khat_max below any Pareto k forces the fallback: NUTS from the Laplace mode."""
-    truth, X, Y = _data(2, M=80, N=4, d=2)
-    cfg = SamplerConfig(chains=2, warmup=40, draws=30, khat_max=1e-9, n_intervals=4)
+    """Rank 2: the factors' rotations leave a ring of equal density, which no Gaussian fits.
+
+    The Pareto k of the Laplace proposal is far above 0.7 (14 here), so ``auto``
+    runs NUTS from the Laplace mode and records why; ``imh`` returns its flagged run.
+    """
+    truth = make_truth(jax.random.PRNGKey(0), 3, 2, phi="tanh", tokens="cube", noise_sd=0.1)
+    X, Y = (np.asarray(a) for a in simulate(jax.random.PRNGKey(1), truth, 80, 4))
+    cfg = SamplerConfig(rank=2, chains=2, warmup=40, draws=30, n_intervals=4)
     idata, post, run = sample_posterior(jax.random.PRNGKey(0), X, Y, cfg, n_eval=8)
     assert run.method == "nuts" and "Pareto k" in run.info["fallback"]
     assert "running NUTS" in capsys.readouterr().out
@@ -217,13 +222,17 @@ def test_auto_falls_back_to_nuts_when_the_proposal_does_not_fit_and_says_so(caps
     import json
 
     info = json.loads(idata.attrs["sampler_info"])
-    assert "Pareto k" in info["fallback"] and info["imh"]["khat"] > 1e-9
+    assert "Pareto k" in info["fallback"] and info["imh"]["khat"] > 0.7
     assert post.shape == (2, 30) and np.isfinite(post.c_mean).all()
-    # method="imh" never falls back: it returns the flagged run
-    _, _, run = sample_posterior(
+    _, report = diagnose(idata)
+    assert report["sampler"] == "nuts"
+    # method="imh" never falls back: it returns the run, and diagnose flags it
+    idata, _, run = sample_posterior(
         jax.random.PRNGKey(0), X, Y, dataclasses.replace(cfg, method="imh"), progress=False
     )
-    assert run.method == "imh" and run.info["khat"] > cfg.khat_max
+    assert run.method == "imh" and run.info["khat"] > 0.7
+    _, report = diagnose(idata)
+    assert any("Pareto k" in p for p in report["problems"])
 
 
 def test_a_second_dataset_of_the_same_shapes_compiles_nothing_new():
