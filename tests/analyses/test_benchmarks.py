@@ -52,3 +52,16 @@ def test_bench_gram_grad_tiny(capsys, nuts):
         assert all(r["wall_s"] > 0 for runs in out["nuts"].values() for r in runs)
     else:
         assert "nuts" not in out
+
+
+@pytest.mark.slow  # ERM twice, the default path twice and a short NUTS run, each compiled
+def test_bench_posterior_tiny(capsys):
+    mod = _load("bench_posterior")
+    argv = ["--M-override", "150", "--n-eval-pairs", "500", "--nuts-iterations", "30"]
+    args = mod.build_parser().parse_args(argv)
+    out = mod.main(args)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-3].startswith("posterior_over_erm=") and lines[-2].startswith("error_ratio=")
+    assert lines[-1].startswith("posterior_speedup=")
+    assert out["posterior_over_erm"] > 0 and out["posterior_speedup"] > 0
+    assert out["default"]["sampler"] in ("imh", "nuts") and out["errors"]["default"] > 0
