@@ -345,6 +345,8 @@ def run_sbc(
     """
     from tqdm import tqdm
 
+    from bayes_ips.study.backends import relieve_map_pressure
+
     config = SamplerConfig(
         rank=design.rank, method=method, chains=chains, draws=draws, warmup=warmup
     ).validate(design.d)
@@ -357,6 +359,9 @@ def run_sbc(
     t0 = time.perf_counter()
     for r in tqdm(range(replications), desc=f"sbc ({method})", disable=not progress):
         reps.append(replicate(r, jax.random.fold_in(root, r), design, prior, pairs, config, L))
+        # NUTS compiles programs per replication; past vm.max_map_count XLA's compiler
+        # fails ("Cannot allocate memory": seen at replication 20 of a NUTS run)
+        relieve_map_pressure()
     total = time.perf_counter() - t0
 
     os.makedirs(out_dir, exist_ok=True)
