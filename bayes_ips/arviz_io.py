@@ -50,6 +50,7 @@ __all__ = [
     "convergence",
     "identifiable",
     "load_inference_data",
+    "plot_ecdf_difference",
     "posterior_from_idata",
     "save_inference_data",
     "summary",
@@ -579,3 +580,45 @@ def convergence(draws: dict[str, np.ndarray]) -> dict[str, float]:
         pick = np.nanmax if name == "rhat_max" else np.nanmin
         out[name] = float(pick(vals)) if np.isfinite(vals).any() else float("nan")
     return out
+
+
+def plot_ecdf_difference(values: dict[str, np.ndarray], path, prob: float = 0.95, seed=0) -> None:
+    """ECDF minus the uniform CDF, with a simultaneous band, one panel per quantity.
+
+    ``values`` are normalised ranks (PIT values) on [0, 1], e.g. of simulation-based
+    calibration; the band is ArviZ's optimised simultaneous band of level ``prob``
+    (Säilynoja, Bürkner & Vehtari 2022), evaluated on a fixed grid independent of
+    the values (as its calibration requires).
+    """
+    import matplotlib.pyplot as plt
+    from scipy.stats import uniform
+
+    az = _az()
+    n = len(values)
+    ncols = min(5, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(2.8 * ncols, 2.4 * nrows), squeeze=False, sharey=True
+    )
+    grid = np.linspace(0.0, 1.0, 101)[1:-1]
+    for ax, (name, u) in zip(axes.flat, values.items(), strict=False):
+        az.plot_ecdf(
+            np.asarray(u),
+            cdf=uniform(0, 1).cdf,
+            eval_points=grid,
+            difference=True,
+            confidence_bands="optimized",
+            ci_prob=prob,
+            random_state=seed,
+            ax=ax,
+            show=False,
+        )
+        ax.axhline(0.0, color="0.6", lw=0.6)
+        ax.set_title(name, fontsize=10)
+    for ax in axes.flat[n:]:
+        ax.remove()  # no empty panels
+    fig.supxlabel("normalised rank")
+    fig.supylabel("ECDF - uniform CDF")
+    fig.set_layout_engine("constrained")
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)

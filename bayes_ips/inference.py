@@ -2,7 +2,11 @@
 
 The knots of the Bayesian model are fixed before sampling, from an ERM fit on the
 same data (quantiles of its scores, its GCV choice of K), so the basis is
-data-driven in the same way as for ERM.
+data-driven in the same way as for ERM.  A caller that needs a prior that does
+not look at the data (simulation-based calibration, :mod:`bayes_ips.sbc`) passes
+a :class:`FixedPrior` instead (``prior=``): its knots, penalty scale and
+``y_scale`` replace the ERM- and data-derived ones; the ERM fit then only
+starts the samplers.
 
 Two samplers, chosen by ``SamplerConfig.method``:
 
@@ -47,6 +51,7 @@ from bayes_ips.ppc import predictive_draws, thin_draws
 from bayes_ips.spline import Knots, make_knots, quantile_breaks
 
 __all__ = [
+    "FixedPrior",
     "NUTSRun",
     "PosteriorRun",
     "SamplerConfig",
@@ -252,6 +257,35 @@ def _erm_init(key, fit: ERMFit, y_scale: float, chains: int, jitter: float) -> d
     }
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class FixedPrior:
+    """The data-independent pieces of the model's prior, fixed before seeing the data.
+
+    By default (``prior=None``) :func:`fit_posterior` derives the knots and the
+    penalty's units from an ERM fit and ``y_scale`` from ``RMS(Y)``; with a
+    ``FixedPrior`` these are taken as given (the ERM fit still starts the samplers
+    but is no part of the prior).
+
+    Attributes
+    ----------
+    knots : Knots
+        The basis of phi; it must cover every score ``x^T A y`` the data can produce.
+    penalty_scale : float
+        The units of the curvature penalty (:func:`bayes_ips.collapsed.curvature_penalty`).
+    y_scale : float
+        The scale of the priors of sigma, tau and c (:mod:`bayes_ips.models.lowrank_spline`).
+    """
+
+    knots: Knots
+    penalty_scale: float
+    y_scale: float = 1.0
+
+    def penalty(self) -> np.ndarray:
+        from bayes_ips.collapsed import curvature_penalty
+
+        return curvature_penalty(self.knots, float(self.penalty_scale))
+
+
 @dataclasses.dataclass
 class _Setup:
     """The data-dependent pieces of the model, fixed before sampling (see :func:`model_setup`)."""
@@ -266,7 +300,9 @@ class _Setup:
     data_kwargs: dict
 
 
-def _setup(key, X, Y, config: SamplerConfig, erm: ERMFit | None) -> _Setup:
+def _setup(
+    key, X, Y, config: SamplerConfig, erm: ERMFit | None, prior: FixedPrior | None = None
+) -> _Setup:
     X, Y = check_xy(X, Y)
     d = X.shape[2]
     config.validate(d)
@@ -274,9 +310,12 @@ def _setup(key, X, Y, config: SamplerConfig, erm: ERMFit | None) -> _Setup:
         erm = fit_erm(key, X, Y, ERMConfig(rank=config.rank))
     if erm.U.shape != (d, config.rank):
         raise InputError(f"the ERM fit has rank {erm.U.shape[1]}, the sampler rank {config.rank}")
-    knots = model_knots(X, erm, config.n_intervals, config.degree)
-    y_scale = float(np.sqrt(np.mean(Y**2)))
-    penalty = model_penalty(X, erm, knots)
+    if prior is None:
+        knots = model_knots(X, erm, config.n_intervals, config.degree)
+        y_scale = float(np.sqrt(np.mean(Y**2)))
+        penalty = model_penalty(X, erm, knots)
+    else:  # given in advance (config.n_intervals and config.degree are not used)
+        knots, y_scale, penalty = prior.knots, float(prior.y_scale), prior.penalty()
     # Shapes and branches are bound into the model; the data, the knots, the
     # penalty and the scale are arguments of the compiled programs
     # (``jit_model_args``), so every dataset of the same shapes reuses them.
@@ -295,6 +334,7 @@ def run_nuts(
     seed: int | None = None,
     progress: bool = True,
     start: tuple[dict, np.ndarray] | None = None,
+    prior: FixedPrior | None = None,
 ) -> PosteriorRun:
     """Run NUTS on the low-rank spline model.
 
@@ -313,12 +353,15 @@ def run_nuts(
         Unconstrained start (no chain axis) and dense inverse mass matrix, e.g. the
         Laplace approximation of :func:`run_imh`; chains start there with the
         config's relative jitter.  Default: the ERM start (``init="erm"``) or the prior.
+    prior : FixedPrior, optional
+        Knots, penalty scale and ``y_scale`` given in advance instead of derived
+        from the ERM fit and the data.
     """
     import time
 
     k_erm, k_init, k_run = jax.random.split(key, 3)
     t0 = time.perf_counter()
-    st = _setup(k_erm, X, Y, config, erm)
+    st = _setup(k_erm, X, Y, config, erm, prior)
     init = None
     inv_mass = None
     model_kwargs = dict(rank=config.rank, collapsed=config.collapsed, **st.data_kwargs)
@@ -388,6 +431,7 @@ def run_imh(
     erm: ERMFit | None = None,
     seed: int | None = None,
     progress: bool = True,
+    prior: FixedPrior | None = None,
 ) -> PosteriorRun:
     """Laplace proposal and independence Metropolis-Hastings (see the module docstring).
 
@@ -413,7 +457,7 @@ def run_imh(
 
     k_erm, k_prop, k_c, k_chain = jax.random.split(key, 4)
     t0 = time.perf_counter()
-    st = _setup(k_erm, X, Y, config, erm)
+    st = _setup(k_erm, X, Y, config, erm, prior)
     sites = ("U", "V", "sigma", "tau")
     start = {k: v[0] for k, v in _erm_init(k_erm, st.erm, st.y_scale, 1, 0.0).items()}
     mode, H, n_steps, ok, layout = mode_and_hessian(
@@ -500,6 +544,7 @@ def fit_posterior(
     erm: ERMFit | None = None,
     seed: int | None = None,
     progress: bool = True,
+    prior: FixedPrior | None = None,
 ):
     """Sample the posterior with the configured method and Rao-Blackwellise it.
 
@@ -507,6 +552,8 @@ def fit_posterior(
     the Laplace mode with the Laplace inverse mass, when the proposals' Pareto k
     exceeds ``config.khat_max`` or the Laplace step fails; the run's
     ``info["fallback"]`` says why (and it is printed when ``progress``).
+    ``prior`` (optional) fixes the knots, the penalty's units and ``y_scale`` in
+    advance (:class:`FixedPrior`); by default they come from the ERM fit and the data.
 
     Returns
     -------
@@ -514,10 +561,12 @@ def fit_posterior(
     post : bayes_ips.posterior.Posterior
     """
     k_run, k_rb = jax.random.split(key)
-    return _fit_posterior(k_run, k_rb, X, Y, config, erm=erm, seed=seed, progress=progress)
+    return _fit_posterior(
+        k_run, k_rb, X, Y, config, erm=erm, seed=seed, progress=progress, prior=prior
+    )
 
 
-def _fit_posterior(k_run, k_rb, X, Y, config, *, erm, seed, progress):
+def _fit_posterior(k_run, k_rb, X, Y, config, *, erm, seed, progress, prior=None):
     """:func:`fit_posterior` with the keys of the sampler and of the Rao-Blackwell step given."""
     from bayes_ips.posterior import posterior_from_run
 
@@ -525,7 +574,7 @@ def _fit_posterior(k_run, k_rb, X, Y, config, *, erm, seed, progress):
     fallback = None
     if sampler == "imh":
         try:
-            run = run_imh(k_run, X, Y, config, erm=erm, seed=seed, progress=progress)
+            run = run_imh(k_run, X, Y, config, erm=erm, seed=seed, progress=progress, prior=prior)
         except FloatingPointError as e:
             if config.method != "auto":
                 raise
@@ -541,12 +590,14 @@ def _fit_posterior(k_run, k_rb, X, Y, config, *, erm, seed, progress):
             erm = run.erm
         if progress:
             print(f"auto: the Laplace proposal does not fit ({fallback}): running NUTS", flush=True)
-        run = run_nuts(k_run, X, Y, config, erm=erm, seed=seed, progress=progress, start=start)
+        run = run_nuts(
+            k_run, X, Y, config, erm=erm, seed=seed, progress=progress, start=start, prior=prior
+        )
         run.wall_time_s += t_imh
         run.info["fallback"] = fallback
         run.info["imh"] = {k: v for k, v in first.items() if k not in ("mode", "inverse_mass")}
     else:
-        run = run_nuts(k_run, X, Y, config, erm=erm, seed=seed, progress=progress)
+        run = run_nuts(k_run, X, Y, config, erm=erm, seed=seed, progress=progress, prior=prior)
     return run, posterior_from_run(k_rb, run, X, Y)
 
 
