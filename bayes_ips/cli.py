@@ -286,7 +286,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if "fallback" in info:
             how += f" (fell back from Laplace-IMH: {info['fallback']})"
     print(
-        f"wrote {args.out}: {cfg.chains} chains x {cfg.draws} draws "
+        f"wrote {args.out}: {cfg.chains} chains x {post.shape[1]} draws "
         f"({'collapsed' if cfg.collapsed else 'explicit'} model, K = {run.knots.n_intervals} "
         f"intervals), {how}, {run.wall_time_s:.1f} s; modes: {modes}"
     )
@@ -469,9 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--explicit", action="store_true", help="sample c explicitly")
     m.add_argument("--chains", type=positive_int, default=4)
     m.add_argument(
-        "--warmup", type=positive_int, help="NUTS warmup / IMH burn-in (default 500 / 100)"
+        "--warmup", type=positive_int, help="NUTS warmup / IMH burn-in (default 500 / 50)"
     )
-    m.add_argument("--draws", type=positive_int, default=500)
+    m.add_argument(
+        "--draws", type=positive_int, help="draws per chain (default: NUTS 500, IMH 250)"
+    )
     m.add_argument("--init", default="erm", help="erm (default) | prior")
     m.add_argument("--n-intervals", type=positive_int, help="knot intervals (default: ERM's GCV)")
     m.add_argument("--seed", type=int, default=0)

@@ -79,10 +79,12 @@ class SamplerConfig:
         The sampler (module docstring).  ``imh`` needs ``collapsed`` and the ERM start.
     collapsed : bool
         Integrate the spline coefficients out (recommended) or sample them.
-    chains, draws : int
+    chains : int
     warmup : int or None
         NUTS warmup iterations, or the independence sampler's burn-in; None takes
         the method's default (:data:`DEFAULT_WARMUP`).
+    draws : int or None
+        Kept draws per chain; None takes the method's default (:data:`DEFAULT_DRAWS`).
     init : {"erm", "prior"}
     jitter : float
         Relative jitter of the ERM start, per chain.
@@ -102,7 +104,7 @@ class SamplerConfig:
     collapsed: bool = True
     chains: int = 4
     warmup: int | None = None
-    draws: int = 500
+    draws: int | None = None
     init: str = "erm"
     jitter: float = 0.1
     target_accept: float = 0.85
@@ -122,11 +124,11 @@ class SamplerConfig:
             raise InputError("method 'imh' needs the collapsed model and the ERM start")
         for name in ("chains", "warmup", "draws"):
             v = getattr(self, name)
-            if v is None and name == "warmup":
+            if v is None and name != "chains":
                 continue
             if int(v) != v or v < (1 if name != "warmup" else 0):
                 raise InputError(f"{name} must be a positive integer, got {v}")
-        if self.draws < 4:
+        if self.draws is not None and self.draws < 4:
             raise InputError("draws must be >= 4 for diagnostics")
         if not 0 < self.target_accept < 1:
             raise InputError(f"target_accept must be in (0, 1), got {self.target_accept}")
@@ -150,10 +152,17 @@ class SamplerConfig:
         """Warmup (NUTS) or burn-in (IMH) iterations per chain."""
         return DEFAULT_WARMUP[sampler] if self.warmup is None else int(self.warmup)
 
+    def draws_for(self, sampler: str) -> int:
+        """Kept draws per chain."""
+        return DEFAULT_DRAWS[sampler] if self.draws is None else int(self.draws)
+
 
 # NUTS adapts its step size and mass matrix over its warmup; the independence
-# sampler needs no adaptation, only a burn-in from its first proposal.
-DEFAULT_WARMUP = {"nuts": 500, "imh": 100}
+# sampler needs no adaptation, only a burn-in from its first proposal.  Its draws
+# are cheaper (one pass over the data each) but repeat rejected states: 4 chains
+# of 250 gave bulk ESS ~ 500-1000 at acceptance rates 0.55-0.7.
+DEFAULT_WARMUP = {"nuts": 500, "imh": 50}
+DEFAULT_DRAWS = {"nuts": 500, "imh": 250}
 
 
 @dataclasses.dataclass
@@ -383,7 +392,7 @@ def run_nuts(
         st.data_kwargs,
         chains=config.chains,
         warmup=config.warmup_for("nuts"),
-        draws=config.draws,
+        draws=config.draws_for("nuts"),
         init_params=init,
         inverse_mass=inv_mass,
         dense_sites=sites,
@@ -419,7 +428,7 @@ def _jitter(key, point: dict, chains: int, jitter: float) -> dict:
     return out
 
 
-IMH_BATCH = 16  # proposals whose Gram statistics are computed together
+IMH_BATCH = 4  # proposals whose Gram statistics are computed together (16 measured slower)
 
 
 def run_imh(
@@ -471,7 +480,7 @@ def run_imh(
         raise FloatingPointError(f"Laplace step failed: {e}") from None
     info["mode"] = {k: np.asarray(v) for k, v in unravel(jnp.asarray(mode), layout).items()}
     info["inverse_mass"] = approx.cov
-    C, W, D = config.chains, config.warmup_for("imh"), config.draws
+    C, W, D = config.chains, config.warmup_for("imh"), config.draws_for("imh")
     T = W + D
     df = float(config.proposal_df)
     flat = mvt_sample(k_prop, approx, df, C * T)

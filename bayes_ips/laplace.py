@@ -84,6 +84,7 @@ def mode_and_hessian(
     sites: Sequence[str],
     *,
     max_steps: int = 500,
+    tol: float = 1e-9,
 ) -> tuple[np.ndarray, np.ndarray, int, bool, tuple]:
     """Minimise the potential energy of a NumPyro model from ``point`` (BFGS), then its Hessian.
 
@@ -102,20 +103,27 @@ def mode_and_hessian(
     flat0, layout = flatten(point, sites)
     rest = {k: v for k, v in point.items() if k not in sites}
     x, H, n, ok = _mode_and_hessian(
-        flat0, rest, model_args, model_kwargs, model=model, layout=layout, max_steps=max_steps
+        flat0,
+        rest,
+        model_args,
+        model_kwargs,
+        model=model,
+        layout=layout,
+        max_steps=max_steps,
+        tol=tol,
     )
     return np.asarray(x), np.asarray(H), int(n), bool(ok), layout
 
 
-@partial(jax.jit, static_argnames=("model", "layout", "max_steps"))
-def _mode_and_hessian(flat0, rest, model_args, model_kwargs, *, model, layout, max_steps):
+@partial(jax.jit, static_argnames=("model", "layout", "max_steps", "tol"))
+def _mode_and_hessian(flat0, rest, model_args, model_kwargs, *, model, layout, max_steps, tol):
     from numpyro.infer.util import potential_energy
 
     def pe(flat):
         return potential_energy(model, model_args, model_kwargs, unravel(flat, layout, rest))
 
     sol = optx.minimise(
-        lambda x, _: pe(x), optx.BFGS(rtol=1e-9, atol=1e-9), flat0, max_steps=max_steps, throw=False
+        lambda x, _: pe(x), optx.BFGS(rtol=tol, atol=tol), flat0, max_steps=max_steps, throw=False
     )
     return (
         sol.value,

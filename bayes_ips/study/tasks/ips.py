@@ -34,7 +34,7 @@ file (every key is checked; unknown keys and bad values are refused)::
     [bayes_pm]                     # bayes_ips.inference.SamplerConfig, less rank and degree
     method = "auto"                # auto | imh | nuts (auto: Laplace-IMH, NUTS past k = 0.7)
     chains = 4
-    warmup = 100                   # IMH burn-in / NUTS warmup (default: the method's)
+    warmup = 50                    # IMH burn-in / NUTS warmup (default: the method's)
     draws = 300                    # the study's default
     collapsed = true
     init = "erm"                   # erm | prior
