@@ -125,3 +125,21 @@ def test_report_only_runs_no_cell_and_reports_the_finished_ones(shared, tmp_path
     records = shared / "records" / "records"
     assert (records / "erm_tanh-binf_d1_M40_r0.json").exists()  # the folder it reads
     assert not list(records.glob("*_M160_*"))
+
+
+@pytest.mark.slow  # two default posterior runs at M = 400 (compiled once)
+def test_diagnose_false_alarms_script(tmp_path, capsys):
+    mod = _load("diagnose_false_alarms")
+    out = mod.main(mod.build_parser().parse_args(["--out-dir", str(tmp_path), "--runs", "2"]))
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("false_alarm_rate=")
+    assert len(out["runs"]) == 2 and (tmp_path / "false_alarms.json").exists()
+
+
+@pytest.mark.slow  # ERM twice and the posterior twice on a tiny held-out case
+def test_heldout_posterior_script(tmp_path, monkeypatch, capsys):
+    mod = _load("heldout_posterior")
+    monkeypatch.setattr(mod, "CASES", {"tiny": ("holder", 1.5, "gaussian", 2, 120, 4, 0.1)})
+    rows = mod.main(mod.build_parser().parse_args(["--out-dir", str(tmp_path)]))
+    assert rows[0]["case"] == "tiny" and 0 <= rows[0]["coverage"] <= 1
+    assert rows[0]["ratio"] > 0 and (tmp_path / "heldout.csv").exists()
+    assert "tiny" in capsys.readouterr().out
