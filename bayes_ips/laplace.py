@@ -3,7 +3,8 @@
 The fast path of the package's posteriors (:func:`bayes_ips.inference.run_imh`):
 
 1. find the mode of the potential energy (minus the log posterior in NumPyro's
-   unconstrained space) with BFGS (``optimistix``), from a given start;
+   unconstrained space) with BFGS (``optimistix``) from a given start, in
+   coordinates whitened by the Hessian there;
 2. take the Hessian there; its inverse is the Laplace covariance ``Sigma``
    (eigenvalues floored, as for the NUTS mass matrix: :func:`bayes_ips.nuts.laplace_inverse_mass`);
 3. draw proposals from a multivariate Student-t centred at the mode with scale
@@ -122,15 +123,22 @@ def _mode_and_hessian(flat0, rest, model_args, model_kwargs, *, model, layout, m
     def pe(flat):
         return potential_energy(model, model_args, model_kwargs, unravel(flat, layout, rest))
 
+    # BFGS in coordinates whitened by the Hessian at the start (x = x0 + T z,
+    # T^T H0 T = I up to the eigenvalue floor): the angular directions of the
+    # factors are ~1e3 times stiffer than the others, which took BFGS from an
+    # identity start ~230 steps at d = 5; whitened, it needs a few tens.
+    w, Q = jnp.linalg.eigh(jax.hessian(pe)(flat0))
+    w = jnp.abs(w)
+    T = Q / jnp.sqrt(jnp.maximum(w, 1e-6 * jnp.max(w)))
     sol = optx.minimise(
-        lambda x, _: pe(x), optx.BFGS(rtol=tol, atol=tol), flat0, max_steps=max_steps, throw=False
+        lambda z, _: pe(flat0 + T @ z),
+        optx.BFGS(rtol=tol, atol=tol),
+        jnp.zeros_like(flat0),
+        max_steps=max_steps,
+        throw=False,
     )
-    return (
-        sol.value,
-        jax.hessian(pe)(sol.value),
-        sol.stats["num_steps"],
-        (sol.result == optx.RESULTS.successful),
-    )
+    x = flat0 + T @ sol.value
+    return x, jax.hessian(pe)(x), sol.stats["num_steps"], (sol.result == optx.RESULTS.successful)
 
 
 def laplace_approx(mode: np.ndarray, hessian: np.ndarray, floor: float = 1e-6) -> LaplaceApprox:
