@@ -45,10 +45,10 @@ from bayes_ips import nuts
 from bayes_ips.erm import ERMConfig, ERMFit, fit_erm
 from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.io import fit_reference
-from bayes_ips.models.lowrank_spline import lowrank_spline
+from bayes_ips.models.lowrank_spline import lowrank_spline, model_setup
 from bayes_ips.pairs import eval_pairs, off_diagonal_scores  # eval_pairs: re-exported
 from bayes_ips.ppc import predictive_draws, thin_draws
-from bayes_ips.spline import Knots, make_knots, quantile_breaks
+from bayes_ips.spline import Knots
 
 __all__ = [
     "FixedPrior",
@@ -195,11 +195,16 @@ class PosteriorRun:
 NUTSRun = PosteriorRun  # the name of earlier versions
 
 
+def erm_setup(X, Y, fit: ERMFit, n_intervals: int | None, degree: int) -> dict:
+    """The model's data keywords (:func:`~bayes_ips.models.lowrank_spline.model_setup`)
+    from an ERM fit: its training scores (first 4000 samples) and its GCV K by default."""
+    S = off_diagonal_scores(X, fit.U, fit.V, max_samples=4000)
+    return model_setup(Y, S, n_intervals or fit.info["K"], degree)
+
+
 def model_knots(X: np.ndarray, fit: ERMFit, n_intervals: int | None, degree: int) -> Knots:
     """Knots at quantiles of the ERM fit's training scores (K from ERM's GCV by default)."""
-    S = off_diagonal_scores(X, fit.U, fit.V, max_samples=4000)
-    K = n_intervals or fit.info["K"]
-    return make_knots(quantile_breaks(S, K), degree, 1)
+    return erm_setup(X, np.zeros(1), fit, n_intervals, degree)["knots"]
 
 
 def model_penalty(X: np.ndarray, fit: ERMFit, knots: Knots) -> np.ndarray:
@@ -320,9 +325,8 @@ def _setup(
     if erm.U.shape != (d, config.rank):
         raise InputError(f"the ERM fit has rank {erm.U.shape[1]}, the sampler rank {config.rank}")
     if prior is None:
-        knots = model_knots(X, erm, config.n_intervals, config.degree)
-        y_scale = float(np.sqrt(np.mean(Y**2)))
-        penalty = model_penalty(X, erm, knots)
+        setup = erm_setup(X, Y, erm, config.n_intervals, config.degree)
+        knots, y_scale, penalty = setup["knots"], setup["y_scale"], setup["penalty"]
     else:  # given in advance (config.n_intervals and config.degree are not used)
         knots, y_scale, penalty = prior.knots, float(prior.y_scale), prior.penalty()
     # Shapes and branches are bound into the model; the data, the knots, the

@@ -23,15 +23,16 @@ them once per proposal and reuses them for the conditional of ``c``, and at d = 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from bayes_ips.collapsed import collapsed_loglik, pspline_precision
+from bayes_ips.collapsed import collapsed_loglik, curvature_penalty, pspline_precision
 from bayes_ips.gauge import gauge_factors  # re-exported: the model's gauge lives there
 from bayes_ips.pairwise import grad_chunk, gram, pairwise_mean
-from bayes_ips.spline import Knots, n_basis
+from bayes_ips.spline import Knots, make_knots, n_basis, quantile_breaks
 
-__all__ = ["gauge_factors", "gauge_log_factor", "lowrank_spline"]
+__all__ = ["gauge_factors", "gauge_log_factor", "lowrank_spline", "model_setup"]
 
 KAPPA = 10.0  # weak ridge on c, in units of y_scale: prior sd of the level of phi
 
@@ -46,6 +47,42 @@ def gauge_log_factor(U, V):
     radial = (jnp.sqrt(jnp.sum(U**2)) / R - 1.0) ** 2 + (jnp.sqrt(jnp.sum(V**2)) / R - 1.0) ** 2
     balance = jnp.sum((U.T @ U - V.T @ V) ** 2) / R**4
     return -0.5 * (radial + balance) / RADIUS_SD**2
+
+
+def model_setup(Y, scores, n_intervals: int, degree: int = 3) -> dict:
+    """What the prior of :func:`lowrank_spline` depends on: its data keywords, from the data.
+
+    The prior is fixed before sampling, but three of its pieces are read off the
+    data (an empirical-Bayes choice, so that the defaults fit any scale of scores
+    and responses):
+
+    * ``knots``: ``n_intervals`` intervals at equal-mass quantiles of ``scores``
+      (inference passes the training scores ``X_mi^T A X_mj``, ``i != j``, under an
+      ERM fit's A, and ERM's GCV choice of K), simple knots of ``degree``;
+    * ``penalty``: the curvature penalty ``D`` in units of the scores' sd;
+    * ``y_scale``: ``RMS(Y)``, the scale of the priors of sigma, tau and c.
+
+    Simulation-based calibration needs a prior that does not look at the data:
+    :class:`bayes_ips.inference.FixedPrior` gives all three in advance instead.
+
+    Parameters
+    ----------
+    Y : (M, N) array
+    scores : (S,) array
+    n_intervals : int
+    degree : int
+
+    Returns
+    -------
+    dict with ``knots`` (Knots), ``penalty`` ((n_basis - 2, n_basis) array) and
+    ``y_scale`` (float).
+    """
+    knots = make_knots(quantile_breaks(scores, n_intervals), degree, 1)
+    return {
+        "knots": knots,
+        "penalty": curvature_penalty(knots, float(np.std(scores))),
+        "y_scale": float(np.sqrt(np.mean(np.asarray(Y) ** 2))),
+    }
 
 
 def lowrank_spline(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bayes_ips.study.figures import plot_rates
-from bayes_ips.study.store import records_to_dataset
+from bayes_ips.study.tasks.ips import to_dataset
 
 matplotlib.use("Agg")
 
@@ -44,7 +44,7 @@ def _records(estimators):
     ],
 )
 def test_plot_rates_has_one_row_of_non_empty_panels(estimators, titles):
-    fig = plot_rates(records_to_dataset(_records(estimators)))
+    fig = plot_rates(to_dataset(_records(estimators)))
     axes = fig.get_axes()
     assert [ax.get_title() for ax in axes] == titles
     assert all(ax.get_visible() and ax.lines for ax in axes)  # no hidden or empty panel
