@@ -472,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup", type=positive_int, help="NUTS warmup / IMH burn-in (default 500 / 50)"
     )
     m.add_argument(
-        "--draws", type=positive_int, help="draws per chain (default: NUTS 500, IMH 250)"
+        "--draws", type=positive_int, help="draws per chain (default: NUTS 500, IMH 600)"
     )
     m.add_argument("--init", default="erm", help="erm (default) | prior")
     m.add_argument("--n-intervals", type=positive_int, help="knot intervals (default: ERM's GCV)")
