@@ -68,8 +68,8 @@ def _az():
     return az
 
 
-def pareto_khat(log_weights: np.ndarray) -> tuple[float, float]:
-    """Pareto k of importance weights (PSIS, ``az.psislw``) and their effective sample size.
+def psis_weights(log_weights: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Pareto-smoothed log importance weights (``az.psislw``), their Pareto k and effective size.
 
     Parameters
     ----------
@@ -78,7 +78,8 @@ def pareto_khat(log_weights: np.ndarray) -> tuple[float, float]:
 
     Returns
     -------
-    khat : float (``inf`` when no weight is positive)
+    log_smoothed : (S,) array, normalised (``logsumexp = 0``); ``-inf`` stays ``-inf``.
+    khat : float (``inf`` when fewer than two weights are positive)
     ess : float, ``1 / sum w^2`` of the smoothed, normalised weights.
     """
     import warnings
@@ -87,18 +88,28 @@ def pareto_khat(log_weights: np.ndarray) -> tuple[float, float]:
     lw = np.asarray(log_weights, dtype=float).ravel()
     finite = np.isfinite(lw)
     if finite.sum() < 2:
-        return float("inf"), 0.0
-    lw = np.where(finite, lw, lw[finite].min() - 1e3)
+        out = np.where(finite, 0.0, -np.inf)
+        return out, float("inf"), float(finite.sum())
+    lw_f = np.where(finite, lw, lw[finite].min() - 1e3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lw_s, khat = az.psislw(lw - lw.max(), reff=1.0)
-    w = np.exp(np.asarray(lw_s) - np.max(lw_s))
-    w /= w.sum()
-    return float(khat), float(1.0 / np.sum(w**2))
+        lw_s, khat = az.psislw(lw_f - lw_f.max(), reff=1.0)
+    lw_s = np.where(finite, np.asarray(lw_s, dtype=float), -np.inf)
+    lw_s -= np.logaddexp.reduce(lw_s[finite])
+    w = np.exp(lw_s)
+    return lw_s, float(khat), float(1.0 / np.sum(w**2))
+
+
+def pareto_khat(log_weights: np.ndarray) -> tuple[float, float]:
+    """Pareto k of importance weights and their effective sample size (:func:`psis_weights`)."""
+    _, khat, ess = psis_weights(log_weights)
+    return khat, ess
 
 
 def _sample_stats(extra: dict) -> dict:
-    """Sample statistics under ArviZ's names: NUTS's (tree depth from the step count), or IMH's."""
+    """Sample statistics under ArviZ's names: NUTS's (tree depth from the step count), IMH's, IS's."""
+    if "num_steps" not in extra and "accepted" not in extra:  # importance sampling
+        return {"lp": -extra["potential_energy"], "log_weight": extra["log_weight"]}
     if "num_steps" not in extra:  # independence Metropolis-Hastings
         return {
             "accepted": extra["accepted"].astype(bool),
@@ -446,7 +457,10 @@ def diagnose(idata) -> tuple:
 
     NUTS runs are checked for divergences, the tree depth and E-BFMI; runs of the
     independence sampler (``sampler = "imh"``) for the Pareto k of their
-    proposals and the acceptance rate.  Every run is checked for R-hat above its
+    proposals and the acceptance rate; importance-sampling runs (``"is"``) for
+    the Pareto k and the PSIS effective sample size of their proposals (their
+    chains are resampled, so the within-chain ESS of ArviZ does not measure them
+    and is reported, not checked).  Every run is checked for R-hat above its
     calibrated bound (:func:`rhat_bound`), too few effective draws and chains in
     non-equivalent modes.
 
@@ -460,7 +474,7 @@ def diagnose(idata) -> tuple:
         bound), ``ess_bulk_min``, ``ess_tail_min``, ``modes`` and ``problems``
         (one-line strings; empty when fine); for NUTS ``divergences``,
         ``tree_depth_max``, ``max_tree_depth_hits``, ``bfmi`` (per chain); for
-        IMH ``khat``, ``accept_rate``.
+        IMH ``khat``, ``accept_rate``; for IS ``khat``, ``is_ess``, ``n_proposals``.
     """
     az = _az()
     table = summary(idata)
@@ -490,12 +504,23 @@ def diagnose(idata) -> tuple:
             f"{worst['r_hat']:.3f} > {worst['rhat_bound']:.3f} at {worst.name})"
         )
     ess_min = ESS_MIN_PER_CHAIN * C
+    info = attrs.get("sampler_info")
+    info = json.loads(info) if isinstance(info, str) else (info or {})
     for kind in ("bulk", "tail"):
-        if not report[f"ess_{kind}_min"] >= ess_min:  # NaN too
+        if sampler != "is" and not report[f"ess_{kind}_min"] >= ess_min:  # NaN too
             problems.append(f"{kind} ESS down to {report[f'ess_{kind}_min']:.0f} < {ess_min}")
-    if sampler == "imh":
-        info = attrs.get("sampler_info")
-        info = json.loads(info) if isinstance(info, str) else (info or {})
+    if sampler == "is":
+        report["khat"] = float(info.get("khat", np.nan))
+        report["is_ess"] = float(info.get("is_ess", np.nan))
+        report["n_proposals"] = int(info.get("n_proposals", 0))
+        if not report["khat"] <= KHAT_MAX:
+            problems.append(f"Pareto k of the proposals {report['khat']:.2f} > {KHAT_MAX}")
+        if not report["is_ess"] >= ess_min:
+            problems.append(
+                f"importance-sampling effective size {report['is_ess']:.0f} < {ess_min} "
+                f"({report['n_proposals']} proposals)"
+            )
+    elif sampler == "imh":
         report["khat"] = float(info.get("khat", np.nan))
         report["accept_rate"] = float(stats["accepted"].values.mean())
         if not report["khat"] <= KHAT_MAX:

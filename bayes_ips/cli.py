@@ -264,6 +264,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         chains=args.chains,
         warmup=args.warmup,
         draws=args.draws,
+        ess_target=args.ess_target,
         init=args.init,
         n_intervals=args.n_intervals,
     ).validate(data.X.shape[2])
@@ -276,7 +277,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     save_inference_data(args.out, idata)
     modes = idata.attrs["modes"]
     info = run.info
-    if run.method == "imh":
+    if run.method == "is":
+        how = (
+            f"Laplace-PSIS, Pareto k {info['khat']:.2f}, effective size {info['is_ess']:.0f} "
+            f"of {info['n_proposals']} proposals"
+        )
+    elif run.method == "imh":
         how = (
             f"Laplace-IMH, Pareto k {info['khat']:.2f}, acceptance {info['accept_rate']:.2f}, "
             f"{info['n_proposals']} proposals"
@@ -284,7 +290,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         how = f"NUTS, {int(run.extra['diverging'].sum())} divergences"
         if "fallback" in info:
-            how += f" (fell back from Laplace-IMH: {info['fallback']})"
+            how += f" (fell back from the Laplace proposal: {info['fallback']})"
     print(
         f"wrote {args.out}: {cfg.chains} chains x {post.shape[1]} draws "
         f"({'collapsed' if cfg.collapsed else 'explicit'} model, K = {run.knots.n_intervals} "
@@ -338,7 +344,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     with atomic_write(os.path.join(out, "phi_band.png")) as tmp:
         fig.savefig(tmp, dpi=130, format="png")
     print(table.to_string(max_rows=20))
-    if report["sampler"] == "imh":
+    if report["sampler"] == "is":
+        how = f"Pareto k {report['khat']:.2f}, effective size {report['is_ess']:.0f}"
+    elif report["sampler"] == "imh":
         how = f"Pareto k {report['khat']:.2f}, acceptance {report['accept_rate']:.2f}"
     else:
         how = (
@@ -455,14 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the result to this .json")
     e.set_defaults(func=cmd_evaluate)
 
-    m = sub.add_parser("sample", help="posterior inference (Laplace-IMH or NUTS)")
+    m = sub.add_parser("sample", help="posterior inference (Laplace-PSIS, Laplace-IMH or NUTS)")
     m.add_argument("data")
     m.add_argument("--rank", type=positive_int, default=1)
     m.add_argument(
         "--method",
         default="auto",
-        help="auto (default: Laplace-proposal independence MH, NUTS where its Pareto k "
-        "> 0.7) | imh | nuts",
+        help="auto (default: Laplace-proposal importance sampling, NUTS where its Pareto k "
+        "> 0.7) | is | imh (Laplace-proposal independence MH) | nuts",
     )
     form = m.add_mutually_exclusive_group()
     form.add_argument("--collapsed", action="store_true", help="integrate c out (default)")
@@ -472,7 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup", type=positive_int, help="NUTS warmup / IMH burn-in (default 500 / 50)"
     )
     m.add_argument(
-        "--draws", type=positive_int, help="draws per chain (default: NUTS 500, IMH 600)"
+        "--draws",
+        type=positive_int,
+        help="draws per chain (default: NUTS 500, IMH 600, IS 250 resampled)",
+    )
+    m.add_argument(
+        "--ess-target",
+        type=positive_int,
+        help="IS: draw proposals until their effective size reaches this (default 100 per chain)",
     )
     m.add_argument("--init", default="erm", help="erm (default) | prior")
     m.add_argument("--n-intervals", type=positive_int, help="knot intervals (default: ERM's GCV)")

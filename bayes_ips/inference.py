@@ -8,8 +8,18 @@ a :class:`FixedPrior` instead (``prior=``): its knots, penalty scale and
 ``y_scale`` replace the ERM- and data-derived ones; the ERM fit then only
 starts the samplers.
 
-Two samplers, chosen by ``SamplerConfig.method``:
+Three samplers, chosen by ``SamplerConfig.method``:
 
+``"is"``
+    Laplace proposal and Pareto-smoothed importance sampling (PSIS, Vehtari et
+    al. 2024): the mode and Hessian as for ``"imh"``, Student-t proposals drawn
+    in rounds of :data:`IS_ROUND` until the PSIS effective sample size reaches
+    ``ess_target`` (100 per chain by default, the bound ``diagnose`` checks), each
+    costing one pass over the data that also gives the conditional of ``c``.
+    The output chains are the proposals split into ``chains`` independent groups,
+    each resampled (systematic resampling of its smoothed weights) to ``draws``
+    draws, so that R-hat across chains compares independent importance samplers.
+    About a third of the proposals of ``"imh"`` reach the same effective size.
 ``"imh"``
     Laplace proposal and independence Metropolis-Hastings (:mod:`bayes_ips.laplace`):
     BFGS from the ERM start to the posterior mode of ``(U, V, log sigma, log tau)``,
@@ -23,10 +33,11 @@ Two samplers, chosen by ``SamplerConfig.method``:
     Hessian; chains start from the ERM factors with jitter (``init="erm"``) or
     from the prior (``init="prior"``).
 ``"auto"`` (default)
-    ``"imh"``, and NUTS started at the Laplace mode when the Pareto k exceeds
+    ``"is"``, and NUTS started at the Laplace mode when the Pareto k exceeds
     ``khat_max`` (0.7, Vehtari et al. 2024) or the mode search fails; what
     happened is printed and stored (``run.info["fallback"]``, and the
-    InferenceData's attributes).
+    InferenceData's attributes).  It also falls back when the effective sample
+    size stays below its target after ``max_proposals`` proposals.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayes_ips import nuts
+from bayes_ips.arviz_io import ESS_MIN_PER_CHAIN
 from bayes_ips.erm import ERMConfig, ERMFit, fit_erm
 from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.io import fit_reference
@@ -60,12 +72,13 @@ __all__ = [
     "fit_posterior",
     "model_knots",
     "run_imh",
+    "run_is",
     "run_nuts",
     "sample_posterior",
 ]
 
 INITS = ("erm", "prior")
-METHODS = ("auto", "imh", "nuts")
+METHODS = ("auto", "is", "imh", "nuts")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,16 +88,18 @@ class SamplerConfig:
     Attributes
     ----------
     rank : int
-    method : {"auto", "imh", "nuts"}
-        The sampler (module docstring).  ``imh`` needs ``collapsed`` and the ERM start.
+    method : {"auto", "is", "imh", "nuts"}
+        The sampler (module docstring).  ``is`` and ``imh`` need ``collapsed`` and
+        the ERM start.
     collapsed : bool
         Integrate the spline coefficients out (recommended) or sample them.
     chains : int
     warmup : int or None
-        NUTS warmup iterations, or the independence sampler's burn-in; None takes
-        the method's default (:data:`DEFAULT_WARMUP`).
+        NUTS warmup iterations, or the independence sampler's burn-in (not used by
+        ``is``); None takes the method's default (:data:`DEFAULT_WARMUP`).
     draws : int or None
-        Kept draws per chain; None takes the method's default (:data:`DEFAULT_DRAWS`).
+        Kept draws per chain (for ``is``: resampled draws per group); None takes the
+        method's default (:data:`DEFAULT_DRAWS`).
     init : {"erm", "prior"}
     jitter : float
         Relative jitter of the ERM start, per chain.
@@ -94,9 +109,15 @@ class SamplerConfig:
         Knot intervals of the model's basis; None takes the ERM fit's GCV choice.
     degree : int
     proposal_df : float
-        Degrees of freedom of the Student-t proposal of ``imh`` (``inf``: Gaussian).
+        Degrees of freedom of the Student-t proposal of ``is`` and ``imh`` (``inf``:
+        Gaussian).
     khat_max : float
         ``auto`` falls back to NUTS when the proposals' Pareto k exceeds it.
+    ess_target : int or None
+        ``is`` draws proposals until their PSIS effective sample size reaches this;
+        None: 100 per chain (``diagnose``'s bound, Vehtari et al. 2021).
+    max_proposals : int
+        ``is`` stops there; ``auto`` then falls back to NUTS if the target is not met.
     """
 
     rank: int = 1
@@ -113,6 +134,8 @@ class SamplerConfig:
     degree: int = 3
     proposal_df: float = 8.0
     khat_max: float = 0.7
+    ess_target: int | None = None
+    max_proposals: int = 8000
 
     def validate(self, d: int) -> SamplerConfig:
         check_rank(self.rank, d)
@@ -120,8 +143,12 @@ class SamplerConfig:
             raise InputError(f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
         if self.method not in METHODS:
             raise InputError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
-        if self.method == "imh" and (not self.collapsed or self.init != "erm"):
-            raise InputError("method 'imh' needs the collapsed model and the ERM start")
+        if self.method in ("is", "imh") and (not self.collapsed or self.init != "erm"):
+            raise InputError(f"method {self.method!r} needs the collapsed model and the ERM start")
+        if self.ess_target is not None and not (int(self.ess_target) == self.ess_target >= 10):
+            raise InputError(f"ess_target must be an integer >= 10, got {self.ess_target}")
+        if not int(self.max_proposals) == self.max_proposals >= IS_ROUND:
+            raise InputError(f"max_proposals must be an integer >= {IS_ROUND}")
         for name in ("chains", "warmup", "draws"):
             v = getattr(self, name)
             if v is None and name != "chains":
@@ -143,9 +170,9 @@ class SamplerConfig:
         return self
 
     def sampler(self) -> str:
-        """The sampler that runs first: ``imh`` or ``nuts``."""
+        """The sampler that runs first: ``is``, ``imh`` or ``nuts``."""
         if self.method == "auto":
-            return "imh" if self.collapsed and self.init == "erm" else "nuts"
+            return "is" if self.collapsed and self.init == "erm" else "nuts"
         return self.method
 
     def warmup_for(self, sampler: str) -> int:
@@ -156,14 +183,23 @@ class SamplerConfig:
         """Kept draws per chain."""
         return DEFAULT_DRAWS[sampler] if self.draws is None else int(self.draws)
 
+    def is_ess_target(self) -> int:
+        """The effective sample size ``is`` draws proposals for."""
+        if self.ess_target is None:
+            return ESS_MIN_PER_CHAIN * self.chains
+        return int(self.ess_target)
+
 
 # NUTS adapts its step size and mass matrix over its warmup; the independence
 # sampler needs no adaptation, only a burn-in from its first proposal.  Its draws
 # are cheaper (one pass over the data each) but repeat rejected states, and its
 # tail ESS is the binding one: 4 chains of 250 gave tail ESS 160-360 (< 100 per
 # chain, flagged by diagnose in 10 of 10 healthy runs at M = 400, d = 3), hence 600.
-DEFAULT_WARMUP = {"nuts": 500, "imh": 50}
-DEFAULT_DRAWS = {"nuts": 500, "imh": 600}
+# Importance sampling resamples its weighted proposals into chains of 250 draws:
+# the number of proposals is set by the effective-size target, not by the draws.
+DEFAULT_WARMUP = {"nuts": 500, "imh": 50, "is": 0}
+DEFAULT_DRAWS = {"nuts": 500, "imh": 600, "is": 250}
+IS_ROUND = 100  # proposals per round of ``is`` (one compiled program per data shape)
 
 
 @dataclasses.dataclass
@@ -436,6 +472,51 @@ def _jitter(key, point: dict, chains: int, jitter: float) -> dict:
 IMH_BATCH = 4  # proposals whose Gram statistics are computed together (16 measured slower)
 
 
+def _laplace_step(key, X, Y, config: SamplerConfig, erm, prior):
+    """Setup, then the mode of ``(U, V, log sigma, log tau)`` from the ERM start and its Hessian.
+
+    Returns the setup, the Laplace approximation, the layout of the flattened
+    sites and the first entries of the run's ``info``.
+    """
+    import time
+
+    from bayes_ips.laplace import laplace_approx, mode_and_hessian, unravel
+
+    t0 = time.perf_counter()
+    st = _setup(key, X, Y, config, erm, prior)
+    start = {k: v[0] for k, v in _erm_init(key, st.erm, st.y_scale, 1, 0.0).items()}
+    mode, H, n_steps, ok, layout = mode_and_hessian(
+        st.model, (st.X, st.Y), st.data_kwargs, start, ("U", "V", "sigma", "tau")
+    )
+    try:
+        approx = laplace_approx(mode, H)
+    except (FloatingPointError, np.linalg.LinAlgError) as e:
+        raise FloatingPointError(f"Laplace step failed: {e}") from None
+    info: dict[str, Any] = {
+        "bfgs_steps": n_steps,
+        "mode_ok": ok,
+        "mode": {k: np.asarray(v) for k, v in unravel(jnp.asarray(mode), layout).items()},
+        "inverse_mass": approx.cov,
+        "mode_time_s": time.perf_counter() - t0,
+    }
+    return st, approx, layout, info
+
+
+def _proposal_samples(flat, A, layout, idx) -> dict:
+    """The run's ``samples`` dict at flat proposal indices ``idx`` (C, D)."""
+    from bayes_ips.laplace import unravel
+
+    params = jax.vmap(lambda f: unravel(f, layout))(flat)
+    take = lambda a: np.asarray(a)[idx]  # noqa: E731
+    return {
+        "U": take(params["U"]),
+        "V": take(params["V"]),
+        "sigma": np.exp(take(params["sigma"])),
+        "tau": np.exp(take(params["tau"])),
+        "A": take(A),
+    }
+
+
 def run_imh(
     key: jax.Array,
     X,
@@ -459,32 +540,13 @@ def run_imh(
     import time
 
     from bayes_ips.arviz_io import pareto_khat
-    from bayes_ips.laplace import (
-        imh_chains,
-        laplace_approx,
-        mode_and_hessian,
-        mvt_logpdf,
-        mvt_sample,
-        unravel,
-    )
+    from bayes_ips.laplace import imh_chains, mvt_logpdf, mvt_sample
     from bayes_ips.posterior import Posterior, evaluate_proposals
 
     k_erm, k_prop, k_c, k_chain = jax.random.split(key, 4)
     t0 = time.perf_counter()
-    st = _setup(k_erm, X, Y, config, erm, prior)
-    sites = ("U", "V", "sigma", "tau")
-    start = {k: v[0] for k, v in _erm_init(k_erm, st.erm, st.y_scale, 1, 0.0).items()}
-    mode, H, n_steps, ok, layout = mode_and_hessian(
-        st.model, (st.X, st.Y), st.data_kwargs, start, sites
-    )
-    t_mode = time.perf_counter() - t0
-    info: dict[str, Any] = {"sampler": "imh", "bfgs_steps": n_steps, "mode_ok": ok}
-    try:
-        approx = laplace_approx(mode, H)
-    except (FloatingPointError, np.linalg.LinAlgError) as e:
-        raise FloatingPointError(f"Laplace step failed: {e}") from None
-    info["mode"] = {k: np.asarray(v) for k, v in unravel(jnp.asarray(mode), layout).items()}
-    info["inverse_mass"] = approx.cov
+    st, approx, layout, info = _laplace_step(k_erm, X, Y, config, erm, prior)
+    info["sampler"] = "imh"
     C, W, D = config.chains, config.warmup_for("imh"), config.draws_for("imh")
     T = W + D
     df = float(config.proposal_df)
@@ -509,15 +571,8 @@ def run_imh(
     idx = np.asarray(idx)[:, W:] + np.arange(C)[:, None] * T  # (C, D) flat proposal index
     acc = np.asarray(acc)[:, W:]
     khat, is_ess = pareto_khat(log_w)
-    params = jax.vmap(lambda f: unravel(f, layout))(flat)
+    samples = _proposal_samples(flat, A, layout, idx)
     take = lambda a: np.asarray(a)[idx]  # noqa: E731
-    samples = {
-        "U": take(params["U"]),
-        "V": take(params["V"]),
-        "sigma": np.exp(take(params["sigma"])),
-        "tau": np.exp(take(params["tau"])),
-        "A": take(A),
-    }
     post = Posterior(samples["A"], samples["sigma"], samples["tau"], take(cm), take(cd), st.knots)
     extra = {
         "accepted": acc,
@@ -530,8 +585,7 @@ def run_imh(
         accept_rate=float(acc.mean()),
         n_proposals=int(C * T),
         proposal_df=df,
-        mode_time_s=t_mode,
-        sampling_time_s=time.perf_counter() - t0 - t_mode,
+        sampling_time_s=time.perf_counter() - t0 - info["mode_time_s"],
     )
     return PosteriorRun(
         samples,
@@ -549,6 +603,120 @@ def run_imh(
     )
 
 
+def systematic_resample(key: jax.Array, weights: np.ndarray, n: int) -> np.ndarray:
+    """``n`` indices drawn by systematic resampling of normalised ``weights``, in order.
+
+    Each index ``i`` appears ``floor(n w_i)`` or ``ceil(n w_i)`` times, so the
+    resampled mean is unbiased with less noise than multinomial resampling (Douc
+    et al. 2005); copies of one index are adjacent.
+    """
+    u = (float(jax.random.uniform(key, dtype=jnp.float64)) + np.arange(n)) / n
+    cdf = np.cumsum(weights)
+    cdf[-1] = 1.0
+    return np.minimum(np.searchsorted(cdf, u, side="right"), len(weights) - 1)
+
+
+def run_is(
+    key: jax.Array,
+    X,
+    Y,
+    config: SamplerConfig = SamplerConfig(),
+    *,
+    erm: ERMFit | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    prior: FixedPrior | None = None,
+) -> PosteriorRun:
+    """Laplace proposal and Pareto-smoothed importance sampling (see the module docstring).
+
+    Proposals are drawn and evaluated in rounds of :data:`IS_ROUND` until the PSIS
+    effective sample size of all of them reaches ``config.is_ess_target()`` or
+    ``config.max_proposals`` were drawn.  Proposal ``i`` belongs to group ``i mod
+    chains``; each group's smoothed weights are resampled (systematically) to
+    ``draws`` draws, its chain.  The returned run carries its Rao-Blackwellised
+    :class:`~bayes_ips.posterior.Posterior` and, in ``info``, ``khat``,
+    ``is_ess``, ``ess_target``, ``n_proposals``, ``unique_draws``, the mode
+    search's ``bfgs_steps``/``mode_ok``, the Laplace ``mode`` and
+    ``inverse_mass`` (for a NUTS fallback), and the timings.
+    """
+    import time
+
+    from bayes_ips.arviz_io import psis_weights
+    from bayes_ips.laplace import mvt_logpdf, mvt_sample
+    from bayes_ips.posterior import Posterior, evaluate_proposals
+
+    k_erm, k_prop, k_c, k_res = jax.random.split(key, 4)
+    t0 = time.perf_counter()
+    st, approx, layout, info = _laplace_step(k_erm, X, Y, config, erm, prior)
+    info["sampler"] = "is"
+    C, D = config.chains, config.draws_for("is")
+    target, df = config.is_ess_target(), float(config.proposal_df)
+    rounds: list[tuple] = []
+    khat, ess, lw_s = float("inf"), 0.0, None
+    while len(rounds) * IS_ROUND < config.max_proposals:
+        r = len(rounds)
+        flat = mvt_sample(jax.random.fold_in(k_prop, r), approx, df, IS_ROUND)
+        keys = jax.random.split(jax.random.fold_in(k_c, r), IS_ROUND)
+        A, pe, cm, cd = evaluate_proposals(
+            flat, keys, st.X, st.Y, st.data_kwargs, model=st.model, layout=layout, batch=IMH_BATCH
+        )
+        log_q = np.asarray(mvt_logpdf(flat, approx, df))
+        pe = np.asarray(pe)
+        log_w = np.where(np.isfinite(pe), -pe - log_q, -np.inf)
+        rounds.append((flat, A, pe, cm, cd, log_w))
+        n = len(rounds) * IS_ROUND
+        if n < target:  # the effective size cannot exceed the number of proposals
+            continue
+        lw_s, khat, ess = psis_weights(np.concatenate([rd[5] for rd in rounds]))
+        if progress:
+            print(
+                f"is: {n} proposals, Pareto k {khat:.2f}, effective size {ess:.0f} "
+                f"(target {target})",
+                flush=True,
+            )
+        if ess >= target or not khat <= config.khat_max:
+            break
+    flat, A, pe, cm, cd, log_w = (np.concatenate(parts) for parts in zip(*rounds, strict=True))
+    n = flat.shape[0]
+    if lw_s is None:  # max_proposals below the target
+        lw_s, khat, ess = psis_weights(log_w)
+    w = np.exp(lw_s - lw_s.max())
+    idx = np.empty((C, D), dtype=int)
+    for c in range(C):
+        group = np.arange(c, n, C)
+        wg = w[group]
+        idx[c] = group[systematic_resample(jax.random.fold_in(k_res, c), wg / wg.sum(), D)]
+    samples = _proposal_samples(jnp.asarray(flat), A, layout, idx)
+    take = lambda a: np.asarray(a)[idx]  # noqa: E731
+    post = Posterior(samples["A"], samples["sigma"], samples["tau"], take(cm), take(cd), st.knots)
+    extra = {"potential_energy": take(pe), "log_weight": take(log_w)}
+    info.update(
+        khat=float(khat),
+        is_ess=float(ess),
+        ess_target=int(target),
+        n_proposals=int(n),
+        unique_draws=int(len(np.unique(idx))),
+        log_weights=log_w,  # every proposal's (arrays stay out of the file's attributes)
+        draw_index=idx,  # the proposal behind each draw, (C, D)
+        proposal_df=df,
+        sampling_time_s=time.perf_counter() - t0 - info["mode_time_s"],
+    )
+    return PosteriorRun(
+        samples,
+        extra,
+        st.knots,
+        st.penalty,
+        st.y_scale,
+        config,
+        st.erm,
+        -1 if seed is None else int(seed),
+        time.perf_counter() - t0,
+        info=info,
+        method="is",
+        posterior=post,
+    )
+
+
 def fit_posterior(
     key: jax.Array,
     X,
@@ -562,10 +730,11 @@ def fit_posterior(
 ):
     """Sample the posterior with the configured method and Rao-Blackwellise it.
 
-    ``auto`` runs :func:`run_imh` and falls back to :func:`run_nuts`, started at
+    ``auto`` runs :func:`run_is` and falls back to :func:`run_nuts`, started at
     the Laplace mode with the Laplace inverse mass, when the proposals' Pareto k
-    exceeds ``config.khat_max`` or the Laplace step fails; the run's
-    ``info["fallback"]`` says why (and it is printed when ``progress``).
+    exceeds ``config.khat_max``, their effective size stays below its target or
+    the Laplace step fails; the run's ``info["fallback"]`` says why (and it is
+    printed when ``progress``), and ``info["first"]`` holds the first run's info.
     ``prior`` (optional) fixes the knots, the penalty's units and ``y_scale`` in
     advance (:class:`FixedPrior`); by default they come from the ERM fit and the data.
 
@@ -586,30 +755,39 @@ def _fit_posterior(k_run, k_rb, X, Y, config, *, erm, seed, progress, prior=None
 
     sampler = config.sampler()
     fallback = None
-    if sampler == "imh":
+    if sampler in ("is", "imh"):
+        runner = run_is if sampler == "is" else run_imh
         try:
-            run = run_imh(k_run, X, Y, config, erm=erm, seed=seed, progress=progress, prior=prior)
+            run = runner(k_run, X, Y, config, erm=erm, seed=seed, progress=progress, prior=prior)
         except FloatingPointError as e:
             if config.method != "auto":
                 raise
-            fallback, start, t_imh, first = str(e), None, 0.0, {}
+            fallback, start, t_first, first = str(e), None, 0.0, {}
         else:
             khat = run.info["khat"]
-            if config.method == "imh" or khat <= config.khat_max:
+            short = sampler == "is" and run.info["is_ess"] < run.info["ess_target"]
+            if config.method != "auto" or (khat <= config.khat_max and not short):
                 return run, run.posterior
-            rate = run.info["accept_rate"]
-            fallback = f"Pareto k {khat:.2f} > {config.khat_max} (accept rate {rate:.2f})"
+            if khat > config.khat_max:
+                fallback = f"Pareto k {khat:.2f} > {config.khat_max}"
+                if sampler == "imh":
+                    fallback += f" (accept rate {run.info['accept_rate']:.2f})"
+            else:
+                fallback = (
+                    f"effective size {run.info['is_ess']:.0f} < {run.info['ess_target']} "
+                    f"after {run.info['n_proposals']} proposals"
+                )
             start = (run.info["mode"], run.info["inverse_mass"])
-            t_imh, first = run.wall_time_s, run.info
+            t_first, first = run.wall_time_s, run.info
             erm = run.erm
         if progress:
             print(f"auto: the Laplace proposal does not fit ({fallback}): running NUTS", flush=True)
         run = run_nuts(
             k_run, X, Y, config, erm=erm, seed=seed, progress=progress, start=start, prior=prior
         )
-        run.wall_time_s += t_imh
+        run.wall_time_s += t_first
         run.info["fallback"] = fallback
-        run.info["imh"] = {k: v for k, v in first.items() if k not in ("mode", "inverse_mass")}
+        run.info["first"] = {k: v for k, v in first.items() if k not in ("mode", "inverse_mass")}
     else:
         run = run_nuts(k_run, X, Y, config, erm=erm, seed=seed, progress=progress, prior=prior)
     return run, posterior_from_run(k_rb, run, X, Y)
@@ -617,7 +795,7 @@ def _fit_posterior(k_run, k_rb, X, Y, config, *, erm, seed, progress, prior=None
 
 def _json_info(info: dict) -> dict:
     """The run's info without its arrays (the Laplace mode and mass), for file attributes."""
-    return {k: v for k, v in info.items() if not isinstance(v, np.ndarray | dict) or k == "imh"}
+    return {k: v for k, v in info.items() if not isinstance(v, np.ndarray | dict) or k == "first"}
 
 
 def _erm_coef_on(knots: Knots, erm: ERMFit, chains: int) -> jax.Array:

@@ -314,7 +314,7 @@ def replicate(
         "ess_min": ess,
         "wall_s": time.perf_counter() - t0,
         "truth": true_q,
-        "khat": run.info.get("khat", run.info.get("imh", {}).get("khat")),
+        "khat": run.info.get("khat", run.info.get("first", {}).get("khat")),
     }
 
 

@@ -21,7 +21,8 @@ def posterior_file(tmp_path_factory):
     )
     post = d / "post.nc"
     rc = main(
-        ["sample", str(data), "--warmup", "60", "--draws", "60", "--seed", "1", "--out", str(post)]
+        ["sample", str(data), "--ess-target", "60", "--draws", "60", "--seed", "1"]
+        + ["--out", str(post)]
     )
     assert rc == 0
     return d, data, post
@@ -34,9 +35,10 @@ def test_sample_writes_inference_data(posterior_file):
     idata = load_inference_data(post)
     assert idata.posterior.sizes["chain"] == 4 and idata.posterior.sizes["draw"] == 60
     assert json.loads(idata.attrs["config"])["collapsed"] is True
-    # the default path: Laplace-IMH, its Pareto k stored with the draws
-    assert idata.attrs["method"] == "auto" and idata.attrs["sampler"] == "imh"
-    assert json.loads(idata.attrs["sampler_info"])["khat"] <= 0.7
+    # the default path: Laplace-PSIS, its Pareto k and effective size stored with the draws
+    assert idata.attrs["method"] == "auto" and idata.attrs["sampler"] == "is"
+    info = json.loads(idata.attrs["sampler_info"])
+    assert info["khat"] <= 0.7 and info["is_ess"] >= 60 and info["ess_target"] == 60
     assert int(idata.attrs["seed"]) == 1
 
 
@@ -47,8 +49,8 @@ def test_diagnose_writes_table_and_figures_and_strict_fails_short_runs(posterior
     for name in ("summary.csv", "diagnostics.json", "rank.png", "ppc.png", "phi_band.png"):
         assert (out / name).stat().st_size > 0
     report = json.loads((out / "diagnostics.json").read_text())
-    # 4 x 60 draws cannot give 100 effective draws per chain: flagged, loudly
-    assert any("ESS" in p for p in report["problems"])
+    # an effective size of 60 is below diagnose's 100 per chain: flagged, loudly
+    assert any("effective size" in p for p in report["problems"])
     assert "NOT CONVERGED" in capsys.readouterr().err
     assert main(["diagnose", str(post), "--out-dir", str(out), "--strict"]) == 3
     import pandas as pd

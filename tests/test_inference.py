@@ -145,8 +145,8 @@ def test_inference_data_round_trip_summary_and_loo(fitted, tmp_path):
     x, y = np.asarray(idata.constant_data["x_eval"]), np.asarray(idata.constant_data["y_eval"])
     np.testing.assert_allclose(g_draws(rebuilt, x, y), idata.posterior["g_eval"].values, rtol=1e-12)
     _, report = diagnose(back)
-    # the default (auto) ran the independence sampler on this well-posed problem
-    assert report["sampler"] == "imh" and report["khat"] <= 0.7
+    # the default (auto) ran importance sampling on this well-posed problem
+    assert report["sampler"] == "is" and report["khat"] <= 0.7 and report["is_ess"] >= 400
     assert report["problems"] == [] and not report["modes"]["separated"]
 
 
@@ -222,7 +222,7 @@ def test_auto_falls_back_to_nuts_when_the_proposal_does_not_fit_and_says_so(caps
     import json
 
     info = json.loads(idata.attrs["sampler_info"])
-    assert "Pareto k" in info["fallback"] and info["imh"]["khat"] > 0.7
+    assert "Pareto k" in info["fallback"] and info["first"]["khat"] > 0.7
     assert post.shape == (2, 30) and np.isfinite(post.c_mean).all()
     _, report = diagnose(idata)
     assert report["sampler"] == "nuts"
@@ -250,7 +250,7 @@ def test_a_second_dataset_of_the_same_shapes_compiles_nothing_new():
 
 
 @pytest.mark.slow  # NUTS on the same data (~40 s)
-def test_the_independence_sampler_and_nuts_give_the_same_posterior(fitted):
+def test_importance_sampling_and_nuts_give_the_same_posterior(fitted):
     """g_eval and sigma: posterior means within Z_MC Monte Carlo s.e., sds within 15%.
 
     15%: the relative s.e. of a posterior sd estimated from ESS ~ 400 is ~3.5%;

@@ -32,7 +32,7 @@ file (every key is checked; unknown keys and bad values are refused)::
     restarts = 4
 
     [bayes_pm]                     # bayes_ips.inference.SamplerConfig, less rank and degree
-    method = "auto"                # auto | imh | nuts (auto: Laplace-IMH, NUTS past k = 0.7)
+    method = "auto"                # auto | is | imh | nuts (auto: Laplace-PSIS, NUTS past k = 0.7)
     chains = 4
     warmup = 50                    # IMH burn-in / NUTS warmup (default: the method's)
     draws = 300                    # the study's default
@@ -596,11 +596,12 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
     conv = convergence({"g_eval": g_eval, "sigma": post.sigma})
     modes = mode_check(g_eval)
     q05, q50, q95 = np.quantile(errs, [0.05, 0.5, 0.95])
-    if run.method == "imh":
+    if run.method in ("is", "imh"):
         how = {
             "khat": run.info["khat"],
-            "accept_rate": run.info["accept_rate"],
+            "accept_rate": run.info.get("accept_rate", float("nan")),  # imh only
             "is_ess": run.info["is_ess"],
+            "n_proposals": run.info["n_proposals"],
         }
     else:
         how = {
@@ -608,7 +609,7 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
             "steps_per_iter": float(run.extra["num_steps"].mean()),
         }
         if "fallback" in run.info:
-            how.update(fallback=run.info["fallback"], khat=run.info["imh"]["khat"])
+            how.update(fallback=run.info["fallback"], khat=run.info["first"].get("khat", np.nan))
     return {
         "sampler": run.method,
         **how,
