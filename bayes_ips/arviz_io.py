@@ -107,7 +107,7 @@ def pareto_khat(log_weights: np.ndarray) -> tuple[float, float]:
 
 
 def _sample_stats(extra: dict) -> dict:
-    """Sample statistics under ArviZ's names: NUTS's (tree depth from the step count), IMH's, IS's."""
+    """Sample statistics under ArviZ's names: NUTS's (tree depth from the step count), IMH or IS."""
     if "num_steps" not in extra and "accepted" not in extra:  # importance sampling
         return {"lp": -extra["potential_energy"], "log_weight": extra["log_weight"]}
     if "num_steps" not in extra:  # independence Metropolis-Hastings
