@@ -469,7 +469,12 @@ def _jitter(key, point: dict, chains: int, jitter: float) -> dict:
     return out
 
 
-IMH_BATCH = 4  # proposals whose Gram statistics are computed together (16 measured slower)
+# Proposals whose Gram statistics are computed together (vmapped).  One at a time:
+# on a quiet machine 1 and 4 cost the same (16 was 35% slower), but with the
+# cores shared (a study's worker pool, or any other load) a vmapped block of 4
+# took 20.5 ms per proposal against 10.5 ms one at a time (d = 5, M = 2000, K = 80;
+# 7 interleaved repetitions, analyses/benchmarks/RESULTS.md).
+IMH_BATCH = 1
 
 
 def _laplace_step(key, X, Y, config: SamplerConfig, erm, prior):
