@@ -5,11 +5,13 @@ laws, dimensions and sizes).  For each, on the same simulated data and as a user
 them (``bayes-ips fit-erm`` and ``bayes-ips sample`` with their defaults):
 
 * ``erm_s``: the ERM fit alone; ``post_s``: the default posterior path, its own ERM
-  fit included (what ``bayes-ips sample`` costs); ``ratio = post_s / erm_s``;
+  fit included, through the InferenceData that ``bayes-ips sample`` writes (g at
+  the evaluation pairs, the posterior predictive, the log-likelihood);
+  ``ratio = post_s / erm_s``;
 * ``erm_error``, ``pm_error``: L2(rho) errors of ERM and of the posterior mean on the
   same held-out pairs; ``coverage``: the fraction of held-out pairs whose 90% band
   covers g*;
-* the sampler that ran, its Pareto k and acceptance rate.
+* the sampler that ran, its Pareto k, effective size and number of proposals.
 
 Every case runs twice (the first compiles its shapes; both timings are kept, the
 ratio uses the second, as a study or a loop over datasets pays it).  The persistent
@@ -48,7 +50,7 @@ def run_case(name: str, seed: int, n_eval: int = 20000) -> dict:
     import numpy as np
 
     from bayes_ips.erm import ERMConfig, fit_erm
-    from bayes_ips.inference import SamplerConfig, fit_posterior
+    from bayes_ips.inference import SamplerConfig, sample_posterior
     from bayes_ips.metrics import l2_error
     from bayes_ips.posterior import g_draws, predict
     from bayes_ips.simulate import g_true, make_truth, sample_pairs, simulate
@@ -65,7 +67,7 @@ def run_case(name: str, seed: int, n_eval: int = 20000) -> dict:
         erm = fit_erm(k_erm, X, Y, ERMConfig())
         t1 = time.perf_counter()
         fit = fit_erm(k_erm, X, Y, ERMConfig())  # what `bayes-ips sample` fits first
-        run, post = fit_posterior(k_post, X, Y, SamplerConfig(), erm=fit, progress=False)
+        _, post, run = sample_posterior(k_post, X, Y, SamplerConfig(), erm=fit, progress=False)
         t2 = time.perf_counter()
         out[f"erm_s_{attempt}"], out[f"post_s_{attempt}"] = t1 - t0, t2 - t1
     out["ratio"] = out["post_s_warm"] / out["erm_s_warm"]
@@ -78,7 +80,7 @@ def run_case(name: str, seed: int, n_eval: int = 20000) -> dict:
     out["coverage"] = float(np.mean((g >= band["g_lo"]) & (g <= band["g_hi"])))
     out["sampler"] = run.method
     out["K"] = int(run.knots.n_intervals)
-    for k in ("khat", "accept_rate", "fallback"):
+    for k in ("khat", "is_ess", "n_proposals", "accept_rate", "fallback"):
         if k in run.info:
             out[k] = run.info[k]
     return out

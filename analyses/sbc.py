@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--method", choices=("auto", "imh", "nuts"), default="auto")
+    p.add_argument("--method", choices=("auto", "is", "imh", "nuts"), default="auto")
     p.add_argument("--replications", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)

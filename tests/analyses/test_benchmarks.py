@@ -64,4 +64,18 @@ def test_bench_posterior_tiny(capsys):
     assert lines[-3].startswith("posterior_over_erm=") and lines[-2].startswith("error_ratio=")
     assert lines[-1].startswith("posterior_speedup=")
     assert out["posterior_over_erm"] > 0 and out["posterior_speedup"] > 0
-    assert out["default"]["sampler"] in ("imh", "nuts") and out["errors"]["default"] > 0
+    assert out["default"]["sampler"] in ("is", "nuts") and out["errors"]["default"] > 0
+
+
+@pytest.mark.slow  # two paper cells' posterior paths, each compiled (cold) then warm
+def test_profile_posterior_tiny(capsys, tmp_path):
+    mod = _load("profile_posterior")
+    argv = ["--cells", "1:1000", "5:1000", "--M-override", "120"]
+    argv += ["--out-json", str(tmp_path / "p.json")]
+    rows = mod.main(mod.build_parser().parse_args(argv))
+    stages = {"erm", "laplace", "proposals", "summaries", "inference_data"}
+    for row in rows:
+        assert set(row["cold"]) == set(row["warm"]) == stages
+        assert all(v > 0 for v in row["warm"].values())
+        assert row["info"]["n_proposals"] % 100 == 0
+    assert (tmp_path / "p.json").exists() and "inference_data" in capsys.readouterr().out

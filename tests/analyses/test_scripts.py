@@ -3,6 +3,7 @@
 import argparse
 import csv
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,25 @@ def test_heldout_posterior_script(tmp_path, monkeypatch, capsys):
     assert rows[0]["case"] == "tiny" and 0 <= rows[0]["coverage"] <= 1
     assert rows[0]["ratio"] > 0 and (tmp_path / "heldout.csv").exists()
     assert "tiny" in capsys.readouterr().out
+
+
+def _record(folder, cell, **rec):
+    path = folder / "records" / f"{cell}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"record": rec}))
+
+
+def test_fast_vs_nuts_pairs_cells_and_applies_the_criteria(tmp_path, capsys):
+    """Error ratio <= 1.05 and coverage gap <= 0.03, cell by cell, on cells in both folders."""
+    fast, nuts = tmp_path / "fast", tmp_path / "nuts"
+    base = {"d": 5, "beta": 3.0, "rep": 0, "wall_time_s": 1.0, "erm_error": 1.0}
+    for M, (ef, cf) in {1000: (1.04, 0.90), 4000: (1.06, 0.90), 8000: (1.0, 0.86)}.items():
+        _record(fast, f"bayes_pm_b3_d5_M{M}_r0", **base, M=M, error=ef, band_coverage=cf)
+        _record(nuts, f"bayes_pm_b3_d5_M{M}_r0", **base, M=M, error=1.0, band_coverage=0.9)
+    _record(nuts, "bayes_pm_b3_d5_M250_r0", **base, M=250, error=1.0, band_coverage=0.9)
+    mod = _load("fast_vs_nuts")
+    rows = mod.main(mod.build_parser().parse_args(["--fast", str(fast), "--nuts", str(nuts)]))
+    assert [r["M"] for r in rows] == [1000, 4000, 8000]  # M = 250 is in one folder only
+    assert [r["within"] for r in rows] == [True, False, False]
+    assert rows[2]["coverage_gap"] == pytest.approx(-0.04)
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "cells_within_criteria=1/3"
