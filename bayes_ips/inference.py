@@ -108,9 +108,12 @@ class SamplerConfig:
     n_intervals : int or None
         Knot intervals of the model's basis; None takes the ERM fit's GCV choice.
     degree : int
-    proposal_df : float
+    proposal_df : float or None
         Degrees of freedom of the Student-t proposal of ``is`` and ``imh`` (``inf``:
-        Gaussian).
+        Gaussian).  None: twice the proposal's dimension P, at least 8 (a t with
+        few degrees of freedom spreads its radius far wider than the posterior's in
+        many dimensions: at P = 60, 8 df kept 34% of the proposals' effective size,
+        120 df 67%; at P = 10, 78% against 99%).
     khat_max : float
         ``auto`` falls back to NUTS when the proposals' Pareto k exceeds it.
     ess_target : int or None
@@ -132,7 +135,7 @@ class SamplerConfig:
     max_tree_depth: int = 8
     n_intervals: int | None = None
     degree: int = 3
-    proposal_df: float = 8.0
+    proposal_df: float | None = None
     khat_max: float = 0.7
     ess_target: int | None = None
     max_proposals: int = 8000
@@ -161,7 +164,7 @@ class SamplerConfig:
             raise InputError(f"target_accept must be in (0, 1), got {self.target_accept}")
         if not self.jitter >= 0:
             raise InputError(f"jitter must be >= 0, got {self.jitter}")
-        if not self.proposal_df > 2:
+        if self.proposal_df is not None and not self.proposal_df > 2:
             raise InputError(f"proposal_df must be > 2, got {self.proposal_df}")
         if not self.khat_max > 0:
             raise InputError(f"khat_max must be > 0, got {self.khat_max}")
@@ -182,6 +185,12 @@ class SamplerConfig:
     def draws_for(self, sampler: str) -> int:
         """Kept draws per chain."""
         return DEFAULT_DRAWS[sampler] if self.draws is None else int(self.draws)
+
+    def proposal_df_for(self, P: int) -> float:
+        """The proposal's degrees of freedom in ``P`` dimensions."""
+        if self.proposal_df is None:
+            return float(max(8, 2 * P))
+        return float(self.proposal_df)
 
     def is_ess_target(self) -> int:
         """The effective sample size ``is`` draws proposals for."""
@@ -478,33 +487,77 @@ IMH_BATCH = 1
 
 
 def _laplace_step(key, X, Y, config: SamplerConfig, erm, prior):
-    """Setup, then the mode of ``(U, V, log sigma, log tau)`` from the ERM start and its Hessian.
+    """Setup, then the posterior mode from the ERM start and the Hessian there.
 
-    Returns the setup, the Laplace approximation, the layout of the flattened
-    sites and the first entries of the run's ``info``.
+    At rank 1 and d >= 2 the search runs in the gnomonic charts of the factors'
+    directions (:class:`~bayes_ips.laplace.SphereChart`, centred at the ERM
+    directions), where the posterior is near-Gaussian at any d; otherwise in the
+    model's ``(U, V, log sigma, log tau)``.  Returns the setup, the Laplace
+    approximation (in the search's coordinates), the layout of the model's
+    flattened sites, the chart (or None) and the first entries of the run's
+    ``info`` (with the mode and an inverse mass in the model's coordinates, for a
+    NUTS fallback).
     """
     import time
 
-    from bayes_ips.laplace import laplace_approx, mode_and_hessian, unravel
+    from bayes_ips.laplace import (
+        chart_to_flat,
+        laplace_approx,
+        mode_and_hessian,
+        sphere_chart,
+        unravel,
+    )
+    from bayes_ips.models.lowrank_spline import RADIUS_SD
 
     t0 = time.perf_counter()
     st = _setup(key, X, Y, config, erm, prior)
     start = {k: v[0] for k, v in _erm_init(key, st.erm, st.y_scale, 1, 0.0).items()}
+    d = st.X.shape[2]
+    chart = sphere_chart(start["U"], start["V"]) if config.rank == 1 and d >= 2 else None
     mode, H, n_steps, ok, layout = mode_and_hessian(
-        st.model, (st.X, st.Y), st.data_kwargs, start, ("U", "V", "sigma", "tau")
+        st.model, (st.X, st.Y), st.data_kwargs, start, ("U", "V", "sigma", "tau"), chart=chart
     )
     try:
         approx = laplace_approx(mode, H)
     except (FloatingPointError, np.linalg.LinAlgError) as e:
         raise FloatingPointError(f"Laplace step failed: {e}") from None
+    if chart is None:
+        flat_mode, inv_mass = jnp.asarray(mode), approx.cov
+    else:  # the chart's covariance mapped to (U, V), plus the radii's prior spread
+        flat_mode = chart_to_flat(jnp.asarray(mode), chart)
+        J = np.asarray(jax.jacfwd(lambda z: chart_to_flat(z, chart))(jnp.asarray(mode)))
+        inv_mass = J @ approx.cov @ J.T
+        R = math.sqrt(d)
+        for block in (slice(0, d), slice(d, 2 * d)):
+            w = np.asarray(flat_mode[block]) / R
+            inv_mass[block, block] += (RADIUS_SD * R) ** 2 * np.outer(w, w)
     info: dict[str, Any] = {
         "bfgs_steps": n_steps,
         "mode_ok": ok,
-        "mode": {k: np.asarray(v) for k, v in unravel(jnp.asarray(mode), layout).items()},
-        "inverse_mass": approx.cov,
+        "chart": chart is not None,
+        "mode": {k: np.asarray(v) for k, v in unravel(flat_mode, layout).items()},
+        "inverse_mass": inv_mass,
         "mode_time_s": time.perf_counter() - t0,
     }
-    return st, approx, layout, info
+    return st, approx, layout, chart, info
+
+
+def _draw_proposals(key, approx, df: float, n: int, chart):
+    """``n`` Student-t proposals as model points, and their log density.
+
+    The density is relative to the measure the model's potential is a density of:
+    Lebesgue in ``(U, V, log sigma, log tau)``, or, with a chart, the spheres'
+    surface measure for the directions (the chart's density over its Jacobian).
+    """
+    from bayes_ips.laplace import chart_log_jacobian, chart_to_flat, mvt_logpdf, mvt_sample
+
+    z = mvt_sample(key, approx, df, n)
+    log_q = mvt_logpdf(z, approx, df)
+    if chart is None:
+        return z, np.asarray(log_q)
+    flat = jax.vmap(lambda x: chart_to_flat(x, chart))(z)
+    log_q = log_q - jax.vmap(lambda x: chart_log_jacobian(x, chart))(z)
+    return flat, np.asarray(log_q)
 
 
 def _proposal_samples(flat, A, layout, idx) -> dict:
@@ -545,18 +598,17 @@ def run_imh(
     import time
 
     from bayes_ips.arviz_io import pareto_khat
-    from bayes_ips.laplace import imh_chains, mvt_logpdf, mvt_sample
+    from bayes_ips.laplace import imh_chains
     from bayes_ips.posterior import Posterior, evaluate_proposals
 
     k_erm, k_prop, k_c, k_chain = jax.random.split(key, 4)
     t0 = time.perf_counter()
-    st, approx, layout, info = _laplace_step(k_erm, X, Y, config, erm, prior)
+    st, approx, layout, chart, info = _laplace_step(k_erm, X, Y, config, erm, prior)
     info["sampler"] = "imh"
     C, W, D = config.chains, config.warmup_for("imh"), config.draws_for("imh")
     T = W + D
-    df = float(config.proposal_df)
-    flat = mvt_sample(k_prop, approx, df, C * T)
-    log_q = np.asarray(mvt_logpdf(flat, approx, df))
+    df = config.proposal_df_for(approx.mean.shape[0])
+    flat, log_q = _draw_proposals(k_prop, approx, df, C * T, chart)
     keys = jax.random.split(k_c, C * T)
     if progress:
         print(f"imh: {C} chains x ({W} burn-in + {D} draws) = {C * T} proposals", flush=True)
@@ -647,25 +699,23 @@ def run_is(
     import time
 
     from bayes_ips.arviz_io import psis_weights
-    from bayes_ips.laplace import mvt_logpdf, mvt_sample
     from bayes_ips.posterior import Posterior, evaluate_proposals
 
     k_erm, k_prop, k_c, k_res = jax.random.split(key, 4)
     t0 = time.perf_counter()
-    st, approx, layout, info = _laplace_step(k_erm, X, Y, config, erm, prior)
+    st, approx, layout, chart, info = _laplace_step(k_erm, X, Y, config, erm, prior)
     info["sampler"] = "is"
     C, D = config.chains, config.draws_for("is")
-    target, df = config.is_ess_target(), float(config.proposal_df)
+    target, df = config.is_ess_target(), config.proposal_df_for(approx.mean.shape[0])
     rounds: list[tuple] = []
     khat, ess, lw_s = float("inf"), 0.0, None
     while len(rounds) * IS_ROUND < config.max_proposals:
         r = len(rounds)
-        flat = mvt_sample(jax.random.fold_in(k_prop, r), approx, df, IS_ROUND)
+        flat, log_q = _draw_proposals(jax.random.fold_in(k_prop, r), approx, df, IS_ROUND, chart)
         keys = jax.random.split(jax.random.fold_in(k_c, r), IS_ROUND)
         A, pe, cm, cd = evaluate_proposals(
             flat, keys, st.X, st.Y, st.data_kwargs, model=st.model, layout=layout, batch=IMH_BATCH
         )
-        log_q = np.asarray(mvt_logpdf(flat, approx, df))
         pe = np.asarray(pe)
         log_w = np.where(np.isfinite(pe), -pe - log_q, -np.inf)
         rounds.append((flat, A, pe, cm, cd, log_w))
@@ -792,7 +842,7 @@ def _fit_posterior(k_run, k_rb, X, Y, config, *, erm, seed, progress, prior=None
         )
         run.wall_time_s += t_first
         run.info["fallback"] = fallback
-        run.info["first"] = {k: v for k, v in first.items() if k not in ("mode", "inverse_mass")}
+        run.info["first"] = {k: v for k, v in first.items() if not isinstance(v, np.ndarray | dict)}
     else:
         run = run_nuts(k_run, X, Y, config, erm=erm, seed=seed, progress=progress, prior=prior)
     return run, posterior_from_run(k_rb, run, X, Y)

@@ -143,3 +143,27 @@ def test_pareto_khat_tells_a_good_proposal_from_a_light_tailed_one():
     assert k_good < 0.5 < 0.7 < k_bad
     assert 0.3 * 4000 < ess_good <= 4000
     assert pareto_khat(np.array([-np.inf, -np.inf, 0.0]))[0] == np.inf
+
+
+@pytest.mark.parametrize("d", [2, 3, 6])
+def test_sphere_chart_maps_onto_the_sphere_with_the_stated_jacobian(d):
+    """u(z) has norm 1 (times sqrt(d)), chart_point inverts it, and the log Jacobian is
+    log sqrt(det(J^T J)) of the map z -> u (the surface element), computed by autodiff."""
+    from bayes_ips.laplace import chart_log_jacobian, chart_point, chart_to_flat, sphere_chart
+
+    rng = np.random.default_rng(d)
+    chart = sphere_chart(rng.normal(size=(d, 1)), rng.normal(size=(d, 1)))
+    k = d - 1
+    for _ in range(5):
+        z = jnp.asarray(rng.normal(size=2 * k + 2))
+        flat = chart_to_flat(z, chart)
+        np.testing.assert_allclose(np.linalg.norm(flat[:d]), np.sqrt(d), rtol=1e-12)
+        np.testing.assert_allclose(np.linalg.norm(flat[d : 2 * d]), np.sqrt(d), rtol=1e-12)
+        np.testing.assert_allclose(flat[2 * d :], z[2 * k :])
+        np.testing.assert_allclose(chart_point(np.asarray(flat), chart), z, rtol=1e-10)
+        J = jax.jacfwd(lambda x: chart_to_flat(x, chart))(z) / np.sqrt(d)
+        surface = sum(
+            0.5 * np.linalg.slogdet(np.asarray(Jb.T @ Jb))[1]
+            for Jb in (J[:d, :k], J[d : 2 * d, k : 2 * k])
+        )
+        np.testing.assert_allclose(chart_log_jacobian(z, chart), surface, rtol=1e-10)
