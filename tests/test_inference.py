@@ -160,7 +160,10 @@ def test_mode_check_flags_separated_chains_and_not_equivalent_ones():
     assert res["separated"] and res["groups"] == [[0, 1], [2]]
 
 
-def test_proposal_evaluation_equals_the_model_potential_and_the_conditional_of_c():
+# d = 1 (statistics shared per sign of A) is slow: an ERM fit and the proposal programs on
+# other shapes (~8 s); d = 2 (per point) runs in the fast tier.
+@pytest.mark.parametrize("d", [pytest.param(1, marks=pytest.mark.slow), 2])
+def test_proposal_evaluation_equals_the_model_potential_and_the_conditional_of_c(d):
     """One Gram pass per point gives the model's own potential energy and E[c | rest].
 
     At d = 1 the statistics are shared per sign of A; at d = 2 computed per point.
@@ -176,35 +179,34 @@ def test_proposal_evaluation_equals_the_model_potential_and_the_conditional_of_c
     from bayes_ips.pairwise import gram
     from bayes_ips.posterior import evaluate_proposals
 
-    for d in (1, 2):
-        # M = 70: the shapes of the next test, whose ERM programs this compiles
-        truth, X, Y = _data(5, M=70, N=4, d=d)
-        st = _setup(jax.random.PRNGKey(0), X, Y, SamplerConfig(n_intervals=4), None)
-        rng = np.random.default_rng(d)
-        points = [
-            {
-                "U": jnp.asarray(rng.normal(size=(d, 1))),
-                "V": jnp.asarray(rng.normal(size=(d, 1))),
-                "sigma": jnp.asarray(rng.normal() - 2),
-                "tau": jnp.asarray(rng.normal() - 1),
-            }
-            for _ in range(5)
-        ]
-        flat = jnp.stack([flatten(p, ("U", "V", "sigma", "tau"))[0] for p in points])
-        layout = flatten(points[0], ("U", "V", "sigma", "tau"))[1]
-        keys = jax.random.split(jax.random.PRNGKey(1), 5)
-        A, pe, cm, _ = evaluate_proposals(
-            flat, keys, st.X, st.Y, st.data_kwargs, model=st.model, layout=layout, batch=2
-        )
-        model = bound_model(1, True)
-        for i, p in enumerate(points):
-            ref = potential_energy(model, (st.X, st.Y), st.data_kwargs, p)
-            np.testing.assert_allclose(pe[i], ref, rtol=1e-10)
-            un, vn = gauge_factors(p["U"], p["V"])
-            np.testing.assert_allclose(A[i], un @ vn.T, rtol=1e-12)
-            Q = pspline_precision(st.penalty, jnp.exp(p["tau"]), KAPPA * st.y_scale)
-            cond = conditional_c(gram(un, vn, st.X, st.Y, st.knots), jnp.exp(p["sigma"]), Q)
-            np.testing.assert_allclose(cm[i], cond.mean, rtol=1e-8, atol=1e-12)
+    # M = 70: at d = 2 the shapes of the next test, whose ERM programs this compiles
+    truth, X, Y = _data(5, M=70, N=4, d=d)
+    st = _setup(jax.random.PRNGKey(0), X, Y, SamplerConfig(n_intervals=4), None)
+    rng = np.random.default_rng(d)
+    points = [
+        {
+            "U": jnp.asarray(rng.normal(size=(d, 1))),
+            "V": jnp.asarray(rng.normal(size=(d, 1))),
+            "sigma": jnp.asarray(rng.normal() - 2),
+            "tau": jnp.asarray(rng.normal() - 1),
+        }
+        for _ in range(5)
+    ]
+    flat = jnp.stack([flatten(p, ("U", "V", "sigma", "tau"))[0] for p in points])
+    layout = flatten(points[0], ("U", "V", "sigma", "tau"))[1]
+    keys = jax.random.split(jax.random.PRNGKey(1), 5)
+    A, pe, cm, _ = evaluate_proposals(
+        flat, keys, st.X, st.Y, st.data_kwargs, model=st.model, layout=layout, batch=2
+    )
+    model = bound_model(1, True)
+    for i, p in enumerate(points):
+        ref = potential_energy(model, (st.X, st.Y), st.data_kwargs, p)
+        np.testing.assert_allclose(pe[i], ref, rtol=1e-10)
+        un, vn = gauge_factors(p["U"], p["V"])
+        np.testing.assert_allclose(A[i], un @ vn.T, rtol=1e-12)
+        Q = pspline_precision(st.penalty, jnp.exp(p["tau"]), KAPPA * st.y_scale)
+        cond = conditional_c(gram(un, vn, st.X, st.Y, st.knots), jnp.exp(p["sigma"]), Q)
+        np.testing.assert_allclose(cm[i], cond.mean, rtol=1e-8, atol=1e-12)
 
 
 def _dispatch(monkeypatch, config, imh):
