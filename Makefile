@@ -38,15 +38,12 @@ demo: $(STAMP)
 	@echo "  data.npz erm.nc erm_error.json erm_fit.png post.nc post_error.json diagnostics/"
 
 # The fast tier (the default: statistical checks that take minutes are marked slow).
-# Two pytest-xdist workers, one test module per worker at a time (--dist loadfile:
-# module fixtures are built once).  Serial: PYTEST_XDIST= make test (or -p no:xdist).
-PYTEST_XDIST ?= -n 2 --dist loadfile
 test: $(STAMP_DEV)
-	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_XDIST)
+	$(BIN)/python -m pytest -q --durations=15
 
 # Everything, the slow tier included (what CI runs).
 test-all: $(STAMP_DEV)
-	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_XDIST) -m "slow or not slow"
+	$(BIN)/python -m pytest -q --durations=15 -m "slow or not slow"
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check bayes_ips models analyses tests
