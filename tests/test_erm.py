@@ -62,6 +62,9 @@ def test_erm_recovers_g_nearly_as_well_as_an_oracle_that_knows_A(problem):
     assert float(np.sum(fit.A * truth.A)) > 0.99
 
 
+# slow: rank 2, d = 4, M = 800 with three starts, each program compiled (~12 s); the
+# fast tier checks rank-1 recovery against the oracle (above).
+@pytest.mark.slow
 def test_erm_finds_the_global_minimum_rank_two_holder_gaussian():
     """A harder case: rank 2, a kinked phi* (beta = 1.5), Gaussian tokens.
 
@@ -184,7 +187,16 @@ def test_too_few_samples_are_refused():
         fit_erm(jax.random.PRNGKey(0), X, X[..., 0], ERMConfig())
 
 
-def test_gcv_from_one_fine_pass_equals_one_pass_per_k(problem):
+# ~3 s of compilation per (degree, multiplicity): the cubic in the fast tier, the others slow
+@pytest.mark.parametrize(
+    "s, m",
+    [
+        (3, 1),
+        pytest.param(2, 2, marks=pytest.mark.slow),
+        pytest.param(1, 1, marks=pytest.mark.slow),
+    ],
+)
+def test_gcv_from_one_fine_pass_equals_one_pass_per_k(problem, s, m):
     """The nested-knot shortcut (F_K = F_fine T_K) against a direct Gram pass per K."""
     from bayes_ips.erm import _gcv, _gcv_table, _knots_for, refinement_matrix
     from bayes_ips.gauge import gauge_factors
@@ -195,16 +207,15 @@ def test_gcv_from_one_fine_pass_equals_one_pass_per_k(problem):
     U = jnp.asarray([[1.0], [0.5], [-0.3]])
     V = jnp.asarray([[0.2], [1.0], [0.4]])
     U, _ = gauge_factors(U, V)
-    for s, m in ((3, 1), (2, 2), (1, 1)):
-        grid = [2, 3, 4, 6, 12]
-        table = _gcv_table(Xj, Yj, U, V, grid, s, m, 1e-8, 4, 512)
-        fine = _knots_for(Xj, U, V, 12, s, m)
-        for row, K in zip(table, grid, strict=True):
-            coarse = make_knots(np.asarray(fine.breaks)[:: 12 // K], s, m)
-            ref = _gcv(Xj, Yj, U, V, coarse, 1e-8, 4, 512)
-            assert row["K"] == K and row["n_basis"] == ref["n_basis"]
-            for key in ("rss", "df", "gcv"):
-                assert row[key] == pytest.approx(ref[key], rel=1e-7), (s, m, K, key)
+    grid = [2, 3, 4, 6, 12]
+    table = _gcv_table(Xj, Yj, U, V, grid, s, m, 1e-8, 4, 512)
+    fine = _knots_for(Xj, U, V, 12, s, m)
+    for row, K in zip(table, grid, strict=True):
+        coarse = make_knots(np.asarray(fine.breaks)[:: 12 // K], s, m)
+        ref = _gcv(Xj, Yj, U, V, coarse, 1e-8, 4, 512)
+        assert row["K"] == K and row["n_basis"] == ref["n_basis"]
+        for key in ("rss", "df", "gcv"):
+            assert row[key] == pytest.approx(ref[key], rel=1e-7), (s, m, K, key)
     # the refinement matrix is exact, also where scores are extrapolated
     fine = make_knots(np.linspace(-1, 1, 7), 3, 1)
     coarse = make_knots(np.linspace(-1, 1, 7)[::3], 3, 1)

@@ -160,7 +160,10 @@ def test_mode_check_flags_separated_chains_and_not_equivalent_ones():
     assert res["separated"] and res["groups"] == [[0, 1], [2]]
 
 
-def test_proposal_evaluation_equals_the_model_potential_and_the_conditional_of_c():
+# d = 1 (statistics shared per sign of A) is slow: an ERM fit and the proposal programs on
+# other shapes (~8 s); d = 2 (per point) runs in the fast tier.
+@pytest.mark.parametrize("d", [pytest.param(1, marks=pytest.mark.slow), 2])
+def test_proposal_evaluation_equals_the_model_potential_and_the_conditional_of_c(d):
     """One Gram pass per point gives the model's own potential energy and E[c | rest].
 
     At d = 1 the statistics are shared per sign of A; at d = 2 computed per point.
@@ -176,36 +179,100 @@ def test_proposal_evaluation_equals_the_model_potential_and_the_conditional_of_c
     from bayes_ips.pairwise import gram
     from bayes_ips.posterior import evaluate_proposals
 
-    for d in (1, 2):
-        truth, X, Y = _data(5, M=60, N=4, d=d)
-        st = _setup(jax.random.PRNGKey(0), X, Y, SamplerConfig(n_intervals=4), None)
-        rng = np.random.default_rng(d)
-        points = [
-            {
-                "U": jnp.asarray(rng.normal(size=(d, 1))),
-                "V": jnp.asarray(rng.normal(size=(d, 1))),
-                "sigma": jnp.asarray(rng.normal() - 2),
-                "tau": jnp.asarray(rng.normal() - 1),
-            }
-            for _ in range(5)
-        ]
-        flat = jnp.stack([flatten(p, ("U", "V", "sigma", "tau"))[0] for p in points])
-        layout = flatten(points[0], ("U", "V", "sigma", "tau"))[1]
-        keys = jax.random.split(jax.random.PRNGKey(1), 5)
-        A, pe, cm, _ = evaluate_proposals(
-            flat, keys, st.X, st.Y, st.data_kwargs, model=st.model, layout=layout, batch=2
+    # M = 70: at d = 2 the shapes of the next test, whose ERM programs this compiles
+    truth, X, Y = _data(5, M=70, N=4, d=d)
+    st = _setup(jax.random.PRNGKey(0), X, Y, SamplerConfig(n_intervals=4), None)
+    rng = np.random.default_rng(d)
+    points = [
+        {
+            "U": jnp.asarray(rng.normal(size=(d, 1))),
+            "V": jnp.asarray(rng.normal(size=(d, 1))),
+            "sigma": jnp.asarray(rng.normal() - 2),
+            "tau": jnp.asarray(rng.normal() - 1),
+        }
+        for _ in range(5)
+    ]
+    flat = jnp.stack([flatten(p, ("U", "V", "sigma", "tau"))[0] for p in points])
+    layout = flatten(points[0], ("U", "V", "sigma", "tau"))[1]
+    keys = jax.random.split(jax.random.PRNGKey(1), 5)
+    A, pe, cm, _ = evaluate_proposals(
+        flat, keys, st.X, st.Y, st.data_kwargs, model=st.model, layout=layout, batch=2
+    )
+    model = bound_model(1, True)
+    for i, p in enumerate(points):
+        ref = potential_energy(model, (st.X, st.Y), st.data_kwargs, p)
+        np.testing.assert_allclose(pe[i], ref, rtol=1e-10)
+        un, vn = gauge_factors(p["U"], p["V"])
+        np.testing.assert_allclose(A[i], un @ vn.T, rtol=1e-12)
+        Q = pspline_precision(st.penalty, jnp.exp(p["tau"]), KAPPA * st.y_scale)
+        cond = conditional_c(gram(un, vn, st.X, st.Y, st.knots), jnp.exp(p["sigma"]), Q)
+        np.testing.assert_allclose(cm[i], cond.mean, rtol=1e-8, atol=1e-12)
+
+
+def _dispatch(monkeypatch, config, imh):
+    """``_fit_posterior`` with ``run_imh``/``run_nuts`` replaced by recorders: which
+    sampler ran, and where NUTS was started.  ``imh`` is the run ``run_imh`` returns
+    (or the exception it raises)."""
+    from bayes_ips import inference, posterior
+
+    calls = []
+
+    def fake_imh(*args, **kw):
+        calls.append(("imh", None))
+        if isinstance(imh, Exception):
+            raise imh
+        return imh
+
+    def fake_nuts(*args, start=None, **kw):
+        calls.append(("nuts", start))
+        return inference.PosteriorRun(
+            {}, {}, None, None, 1.0, config, "nuts-erm", 0, 2.0, info={"nuts": True}
         )
-        model = bound_model(1, True)
-        for i, p in enumerate(points):
-            ref = potential_energy(model, (st.X, st.Y), st.data_kwargs, p)
-            np.testing.assert_allclose(pe[i], ref, rtol=1e-10)
-            un, vn = gauge_factors(p["U"], p["V"])
-            np.testing.assert_allclose(A[i], un @ vn.T, rtol=1e-12)
-            Q = pspline_precision(st.penalty, jnp.exp(p["tau"]), KAPPA * st.y_scale)
-            cond = conditional_c(gram(un, vn, st.X, st.Y, st.knots), jnp.exp(p["sigma"]), Q)
-            np.testing.assert_allclose(cm[i], cond.mean, rtol=1e-8, atol=1e-12)
+
+    monkeypatch.setattr(inference, "run_imh", fake_imh)
+    monkeypatch.setattr(inference, "run_nuts", fake_nuts)
+    monkeypatch.setattr(posterior, "posterior_from_run", lambda key, run, X, Y: "rb-posterior")
+    run, post = inference._fit_posterior(
+        None, None, None, None, config, erm="erm", seed=0, progress=True
+    )
+    return calls, run, post
 
 
+def _imh_run(khat, config):
+    from bayes_ips import inference
+
+    info = {"khat": khat, "accept_rate": 0.05, "mode": "the-mode", "inverse_mass": "the-mass"}
+    return inference.PosteriorRun(
+        {}, {}, None, None, 1.0, config, "imh-erm", 0, 3.0, info, "imh", "imh-posterior"
+    )
+
+
+def test_auto_dispatch_falls_back_to_nuts_from_the_laplace_mode(monkeypatch, capsys):
+    """The decision of ``auto`` (the end-to-end run on a rank-2 ring is in the slow tier):
+    a Pareto k above ``khat_max`` runs NUTS started at the Laplace mode and mass, says
+    so, and keeps the independence sampler's diagnostics; below it, or with ``imh``,
+    the independence run is returned; a failed Laplace step falls back from the ERM."""
+    cfg = SamplerConfig(chains=2, warmup=40, draws=30)
+    calls, run, post = _dispatch(monkeypatch, cfg, _imh_run(1.4, cfg))
+    assert calls == [("imh", None), ("nuts", ("the-mode", "the-mass"))]
+    assert "Pareto k 1.40 > 0.7" in run.info["fallback"] and run.info["nuts"]
+    assert run.info["imh"] == {"khat": 1.4, "accept_rate": 0.05}
+    assert run.wall_time_s == 5.0 and post == "rb-posterior"
+    assert "running NUTS" in capsys.readouterr().out
+    for config, khat in ((cfg, 0.7), (dataclasses.replace(cfg, method="imh"), 1.4)):
+        calls, run, post = _dispatch(monkeypatch, config, _imh_run(khat, config))
+        assert calls == [("imh", None)] and run.method == "imh" and post == "imh-posterior"
+        assert "fallback" not in run.info
+    calls, run, _ = _dispatch(monkeypatch, cfg, FloatingPointError("singular Hessian"))
+    assert calls == [("imh", None), ("nuts", None)]
+    assert run.info["fallback"] == "singular Hessian" and run.info["imh"] == {}
+    with pytest.raises(FloatingPointError):
+        _dispatch(monkeypatch, dataclasses.replace(cfg, method="imh"), FloatingPointError("x"))
+
+
+# slow: a rank-2 IMH run, its NUTS fallback and a second IMH run, each compiled (~35 s);
+# the fast tier checks the decision itself (test_auto_dispatch_falls_back_...).
+@pytest.mark.slow
 def test_auto_falls_back_to_nuts_when_the_proposal_does_not_fit_and_says_so(capsys):
     """Rank 2: the factors' rotations leave a ring of equal density, which no Gaussian fits.
 

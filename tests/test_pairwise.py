@@ -42,9 +42,19 @@ def _naive_design(X, U, V, knots):
     return F
 
 
-@pytest.fixture(
-    scope="module", params=[(3, 1), (2, 3), (1, 1)], ids=["cubic", "pw-quadratic", "linear"]
-)
+CASES = {"cubic": (3, 1), "pw-quadratic": (2, 3), "linear": (1, 1)}
+slow = pytest.mark.slow
+
+
+def cases(*fast):
+    """The three cases for an indirect ``case`` parametrization; those not named in
+    ``fast`` run in the slow tier only.  The gradient checks compile a new program per
+    case (a few seconds each), so the fast tier keeps one or two of them per test;
+    the cheap value checks against the naive loop run every case in both tiers."""
+    return [pytest.param(v, id=k, marks=() if k in fast else slow) for k, v in CASES.items()]
+
+
+@pytest.fixture(scope="module", params=list(CASES.values()), ids=list(CASES))
 def case(request):
     degree, mult = request.param
     rng = np.random.default_rng(degree)
@@ -97,6 +107,7 @@ def test_gram_matches_explicit_products(case, chunk):
     assert expected_out > 0 and int(st.n_outside) == expected_out
 
 
+@pytest.mark.parametrize("case", cases("cubic"), indirect=True)
 def test_gradients(case):
     X, Y, U, V, knots, coef, _, _ = case
     check_grads(
@@ -113,6 +124,7 @@ def test_gradients(case):
     )
 
 
+@pytest.mark.parametrize("case", cases("pw-quadratic"), indirect=True)
 def test_kernel_under_vmap_over_factors(case):
     X, Y, U, V, knots, coef, _, _ = case
     Us = jnp.stack([U, 2 * U, -U])
@@ -137,6 +149,7 @@ def test_new_knot_values_do_not_recompile(case):
     assert sq_loss._cache_size() == before
 
 
+@pytest.mark.parametrize("case", cases("linear"), indirect=True)
 def test_new_knot_values_do_not_recompile_gram_or_its_gradient(case):
     X, Y, U, V, knots, coef, _, _ = case
     G = np.random.default_rng(1).normal(size=(n_basis(knots),) * 2)
@@ -190,9 +203,19 @@ def _assert_close(got, ref, rtol=GRAD_RTOL):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.max(np.abs(b)))
 
 
-@pytest.mark.parametrize("N", [2, 5])
+# Fast tier: a cubic (the model's default) on N = 5 and repeated knots on N = 2, the
+# two-token edge case; the slow tier runs every degree and multiplicity on both N
+# (~2 s of compilation each).
+_FAST_RULE = {(3, 1, 5), (2, 3, 2)}
+
+
 @pytest.mark.parametrize(
-    "degree, mult", [(0, 1), (1, 1), (2, 1), (2, 3), (3, 1), (3, 2), (4, 1), (5, 3)]
+    "degree, mult, N",
+    [
+        pytest.param(s, m, n, marks=() if (s, m, n) in _FAST_RULE else slow)
+        for s, m in [(0, 1), (1, 1), (2, 1), (2, 3), (3, 1), (3, 2), (4, 1), (5, 3)]
+        for n in (2, 5)
+    ],
 )
 def test_gram_rule_matches_autodiff(degree, mult, N):
     """Gradients in U, V, X and Y; M = 13 in chunks of 5 (the last one overlapping)."""
@@ -209,7 +232,17 @@ def test_gram_rule_matches_autodiff(degree, mult, N):
         assert np.max(np.abs(np.asarray(got[0]))) > 0
 
 
-@pytest.mark.parametrize("chunk", [4, 5, 13])
+# Fast tier: chunks of 4 over M = 13 (a short last chunk) on the linear case; chunks of 5
+# are checked against autodiff above.  The slow tier runs all nine combinations.
+@pytest.mark.parametrize(
+    "case, chunk",
+    [
+        pytest.param(v, c, id=f"{k}-{c}", marks=() if (k, c) == ("linear", 4) else slow)
+        for k, v in CASES.items()
+        for c in (4, 5, 13)
+    ],
+    indirect=["case"],
+)
 def test_gram_rule_for_any_chunking(case, chunk):
     X, Y, U, V, knots, _, _, _ = case
     G = np.random.default_rng(3).normal(size=(n_basis(knots),) * 2)
@@ -229,6 +262,10 @@ def _collapsed(gram_fn, knots, X, Y, chunk=5):
     return jax.jit(lambda U, V: collapsed_loglik(gram_fn(U, V, X, Y, knots, chunk), 0.7, Q))
 
 
+# Fast tier: first order on the repeated-knot case.  The cubic case's second-order check
+# (~11 s) is slow; the second derivatives through gram are checked against autodiff in
+# the fast tier by test_hessian_through_gram_matches_autodiff.
+@pytest.mark.parametrize("case", cases("pw-quadratic"), indirect=True)
 def test_collapsed_loglik_gradients_against_finite_differences(case):
     X, Y, U, V, knots, _, _, _ = case
     # second order (forward over forward, reverse over reverse) on the cubic case
@@ -236,7 +273,8 @@ def test_collapsed_loglik_gradients_against_finite_differences(case):
     check_grads(_collapsed(gram, knots, X, Y), (U, V), order=order, modes=["fwd", "rev"])
 
 
-@pytest.mark.parametrize("degree, mult", [(3, 1), (2, 3)])
+# ~7 s each (two Hessian programs): the cubic runs in the fast tier, repeated knots in slow.
+@pytest.mark.parametrize("degree, mult", [(3, 1), pytest.param(2, 3, marks=slow)])
 def test_hessian_through_gram_matches_autodiff(degree, mult):
     """``jax.hessian`` (forward over reverse, as ``laplace_inverse_mass``) and
     reverse over reverse, against autodiff of the same values."""

@@ -155,6 +155,10 @@ def test_kill_mid_run_then_rerun_gives_exactly_the_uninterrupted_records(tiny, r
     assert _comparable(resumed.records) == _comparable(ref.records)
 
 
+# slow: a local Dask cluster of 2 workers, each importing JAX and compiling the ERM cells
+# (~17 s).  The fast tier checks the process pool's records against the same reference
+# (below) and the Dask backend itself on cheap cells (test_backends: its cell timeout).
+@pytest.mark.slow
 def test_dask_local_cluster_gives_the_same_records(tiny, reference, tmp_path):
     pytest.importorskip("distributed")
     config, _ = tiny

@@ -76,6 +76,10 @@ def test_bad_slr_configs(tmp_path, change, text):
     assert text in str(e.value)
 
 
+# slow: PGD and the sampler on 4 cells, compiled in this process (~16 s).  The fast tier
+# covers the task's config, cells and data (above) and both estimators in
+# tests/single_location; the script's outputs are checked here only.
+@pytest.mark.slow
 def test_single_location_script_end_to_end(config_path, tmp_path, capsys):
     path = Path(__file__).resolve().parents[2] / "analyses" / "single_location.py"
     spec = importlib.util.spec_from_file_location("single_location_script", path)
