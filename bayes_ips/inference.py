@@ -842,7 +842,11 @@ def _fit_posterior(k_run, k_rb, X, Y, config, *, erm, seed, progress, prior=None
         )
         run.wall_time_s += t_first
         run.info["fallback"] = fallback
-        run.info["first"] = {k: v for k, v in first.items() if not isinstance(v, np.ndarray | dict)}
+        run.info["first"] = {  # its diagnostics, without the arrays (mode, mass, weights)
+            k: v
+            for k, v in first.items()
+            if k not in ("mode", "inverse_mass") and not isinstance(v, np.ndarray | dict)
+        }
     else:
         run = run_nuts(k_run, X, Y, config, erm=erm, seed=seed, progress=progress, prior=prior)
     return run, posterior_from_run(k_rb, run, X, Y)

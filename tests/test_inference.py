@@ -209,19 +209,22 @@ def test_proposal_evaluation_equals_the_model_potential_and_the_conditional_of_c
         np.testing.assert_allclose(cm[i], cond.mean, rtol=1e-8, atol=1e-12)
 
 
-def _dispatch(monkeypatch, config, imh):
-    """``_fit_posterior`` with ``run_imh``/``run_nuts`` replaced by recorders: which
-    sampler ran, and where NUTS was started.  ``imh`` is the run ``run_imh`` returns
-    (or the exception it raises)."""
+def _dispatch(monkeypatch, config, first):
+    """``_fit_posterior`` with ``run_is``/``run_imh``/``run_nuts`` replaced by recorders:
+    which sampler ran, and where NUTS was started.  ``first`` is the run the Laplace
+    sampler returns (or the exception it raises)."""
     from bayes_ips import inference, posterior
 
     calls = []
 
-    def fake_imh(*args, **kw):
-        calls.append(("imh", None))
-        if isinstance(imh, Exception):
-            raise imh
-        return imh
+    def fake(name):
+        def run(*args, **kw):
+            calls.append((name, None))
+            if isinstance(first, Exception):
+                raise first
+            return first
+
+        return run
 
     def fake_nuts(*args, start=None, **kw):
         calls.append(("nuts", start))
@@ -229,7 +232,8 @@ def _dispatch(monkeypatch, config, imh):
             {}, {}, None, None, 1.0, config, "nuts-erm", 0, 2.0, info={"nuts": True}
         )
 
-    monkeypatch.setattr(inference, "run_imh", fake_imh)
+    monkeypatch.setattr(inference, "run_is", fake("is"))
+    monkeypatch.setattr(inference, "run_imh", fake("imh"))
     monkeypatch.setattr(inference, "run_nuts", fake_nuts)
     monkeypatch.setattr(posterior, "posterior_from_run", lambda key, run, X, Y: "rb-posterior")
     run, post = inference._fit_posterior(
@@ -238,39 +242,52 @@ def _dispatch(monkeypatch, config, imh):
     return calls, run, post
 
 
-def _imh_run(khat, config):
+def _laplace_run(khat, config, method="is"):
     from bayes_ips import inference
 
-    info = {"khat": khat, "accept_rate": 0.05, "mode": "the-mode", "inverse_mass": "the-mass"}
+    info = {"khat": khat, "mode": "the-mode", "inverse_mass": "the-mass"}
+    if method == "is":
+        info.update(is_ess=450.0, ess_target=400, n_proposals=500)
+    else:
+        info.update(accept_rate=0.05)
     return inference.PosteriorRun(
-        {}, {}, None, None, 1.0, config, "imh-erm", 0, 3.0, info, "imh", "imh-posterior"
+        {}, {}, None, None, 1.0, config, "first-erm", 0, 3.0, info, method, "first-posterior"
     )
 
 
 def test_auto_dispatch_falls_back_to_nuts_from_the_laplace_mode(monkeypatch, capsys):
     """The decision of ``auto`` (the end-to-end run on a rank-2 ring is in the slow tier):
     a Pareto k above ``khat_max`` runs NUTS started at the Laplace mode and mass, says
-    so, and keeps the independence sampler's diagnostics; below it, or with ``imh``,
-    the independence run is returned; a failed Laplace step falls back from the ERM."""
-    cfg = SamplerConfig(chains=2, warmup=40, draws=30)
-    calls, run, post = _dispatch(monkeypatch, cfg, _imh_run(1.4, cfg))
-    assert calls == [("imh", None), ("nuts", ("the-mode", "the-mass"))]
+    so, and keeps the first sampler's diagnostics; below it, or with ``is`` or ``imh``,
+    the first run is returned; a failed Laplace step falls back from the ERM.  (An
+    effective size short of its target: ``test_importance.py``.)"""
+    cfg = SamplerConfig(chains=2)
+    calls, run, post = _dispatch(monkeypatch, cfg, _laplace_run(1.4, cfg))
+    assert calls == [("is", None), ("nuts", ("the-mode", "the-mass"))]
     assert "Pareto k 1.40 > 0.7" in run.info["fallback"] and run.info["nuts"]
-    assert run.info["imh"] == {"khat": 1.4, "accept_rate": 0.05}
+    assert run.info["first"] == {
+        "khat": 1.4,
+        "is_ess": 450.0,
+        "ess_target": 400,
+        "n_proposals": 500,
+    }
     assert run.wall_time_s == 5.0 and post == "rb-posterior"
     assert "running NUTS" in capsys.readouterr().out
-    for config, khat in ((cfg, 0.7), (dataclasses.replace(cfg, method="imh"), 1.4)):
-        calls, run, post = _dispatch(monkeypatch, config, _imh_run(khat, config))
-        assert calls == [("imh", None)] and run.method == "imh" and post == "imh-posterior"
+    for method, khat in (("auto", 0.7), ("is", 1.4), ("imh", 1.4)):
+        config = dataclasses.replace(cfg, method=method)
+        first = _laplace_run(khat, config, "imh" if method == "imh" else "is")
+        calls, run, post = _dispatch(monkeypatch, config, first)
+        assert calls == [(config.sampler(), None)] and post == "first-posterior"
         assert "fallback" not in run.info
     calls, run, _ = _dispatch(monkeypatch, cfg, FloatingPointError("singular Hessian"))
-    assert calls == [("imh", None), ("nuts", None)]
-    assert run.info["fallback"] == "singular Hessian" and run.info["imh"] == {}
+    assert calls == [("is", None), ("nuts", None)]
+    assert run.info["fallback"] == "singular Hessian" and run.info["first"] == {}
     with pytest.raises(FloatingPointError):
-        _dispatch(monkeypatch, dataclasses.replace(cfg, method="imh"), FloatingPointError("x"))
+        _dispatch(monkeypatch, dataclasses.replace(cfg, method="is"), FloatingPointError("x"))
 
 
-# slow: a rank-2 IMH run, its NUTS fallback and a second IMH run, each compiled (~35 s);
+# slow: a rank-2 importance-sampling run, its NUTS fallback and an IMH run, each compiled
+# (~35 s);
 # the fast tier checks the decision itself (test_auto_dispatch_falls_back_...).
 @pytest.mark.slow
 def test_auto_falls_back_to_nuts_when_the_proposal_does_not_fit_and_says_so(capsys):
