@@ -82,6 +82,9 @@ def test_importance_sampling_stops_at_its_target_and_resamples_each_chain_from_i
 Z_MC = 4.5
 
 
+# slow: two full posterior runs, each compiled (~25 s); the fast tier checks the
+# proposals' exact log densities (test_inference), PSIS and the resampling above.
+@pytest.mark.slow
 def test_importance_sampling_and_independence_metropolis_agree(small):
     from bayes_ips.arviz_io import summary
 
