@@ -150,6 +150,7 @@ def _pool_worker(conn) -> None:
         if task is None:
             return
         fn, spec = task
+        conn.send(("start",))  # the cell's clock starts now, not when it was sent
         try:
             out = ("ok", fn(spec))
         except Exception as e:  # a failed cell must not end the worker
@@ -161,7 +162,12 @@ def _pool_worker(conn) -> None:
 
 
 class _Worker:
-    """One pool process, its pipe, and the cell it runs: ``(index, start time)`` or None."""
+    """One pool process, its pipe, and the cell it runs: ``(index, start time)`` or None.
+
+    The start time is None until the worker says it has begun the cell: a worker
+    still starting up (spawning, importing; seconds on a loaded machine) has not
+    used any of the cell's time.
+    """
 
     def __init__(self, ctx) -> None:
         self.conn, child = ctx.Pipe()
@@ -173,13 +179,12 @@ class _Worker:
 
     def give(self, i: int, fn, spec) -> bool:
         """Send a cell; False if the worker is gone."""
-        import time
 
         try:
             self.conn.send((fn, spec))
         except (BrokenPipeError, ConnectionResetError, EOFError):
             return False
-        self.task = (i, time.monotonic())
+        self.task = (i, None)
         return True
 
     def collect(self):
@@ -262,9 +267,10 @@ def _process_pool(n: int, cell_timeout: float | None = None):
                 # thread of this process (numpy's, XLA's) is only seen by the main
                 # thread when its wait returns.
                 timeout = _POLL_S
-                if cell_timeout is not None:
+                running = [w.task[1] for w in busy if w.task[1] is not None]
+                if cell_timeout is not None and running:
                     now = time.monotonic()
-                    deadline = min(w.task[1] + cell_timeout for w in busy)
+                    deadline = min(running) + cell_timeout
                     timeout = min(timeout, max(0.0, deadline - now))
                 ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout))
                 for k, w in enumerate(workers):
@@ -273,6 +279,9 @@ def _process_pool(n: int, cell_timeout: float | None = None):
                     i, t0 = w.task
                     if w.conn in ready or w.proc.sentinel in ready:
                         msg = w.collect()
+                        if msg == ("start",):
+                            w.task = (i, time.monotonic())
+                            continue
                         if msg is not None:
                             w.task = None
                             if msg[0] == "ok":
@@ -281,7 +290,11 @@ def _process_pool(n: int, cell_timeout: float | None = None):
                                 yield i, None, msg[1], msg[2]
                             continue
                         line = _died(w.proc)
-                    elif cell_timeout is not None and time.monotonic() - t0 >= cell_timeout:
+                    elif (
+                        cell_timeout is not None
+                        and t0 is not None
+                        and time.monotonic() - t0 >= cell_timeout
+                    ):
                         line = (
                             f"CellTimeout: the cell ran past the cell timeout "
                             f"({cell_timeout:g} s); its worker was ended"
