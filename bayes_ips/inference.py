@@ -560,19 +560,43 @@ def _draw_proposals(key, approx, df: float, n: int, chart):
     return flat, np.asarray(log_q)
 
 
-def _proposal_samples(flat, A, layout, idx) -> dict:
-    """The run's ``samples`` dict at flat proposal indices ``idx`` (C, D)."""
+def _proposal_run(
+    method, st, layout, config, seed, t0, info, idx, flat, A, pe, cm, cd, log_w, **stats
+):
+    """The :class:`PosteriorRun` of a Laplace-proposal sampler whose draws are the
+    proposals at flat indices ``idx`` (C, D); ``stats`` are further per-draw statistics."""
+    import time
+
     from bayes_ips.laplace import unravel
+    from bayes_ips.posterior import Posterior
 
     params = jax.vmap(lambda f: unravel(f, layout))(flat)
     take = lambda a: np.asarray(a)[idx]  # noqa: E731
-    return {
+    samples = {
         "U": take(params["U"]),
         "V": take(params["V"]),
         "sigma": np.exp(take(params["sigma"])),
         "tau": np.exp(take(params["tau"])),
         "A": take(A),
     }
+    post = Posterior(samples["A"], samples["sigma"], samples["tau"], take(cm), take(cd), st.knots)
+    extra = {**stats, "potential_energy": take(pe), "log_weight": take(log_w)}
+    info["sampling_time_s"] = time.perf_counter() - t0 - info["mode_time_s"]
+    seed = -1 if seed is None else int(seed)
+    return PosteriorRun(
+        samples,
+        extra,
+        st.knots,
+        st.penalty,
+        st.y_scale,
+        config,
+        st.erm,
+        seed,
+        time.perf_counter() - t0,
+        info=info,
+        method=method,
+        posterior=post,
+    )
 
 
 def run_imh(
@@ -599,7 +623,7 @@ def run_imh(
 
     from bayes_ips.arviz_io import pareto_khat
     from bayes_ips.laplace import imh_chains
-    from bayes_ips.posterior import Posterior, evaluate_proposals
+    from bayes_ips.posterior import evaluate_proposals
 
     k_erm, k_prop, k_c, k_chain = jax.random.split(key, 4)
     t0 = time.perf_counter()
@@ -628,35 +652,15 @@ def run_imh(
     idx = np.asarray(idx)[:, W:] + np.arange(C)[:, None] * T  # (C, D) flat proposal index
     acc = np.asarray(acc)[:, W:]
     khat, is_ess = pareto_khat(log_w)
-    samples = _proposal_samples(flat, A, layout, idx)
-    take = lambda a: np.asarray(a)[idx]  # noqa: E731
-    post = Posterior(samples["A"], samples["sigma"], samples["tau"], take(cm), take(cd), st.knots)
-    extra = {
-        "accepted": acc,
-        "potential_energy": take(pe),
-        "log_weight": take(log_w),
-    }
     info.update(
         khat=float(khat),
         is_ess=float(is_ess),
         accept_rate=float(acc.mean()),
         n_proposals=int(C * T),
         proposal_df=df,
-        sampling_time_s=time.perf_counter() - t0 - info["mode_time_s"],
     )
-    return PosteriorRun(
-        samples,
-        extra,
-        st.knots,
-        st.penalty,
-        st.y_scale,
-        config,
-        st.erm,
-        -1 if seed is None else int(seed),
-        time.perf_counter() - t0,
-        info=info,
-        method="imh",
-        posterior=post,
+    return _proposal_run(
+        "imh", st, layout, config, seed, t0, info, idx, flat, A, pe, cm, cd, log_w, accepted=acc
     )
 
 
@@ -699,7 +703,7 @@ def run_is(
     import time
 
     from bayes_ips.arviz_io import psis_weights
-    from bayes_ips.posterior import Posterior, evaluate_proposals
+    from bayes_ips.posterior import evaluate_proposals
 
     k_erm, k_prop, k_c, k_res = jax.random.split(key, 4)
     t0 = time.perf_counter()
@@ -741,10 +745,6 @@ def run_is(
         group = np.arange(c, n, C)
         wg = w[group]
         idx[c] = group[systematic_resample(jax.random.fold_in(k_res, c), wg / wg.sum(), D)]
-    samples = _proposal_samples(jnp.asarray(flat), A, layout, idx)
-    take = lambda a: np.asarray(a)[idx]  # noqa: E731
-    post = Posterior(samples["A"], samples["sigma"], samples["tau"], take(cm), take(cd), st.knots)
-    extra = {"potential_energy": take(pe), "log_weight": take(log_w)}
     info.update(
         khat=float(khat),
         is_ess=float(ess),
@@ -754,21 +754,9 @@ def run_is(
         log_weights=log_w,  # every proposal's (arrays stay out of the file's attributes)
         draw_index=idx,  # the proposal behind each draw, (C, D)
         proposal_df=df,
-        sampling_time_s=time.perf_counter() - t0 - info["mode_time_s"],
     )
-    return PosteriorRun(
-        samples,
-        extra,
-        st.knots,
-        st.penalty,
-        st.y_scale,
-        config,
-        st.erm,
-        -1 if seed is None else int(seed),
-        time.perf_counter() - t0,
-        info=info,
-        method="is",
-        posterior=post,
+    return _proposal_run(
+        "is", st, layout, config, seed, t0, info, idx, jnp.asarray(flat), A, pe, cm, cd, log_w
     )
 
 
