@@ -304,13 +304,33 @@ def sample_posterior(
     """
     X, Y = check_data(X, Y)
     config.validate()
-    M, L, d = X.shape
+    d = X.shape[-1]
     if truth is not None and truth.d != d:
         raise InputError(f"the truth has d = {truth.d}, the data d = {d}")
     if isinstance(n_eval, bool) or int(n_eval) != n_eval or n_eval < 1:
         raise InputError(f"n_eval must be a positive integer, got {n_eval}")
     k_pgd, k_init, k_run, k_eval, k_ppc = jax.random.split(key, 5)
     y_scale = float(np.sqrt(np.mean(Y**2))) or 1.0
+    chains, pgd = _draw_chains(
+        (k_pgd, k_init, k_run), X, Y, config, pgd, init_params, seed, y_scale, progress
+    )
+    post, v_ref = _aligned(chains, pgd)
+    idata = _build_idata(
+        (k_eval, k_ppc), X, Y, config, chains, post, v_ref, pgd, truth, seed, n_eval, y_scale
+    )
+    return idata, post, chains
+
+
+def _draw_chains(keys, X, Y, config, pgd, init_params, seed, y_scale, progress):
+    """The NUTS chains, started from the PGD fit (fitted here when needed) or as asked.
+
+    Returns
+    -------
+    chains : bayes_ips.nuts.Chains
+    pgd : PGDFit or None, the fit used (given or made here)
+    """
+    k_pgd, k_init, k_run = keys
+    d = X.shape[-1]
     if pgd is None and config.init == "pgd" and init_params is None:
         pgd = fit_pgd(k_pgd, X, Y, seed=seed)
     if pgd is not None and pgd.k.shape != (d,):
@@ -336,20 +356,30 @@ def sample_posterior(
         max_tree_depth=config.max_tree_depth,
         progress=progress,
     )
-    from bayes_ips.arviz_io import build_slr_inference_data
-    from bayes_ips.posterior import mode_check
+    return chains, pgd
 
+
+def _aligned(chains, pgd: PGDFit | None) -> tuple[SLRPosterior, np.ndarray]:
+    """The sign-aligned posterior and the reference ``v_ref`` (the PGD fit's, or the draws')."""
     s = chains.samples
     k, v, sign, k_ref = align_signs(s["k"], s["v"], None if pgd is None else pgd.k)
     post = SLRPosterior(k, v, sign, s["lambda"], s["sigma"], k_ref)
-    C, D = post.shape
     if pgd is not None:
         v_ref = np.asarray(pgd.v, dtype=float)
     else:
         v_ref = principal_direction(v)
         v_ref = v_ref if np.mean(v @ v_ref) >= 0 else -v_ref
-    overlaps = reference_overlaps(k, v, k_ref, v_ref)
+    return post, v_ref
 
+
+def _build_idata(keys, X, Y, config, chains, post, v_ref, pgd, truth, seed, n_eval, y_scale):
+    """Predictions at ``n_eval`` training inputs, log-likelihood, posterior predictive, idata."""
+    from bayes_ips.arviz_io import build_slr_inference_data
+
+    k_eval, k_ppc = keys
+    C, D = post.shape
+    M = len(X)
+    overlaps = reference_overlaps(post.k, post.v, post.k_ref, v_ref)
     eval_idx = np.sort(np.asarray(jax.random.choice(k_eval, M, (min(n_eval, M),), replace=False)))
     X_eval = X[eval_idx]
     pred = post.draws(X_eval)
@@ -357,43 +387,14 @@ def sample_posterior(
     loglik = gaussian_loglik(Y, T_train, post.sigma)  # (C, D, M)
     draw_index = thin_draws(C, D, M)
     y_rep = predictive_draws(k_ppc, T_train, post.sigma, draw_index)
-
-    posterior = {
-        "k": k,
-        "v": v,
-        "sign": sign,
-        "lambda": post.lam,
-        "sigma": post.sigma,
-        "rho": np.einsum("cdi,cdi->cd", k, v),
-        "pred": pred,
-        **overlaps,
-    }
-    identifiable = ["lambda", "sigma", "rho", "pred", *overlaps]
-    if truth is not None:
-        posterior.update(_truth_quantities(k, v, truth))
-        identifiable += ["abs_kappa", "abs_nu", "kappa_nu"]
-    attrs = {
-        "kind": "slr_posterior",
-        "model": "single_location",
-        "seed": -1 if seed is None else int(seed),
-        "config": dataclasses.asdict(config),
-        "y_scale": y_scale,
-        "wall_time_s": chains.wall_time_s,
-        "modes": mode_check(np.concatenate([pred, np.stack(list(overlaps.values()), -1)], -1)),
-        "identifiable": identifiable,
-        "k_ref": k_ref.tolist(),
-        "v_ref": v_ref.tolist(),
-        "eval_index": eval_idx.tolist(),
-    }
+    posterior, identifiable = _posterior_variables(post, pred, overlaps, truth)
+    attrs = _run_attrs(config, chains, pgd, seed, y_scale, pred, overlaps, identifiable)
+    attrs.update(
+        {"k_ref": post.k_ref.tolist(), "v_ref": v_ref.tolist(), "eval_index": eval_idx.tolist()}
+    )
     if pgd is not None:
-        attrs["pgd"] = {
-            "k": np.asarray(pgd.k).tolist(),
-            "v": np.asarray(pgd.v).tolist(),
-            "lam": pgd.lam,
-            "seed": pgd.seed,
-            "config": dataclasses.asdict(pgd.config),
-        }
-    idata = build_slr_inference_data(
+        attrs["pgd"] = _pgd_attrs(pgd)
+    return build_slr_inference_data(
         posterior=posterior,
         extra=chains.extra,
         X=X,
@@ -404,4 +405,49 @@ def sample_posterior(
         draw_index=draw_index,
         attrs=attrs,
     )
-    return idata, post, chains
+
+
+def _posterior_variables(post, pred, overlaps, truth) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The posterior group and the names of its identifiable (flip-invariant) quantities."""
+    k, v = post.k, post.v
+    posterior = {
+        "k": k,
+        "v": v,
+        "sign": post.sign,
+        "lambda": post.lam,
+        "sigma": post.sigma,
+        "rho": np.einsum("cdi,cdi->cd", k, v),
+        "pred": pred,
+        **overlaps,
+    }
+    identifiable = ["lambda", "sigma", "rho", "pred", *overlaps]
+    if truth is not None:
+        posterior.update(_truth_quantities(k, v, truth))
+        identifiable += ["abs_kappa", "abs_nu", "kappa_nu"]
+    return posterior, identifiable
+
+
+def _run_attrs(config, chains, pgd, seed, y_scale, pred, overlaps, identifiable) -> dict:
+    """The file's attributes: the run's settings, the mode check and the identifiable names."""
+    from bayes_ips.posterior import mode_check
+
+    return {
+        "kind": "slr_posterior",
+        "model": "single_location",
+        "seed": -1 if seed is None else int(seed),
+        "config": dataclasses.asdict(config),
+        "y_scale": y_scale,
+        "wall_time_s": chains.wall_time_s,
+        "modes": mode_check(np.concatenate([pred, np.stack(list(overlaps.values()), -1)], -1)),
+        "identifiable": identifiable,
+    }
+
+
+def _pgd_attrs(pgd: PGDFit) -> dict:
+    return {
+        "k": np.asarray(pgd.k).tolist(),
+        "v": np.asarray(pgd.v).tolist(),
+        "lam": pgd.lam,
+        "seed": pgd.seed,
+        "config": dataclasses.asdict(pgd.config),
+    }
