@@ -2,7 +2,7 @@
 
 Runs the new user's path (``simulate`` then ``sample`` with the defaults, M = 400,
 N = 6, d = 3, phi* = tanh, cube tokens, noise 0.1) on ``--runs`` datasets of
-different seeds and counts the runs that ``bayes_ips.arviz_io.diagnose`` flags, and
+different seeds and counts the runs that ``bayes_ips.diagnostics.diagnose`` flags, and
 why.  The runs are healthy by construction (a well-posed rank-1 problem; the
 samplers are checked by SBC), so every flag is a false alarm.  Goal: at most 5%.
 
@@ -31,7 +31,7 @@ def main(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
     import bayes_ips
-    from bayes_ips.arviz_io import diagnose
+    from bayes_ips.diagnostics import diagnose
     from bayes_ips.erm import ERMConfig, fit_erm
     from bayes_ips.inference import SamplerConfig, sample_posterior
     from bayes_ips.io import atomic_write

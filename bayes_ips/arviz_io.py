@@ -1,7 +1,10 @@
 """The only module that knows ArviZ's API (0.2x on Python 3.11; 1.x differs).
 
-It turns a NUTS run plus its Rao-Blackwellised posterior into an
-``InferenceData`` with named dims and coords:
+It builds, writes and reads InferenceData, and wraps the few ArviZ functions
+that :mod:`bayes_ips.diagnostics` (R-hat, ESS, E-BFMI, PSIS) needs.
+
+A NUTS run plus its Rao-Blackwellised posterior becomes an ``InferenceData``
+with named dims and coords:
 
 posterior
     ``A`` (dim, dim_col, gauge-fixed), ``sigma``, ``tau``, ``g_eval`` (eval_pair),
@@ -28,7 +31,8 @@ log_likelihood
 constant ``X`` (sample, token, dim) and ``X_eval`` (eval_point, token, dim).
 
 An InferenceData names the quantities that may be diagnosed in its attribute
-``identifiable`` (JSON list); :func:`summary` and :func:`diagnose` use it.
+``identifiable`` (JSON list); :func:`summary` and :func:`bayes_ips.diagnostics.diagnose`
+use it.
 """
 
 from __future__ import annotations
@@ -42,18 +46,20 @@ from bayes_ips.ppc import PPC_MAX_VALUES as PPC_MAX_VALUES  # re-exported: its h
 from bayes_ips.ppc import gaussian_loglik
 
 __all__ = [
+    "bfmi",
     "build_inference_data",
-    "pareto_khat",
-    "rhat_bound",
-    "rhat_check",
     "build_slr_inference_data",
-    "convergence",
+    "diagnostics_summary",
+    "ess",
     "identifiable",
     "load_inference_data",
     "plot_ecdf_difference",
     "posterior_from_idata",
+    "psislw",
+    "rhat",
     "save_inference_data",
     "summary",
+    "to_dataset",
 ]
 
 IDENTIFIABLE = ["A", "sigma", "tau", "g_eval"]
@@ -66,44 +72,6 @@ def _az():
         warnings.simplefilter("ignore", FutureWarning)
         import arviz as az
     return az
-
-
-def psis_weights(log_weights: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Pareto-smoothed log importance weights (``az.psislw``), their Pareto k and effective size.
-
-    Parameters
-    ----------
-    log_weights : (S,) array, ``log p - log q`` of independent proposals (``-inf``
-        for a proposal of zero density).
-
-    Returns
-    -------
-    log_smoothed : (S,) array, normalised (``logsumexp = 0``); ``-inf`` stays ``-inf``.
-    khat : float (``inf`` when fewer than two weights are positive)
-    ess : float, ``1 / sum w^2`` of the smoothed, normalised weights.
-    """
-    import warnings
-
-    az = _az()
-    lw = np.asarray(log_weights, dtype=float).ravel()
-    finite = np.isfinite(lw)
-    if finite.sum() < 2:
-        out = np.where(finite, 0.0, -np.inf)
-        return out, float("inf"), float(finite.sum())
-    lw_f = np.where(finite, lw, lw[finite].min() - 1e3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lw_s, khat = az.psislw(lw_f - lw_f.max(), reff=1.0)
-    lw_s = np.where(finite, np.asarray(lw_s, dtype=float), -np.inf)
-    lw_s -= np.logaddexp.reduce(lw_s[finite])
-    w = np.exp(lw_s)
-    return lw_s, float(khat), float(1.0 / np.sum(w**2))
-
-
-def pareto_khat(log_weights: np.ndarray) -> tuple[float, float]:
-    """Pareto k of importance weights and their effective sample size (:func:`psis_weights`)."""
-    _, khat, ess = psis_weights(log_weights)
-    return khat, ess
 
 
 def _sample_stats(extra: dict) -> dict:
@@ -358,197 +326,38 @@ def summary(idata, var_names=None, round_to="none"):
     return az.summary(idata, var_names=var_names, round_to=round_to)
 
 
-# Thresholds for flagging non-convergence (Vehtari et al. 2021, Betancourt 2017).
-RHAT_MAX = 1.01  # floor of the R-hat bound (Stan's): no quantity is flagged below it
-RHAT_ALPHA = 0.01  # chance that a healthy run has any R-hat above its bound (family-wise)
-ESS_MIN_PER_CHAIN = 100  # bulk and tail ESS, per chain
-BFMI_MIN = 0.3  # energy Bayesian fraction of missing information, per chain
-KHAT_MAX = 0.7  # Pareto k of the independence sampler's proposals (Vehtari et al. 2024)
-ACCEPT_MIN = 0.1  # acceptance rate of the independence sampler
+# Thin wrappers of ArviZ's diagnostics, for bayes_ips.diagnostics (which never imports ArviZ).
 
 
-def rhat_bound(n_chains: int, ess, n_quantities: int, alpha: float = RHAT_ALPHA) -> np.ndarray:
-    """The R-hat a healthy run exceeds by chance with probability ``alpha`` over all quantities.
-
-    Split R-hat of ``m = 2 C`` half-chains of ``n`` effective draws each satisfies
-    ``R^2 = (n - 1 + F) / n`` with ``F = B / W`` approximately ``F(m - 1, m (n - 1))``
-    for exchangeable chains (Gelman and Rubin 1992).  Taking ``n`` from the
-    quantity's *within-chain* effective sample size (``n = ESS / m``, see
-    :func:`rhat_check`) accounts for autocorrelation, and the ``1 - alpha / (2 Q)``
-    quantile (Bonferroni over the ``Q`` quantities and their bulk and folded
-    R-hats) bounds the chance of any false alarm by ``alpha``.  The bound never
-    falls below :data:`RHAT_MAX`; an unknown ESS (NaN) gives the floor.
-
-    A fixed 1.01 on the maximum over ~200 quantities of two chains flags 15% of
-    healthy runs of independent draws, and nearly all of the autocorrelated ones
-    (simulated: 200 runs of 2 x 500 draws, 210 quantities); this bound flagged
-    none of 800 simulated healthy runs with 2 or 4 chains and autocorrelation up
-    to 0.8 (``tests/test_arviz_io.py``).
-
-    Parameters
-    ----------
-    n_chains : int
-    ess : float or array, effective sample size of each quantity (all chains).
-    n_quantities : int
-
-    Returns
-    -------
-    array like ``ess``
-    """
-    from scipy.stats import f as f_dist
-
-    m = 2 * int(n_chains)
-    ess = np.asarray(ess, dtype=float)
-    n = np.maximum(np.where(np.isfinite(ess), ess, 1e12) / m, 2.0)
-    F = f_dist.ppf(1 - alpha / (2 * max(int(n_quantities), 1)), m - 1, m * (n - 1))
-    return np.maximum(RHAT_MAX, np.sqrt((n - 1 + F) / n))
-
-
-def rhat_check(posterior, var_names=None):
-    """R-hat of every quantity against its calibrated bound (:func:`rhat_bound`).
-
-    The bound's effective sample size is the *within-chain* one (the mean over
-    chains of each chain's own ESS, times the number of chains): chains that
-    disagree lower the all-chain ESS, which would raise the bound exactly when
-    R-hat should flag them.  A chain of constant draws has no ESS of its own and
-    is left out of the mean.
-
-    Parameters
-    ----------
-    posterior : xarray.Dataset with ``chain`` and ``draw`` dims
-    var_names : list of str, optional
-
-    Returns
-    -------
-    pandas.DataFrame indexed like ``az.summary``: ``r_hat``, ``ess_within``,
-    ``rhat_bound`` and ``flagged``.
-    """
-    import warnings
-
+def diagnostics_summary(posterior, var_names=None):
+    """``az.summary(kind="diagnostics")``, unrounded: R-hat, ESS and MCSE per quantity."""
     az = _az()
-    C = posterior.sizes["chain"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = az.summary(posterior, var_names=var_names, kind="diagnostics", round_to="none")
-        ds = posterior if var_names is None else posterior[list(var_names)]
-        per_chain = []
-        for c in range(C):
-            one = ds.isel(chain=[c])
-            per_chain.append(
-                np.minimum(
-                    _flat(az.ess(one, method="bulk"), ds), _flat(az.ess(one, method="tail"), ds)
-                )
-            )
-        ess = np.nanmean(np.stack(per_chain), axis=0) * C
-    out = table[["r_hat"]].copy()
-    out["ess_within"] = ess
-    out["rhat_bound"] = rhat_bound(C, ess, len(out))
-    out["flagged"] = ~(out["r_hat"].to_numpy() <= out["rhat_bound"].to_numpy())
-    return out
+    return az.summary(posterior, var_names=var_names, kind="diagnostics", round_to="none")
 
 
-def _flat(values, ds) -> np.ndarray:
-    """The variables of ``values`` raveled in the order of ``ds``'s variables: az.summary's rows."""
-    return np.concatenate([np.ravel(values[k].values) for k in ds.data_vars])
+def ess(data, method: str = "bulk"):
+    """``az.ess``: effective sample size of every quantity (an xarray Dataset)."""
+    return _az().ess(data, method=method)
 
 
-def diagnose(idata) -> tuple:
-    """Convergence table on identifiable quantities and the list of problems.
+def rhat(data):
+    """``az.rhat``: rank-normalised split R-hat of every quantity (an xarray Dataset)."""
+    return _az().rhat(data)
 
-    NUTS runs are checked for divergences, the tree depth and E-BFMI; runs of the
-    independence sampler (``sampler = "imh"``) for the Pareto k of their
-    proposals and the acceptance rate; importance-sampling runs (``"is"``) for
-    the Pareto k and the PSIS effective sample size of their proposals (their
-    chains are resampled, so the within-chain ESS of ArviZ does not measure them
-    and is reported, not checked).  Every run is checked for R-hat above its
-    calibrated bound (:func:`rhat_bound`), too few effective draws and chains in
-    non-equivalent modes.
 
-    Returns
-    -------
-    table : pandas.DataFrame
-        ``az.summary`` rows for the identifiable quantities (``A``, ``sigma``,
-        ``tau`` and ``g_eval`` for the IPS model), with the column ``rhat_bound``.
-    report : dict
-        ``sampler``, ``rhat_max``, ``rhat_flagged`` (quantities above their
-        bound), ``ess_bulk_min``, ``ess_tail_min``, ``modes`` and ``problems``
-        (one-line strings; empty when fine); for NUTS ``divergences``,
-        ``tree_depth_max``, ``max_tree_depth_hits``, ``bfmi`` (per chain); for
-        IMH ``khat``, ``accept_rate``; for IS ``khat``, ``is_ess``, ``n_proposals``.
-    """
-    az = _az()
-    table = summary(idata)
-    stats = idata.sample_stats
-    C = idata.posterior.sizes["chain"]
-    attrs = idata.attrs
-    sampler = attrs.get("sampler", "nuts")
-    cfg = json.loads(attrs["config"]) if isinstance(attrs.get("config"), str) else {}
-    modes = attrs.get("modes")
-    modes = json.loads(modes) if isinstance(modes, str) else (modes or {})
-    check = rhat_check(idata.posterior, identifiable(idata))
-    table["rhat_bound"] = check["rhat_bound"]
-    flagged = table.index[check["flagged"].to_numpy()]
-    report = {
-        "sampler": sampler,
-        "rhat_max": float(table["r_hat"].max()),
-        "rhat_flagged": [str(i) for i in flagged],
-        "ess_bulk_min": float(table["ess_bulk"].min()),
-        "ess_tail_min": float(table["ess_tail"].min()),
-        "modes": modes,
-    }
-    problems = []
-    if len(flagged):
-        worst = table.loc[flagged].sort_values("r_hat").iloc[-1]
-        problems.append(
-            f"R-hat above its bound for {len(flagged)} quantities (worst "
-            f"{worst['r_hat']:.3f} > {worst['rhat_bound']:.3f} at {worst.name})"
-        )
-    ess_min = ESS_MIN_PER_CHAIN * C
-    info = attrs.get("sampler_info")
-    info = json.loads(info) if isinstance(info, str) else (info or {})
-    for kind in ("bulk", "tail"):
-        if sampler != "is" and not report[f"ess_{kind}_min"] >= ess_min:  # NaN too
-            problems.append(f"{kind} ESS down to {report[f'ess_{kind}_min']:.0f} < {ess_min}")
-    if sampler == "is":
-        report["khat"] = float(info.get("khat", np.nan))
-        report["is_ess"] = float(info.get("is_ess", np.nan))
-        report["n_proposals"] = int(info.get("n_proposals", 0))
-        if not report["khat"] <= KHAT_MAX:
-            problems.append(f"Pareto k of the proposals {report['khat']:.2f} > {KHAT_MAX}")
-        if not report["is_ess"] >= ess_min:
-            problems.append(
-                f"importance-sampling effective size {report['is_ess']:.0f} < {ess_min} "
-                f"({report['n_proposals']} proposals)"
-            )
-    elif sampler == "imh":
-        report["khat"] = float(info.get("khat", np.nan))
-        report["accept_rate"] = float(stats["accepted"].values.mean())
-        if not report["khat"] <= KHAT_MAX:
-            problems.append(f"Pareto k of the proposals {report['khat']:.2f} > {KHAT_MAX}")
-        if report["accept_rate"] < ACCEPT_MIN:
-            problems.append(f"acceptance rate {report['accept_rate']:.2f} < {ACCEPT_MIN}")
-    else:
-        depth = stats["tree_depth"].values
-        max_depth = int(cfg.get("max_tree_depth", 10))
-        report["divergences"] = int(stats["diverging"].values.sum())
-        report["tree_depth_max"] = int(depth.max())
-        report["max_tree_depth_hits"] = int((depth >= max_depth + 1).sum())
-        report["bfmi"] = [float(b) for b in np.atleast_1d(az.bfmi(idata))]
-        if report["divergences"]:
-            problems.append(f"{report['divergences']} divergent transitions")
-        if report["max_tree_depth_hits"]:
-            problems.append(
-                f"{report['max_tree_depth_hits']} transitions hit the maximum tree depth"
-            )
-        if min(report["bfmi"]) < BFMI_MIN:
-            problems.append(f"E-BFMI down to {min(report['bfmi']):.2f} < {BFMI_MIN}")
-    if modes.get("separated"):
-        problems.append(
-            f"chains sit in different, non-equivalent modes (groups {modes['groups']}, "
-            f"max standardised gap {modes['max_z']:.1f}): do not average them"
-        )
-    report["problems"] = problems
-    return table, report
+def bfmi(idata) -> np.ndarray:
+    """``az.bfmi``: the energy Bayesian fraction of missing information, per chain."""
+    return _az().bfmi(idata)
+
+
+def psislw(log_weights: np.ndarray, reff: float = 1.0):
+    """``az.psislw``: Pareto-smoothed log weights and their Pareto k."""
+    return _az().psislw(log_weights, reff=reff)
+
+
+def to_dataset(draws: dict[str, np.ndarray]):
+    """``az.convert_to_dataset`` of (chains, draws, ...) arrays."""
+    return _az().convert_to_dataset(draws)
 
 
 def plot_rank(idata, path) -> None:
@@ -579,32 +388,6 @@ def plot_ppc(idata, path) -> None:
     )
     fig = np.asarray(ax).ravel()[0].figure
     fig.savefig(path, dpi=110)
-
-
-def convergence(draws: dict[str, np.ndarray]) -> dict[str, float]:
-    """Worst rank-normalised split R-hat and smallest bulk/tail ESS over some draws.
-
-    Parameters
-    ----------
-    draws : dict of name -> (chains, draws, ...) arrays
-        Identifiable quantities only (``g_eval``, ``sigma``, ...).
-
-    Returns
-    -------
-    dict with ``rhat_max``, ``ess_bulk_min`` and ``ess_tail_min``.
-    """
-    az = _az()
-    ds = az.convert_to_dataset({k: np.asarray(v) for k, v in draws.items()})
-    out = {}
-    for name, fn in (
-        ("rhat_max", lambda: az.rhat(ds)),
-        ("ess_bulk_min", lambda: az.ess(ds, method="bulk")),
-        ("ess_tail_min", lambda: az.ess(ds, method="tail")),
-    ):
-        vals = np.concatenate([np.ravel(v.values) for v in fn().data_vars.values()])
-        pick = np.nanmax if name == "rhat_max" else np.nanmin
-        out[name] = float(pick(vals)) if np.isfinite(vals).any() else float("nan")
-    return out
 
 
 def plot_ecdf_difference(values: dict[str, np.ndarray], path, prob: float = 0.95, seed=0) -> None:

@@ -302,13 +302,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from bayes_ips.arviz_io import (
-        diagnose,
-        load_inference_data,
-        plot_ppc,
-        plot_rank,
-        posterior_from_idata,
-    )
+    from bayes_ips.arviz_io import load_inference_data, plot_ppc, plot_rank, posterior_from_idata
+    from bayes_ips.diagnostics import diagnose
     from bayes_ips.errors import InputError
     from bayes_ips.io import atomic_write, fit_from_reference, load_dataset
     from bayes_ips.pairs import off_diagonal

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayes_ips import nuts
-from bayes_ips.arviz_io import ESS_MIN_PER_CHAIN
+from bayes_ips.diagnostics import ESS_MIN_PER_CHAIN
 from bayes_ips.erm import ERMConfig, ERMFit, fit_erm
 from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.io import fit_reference
@@ -621,7 +621,7 @@ def run_imh(
     """
     import time
 
-    from bayes_ips.arviz_io import pareto_khat
+    from bayes_ips.diagnostics import pareto_khat
     from bayes_ips.laplace import imh_chains
     from bayes_ips.posterior import evaluate_proposals
 
@@ -702,7 +702,7 @@ def run_is(
     """
     import time
 
-    from bayes_ips.arviz_io import psis_weights
+    from bayes_ips.diagnostics import psis_weights
     from bayes_ips.posterior import evaluate_proposals
 
     k_erm, k_prop, k_c, k_res = jax.random.split(key, 4)

@@ -281,7 +281,7 @@ def replicate(
     L: int,
 ) -> dict[str, Any]:
     """One replication: truth from the prior, data, posterior, ranks of the truth."""
-    from bayes_ips.arviz_io import convergence
+    from bayes_ips.diagnostics import convergence
 
     k_tok, k_truth, k_fit = jax.random.split(key, 3)
     t0 = time.perf_counter()

@@ -1,11 +1,11 @@
-"""The calibrated R-hat bound of ``diagnose`` (bayes_ips.arviz_io.rhat_bound)."""
+"""The calibrated R-hat bound of ``diagnose`` (bayes_ips.diagnostics.rhat_bound)."""
 
 import warnings
 
 import numpy as np
 import pytest
 
-from bayes_ips.arviz_io import RHAT_ALPHA, RHAT_MAX, rhat_bound, rhat_check
+from bayes_ips.diagnostics import RHAT_ALPHA, RHAT_MAX, rhat_bound, rhat_check
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 

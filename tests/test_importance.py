@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bayes_ips import inference
-from bayes_ips.arviz_io import psis_weights
+from bayes_ips.diagnostics import psis_weights
 from bayes_ips.inference import IS_ROUND, SamplerConfig, fit_posterior, systematic_resample
 from bayes_ips.simulate import make_truth, simulate
 

@@ -11,12 +11,12 @@ from bayes_ips.models.lowrank_spline import lowrank_spline
 from numpyro.infer import Predictive
 
 from bayes_ips.arviz_io import (
-    diagnose,
     load_inference_data,
     posterior_from_idata,
     save_inference_data,
     summary,
 )
+from bayes_ips.diagnostics import diagnose
 from bayes_ips.erm import ERMConfig, fit_erm
 from bayes_ips.inference import SamplerConfig, model_knots, model_penalty, sample_posterior
 from bayes_ips.metrics import l2_error

@@ -8,7 +8,7 @@ import numpyro.distributions as dist
 import pytest
 import scipy.stats as st
 
-from bayes_ips.arviz_io import pareto_khat
+from bayes_ips.diagnostics import pareto_khat
 from bayes_ips.laplace import (
     flatten,
     imh_chains,

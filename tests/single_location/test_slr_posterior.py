@@ -17,7 +17,8 @@ import pytest
 from bayes_ips.models.single_location import single_location
 from numpyro.infer import Predictive
 
-from bayes_ips.arviz_io import diagnose, load_inference_data, save_inference_data, summary
+from bayes_ips.arviz_io import load_inference_data, save_inference_data, summary
+from bayes_ips.diagnostics import diagnose
 from bayes_ips.errors import InputError
 from bayes_ips.posterior import mode_check
 from bayes_ips.single_location.attention import erf_attention

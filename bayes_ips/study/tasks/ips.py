@@ -567,7 +567,7 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
     import jax
     import numpy as np
 
-    from bayes_ips.arviz_io import convergence
+    from bayes_ips.diagnostics import convergence
     from bayes_ips.inference import _fit_posterior, eval_pairs
     from bayes_ips.metrics import l2_error
     from bayes_ips.posterior import draw_errors, g_draws, mode_check, predict

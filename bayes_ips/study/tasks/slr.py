@@ -260,7 +260,7 @@ def run_cell(spec: dict) -> dict:
         predict, k, v = fit.predict, fit.k, fit.v
         rec["lambda"] = float(fit.lam)
     else:
-        from bayes_ips.arviz_io import convergence
+        from bayes_ips.diagnostics import convergence
         from bayes_ips.single_location.posterior import SLRSamplerConfig, sample_posterior
 
         t1 = time.perf_counter()
