@@ -99,6 +99,33 @@ def _attrs(attrs: dict) -> dict:
     return {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in attrs.items()}
 
 
+IPS_DIMS = {
+    "A": ["dim", "dim_col"],
+    "g_eval": ["eval_pair"],
+    "c_mean": ["basis"],
+    "c_draw": ["basis"],
+    "U": ["dim", "rank"],
+    "V": ["dim", "rank"],
+    "Y": ["sample", "token"],
+    "X": ["sample", "token", "dim"],
+    "breaks": ["brk"],
+    "x_eval": ["eval_pair", "dim"],
+    "y_eval": ["eval_pair", "dim"],
+    "log_lik_Y": ["sample"],
+}
+
+
+def _extend_predictive(idata, y_rep, coords: dict, draw_index, y_dims: list[str]):
+    """Add the posterior predictive ``Y`` of the draws ``draw_index`` to ``idata``."""
+    pp = _az().from_dict(
+        posterior_predictive={"Y": y_rep},
+        coords={**coords, "draw": draw_index},
+        dims={"Y": y_dims},
+    )
+    idata.extend(pp)
+    return idata
+
+
 def build_inference_data(
     *,
     samples: dict,
@@ -152,20 +179,6 @@ def build_inference_data(
         "U": samples["U"],
         "V": samples["V"],
     }
-    dims = {
-        "A": ["dim", "dim_col"],
-        "g_eval": ["eval_pair"],
-        "c_mean": ["basis"],
-        "c_draw": ["basis"],
-        "U": ["dim", "rank"],
-        "V": ["dim", "rank"],
-        "Y": ["sample", "token"],
-        "X": ["sample", "token", "dim"],
-        "breaks": ["brk"],
-        "x_eval": ["eval_pair", "dim"],
-        "y_eval": ["eval_pair", "dim"],
-        "log_lik_Y": ["sample"],
-    }
     idata = az.from_dict(
         posterior=posterior,
         sample_stats=_sample_stats(extra),
@@ -173,20 +186,14 @@ def build_inference_data(
         constant_data={"X": X, "breaks": breaks, "x_eval": x_eval, "y_eval": y_eval},
         log_likelihood={"Y": loglik},
         coords=coords,
-        dims={**dims, "Y": ["sample", "token"]},
+        dims={**IPS_DIMS, "Y": ["sample", "token"]},
         attrs=_attrs(attrs),
     )
     # log_likelihood's Y is per sample, not per (sample, token)
     ll = idata.log_likelihood["Y"]
     if ll.dims[-1] != "sample":
         idata.log_likelihood["Y"] = ll.rename({ll.dims[-1]: "sample"})
-    pp = az.from_dict(
-        posterior_predictive={"Y": y_rep},
-        coords={**coords, "draw": draw_index},
-        dims={"Y": ["sample", "token"]},
-    )
-    idata.extend(pp)
-    return idata
+    return _extend_predictive(idata, y_rep, coords, draw_index, ["sample", "token"])
 
 
 SLR_DIMS = {
@@ -249,13 +256,7 @@ def build_slr_inference_data(
         dims=SLR_DIMS,
         attrs=_attrs(attrs),
     )
-    pp = az.from_dict(
-        posterior_predictive={"Y": y_rep},
-        coords={**coords, "draw": draw_index},
-        dims={"Y": ["sample"]},
-    )
-    idata.extend(pp)
-    return idata
+    return _extend_predictive(idata, y_rep, coords, draw_index, ["sample"])
 
 
 def save_inference_data(path: str | os.PathLike, idata) -> None:
