@@ -23,7 +23,7 @@ Defaults that adapt to the data (see README, "Choosing K"):
   zero; equal-mass intervals put resolution where rho has mass);
 * the number of intervals ``K`` chosen by generalised cross-validation (GCV)
   on a grid, at the fitted ``A`` (or the theory rule ``K ~ (M / log M)^{1/(2 beta + 1)}``
-  with ``k_rule="theory"``, or a fixed value);
+  with ``k_rule="theory"``, or a fixed value): :mod:`bayes_ips.kselect`;
 * deterministic multi-start: a moment (linearised) estimate of ``A`` followed by
   random starts, all derived from the seed.
 """
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,31 +41,33 @@ from jax.typing import ArrayLike
 
 from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.gauge import gauge_factors
-from bayes_ips.pairs import off_diagonal_scores
+from bayes_ips.kselect import (
+    K_RULES,
+    _knots_for,
+    k_candidates,
+    k_grid,
+    refinement_matrices,
+    refinement_matrix,
+    select_k,
+    theory_condition,
+    theory_k,
+)
 from bayes_ips.pairwise import DEFAULT_CHUNK, gram, sq_loss
 from bayes_ips.simulate import gauge_fix
-from bayes_ips.spline import (
-    Knots,
-    make_knots,
-    n_basis,
-    quantile_breaks,
-    reflect,
-    spline_eval,
-)
+from bayes_ips.spline import Knots, n_basis, reflect, spline_eval
 
 __all__ = [
     "ERMConfig",
     "ERMFit",
     "fit_erm",
+    "solve_coefficients",
+    # re-exported from bayes_ips.kselect, their home
     "k_candidates",
     "refinement_matrices",
     "refinement_matrix",
-    "solve_coefficients",
     "theory_condition",
     "theory_k",
 ]
-
-K_RULES = ("gcv", "theory")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,42 +147,6 @@ class ERMConfig:
         return 3
 
 
-def theory_k(M: int, beta: float, constant: float = 2.0) -> int:
-    """``ceil(constant * (M / log M)^{1/(2 beta + 1)})``: the theory's order for K."""
-    return max(1, math.ceil(constant * (M / math.log(max(M, 3))) ** (1.0 / (2.0 * beta + 1.0))))
-
-
-def theory_condition(M: int, d: int, rank: int, beta: float | None) -> dict[str, Any]:
-    """Does ``r d <= (M / log M)^{1/(2 beta + 1)}`` hold?  (None when beta is unknown.)"""
-    if beta is None or not math.isfinite(beta):
-        return {"holds": None, "lhs": rank * d, "rhs": None, "beta": beta}
-    rhs = (M / math.log(max(M, 3))) ** (1.0 / (2.0 * beta + 1.0))
-    return {"holds": bool(rank * d <= rhs), "lhs": rank * d, "rhs": rhs, "beta": beta}
-
-
-# Finest grids: numbers with many divisors, spread roughly geometrically.
-FINE_K = (4, 6, 8, 12, 16, 24, 36, 48, 60, 96, 120, 180, 240)
-K_MAX = 240  # the cost of a Gram pass grows like n_basis^2 (F^T F is dense)
-OBS_PER_INTERVAL = 25  # the finest K leaves at least this many observations per interval
-
-
-def k_candidates(n_obs: int, n_max: int = K_MAX) -> list[int]:
-    """The K searched by GCV: the divisors >= 2 of the finest K allowed by the data.
-
-    The finest K is the largest of :data:`FINE_K` not above
-    ``min(n_max, n_obs / 25)`` (at least 4).  Its divisors are spread roughly
-    geometrically (240: 2, 3, 4, 5, 6, 8, 10, 12, 15, 16, 20, 24, 30, 40, 48, 60, 80,
-    120, 240), and their quantile knots are nested in its own, so every candidate's
-    Gram statistics follow from one pass over the data at the finest K (see
-    :func:`_gcv_table`).  The ceiling grows with the data because the best K does:
-    rough phi* (many kinks, small beta) need many intervals, and a fixed ceiling
-    becomes an error floor.
-    """
-    k_hi = int(np.clip(n_obs // OBS_PER_INTERVAL, 4, n_max))
-    fine = max(k for k in FINE_K if k <= k_hi)
-    return [k for k in range(2, fine + 1) if fine % k == 0]
-
-
 @dataclasses.dataclass(frozen=True)
 class ERMFit:
     """A fitted ``g(x, y) = phi_c(x^T A y)`` in the documented gauge.
@@ -259,14 +224,6 @@ def _optimise(theta0, X, Y, knots, ridge, d, r, chunk, max_steps, tol):
 _optimise_jit = jax.jit(_optimise, static_argnames=("d", "r", "chunk", "max_steps"))
 
 
-KNOT_SAMPLES = 4000  # samples whose scores place the knots
-
-
-def _knots_for(X, U, V, K: int, degree: int, multiplicity: int) -> Knots:
-    breaks = quantile_breaks(off_diagonal_scores(X, U, V, KNOT_SAMPLES), K)
-    return make_knots(breaks, degree, multiplicity)
-
-
 def _moment_start(X: np.ndarray, Y: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     """Linearised moment estimate: regress Y_i on vec(x_i xbar_{-i}^T), truncate to rank r.
 
@@ -300,105 +257,6 @@ def _starts(
     for k in jax.random.split(key, restarts - 1) if restarts > 1 else []:
         starts.append(np.asarray(jax.random.normal(k, (2 * d * rank,))))
     return starts
-
-
-def _gcv_score(G, b, yy, n, ridge, n_a, K) -> dict[str, float]:
-    """GCV of the ridge fit from Gram statistics (NumPy; a K x K solve)."""
-    nb = G.shape[0]
-    lam = ridge * np.trace(G) / nb + 1e-300
-    H = G + lam * np.eye(nb)
-    c = np.linalg.solve(H, b)
-    rss = float(yy - 2 * c @ b + c @ G @ c)
-    df = float(np.trace(np.linalg.solve(H, G))) + n_a
-    score = (rss / n) / (1.0 - df / n) ** 2 if df < n else math.inf
-    return {"K": int(K), "n_basis": nb, "rss": rss, "df": df, "gcv": score}
-
-
-def _gcv(X, Y, U, V, knots, ridge, n_a, chunk) -> dict[str, float]:
-    """GCV at one knot layout: one pass of :func:`gram`."""
-    st = gram(U, V, X, Y, knots, chunk)
-    return _gcv_score(
-        np.asarray(st.FtF),
-        np.asarray(st.FtY),
-        float(st.YtY),
-        float(st.n_obs),
-        ridge,
-        n_a,
-        knots.n_intervals,
-    )
-
-
-def refinement_matrix(coarse: Knots, fine: Knots) -> np.ndarray:
-    """``T`` with ``B_coarse(u) = B_fine(u) T`` when the coarse knots are nested in the fine.
-
-    The coarse B-splines lie in the fine spline space.  Both bases are evaluated
-    (SciPy) at ``s + 1`` points inside every fine interval, which determine a
-    spline of the fine space, and ``T`` solves that consistent least-squares
-    system; the extrapolation beyond the end knots is the same polynomial, so the
-    identity holds for every score.  ``ValueError`` when the residual shows that
-    the knots are not nested.
-
-    Returns
-    -------
-    (n_basis(fine), n_basis(coarse)) array
-    """
-    return refinement_matrices([coarse], fine)[0]
-
-
-def refinement_matrices(coarse: list[Knots], fine: Knots) -> list[np.ndarray]:
-    """:func:`refinement_matrix` for several coarse layouts, with one factorisation.
-
-    The normal equations of the fine collocation matrix (banded, well conditioned:
-    B-splines at points spread over every interval) are factorised once; each
-    coarse layout then costs one product and two triangular solves.
-    """
-    from scipy.interpolate import BSpline
-    from scipy.linalg import cho_factor, cho_solve
-
-    def knot_vector(kn: Knots) -> np.ndarray:  # NumPy: no compilation per layout
-        b, deg, mult = np.asarray(kn.breaks), kn.degree, kn.multiplicity
-        return np.concatenate(
-            [np.repeat(b[:1], deg + 1), np.repeat(b[1:-1], mult), np.repeat(b[-1:], deg + 1)]
-        )
-
-    s = fine.degree
-    bf = np.asarray(fine.breaks)
-    frac = (np.arange(s + 1) + 0.5) / (s + 1)
-    u = (bf[:-1, None] + np.diff(bf)[:, None] * frac).ravel()
-    Bf = BSpline.design_matrix(u, knot_vector(fine), s).toarray()
-    chol = cho_factor(Bf.T @ Bf)
-    out = []
-    for c in coarse:
-        Bc = BSpline.design_matrix(u, knot_vector(c), s).toarray()
-        T = cho_solve(chol, Bf.T @ Bc)
-        if np.abs(Bf @ T - Bc).max() > 1e-9:
-            raise ValueError("the coarse knots are not nested in the fine knots")
-        out.append(T)
-    return out
-
-
-def _gcv_table(X, Y, U, V, grid, s, m, ridge, n_a, chunk) -> list[dict[str, float]]:
-    """GCV for every K of the grid from one pass over the data.
-
-    The candidates divide the finest K, so their quantile breakpoints are every
-    ``(K_fine / K)``-th breakpoint of the finest layout: their spline spaces are
-    nested in the finest one, ``F_K = F_fine T_K``, and ``F_K^T F_K = T_K^T (F^T F) T_K``
-    exactly.  (Falls back to one pass per K when ties in the scores merged
-    breakpoints of the finest layout.)
-    """
-    fine_k = max(grid)
-    fine = _knots_for(X, U, V, fine_k, s, m)
-    if fine.n_intervals != fine_k or any(fine_k % K for K in grid):
-        return [_gcv(X, Y, U, V, _knots_for(X, U, V, K, s, m), ridge, n_a, chunk) for K in grid]
-    st = gram(U, V, X, Y, fine, chunk)
-    G, b = np.asarray(st.FtF), np.asarray(st.FtY)
-    yy, n = float(st.YtY), float(st.n_obs)
-    breaks = np.asarray(fine.breaks)
-    coarse = [make_knots(breaks[:: fine_k // K], s, m) for K in grid]
-    table = []
-    for K, T in zip(grid, refinement_matrices(coarse, fine), strict=True):
-        table.append(_gcv_score(T.T @ G @ T, T.T @ b, yy, n, ridge, n_a, K))
-    return table
 
 
 def fit_erm(
@@ -437,24 +295,45 @@ def fit_erm(
     m = config.multiplicity
     n_obs = M * N
     n_a = r * (2 * d - r) - 1  # dimension of {rank-r A, ||A||_F = 1}
-
-    if config.n_intervals is not None:
-        grid = [int(config.n_intervals)]
-    elif config.k_rule == "theory":
-        grid = [theory_k(M, config.beta)]
-    else:
-        grid = k_candidates(n_obs)
-    n_params_min = s + 1 + (min(grid) - 1) * m + n_a
-    if n_obs < 2 * n_params_min:
-        raise InputError(
-            f"M = {M} samples of N = {N} tokens give {n_obs} observations, too few for "
-            f"{n_params_min} parameters (rank {r}, d = {d}, degree {s}); need at least "
-            f"{2 * n_params_min}"
-        )
+    grid = k_grid(n_obs, M, config.n_intervals, config.k_rule, config.beta)
+    _check_enough_data(X.shape, r, s, m, n_a, min(grid))
     Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
-    k_pilot = min(8, max(grid))
 
     # 1. multi-start with a pilot basis
+    results = _multi_start(key, X, Y, config, min(8, max(grid)), chunk_size, progress)
+    best = int(np.nanargmin([res[0] for res in results]))
+    theta = jnp.asarray(results[best][1])
+
+    # 2. choose K at the pilot A, refit A with it, re-place the knots
+    U, V = _factors(theta, d, r)
+    K, table = select_k(Xj, Yj, U, V, grid, s, m, config.ridge, n_a, chunk_size)
+    U, V, knots, c, st, steps2 = _refit(theta, Xj, Yj, K, config, chunk_size)
+    loss = float(sq_loss(U, V, c, Xj, Yj, knots, chunk_size)) / n_obs
+
+    # 3. gauge: unit Frobenius norm (already), sign rule, balanced factors
+    A, Uf, Vf, knots, coef = _gauged(U, V, knots, c, r)
+
+    info = _fit_info(config, X.shape, n_a, knots, st, loss, table, results, best, steps2)
+    return ERMFit(A, Uf, Vf, coef, knots, config, -1 if seed is None else int(seed), info)
+
+
+def _factors(theta, d: int, r: int):
+    """Gauge-fixed ``(U / ||U V^T||_F, V)`` from the flat parameter vector."""
+    U = theta[: d * r].reshape(d, r)
+    V = theta[d * r :].reshape(d, r)
+    return gauge_factors(U, V)
+
+
+def _multi_start(key, X, Y, config: ERMConfig, k_pilot: int, chunk_size: int, progress: bool):
+    """BFGS from every start (:func:`_starts`), with knots for ``k_pilot`` intervals at each start.
+
+    Returns
+    -------
+    list of ``(loss, theta, steps)``, one per start
+    """
+    d, r = X.shape[2], config.rank
+    s, m = config.resolved_degree(), config.multiplicity
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
     starts = _starts(key, X, Y, r, config.restarts)
     iterator = starts
     if progress:
@@ -479,30 +358,37 @@ def fit_erm(
             config.tol,
         )
         results.append((float(loss), np.asarray(theta), int(steps)))
-    start_losses = [res[0] for res in results]
-    best = int(np.nanargmin(start_losses))
-    theta = jnp.asarray(results[best][1])
+    return results
 
-    def factors(th):
-        U = th[: d * r].reshape(d, r)
-        V = th[d * r :].reshape(d, r)
-        return gauge_factors(U, V)
 
-    # 2. choose K at the pilot A, refit A with it, re-place the knots
-    U, V = factors(theta)
-    table = _gcv_table(Xj, Yj, U, V, grid, s, m, config.ridge, n_a, chunk_size)
-    K = table[int(np.argmin([t["gcv"] for t in table]))]["K"]
+def _refit(theta, Xj, Yj, K: int, config: ERMConfig, chunk_size: int):
+    """Refit A with ``K`` intervals, re-place the knots at it and solve for the coefficients.
+
+    Returns
+    -------
+    U, V, knots, c, st (the Gram statistics at the final knots), steps (BFGS)
+    """
+    d, r = Xj.shape[2], config.rank
+    s, m = config.resolved_degree(), config.multiplicity
+    U, V = _factors(theta, d, r)
     knots = _knots_for(Xj, U, V, K, s, m)
-    theta, _, steps2 = _optimise_jit(
+    theta, _, steps = _optimise_jit(
         theta, Xj, Yj, knots, config.ridge, d, r, chunk_size, config.max_steps, config.tol
     )
-    U, V = factors(theta)
+    U, V = _factors(theta, d, r)
     knots = _knots_for(Xj, U, V, K, s, m)
     st = gram(U, V, Xj, Yj, knots, chunk_size)
     c, _ = solve_coefficients(st.FtF, st.FtY, config.ridge)
-    loss = float(sq_loss(U, V, c, Xj, Yj, knots, chunk_size)) / n_obs
+    return U, V, knots, c, st, steps
 
-    # 3. gauge: unit Frobenius norm (already), sign rule, balanced factors
+
+def _gauged(U, V, knots: Knots, c, r: int):
+    """The documented gauge: ``A``'s sign rule (the spline reflected to match), balanced factors.
+
+    Returns
+    -------
+    A, Uf, Vf, knots, coef
+    """
     A = np.asarray(U @ V.T)
     A, factor = gauge_fix(A)
     coef = np.asarray(c)
@@ -512,23 +398,41 @@ def fit_erm(
     P, sv, Qt = np.linalg.svd(A)
     Uf = P[:, :r] * np.sqrt(sv[:r])
     Vf = Qt[:r].T * np.sqrt(sv[:r])
+    return A, Uf, Vf, knots, coef
 
-    info = {
+
+def _check_enough_data(shape, r: int, s: int, m: int, n_a: int, k_min: int) -> None:
+    """``InputError`` unless the observations are twice the parameters at the smallest K."""
+    M, N, d = shape
+    n_obs = M * N
+    n_params_min = s + 1 + (k_min - 1) * m + n_a
+    if n_obs < 2 * n_params_min:
+        raise InputError(
+            f"M = {M} samples of N = {N} tokens give {n_obs} observations, too few for "
+            f"{n_params_min} parameters (rank {r}, d = {d}, degree {s}); need at least "
+            f"{2 * n_params_min}"
+        )
+
+
+def _fit_info(config: ERMConfig, shape, n_a, knots, st, loss, table, results, best, steps2) -> dict:
+    """The fit's ``info``: fit statistics, the K table, the starts and the theory's condition."""
+    M, N, d = shape
+    n_obs = M * N
+    return {
         "train_mse": loss,
         "sigma_hat": math.sqrt(max(loss, 0.0) * n_obs / max(n_obs - n_a - n_basis(knots), 1)),
         "K": int(knots.n_intervals),
         "n_basis": int(n_basis(knots)),
-        "degree": s,
-        "multiplicity": m,
+        "degree": config.resolved_degree(),
+        "multiplicity": config.multiplicity,
         "k_rule": "fixed" if config.n_intervals is not None else config.k_rule,
         "k_table": table,
-        "start_losses": start_losses,
+        "start_losses": [res[0] for res in results],
         "best_start": best,
         "bfgs_steps": [res[2] for res in results] + [int(steps2)],
         "n_outside": int(st.n_outside),
-        "theory_condition": theory_condition(M, d, r, config.beta),
+        "theory_condition": theory_condition(M, d, config.rank, config.beta),
         "M": M,
         "N": N,
         "d": d,
     }
-    return ERMFit(A, Uf, Vf, coef, knots, config, -1 if seed is None else int(seed), info)

@@ -7,17 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayes_ips.erm import (
-    ERMConfig,
-    _knots_for,
-    _projected_loss,
-    fit_erm,
-    k_candidates,
-    solve_coefficients,
-    theory_condition,
-    theory_k,
-)
+from bayes_ips.erm import ERMConfig, _projected_loss, fit_erm, solve_coefficients
 from bayes_ips.errors import InputError
+from bayes_ips.kselect import _knots_for, k_candidates, theory_condition, theory_k
 from bayes_ips.metrics import l2_error
 from bayes_ips.pairwise import gram
 from bayes_ips.simulate import make_truth, simulate
@@ -198,8 +190,8 @@ def test_too_few_samples_are_refused():
 )
 def test_gcv_from_one_fine_pass_equals_one_pass_per_k(problem, s, m):
     """The nested-knot shortcut (F_K = F_fine T_K) against a direct Gram pass per K."""
-    from bayes_ips.erm import _gcv, _gcv_table, _knots_for, refinement_matrix
     from bayes_ips.gauge import gauge_factors
+    from bayes_ips.kselect import _gcv, _gcv_table, refinement_matrix
     from bayes_ips.spline import design_matrix, make_knots
 
     _, X, Y, _ = problem

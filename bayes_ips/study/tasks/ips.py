@@ -517,7 +517,8 @@ def run_cell(spec: dict) -> dict:
 
     jax.config.update("jax_enable_x64", True)
     relieve_map_pressure()
-    from bayes_ips.erm import fit_erm, theory_condition
+    from bayes_ips.erm import fit_erm
+    from bayes_ips.kselect import theory_condition
     from bayes_ips.metrics import l2_error
 
     t0 = time.perf_counter()
