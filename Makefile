@@ -37,9 +37,12 @@ demo: $(STAMP)
 	@echo "demo outputs in $(OUT)/: quick/ (rates.png, slopes.md, summary.md, results.nc)"
 	@echo "  data.npz erm.nc erm_error.json erm_fit.png post.nc post_error.json diagnostics/"
 
-# The fast tier (the default: statistical checks that take minutes are marked slow).
+# The fast tier (the default: statistical checks that take minutes are marked slow), in
+# $(TEST_WORKERS) pytest-xdist workers, whole test files (or groups of files that share
+# compiled programs, tests/conftest.py) to a worker; TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(STAMP_DEV)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 # Everything, the slow tier included (what CI runs).
 test-all: $(STAMP_DEV)

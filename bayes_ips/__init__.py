@@ -14,6 +14,10 @@ import os
 __version__ = "0.1.0"
 
 CACHE_ENV = "BAYES_IPS_JAX_CACHE"
+# Programs that compile faster than this many seconds are not written to the cache
+# (default 0.5).  The test suite sets 0, so that its CLI and worker subprocesses load
+# every program another subprocess compiled, small ones included.
+CACHE_MIN_SECS_ENV = "BAYES_IPS_JAX_CACHE_MIN_SECS"
 
 
 def enable_x64() -> None:
@@ -62,9 +66,22 @@ def _cache_path(path: str | None) -> str | None:
 def _cache_settings(path: str) -> dict:
     return {
         "jax_compilation_cache_dir": path,
-        "jax_persistent_cache_min_compile_time_secs": 0.5,
+        "jax_persistent_cache_min_compile_time_secs": _min_compile_secs(),
         "jax_persistent_cache_min_entry_size_bytes": 0,
     }
+
+
+def _min_compile_secs() -> float:
+    raw = os.environ.get(CACHE_MIN_SECS_ENV, "0.5")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        from bayes_ips.errors import InputError
+
+        raise InputError(f"{CACHE_MIN_SECS_ENV}={raw!r}: expected a number of seconds >= 0")
+    return value
 
 
 def configure_jax_before_import() -> None:

@@ -524,8 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bayes_ips.errors import InputError
 
     enable_x64()
-    enable_compilation_cache()
     try:
+        enable_compilation_cache()
         return int(args.func(args) or 0)
     except InputError as e:
         return fail(str(e))

@@ -16,13 +16,15 @@ def posterior_file(tmp_path_factory):
     d = tmp_path_factory.mktemp("bayes")
     data = d / "data.npz"
     assert (
-        main(["simulate", "--M", "120", "--N", "4", "--d", "2", "--seed", "3", "--out", str(data)])
+        main(["simulate", "--M", "70", "--N", "4", "--d", "2", "--seed", "3", "--out", str(data)])
         == 0
     )
     post = d / "post.nc"
+    # the shapes of test_inference and test_importance (M = 70, N = 4, d = 2, K = 4),
+    # whose programs the same pytest-xdist worker has compiled (conftest.SHARED_PROGRAMS)
     rc = main(
         ["sample", str(data), "--ess-target", "60", "--draws", "60", "--seed", "1"]
-        + ["--out", str(post)]
+        + ["--n-intervals", "4", "--out", str(post)]
     )
     assert rc == 0
     return d, data, post

@@ -33,7 +33,7 @@ def _data(seed, M=200, N=5, d=2):
 
 
 def test_prior_predictive_has_the_right_shapes():
-    truth, X, Y = _data(0)
+    truth, X, Y = _data(0, M=70, N=4)  # the shapes of the tests below: ERM compiled once
     erm = fit_erm(jax.random.PRNGKey(0), X, Y, ERMConfig(n_intervals=5, restarts=1))
     knots = model_knots(X, erm, 5, 3)
     pred = Predictive(lowrank_spline, num_samples=7)(

@@ -13,13 +13,15 @@ ANALYSES = Path(__file__).resolve().parents[2] / "analyses"
 
 # Tiny grids: fixed K, one ERM start, short chains, so that cells are cheap; the
 # three configs share d = 2 and M, hence compiled programs and (in one folder of
-# records) cells.  Only bayes_vs_erm runs the sampler.
+# records) cells.  Only bayes_vs_erm runs the sampler.  The ERM cells have the shapes
+# of the study tests' TINY config (M = 40, 60; d = 2; N = 4; K = 3; 400 pairs), whose
+# programs the same pytest-xdist worker compiles (conftest.SHARED_PROGRAMS).
 COMMON = """
 seed = 3
 repetitions = 2
-M = [40, 80]
+M = [40, 60]
 N = 4
-n_eval_pairs = 500
+n_eval_pairs = 400
 
 [erm]
 restarts = 1
@@ -115,7 +117,7 @@ def test_analysis_script_runs_end_to_end(shared, script, section, capsys):
 
 def test_report_only_runs_no_cell_and_reports_the_finished_ones(shared, tmp_path):
     # the dimension study's 8 cells are in shared/records (the test above); M = 160 is not
-    config = _config("rate_vs_dimension").replace("M = [40, 80]", "M = [40, 80, 160]")
+    config = _config("rate_vs_dimension").replace("M = [40, 60]", "M = [40, 60, 160]")
     (tmp_path / "wider.toml").write_text(config)
     args = _args(shared, "rate_vs_dimension", tmp_path / "out")
     args.config, args.report_only = str(tmp_path / "wider.toml"), True
