@@ -17,10 +17,10 @@ compile once; every compiled program is written to it, not only those that took
 over half a second.  (The pytest processes themselves keep no persistent cache:
 XLA's executable serialisation segfaulted there in CI.)
 
-``make test`` runs the tests in two pytest-xdist workers, a whole test file, or a
-group of files that share programs (below), in one worker (``pytest_xdist_make_scheduler`` below, so
-a module fixture is built once); the environment set here, in the controlling
-process, reaches both.
+``make test`` runs the tests in two pytest-xdist workers.  A whole test file, or a
+whole group of files that share programs (:data:`SHARED_PROGRAMS`), goes to one
+worker (:func:`pytest_xdist_make_scheduler`), so a module fixture is built once; the
+environment set here, in the controlling process, reaches both workers.
 """
 
 import os
@@ -47,9 +47,8 @@ def _relieve_map_pressure():
 
 # Test files that run the same programs on the same shapes (the IPS posterior at
 # M = 70, N = 4, d = 2, K = 4; the tiny ERM study at d = 2, K = 3; the single-location
-# sampler) go to one pytest-xdist worker together, so the
-# programs are compiled once; every other file is a group of its own, so its module
-# fixtures are built once.
+# sampler) go to one pytest-xdist worker together, so the programs are compiled once;
+# every other file is a group of its own, so its module fixtures are built once.
 SHARED_PROGRAMS = {
     "tests/test_inference.py": "ips-posterior",
     "tests/test_importance.py": "ips-posterior",
