@@ -267,6 +267,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         ess_target=args.ess_target,
         init=args.init,
         n_intervals=args.n_intervals,
+        basis=args.basis,
     ).validate(data.X.shape[2])
     key = jax.random.PRNGKey(args.seed)
     k_erm, k_post = jax.random.split(key)
@@ -293,10 +294,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
             how += f" (fell back from the Laplace proposal: {info['fallback']})"
     print(
         f"wrote {args.out}: {cfg.chains} chains x {post.shape[1]} draws "
-        f"({'collapsed' if cfg.collapsed else 'explicit'} model, K = {run.knots.n_intervals} "
-        f"intervals), {how}, {run.wall_time_s:.1f} s; modes: {modes}"
+        f"({'collapsed' if cfg.collapsed else 'explicit'} model, {_basis_words(run)}), "
+        f"{how}, {run.wall_time_s:.1f} s; modes: {modes}"
     )
     return 0
+
+
+def _basis_words(run) -> str:
+    """``K = 64 intervals (equal-width knots, by marginal likelihood; ERM's K = 240)``."""
+    words = f"K = {run.knots.n_intervals} intervals"
+    basis = run.info.get("basis")
+    if basis is None:
+        return words
+    w = basis["uniform_weight"]
+    where = {0.0: "quantile", 1.0: "equal-width"}.get(w, f"{w:g} equal-width / quantile")
+    return f"{words} ({where} knots, by marginal likelihood; ERM's K = {basis['erm_K']})"
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -485,7 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="IS: draw proposals until their effective size reaches this (default 100 per chain)",
     )
     m.add_argument("--init", default="erm", help="erm (default) | prior")
-    m.add_argument("--n-intervals", type=positive_int, help="knot intervals (default: ERM's GCV)")
+    m.add_argument(
+        "--basis",
+        default="evidence",
+        help="evidence (default: the K and knot placement of largest marginal likelihood) "
+        "| erm (ERM's GCV K at quantile knots)",
+    )
+    m.add_argument(
+        "--n-intervals", type=positive_int, help="fix K, at quantile knots (default: --basis)"
+    )
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", required=True)
     m.set_defaults(func=cmd_sample)

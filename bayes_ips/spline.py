@@ -39,6 +39,7 @@ __all__ = [
     "locate",
     "piece_coefficients",
     "make_knots",
+    "mixed_breaks",
     "n_basis",
     "quantile_breaks",
     "reflect",
@@ -388,3 +389,50 @@ def quantile_breaks(
             keep.append(x)
     keep.append(hi)
     return np.asarray(keep)
+
+
+def mixed_breaks(
+    scores: ArrayLike,
+    n_intervals: int,
+    uniform_weight: float,
+    *,
+    max_points: int = 200_000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Breakpoints at quantiles of a mixture of the scores' law and the uniform law.
+
+    The breakpoints split ``[min, max]`` of the scores into ``n_intervals``
+    intervals of equal mass under ``(1 - w) * empirical + w * uniform``, ``w`` the
+    ``uniform_weight``: ``w = 0`` gives :func:`quantile_breaks` (equal-mass
+    intervals), ``w = 1`` equal-width intervals, and values between put some
+    resolution into the sparse tails, where quantile knots leave a few wide
+    intervals.  A penalised (P-spline) fit needs no data in every interval,
+    which is what makes ``w > 0`` usable for the Bayesian model
+    (:func:`bayes_ips.kselect.posterior_basis`).
+
+    Returns
+    -------
+    (n_intervals + 1,) float64 numpy array (``w = 0``: possibly fewer, see
+    :func:`quantile_breaks`).
+    """
+    w = float(uniform_weight)
+    if not 0.0 <= w <= 1.0:
+        raise ValueError(f"uniform_weight must be in [0, 1], got {uniform_weight}")
+    if w == 0.0:
+        return quantile_breaks(scores, n_intervals, max_points=max_points, seed=seed)
+    if n_intervals < 1:
+        raise ValueError(f"number of intervals must be >= 1, got {n_intervals}")
+    u = np.asarray(scores, dtype=np.float64).ravel()
+    u = u[np.isfinite(u)]
+    if u.size < 2 or not u.max() > u.min():
+        raise ValueError("need at least two distinct finite scores to place knots")
+    lo, hi = float(u.min()), float(u.max())
+    if u.size > max_points:
+        u = np.random.default_rng(seed).choice(u, max_points, replace=False)
+    u = np.sort(np.concatenate([[lo, hi], u]))
+    # the mixture's distribution function at the sorted scores (the empirical part
+    # interpolated linearly, as np.quantile does): strictly increasing for w > 0
+    F = (1.0 - w) * np.arange(u.size) / (u.size - 1) + w * (u - lo) / (hi - lo)
+    b = np.interp(np.linspace(0.0, 1.0, n_intervals + 1), F, u)
+    b[0], b[-1] = lo, hi
+    return b

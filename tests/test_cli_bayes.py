@@ -85,6 +85,7 @@ def test_predict_and_evaluate_posterior(posterior_file, capsys):
     [
         (["sample", "{data}", "--init", "magic", "--out", "{d}/x.nc"], "unknown init"),
         (["sample", "{data}", "--method", "magic", "--out", "{d}/x.nc"], "unknown method"),
+        (["sample", "{data}", "--basis", "magic", "--out", "{d}/x.nc"], "unknown basis"),
         (
             ["sample", "{data}", "--method", "imh", "--explicit", "--out", "{d}/x.nc"],
             "needs the collapsed model",

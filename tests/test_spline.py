@@ -11,6 +11,7 @@ from bayes_ips.spline import (
     full_knot_vector,
     local_basis,
     make_knots,
+    mixed_breaks,
     n_basis,
     quantile_breaks,
     reflect,
@@ -153,3 +154,21 @@ def test_quantile_breaks_are_equal_mass_and_cover_the_data():
 def test_bad_knots_are_refused(breaks, degree, mult):
     with pytest.raises(ValueError):
         make_knots(breaks, degree, mult)
+
+
+def test_mixed_breaks_interpolate_between_quantiles_and_equal_widths():
+    """w = 0: the quantile breaks; w = 1: equal widths over [min, max]; between,
+    the mixture's quantiles (checked against the mixture's distribution function:
+    each interval holds 1/K of its mass, to the linear interpolation of the
+    empirical part, O(1/n)); coarse layouts are every (K_fine / K)-th breakpoint."""
+    s = np.random.default_rng(1).standard_t(3, 20000)
+    np.testing.assert_array_equal(mixed_breaks(s, 10, 0.0), quantile_breaks(s, 10))
+    np.testing.assert_allclose(mixed_breaks(s, 10, 1.0), np.linspace(s.min(), s.max(), 11))
+    b = mixed_breaks(s, 8, 0.5)
+    assert np.all(np.diff(b) > 0) and b[0] == s.min() and b[-1] == s.max()
+    mass = 0.5 * np.mean(s[:, None] <= b[None], axis=0) + 0.5 * (b - s.min()) / np.ptp(s)
+    np.testing.assert_allclose(mass, np.linspace(0, 1, 9), atol=2 / s.size)
+    for w in (0.5, 1.0):
+        np.testing.assert_allclose(mixed_breaks(s, 48, w)[::6], mixed_breaks(s, 8, w), rtol=1e-12)
+    with pytest.raises(ValueError, match="uniform_weight"):
+        mixed_breaks(s, 8, 1.5)

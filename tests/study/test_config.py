@@ -215,6 +215,23 @@ def test_the_method_is_in_every_spec_but_the_legacy_nuts_one():
         parse_config({**raw, "bayes_pm": {"method": "mclmc"}})
 
 
+def test_posterior_basis_in_cell_specs():
+    """The default (evidence) basis is written into the specs; ERM's basis, the one
+    of the specs from before the rule existed, is left out (their hashes stay)."""
+    from bayes_ips.study import make_cells
+
+    raw = {**BASE, "study": {**BASE["study"], "estimators": ["bayes_pm"]}}
+    new = [c.spec["settings"]["bayes"] for c in make_cells(parse_config(raw))]
+    old = [
+        c.spec["settings"]["bayes"]
+        for c in make_cells(parse_config({**raw, "bayes_pm": {"basis": "erm"}}))
+    ]
+    assert all(s["basis"] == "evidence" for s in new)
+    assert all("basis" not in s for s in old)
+    with pytest.raises(InputError, match="unknown basis"):
+        parse_config({**raw, "bayes_pm": {"basis": "cubic"}})
+
+
 def test_committed_paper_records_match_their_cells():
     """The cell ids, spec hashes and config hash of the committed records still match."""
     import glob

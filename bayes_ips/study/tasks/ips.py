@@ -151,6 +151,7 @@ _SAMPLER_SPEC_KEYS = (
 _SAMPLER_STUDY_SET = ("rank", "degree")
 _SAMPLER_STUDY_DEFAULTS = {"draws": 300}  # shorter chains than the CLI's
 LEGACY_METHOD = "nuts"  # the sampler of cell specs that name none
+LEGACY_BASIS = "erm"  # the model basis of cell specs that name none
 
 # fold_in tags of the key tree (fixed forever: changing one changes every number)
 _PHI, _A, _DATA, _FIT, _NUTS, _EVAL, _BAND = 0, 1, 2, 10, 11, 12, 13
@@ -205,6 +206,10 @@ class PosteriorSettings:
         out.pop("method", None)
         if self.sampler.method != LEGACY_METHOD:
             out["method"] = self.sampler.method
+        # Likewise the basis: specs from before the evidence rule used ERM's.
+        out.pop("basis", None)
+        if self.sampler.basis != LEGACY_BASIS:
+            out["basis"] = self.sampler.basis
         return {**out, "level": self.level, "n_band_pairs": self.n_band_pairs}
 
 
@@ -575,7 +580,7 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
     from bayes_ips.simulate import g_true, sample_pairs
 
     b = spec["settings"]["bayes"]
-    sampler = {"method": LEGACY_METHOD}
+    sampler = {"method": LEGACY_METHOD, "basis": LEGACY_BASIS}
     sampler.update((k, v) for k, v in b.items() if k not in ("level", "n_band_pairs"))
     cfg = SamplerConfig(rank=spec["rank"], degree=erm.info["degree"], **sampler)
     t0 = time.perf_counter()
@@ -611,9 +616,13 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
         }
         if "fallback" in run.info:
             how.update(fallback=run.info["fallback"], khat=run.info["first"].get("khat", np.nan))
+    basis = run.info.get("basis", {})
     return {
         "sampler": run.method,
         **how,
+        "basis": basis.get("rule", "erm" if b.get("n_intervals") is None else "fixed"),
+        "uniform_weight": basis.get("uniform_weight", 0.0),
+        "basis_time_s": basis.get("time_s", 0.0),
         "error": err.error,
         "error_se": err.se,
         "relative_error": err.relative,
