@@ -6,8 +6,8 @@ data for every estimator, one run:
 
 * ``erm``: the ERM fit alone (GCV K, 4 starts), as a study cell fits it;
 * ``default``: ``bayes_ips.inference.fit_posterior`` with ``SamplerConfig()`` (auto:
-  Laplace-proposal independence Metropolis-Hastings, NUTS where its Pareto k > 0.7),
-  *its own ERM start included*;
+  Laplace-proposal importance sampling, NUTS where its Pareto k > 0.7; the model's
+  basis chosen by its marginal likelihood), *its own ERM start included*;
 * ``nuts_before``: the configuration of every posterior cell before 2026-12-02:
   NUTS, the ERM fit's GCV K, 2 chains x (300 warmup + 300 draws), the ERM fit not
   counted (it is shared).
@@ -103,6 +103,11 @@ def main(args: argparse.Namespace) -> dict:
     (run, post), res["times"]["default_warm"] = _timed(default)
     info = {k: v for k, v in run.info.items() if not isinstance(v, np.ndarray | dict)}
     res["default"] = {"sampler": run.method, "K": int(run.knots.n_intervals), **info}
+    if "basis" in run.info:
+        b = run.info["basis"]
+        res["default"].update(
+            uniform_weight=b["uniform_weight"], erm_K=b["erm_K"], basis_time_s=b["time_s"]
+        )
     n = args.n_eval_pairs
 
     def pm_error(p):
@@ -115,7 +120,9 @@ def main(args: argparse.Namespace) -> dict:
     print(f"  default path: {res['default']}", flush=True)
     if not args.skip_nuts:
         it = args.nuts_iterations
-        cfg = SamplerConfig(method="nuts", chains=2, warmup=it, draws=it, degree=fit.info["degree"])
+        cfg = SamplerConfig(
+            method="nuts", chains=2, warmup=it, draws=it, degree=fit.info["degree"], basis="erm"
+        )
         walls = []
         for _ in range(args.nuts_repeats):
             (nrun, npost), t = _timed(
