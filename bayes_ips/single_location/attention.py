@@ -37,6 +37,7 @@ __all__ = [
     "erf_attention",
     "erf_attention_draws",
     "profile_lambda",
+    "profile_lambda_scores",
     "sq_loss",
     "token_weights",
 ]
@@ -157,11 +158,19 @@ def profile_lambda(
     between the neighbours of the best (relative resolution ~0.6%).  With ``Y`` the
     Bayes predictor's values this is the excess-risk-optimal lambda.
     """
-    check_attention(attention)
     X = jnp.asarray(X)
-    S, U, Y = X @ jnp.asarray(k), X @ jnp.asarray(v), jnp.asarray(Y)
+    return profile_lambda_scores(X @ jnp.asarray(k), X @ jnp.asarray(v), Y, attention)
+
+
+def profile_lambda_scores(
+    S: ArrayLike, U: ArrayLike, Y: ArrayLike, attention: str = "erf"
+) -> float:
+    """:func:`profile_lambda` from the scores ``S = X k`` and values ``U = X v``: (M, L) each."""
+    check_attention(attention)
+    S, U, Y = jnp.asarray(S), jnp.asarray(U), jnp.asarray(Y)
     lo, hi, n = LAMBDA_GRIDS[attention]
     grid = np.geomspace(lo, hi, n)
     i = int(np.argmin(np.asarray(_grid_losses(S, U, Y, jnp.asarray(grid), attention))))
     fine = np.geomspace(grid[max(i - 1, 0)], grid[min(i + 1, n - 1)], 41)
-    return float(fine[int(np.argmin(np.asarray(_grid_losses(S, U, Y, jnp.asarray(fine), attention))))])
+    j = int(np.argmin(np.asarray(_grid_losses(S, U, Y, jnp.asarray(fine), attention))))
+    return float(fine[j])

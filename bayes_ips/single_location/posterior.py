@@ -74,7 +74,7 @@ SITES = ("z_k", "z_v", "lambda", "sigma")  # the sampled sites, one dense mass b
 
 @functools.cache
 def model_for(attention: str):
-    """The model with its attention bound: one object per attention, so compiled samplers are reused."""
+    """The model with its attention bound: one object per attention (compiled samplers reused)."""
     return functools.partial(single_location, attention=check_attention(attention))
 
 
@@ -307,7 +307,8 @@ def _truth_quantities(
 ) -> dict[str, np.ndarray]:
     """``|kappa|``, ``|nu|``, ``kappa nu`` of draws, modulo the exchange where it is a symmetry."""
     if "swap" in symmetries(attention):  # each draw as the member of its orbit nearest the truth
-        a = align(k.reshape(-1, k.shape[-1]), v.reshape(-1, v.shape[-1]), attention, truth.k, truth.v)
+        d = k.shape[-1]
+        a = align(k.reshape(-1, d), v.reshape(-1, d), attention, truth.k, truth.v)
         k, v = a.k.reshape(k.shape), a.v.reshape(v.shape)
     kappa, nu = k @ truth.k, v @ truth.v
     return {"abs_kappa": np.abs(kappa), "abs_nu": np.abs(nu), "kappa_nu": kappa * nu}
