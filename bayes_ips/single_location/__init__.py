@@ -7,7 +7,8 @@ and ``v`` and the weights of erf (``erf(lambda <x_l, k>)``, the paper's, the def
 softmax (``softmax_l(lambda <x_l, k>)``) or linear (``lambda <x_l, k>``) attention.
 
 Modules: ``simulate`` (truth and data), ``attention`` (T), ``bayes`` (the
-Bayes-optimal predictor), ``risk`` (Monte Carlo risks), ``sphere`` (the sphere and
+Bayes-optimal predictor), ``risk`` (Monte Carlo risks), ``population`` (the closed-form risk of erf
+attention), ``sphere`` (the sphere and
 the symmetries of each attention), ``pgd`` (the paper's estimator), ``posterior`` (NUTS on
 ``bayes_ips.models.single_location``), ``io`` and ``cli``.  Nothing here switches
 float64 on: call :func:`bayes_ips.enable_x64` first.
@@ -26,6 +27,7 @@ from bayes_ips.single_location.bayes import position_log_posterior as position_l
 from bayes_ips.single_location.pgd import PGDConfig as PGDConfig
 from bayes_ips.single_location.pgd import PGDFit as PGDFit
 from bayes_ips.single_location.pgd import fit_pgd as fit_pgd
+from bayes_ips.single_location.population import erf_population_risk as erf_population_risk
 from bayes_ips.single_location.risk import ExcessRisk as ExcessRisk
 from bayes_ips.single_location.risk import RiskEstimate as RiskEstimate
 from bayes_ips.single_location.risk import bayes_risk as bayes_risk
@@ -49,6 +51,7 @@ __all__ = [
     "bayes_predict",
     "bayes_risk",
     "erf_attention",
+    "erf_population_risk",
     "excess_risk",
     "fit_pgd",
     "make_truth",
