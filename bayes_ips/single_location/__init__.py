@@ -7,9 +7,9 @@ and ``v`` and the weights of erf (``erf(lambda <x_l, k>)``, the paper's, the def
 softmax (``softmax_l(lambda <x_l, k>)``) or linear (``lambda <x_l, k>``) attention.
 
 Modules: ``simulate`` (truth and data), ``attention`` (T), ``bayes`` (the
-Bayes-optimal predictor), ``risk`` (Monte Carlo risks), ``population`` (the closed-form risk of erf
-attention), ``sphere`` (the sphere and
-the symmetries of each attention), ``pgd`` (the paper's estimator), ``posterior`` (NUTS on
+Bayes-optimal predictor), ``risk`` (Monte Carlo risks), ``population`` (the
+closed-form risk of erf attention), ``sphere`` (the sphere and the symmetries of
+each attention), ``pgd`` (the paper's estimator), ``posterior`` (NUTS on
 ``bayes_ips.models.single_location``), ``io`` and ``cli``.  Nothing here switches
 float64 on: call :func:`bayes_ips.enable_x64` first.
 
