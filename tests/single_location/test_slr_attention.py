@@ -190,7 +190,7 @@ def test_softmax_excess_risk_is_zero_at_gamma_1_and_positive_at_gamma2_half():
     lam = oracle_lambda(jax.random.PRNGKey(6), th, "softmax", 8192)
     eh = excess_risk(key, lambda X: attend(X, th.k, th.v, lam, "softmax"), th, n)
     assert eh.excess > Z * eh.excess_se
-    assert eh.excess > 0.05 * eh.bayes_risk  # clearly: measured ~0.4 of the Bayes risk
+    assert eh.excess > 0.05 * eh.bayes_risk  # clearly: measured 0.030 +- 0.002, 1.4 Bayes risks
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
