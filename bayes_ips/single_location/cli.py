@@ -2,14 +2,16 @@
 
     bayes-ips slr simulate --M 2000 --d 400 [--L 10 --gamma 0.7071 --noise 0.1] --seed 0 \\
         --out data.npz
-    bayes-ips slr fit data.npz [--steps 3000 --lr 0.5 --lambda-schedule constant --lambda0 0.1
-        --lambda1 0.1 --batch-size B --init moment|sphere --no-refit-lambda] --seed 0 --out fit.nc
-    bayes-ips slr sample data.npz [--chains 2 --warmup 500 --draws 500 --init pgd|prior
-        --diagonal-mass] --seed 0 --out post.nc
+    bayes-ips slr fit data.npz [--attention erf|softmax|linear --steps 3000 --lr 0.5
+        --lambda-schedule constant --lambda0 L0 --lambda1 L1 --batch-size B --init moment|sphere
+        --no-refit-lambda] --seed 0 --out fit.nc
+    bayes-ips slr sample data.npz [--attention erf|softmax|linear --chains 2 --warmup 500
+        --draws 500 --init pgd|prior --diagonal-mass] --seed 0 --out post.nc
     bayes-ips slr predict FIT --inputs X.npz --out y.npz
     bayes-ips slr evaluate FIT --truth data.npz [--n 20000] [--json res.json]
 
-``FIT`` is a PGD fit or a posterior.  Bad input prints one line,
+``FIT`` is a PGD fit or a posterior; it records its attention (default erf), which
+``predict`` and ``evaluate`` use.  Bad input prints one line,
 ``bayes-ips: error: ...``, exits with status 2 and writes nothing.
 """
 
@@ -39,6 +41,7 @@ def _pgd_config(args: argparse.Namespace):
         batch_size=args.batch_size,
         init=args.init,
         refit_lambda=not args.no_refit_lambda,
+        attention=args.attention,
     ).validate()
 
 
@@ -75,7 +78,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     save_pgd_fit(args.out, fit)
     batches = "full batch" if cfg.batch_size is None else f"batches of {cfg.batch_size}"
     print(
-        f"wrote {args.out}: PGD {cfg.steps} steps ({batches}, {cfg.init} start), "
+        f"wrote {args.out}: PGD {cfg.steps} steps ({cfg.attention} attention, {batches}, "
+        f"{cfg.init} start), "
         f"lambda = {fit.lam:.4g}, train MSE {fit.info['train_loss']:.4g}, "
         f"{fit.info['wall_time_s']:.1f} s"
     )
@@ -96,6 +100,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         draws=args.draws,
         init=args.init,
         dense_mass=not args.diagonal_mass,
+        attention=args.attention,
     ).validate()
     data = load_dataset(args.data)
     idata, post, chains = sample_posterior(
@@ -104,7 +109,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     save_inference_data(args.out, idata)
     modes = json.loads(idata.attrs["modes"])
     print(
-        f"wrote {args.out}: {cfg.chains} chains x {cfg.draws} draws, "
+        f"wrote {args.out}: {cfg.attention} attention, {cfg.chains} chains x {cfg.draws} draws, "
         f"{int(chains.extra['diverging'].sum())} divergences, "
         f"{chains.extra['num_steps'].mean():.1f} leapfrog steps per draw, "
         f"{chains.wall_time_s:.1f} s; chains in {len(modes['groups'])} mode group(s)"
@@ -159,10 +164,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from bayes_ips.errors import InputError
     from bayes_ips.io import atomic_write
-    from bayes_ips.single_location.attention import erf_attention
+    from bayes_ips.single_location.attention import attend
     from bayes_ips.single_location.io import load_dataset
-    from bayes_ips.single_location.risk import excess_risk
-    from bayes_ips.single_location.sphere import overlaps
+    from bayes_ips.single_location.risk import excess_risk, oracle_lambda
+    from bayes_ips.single_location.sphere import align, overlaps, symmetries
 
     if args.json:
         out_path(args.json, (".json",))
@@ -173,15 +178,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"the fit has d = {len(k)}, the truth d = {truth.d}")
     predict = obj.predict if kind == "slr_pgd" else obj[1].predict
     lam = obj.lam if kind == "slr_pgd" else float(np.mean(obj[1].lam))
+    att = obj.attention if kind == "slr_pgd" else obj[1].attention
     key = jax.random.PRNGKey(args.seed)
     res = excess_risk(key, predict, truth, args.n)
-    oracle = excess_risk(key, lambda X: erf_attention(X, truth.k, truth.v, lam), truth, args.n)
-    ov = overlaps(k, v, truth.k, truth.v)
+
+    def at_truth(lam_):
+        return lambda X: attend(X, truth.k, truth.v, lam_, att)
+
+    oracle = excess_risk(key, at_truth(lam), truth, args.n)
+    # the best lambda is chosen on other draws than those it is evaluated on
+    lam_best = oracle_lambda(jax.random.fold_in(key, 1), truth, att, args.n)
+    best = excess_risk(key, at_truth(lam_best), truth, args.n)
+    ov = overlaps(k, v, truth.k, truth.v, att)
     swap = overlaps(k, v, truth.v, truth.k)
     out = {
         "fit": args.fit,
         "truth": args.truth,
         "kind": kind,
+        "attention": att,
         "seed": args.seed,
         **ov,
         "swap_kappa": abs(swap["kappa"]),
@@ -190,16 +204,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         **res.as_dict(),
         "oracle_excess": oracle.excess,
         "oracle_excess_se": oracle.excess_se,
+        "oracle_best_lambda": lam_best,
+        "oracle_best_excess": best.excess,
+        "oracle_best_excess_se": best.excess_se,
     }
     what = "PGD fit" if kind == "slr_pgd" else "posterior mean direction"
+    aligned = {"erf": "sign-aligned", "softmax": "no symmetry", "linear": "aligned"}[att]
     print(
-        f"{what}: kappa = {ov['kappa']:+.4f}, nu = {ov['nu']:+.4f} (sign-aligned: "
+        f"{what} ({att} attention): kappa = {ov['kappa']:+.4f}, nu = {ov['nu']:+.4f} ({aligned}: "
         f"{ov['kappa_aligned']:.4f}, {ov['nu_aligned']:.4f}); swapped overlaps |<k, v*>| = "
         f"{out['swap_kappa']:.4f}, |<v, k*>| = {out['swap_nu']:.4f}; lambda = {lam:.4g}"
     )
     if kind == "slr_posterior":
         post = obj[1]
-        kappa = np.abs(np.einsum("cdi,i->cd", post.k, truth.k))
+        k_draws = post.k
+        if "swap" in symmetries(att):  # each draw as the member of its orbit nearest the truth
+            d = truth.d
+            a = align(post.k.reshape(-1, d), post.v.reshape(-1, d), att, truth.k, truth.v)
+            k_draws = a.k.reshape(post.k.shape)
+        kappa = np.abs(np.einsum("cdi,i->cd", k_draws, truth.k))
         q = np.quantile(kappa, [0.05, 0.5, 0.95])
         out["abs_kappa_draws"] = {"q05": q[0], "median": q[1], "q95": q[2]}
         print(f"posterior of |kappa|: median {q[1]:.4f}, 90% interval [{q[0]:.4f}, {q[2]:.4f}]")
@@ -207,7 +230,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"risk {res.risk:.5g} +- {res.risk_se:.2g}; Bayes risk {res.bayes_risk:.5g} +- "
         f"{res.bayes_risk_se:.2g}; excess risk {res.excess:.5g} +- {res.excess_se:.2g} "
         f"(paired MC s.e., {res.n} fresh samples); T at (k*, v*, lambda): excess "
-        f"{oracle.excess:.5g} +- {oracle.excess_se:.2g}"
+        f"{oracle.excess:.5g} +- {oracle.excess_se:.2g}; at (k*, v*) and its best lambda "
+        f"{lam_best:.4g}: excess {best.excess:.5g} +- {best.excess_se:.2g}"
     )
     if args.json:
         with atomic_write(args.json) as tmp, open(tmp, "w") as f:
@@ -232,12 +256,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     f = slr.add_parser("fit", help="fit (k, v) by projected gradient descent on the sphere")
     f.add_argument("data")
+    f.add_argument("--attention", default="erf", help="erf (default) | softmax | linear")
     f.add_argument("--steps", type=positive_int, default=3000)
     f.add_argument("--lr", type=finite_float, default=0.5, help="step size, in units of 1/C")
     f.add_argument(
         "--lambda-schedule", default="constant", help="constant | linear | geometric | inverse"
     )
-    f.add_argument("--lambda0", type=finite_float, default=0.1, help="first lambda")
+    f.add_argument("--lambda0", type=finite_float, help="first lambda (default: 0.1; softmax: 1)")
     f.add_argument("--lambda1", type=finite_float, help="last lambda (default: lambda0)")
     f.add_argument("--batch-size", type=positive_int, help="SGD batch size (default: full batch)")
     f.add_argument("--init", default="moment", help="moment (default) | sphere")
@@ -248,6 +273,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     m = slr.add_parser("sample", help="posterior inference by NUTS")
     m.add_argument("data")
+    m.add_argument("--attention", default="erf", help="erf (default) | softmax | linear")
     m.add_argument("--chains", type=positive_int, default=2)
     m.add_argument("--warmup", type=positive_int, default=500)
     m.add_argument("--draws", type=positive_int, default=500)

@@ -10,7 +10,9 @@ Inputs ``.npz``
     90% band ``y_lo``, ``y_hi``) with ``meta`` (JSON).
 PGD fit netCDF
     ``k``, ``v`` (dim), ``k0``, ``v0`` (dim, the start), ``loss_trace`` (trace_step), and
-    attributes ``kind = "slr_pgd"``, ``lam``, ``seed``, ``config`` and ``info`` (JSON).
+    attributes ``kind = "slr_pgd"``, ``attention``, ``lam``, ``seed``, ``config`` and
+    ``info`` (JSON; ``config`` holds the attention too).  Files written before the
+    attention was recorded are erf fits.
 Posterior netCDF
     An ArviZ InferenceData with ``kind = "slr_posterior"`` (see
     :mod:`bayes_ips.single_location.posterior`).
@@ -29,6 +31,7 @@ import xarray as xr
 from bayes_ips import __version__
 from bayes_ips.errors import InputError
 from bayes_ips.io import _open_npz, atomic_write, read_fit_dataset, read_kind, save_npz, to_json
+from bayes_ips.single_location.attention import check_attention
 from bayes_ips.single_location.data import check_data
 from bayes_ips.single_location.pgd import PGDConfig, PGDFit
 from bayes_ips.single_location.simulate import SLRTruth
@@ -138,6 +141,7 @@ def save_pgd_fit(path: str | os.PathLike, fit: PGDFit) -> None:
         },
         attrs={
             "kind": "slr_pgd",
+            "attention": fit.config.attention,
             "bayes_ips_version": __version__,
             "lam": float(fit.lam),
             "seed": int(fit.seed),
@@ -161,6 +165,7 @@ def load_pgd_fit(path: str | os.PathLike) -> PGDFit:
             raise InputError(f"{path} has no {key!r} variable")
     try:
         config = PGDConfig(**json.loads(ds.attrs["config"]))
+        check_attention(config.attention)
         info = json.loads(ds.attrs["info"])
         lam = float(ds.attrs["lam"])
     except (KeyError, TypeError, ValueError) as e:

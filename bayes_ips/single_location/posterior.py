@@ -5,11 +5,16 @@ package's one NUTS runner (:func:`bayes_ips.nuts.run_chains`).  Chains start fro
 the PGD fit with a small random rotation per chain (``init="pgd"``, default) or
 from the prior (``init="prior"``).
 
-Symmetry.  ``(k, v) -> (-k, -v)`` leaves the likelihood unchanged, so draws are
-flipped (:func:`bayes_ips.single_location.sphere.align_signs`: within each chain to
-its principal direction, then each chain to ``<k, k_ref> >= 0``; ``(k_ref, v_ref)``:
-the PGD fit, or the principal directions of all draws); mirrored chains then agree.
-Diagnostics use only flip-invariant quantities: ``lambda``, ``sigma``,
+Symmetry.  The attention (``config.attention``: erf, softmax or linear) fixes which
+maps of ``(k, v)`` leave the likelihood unchanged
+(:data:`bayes_ips.single_location.sphere.SYMMETRIES`), and draws are aligned by
+exactly those (:func:`bayes_ips.single_location.sphere.align`; ``(k_ref, v_ref)``: the
+PGD fit, or a summary of the draws).  For erf, ``(k, v) -> (-k, -v)``: draws are
+flipped within each chain to its principal direction, then each chain to
+``<k, k_ref> >= 0``, and mirrored chains agree.  For linear, a chain at the exchanged
+point ``(v, k)`` is first exchanged back (it is the same predictor).  Softmax has no
+symmetry: nothing is aligned, and a chain at ``(-k, -v)`` is a different mode.
+Diagnostics use only invariant quantities: ``lambda``, ``sigma``,
 ``rho = <k, v>``, the predictions ``pred`` at fixed evaluation inputs, the
 reference overlaps ``overlap_k = |<k, k_ref>|``, ``overlap_v = |<v, v_ref>|`` and
 ``overlap_kv = <k, k_ref> <v, v_ref>`` and, when the truth is known, ``|kappa|``,
@@ -21,7 +26,10 @@ the one competing mode of this model, the swapped point ``+-(v*, k*)`` (see
 :mod:`bayes_ips.single_location.pgd`): it predicts almost like ``(k*, v*)``
 (measured at d = 16, M = 500: chain means of ``pred`` within 0.5 posterior sd)
 while its overlaps are ~0 instead of ~0.9.  Mirrored chains have equal overlaps
-and are never flagged.
+and are never flagged.  Under linear attention the exchanged point is the same
+predictor: it is aligned, not flagged.  Under softmax attention the mirrored
+point ``(-k, -v)`` is a different predictor (it attends to the lowest scores), and
+its predictions flag it.
 
 The posterior-mean predictor ``y_hat(X) = E[T_theta(X) | data]`` averages the
 predictor over the draws (:meth:`SLRPosterior.predict`).
@@ -30,6 +38,7 @@ predictor over the draws (:meth:`SLRPosterior.predict`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -39,20 +48,21 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from bayes_ips.errors import InputError
-from bayes_ips.models.single_location import LAMBDA_LOG_SD, LAMBDA_MEDIAN, single_location
+from bayes_ips.models.single_location import LAMBDA_PRIORS, single_location
 from bayes_ips.nuts import run_chains
 from bayes_ips.ppc import gaussian_loglik, predictive_draws, thin_draws
-from bayes_ips.single_location.attention import erf_attention_draws
+from bayes_ips.single_location.attention import attend_draws, check_attention
 from bayes_ips.single_location.data import check_data
-from bayes_ips.single_location.pgd import PGDFit, fit_pgd
+from bayes_ips.single_location.pgd import PGDConfig, PGDFit, fit_pgd
 from bayes_ips.single_location.simulate import SLRTruth
-from bayes_ips.single_location.sphere import align_signs, principal_direction
+from bayes_ips.single_location.sphere import align, symmetries
 
 __all__ = [
     "INITS",
     "SLRPosterior",
     "SLRSamplerConfig",
     "initial_values",
+    "model_for",
     "predictor_draws",
     "reference_overlaps",
     "sample_posterior",
@@ -60,6 +70,12 @@ __all__ = [
 
 INITS = ("pgd", "prior")
 SITES = ("z_k", "z_v", "lambda", "sigma")  # the sampled sites, one dense mass block
+
+
+@functools.cache
+def model_for(attention: str):
+    """The model with its attention bound: one object per attention (compiled samplers reused)."""
+    return functools.partial(single_location, attention=check_attention(attention))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +92,12 @@ class SLRSamplerConfig:
     max_tree_depth : int
     dense_mass : bool
         One dense mass matrix for all sites (default) or a diagonal one.
-    lambda_median, lambda_log_sd : float
-        The log-normal prior of lambda.
+    lambda_median, lambda_log_sd : float or None
+        The log-normal prior of lambda.  None (the default): the attention's
+        (:data:`bayes_ips.models.single_location.LAMBDA_PRIORS`), filled in at
+        construction.
+    attention : {"erf", "softmax", "linear"}
+        The predictor of the model.
     """
 
     chains: int = 2
@@ -88,10 +108,19 @@ class SLRSamplerConfig:
     target_accept: float = 0.85
     max_tree_depth: int = 8
     dense_mass: bool = True
-    lambda_median: float = LAMBDA_MEDIAN
-    lambda_log_sd: float = LAMBDA_LOG_SD
+    lambda_median: float | None = None
+    lambda_log_sd: float | None = None
+    attention: str = "erf"
+
+    def __post_init__(self) -> None:
+        median, log_sd = LAMBDA_PRIORS.get(self.attention, (None, None))  # unknown: validate
+        if self.lambda_median is None:
+            object.__setattr__(self, "lambda_median", median)
+        if self.lambda_log_sd is None:
+            object.__setattr__(self, "lambda_log_sd", log_sd)
 
     def validate(self) -> SLRSamplerConfig:
+        check_attention(self.attention)
         for name in ("chains", "warmup", "draws"):
             value = getattr(self, name)
             lowest = 0 if name == "warmup" else 1
@@ -111,7 +140,13 @@ class SLRSamplerConfig:
 
 
 def predictor_draws(
-    X: ArrayLike, K: ArrayLike, V: ArrayLike, lam: ArrayLike, *, chunk: int = 256
+    X: ArrayLike,
+    K: ArrayLike,
+    V: ArrayLike,
+    lam: ArrayLike,
+    *,
+    attention: str = "erf",
+    chunk: int = 256,
 ) -> np.ndarray:
     """``T_s(X_m)`` for every draw ``s``, in blocks of draws and inputs.
 
@@ -120,6 +155,7 @@ def predictor_draws(
     X : (P, L, d) array
     K, V : (S, d) arrays
     lam : (S,) array
+    attention : {"erf", "softmax", "linear"}
 
     Returns
     -------
@@ -138,7 +174,8 @@ def predictor_draws(
         Ks, Vs, ls = (_padded(a[s0 : s0 + n], s_chunk) for a in (K, V, lam))
         for p0 in range(0, P, p_chunk):
             m = min(p_chunk, P - p0)
-            block = np.asarray(erf_attention_draws(_padded(X[p0 : p0 + m], p_chunk), Ks, Vs, ls))
+            Xb = _padded(X[p0 : p0 + m], p_chunk)
+            block = np.asarray(attend_draws(Xb, Ks, Vs, ls, attention))
             out[p0 : p0 + m, s0 : s0 + n] = block[:m, :n]
     return out
 
@@ -150,14 +187,17 @@ def _padded(a: np.ndarray, n: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class SLRPosterior:
-    """Sign-aligned posterior draws, shaped (chains, draws, ...).
+    """Aligned posterior draws, shaped (chains, draws, ...).
 
     Attributes
     ----------
-    k, v : (C, D, d) arrays, aligned so that ``<k, k_ref> >= 0``
-    sign : (C, D) array, the flip applied (raw draw = ``sign * k``)
+    k, v : (C, D, d) arrays, aligned by the attention's symmetries (erf, linear:
+        ``<k, k_ref> >= 0``; softmax: as drawn)
+    sign : (C, D) array, the flip applied (raw draw = ``sign * k``, after the exchange)
     lam, sigma : (C, D) arrays
     k_ref : (d,) array
+    attention : {"erf", "softmax", "linear"}
+    swap : (C, D) bool array or None, ``k <-> v`` applied (linear only)
     """
 
     k: np.ndarray
@@ -166,6 +206,8 @@ class SLRPosterior:
     lam: np.ndarray
     sigma: np.ndarray
     k_ref: np.ndarray
+    attention: str = "erf"
+    swap: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -175,16 +217,15 @@ class SLRPosterior:
         """``T_s(X)`` for every draw: (C, D, P) for ``X`` (P, L, d)."""
         C, D = self.shape
         d = self.k.shape[-1]
-        T = predictor_draws(
-            X, self.k.reshape(-1, d), self.v.reshape(-1, d), self.lam.reshape(-1)
-        )  # (P, S)
+        K, V = self.k.reshape(-1, d), self.v.reshape(-1, d)
+        T = predictor_draws(X, K, V, self.lam.reshape(-1), attention=self.attention)  # (P, S)
         return T.T.reshape(C, D, -1)
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """The posterior-mean predictor ``E[T_theta(X) | data]``: (P,) for ``X`` (P, L, d)."""
         d = self.k.shape[-1]
-        T = predictor_draws(X, self.k.reshape(-1, d), self.v.reshape(-1, d), self.lam.reshape(-1))
-        return T.mean(axis=1)
+        K, V = self.k.reshape(-1, d), self.v.reshape(-1, d)
+        return predictor_draws(X, K, V, self.lam.reshape(-1), attention=self.attention).mean(1)
 
     def band(self, X: ArrayLike, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
         """Pointwise ``(1 - level)/2`` and ``(1 + level)/2`` posterior quantiles of ``T(X)``."""
@@ -208,6 +249,8 @@ class SLRPosterior:
             k_ref = np.asarray(_json(idata.attrs["k_ref"]), dtype=float)
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"corrupt single-location posterior file: {e}") from None
+        attention = str(idata.attrs.get("attention", "erf"))  # files before attention: erf
+        check_attention(attention)
         return cls(
             p["k"].values,
             p["v"].values,
@@ -215,6 +258,8 @@ class SLRPosterior:
             p["lambda"].values,
             p["sigma"].values,
             k_ref,
+            attention,
+            p["swap"].values.astype(bool) if "swap" in p else None,
         )
 
 
@@ -257,7 +302,14 @@ def reference_overlaps(
     return {"overlap_k": np.abs(a), "overlap_v": np.abs(b), "overlap_kv": a * b}
 
 
-def _truth_quantities(k: np.ndarray, v: np.ndarray, truth: SLRTruth) -> dict[str, np.ndarray]:
+def _truth_quantities(
+    k: np.ndarray, v: np.ndarray, truth: SLRTruth, attention: str = "erf"
+) -> dict[str, np.ndarray]:
+    """``|kappa|``, ``|nu|``, ``kappa nu`` of draws, modulo the exchange where it is a symmetry."""
+    if "swap" in symmetries(attention):  # each draw as the member of its orbit nearest the truth
+        d = k.shape[-1]
+        a = align(k.reshape(-1, d), v.reshape(-1, d), attention, truth.k, truth.v)
+        k, v = a.k.reshape(k.shape), a.v.reshape(v.shape)
     kappa, nu = k @ truth.k, v @ truth.v
     return {"abs_kappa": np.abs(kappa), "abs_nu": np.abs(nu), "kappa_nu": kappa * nu}
 
@@ -314,7 +366,7 @@ def sample_posterior(
     chains, pgd = _draw_chains(
         (k_pgd, k_init, k_run), X, Y, config, pgd, init_params, seed, y_scale, progress
     )
-    post, v_ref = _aligned(chains, pgd)
+    post, v_ref = _aligned(chains, pgd, config.attention)
     idata = _build_idata(
         (k_eval, k_ppc), X, Y, config, chains, post, v_ref, pgd, truth, seed, n_eval, y_scale
     )
@@ -332,9 +384,13 @@ def _draw_chains(keys, X, Y, config, pgd, init_params, seed, y_scale, progress):
     k_pgd, k_init, k_run = keys
     d = X.shape[-1]
     if pgd is None and config.init == "pgd" and init_params is None:
-        pgd = fit_pgd(k_pgd, X, Y, seed=seed)
+        pgd = fit_pgd(k_pgd, X, Y, PGDConfig(attention=config.attention), seed=seed)
     if pgd is not None and pgd.k.shape != (d,):
         raise InputError(f"the PGD fit has d = {len(pgd.k)}, the data d = {d}")
+    if pgd is not None and pgd.attention != config.attention:
+        raise InputError(
+            f"the PGD fit uses {pgd.attention} attention, the sampler {config.attention}"
+        )
     if init_params is None and config.init == "pgd":
         init_params = initial_values(k_init, pgd, config.chains, config.jitter, y_scale)
     model_kwargs = {
@@ -344,7 +400,7 @@ def _draw_chains(keys, X, Y, config, pgd, init_params, seed, y_scale, progress):
     }
     chains = run_chains(
         k_run,
-        single_location,
+        model_for(config.attention),
         (jnp.asarray(X), jnp.asarray(Y)),
         model_kwargs,
         chains=config.chains,
@@ -359,17 +415,14 @@ def _draw_chains(keys, X, Y, config, pgd, init_params, seed, y_scale, progress):
     return chains, pgd
 
 
-def _aligned(chains, pgd: PGDFit | None) -> tuple[SLRPosterior, np.ndarray]:
-    """The sign-aligned posterior and the reference ``v_ref`` (the PGD fit's, or the draws')."""
+def _aligned(chains, pgd: PGDFit | None, attention: str) -> tuple[SLRPosterior, np.ndarray]:
+    """The aligned posterior and the reference ``v_ref`` (the PGD fit's, or the draws')."""
     s = chains.samples
-    k, v, sign, k_ref = align_signs(s["k"], s["v"], None if pgd is None else pgd.k)
-    post = SLRPosterior(k, v, sign, s["lambda"], s["sigma"], k_ref)
-    if pgd is not None:
-        v_ref = np.asarray(pgd.v, dtype=float)
-    else:
-        v_ref = principal_direction(v)
-        v_ref = v_ref if np.mean(v @ v_ref) >= 0 else -v_ref
-    return post, v_ref
+    ref = (None, None) if pgd is None else (pgd.k, pgd.v)
+    a = align(s["k"], s["v"], attention, *ref)
+    swap = a.swap if "swap" in symmetries(attention) else None
+    post = SLRPosterior(a.k, a.v, a.sign, s["lambda"], s["sigma"], a.k_ref, attention, swap)
+    return post, a.v_ref
 
 
 def _build_idata(keys, X, Y, config, chains, post, v_ref, pgd, truth, seed, n_eval, y_scale):
@@ -408,7 +461,7 @@ def _build_idata(keys, X, Y, config, chains, post, v_ref, pgd, truth, seed, n_ev
 
 
 def _posterior_variables(post, pred, overlaps, truth) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The posterior group and the names of its identifiable (flip-invariant) quantities."""
+    """The posterior group and the names of its identifiable (symmetry-invariant) quantities."""
     k, v = post.k, post.v
     posterior = {
         "k": k,
@@ -420,9 +473,11 @@ def _posterior_variables(post, pred, overlaps, truth) -> tuple[dict[str, np.ndar
         "pred": pred,
         **overlaps,
     }
+    if post.swap is not None:  # linear attention: the exchange k <-> v applied to each draw
+        posterior["swap"] = post.swap.astype(np.int8)
     identifiable = ["lambda", "sigma", "rho", "pred", *overlaps]
     if truth is not None:
-        posterior.update(_truth_quantities(k, v, truth))
+        posterior.update(_truth_quantities(k, v, truth, post.attention))
         identifiable += ["abs_kappa", "abs_nu", "kappa_nu"]
     return posterior, identifiable
 
@@ -434,6 +489,7 @@ def _run_attrs(config, chains, pgd, seed, y_scale, pred, overlaps, identifiable)
     return {
         "kind": "slr_posterior",
         "model": "single_location",
+        "attention": config.attention,
         "seed": -1 if seed is None else int(seed),
         "config": dataclasses.asdict(config),
         "y_scale": y_scale,

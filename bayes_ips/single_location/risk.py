@@ -15,6 +15,10 @@ sequence), so two predictors evaluated with one key are compared on the same dra
   squared losses, ``(Y - f)^2 - (Y - f_bayes)^2 = (f - f_bayes)^2 + 2 (f_bayes - f)(Y - f_bayes)``,
   with its zero-mean cross term removed, so it is never negative and its paired
   s.e. is smaller than that of the loss difference.
+
+:func:`oracle_lambda` is the lambda at which an attention predictor at the truth
+``(k*, v*)`` comes closest to the Bayes predictor: the excess risk there is the
+approximation floor of the predictor class.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayes_ips.errors import InputError
+from bayes_ips.single_location.attention import check_attention, profile_lambda_scores
 from bayes_ips.single_location.bayes import bayes_conditional_variance, bayes_predict
 from bayes_ips.single_location.simulate import SLRTruth, simulate
 
@@ -38,6 +43,7 @@ __all__ = [
     "bayes_risk",
     "excess_risk",
     "mc_terms",
+    "oracle_lambda",
     "risk",
 ]
 
@@ -175,3 +181,32 @@ def excess_risk(
     r = _mean_se((t["y"] - t["f"]) ** 2)
     b = _mean_se(t["cond_var"])
     return ExcessRisk(*excess, *r, *b, int(n))
+
+
+def oracle_lambda(
+    key: jax.Array,
+    truth: SLRTruth,
+    attention: str = "erf",
+    n: int = DEFAULT_N,
+    *,
+    batch: int = BATCH,
+) -> float:
+    """The lambda minimising the excess risk of ``attention`` at ``(k*, v*)``.
+
+    The profile fit (:func:`bayes_ips.single_location.attention.profile_lambda`) of
+    ``T_lambda(X)`` at ``(k*, v*)`` to the Bayes predictor ``E[Y | X]`` on ``n`` fresh
+    samples (batch ``b`` drawn with ``fold_in(key, b)``); evaluate the excess risk
+    there with another key.  At ``gamma = 1`` softmax attention gives ``sqrt(d/2)``.
+    """
+    check_attention(attention)
+    if isinstance(n, bool) or int(n) != n or n < 2:
+        raise InputError(f"the number of Monte Carlo samples must be an integer >= 2, got {n}")
+    n, batch = int(n), min(int(batch), int(n))
+    S, U, F = [], [], []
+    for b, lo in enumerate(range(0, n, batch)):
+        size = min(batch, n - lo)
+        X, _, _ = simulate(jax.random.fold_in(key, b), truth, batch)
+        S.append(np.asarray(X @ truth.k)[:size])
+        U.append(np.asarray(X @ truth.v)[:size])
+        F.append(np.asarray(bayes_predict(truth, X))[:size])
+    return profile_lambda_scores(np.concatenate(S), np.concatenate(U), np.concatenate(F), attention)

@@ -1,20 +1,52 @@
-"""The unit sphere: uniform draws, tangent projection, retraction, and the sign symmetry.
+"""The unit sphere: uniform draws, tangent projection, retraction, and the symmetries of ``T``.
 
-The predictor ``T(X) = sum_l erf(lambda <x_l, k>) <x_l, v>`` is unchanged by
-``(k, v) -> (-k, -v)`` (erf is odd), so a parameter is an orbit ``{(k, v), (-k, -v)}``.
-:func:`overlaps` reports the raw overlaps with a reference pair and the
-sign-aligned ones (the flip that makes ``kappa >= 0``); :func:`align_signs` maps
-draws onto one representative of their orbit.
+Which maps of ``(k, v)`` leave ``T(X) = sum_l w_l <x_l, v>`` unchanged depends on the
+attention (:data:`SYMMETRIES`), for ``lambda > 0``:
+
+* ``erf``: the flip ``(k, v) -> (-k, -v)`` (erf is odd);
+* ``softmax``: none.  ``softmax(-lambda s)`` attends to the lowest scores, not the
+  highest: ``(-k, -v)`` is a different predictor;
+* ``linear``: the flip and the exchange ``k <-> v`` (``T = lambda k^T (sum_l x_l x_l^T) v``
+  depends on ``(k, v)`` only through ``k v^T + v k^T``, whose eigenvectors
+  ``k +- v`` fix ``{k, v}`` up to exactly these two maps).
+
+A parameter is an orbit of these maps.  :func:`overlaps` reports the raw overlaps
+with a reference pair and the aligned ones (the representative of the orbit
+closest to the reference); :func:`align_signs` maps posterior draws onto one
+representative of their orbit.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-__all__ = ["align_signs", "overlaps", "principal_direction", "random_unit", "retract", "tangent"]
+from bayes_ips.single_location.attention import check_attention
+
+__all__ = [
+    "SYMMETRIES",
+    "Alignment",
+    "align",
+    "align_signs",
+    "overlaps",
+    "principal_direction",
+    "random_unit",
+    "retract",
+    "symmetries",
+    "tangent",
+]
+
+#: the maps of (k, v) that leave T unchanged, per attention (lambda > 0)
+SYMMETRIES = {"erf": ("flip",), "softmax": (), "linear": ("flip", "swap")}
+
+
+def symmetries(attention: str) -> tuple[str, ...]:
+    """The symmetries of ``T`` under ``attention``: a subset of ``("flip", "swap")``."""
+    return SYMMETRIES[check_attention(attention)]
 
 
 def random_unit(key: jax.Array, d: int, shape: tuple[int, ...] = ()) -> jax.Array:
@@ -38,31 +70,48 @@ def retract(x: jax.Array) -> jax.Array:
     return x / jnp.linalg.norm(x)
 
 
-def overlaps(k: ArrayLike, v: ArrayLike, k_ref: ArrayLike, v_ref: ArrayLike) -> dict[str, float]:
-    """Overlaps ``kappa = <k, k_ref>``, ``nu = <v, v_ref>``, raw and sign-aligned.
+def overlaps(
+    k: ArrayLike, v: ArrayLike, k_ref: ArrayLike, v_ref: ArrayLike, attention: str = "erf"
+) -> dict[str, float]:
+    """Overlaps ``kappa = <k, k_ref>``, ``nu = <v, v_ref>``, raw and aligned by the symmetries.
 
     Parameters
     ----------
     k, v, k_ref, v_ref : (d,) arrays
         ``k, v`` are normalised here; ``k_ref, v_ref`` are taken as given.
+    attention : {"erf", "softmax", "linear"}
+        Selects the symmetries (:data:`SYMMETRIES`) the alignment may use.
 
     Returns
     -------
-    dict with ``kappa``, ``nu`` (raw), ``kappa_aligned``, ``nu_aligned`` (after the
-    global flip that makes ``kappa >= 0``; ``kappa * nu`` is flip-invariant) and
-    ``sign`` (the flip, +1 or -1).
+    dict with ``kappa``, ``nu`` (raw), ``kappa_aligned``, ``nu_aligned`` (of the
+    representative of the orbit of ``(k, v)`` closest to the reference: for
+    ``linear``, ``(v, k)`` when it overlaps more with ``(k_ref, v_ref)``; then, where
+    the flip is a symmetry, the flip that makes ``kappa >= 0``), ``sign`` (the
+    flip, +1 or -1; always +1 for ``softmax``) and ``swapped`` (``k <-> v`` applied).
     """
+    sym = symmetries(attention)
     k, v = np.asarray(k, dtype=float), np.asarray(v, dtype=float)
-    kappa = float(k @ np.asarray(k_ref) / np.linalg.norm(k))
-    nu = float(v @ np.asarray(v_ref) / np.linalg.norm(v))
-    sign = 1.0 if kappa >= 0 else -1.0
+    k, v = k / np.linalg.norm(k), v / np.linalg.norm(v)
+    k_ref, v_ref = np.asarray(k_ref, dtype=float), np.asarray(v_ref, dtype=float)
+    kappa, nu = float(k @ k_ref), float(v @ v_ref)
+    swapped = "swap" in sym and _prefers_swap(k, v, k_ref, v_ref)
+    a, b = (float(v @ k_ref), float(k @ v_ref)) if swapped else (kappa, nu)
+    sign = -1.0 if "flip" in sym and a < 0 else 1.0
     return {
         "kappa": kappa,
         "nu": nu,
-        "kappa_aligned": sign * kappa,
-        "nu_aligned": sign * nu,
+        "kappa_aligned": sign * a,
+        "nu_aligned": sign * b,
         "sign": sign,
+        "swapped": bool(swapped),
     }
+
+
+def _prefers_swap(k, v, k_ref, v_ref) -> np.ndarray:
+    """Does ``(v, k)`` overlap more with ``(k_ref, v_ref)`` than ``(k, v)`` (up to signs)?"""
+    same = np.abs(k @ k_ref) + np.abs(v @ v_ref)
+    return np.abs(v @ k_ref) + np.abs(k @ v_ref) > same
 
 
 def principal_direction(u: np.ndarray) -> np.ndarray:
@@ -112,3 +161,85 @@ def align_signs(
     else:
         sign = np.where(k @ k_ref >= 0, 1.0, -1.0)
     return sign[..., None] * k, sign[..., None] * v, sign, k_ref
+
+
+@dataclasses.dataclass(frozen=True)
+class Alignment:
+    """Draws mapped onto one representative of their orbit under the symmetries of ``T``.
+
+    Attributes
+    ----------
+    k, v : arrays shaped like the draws, aligned
+    sign : array of +1 / -1 over the leading axes (all +1 without the flip)
+    swap : bool array over the leading axes, ``k <-> v`` applied (all False but for linear)
+    k_ref, v_ref : (d,) arrays, the reference pair
+    """
+
+    k: np.ndarray
+    v: np.ndarray
+    sign: np.ndarray
+    swap: np.ndarray
+    k_ref: np.ndarray
+    v_ref: np.ndarray
+
+
+def align(
+    k: ArrayLike,
+    v: ArrayLike,
+    attention: str = "erf",
+    k_ref: ArrayLike | None = None,
+    v_ref: ArrayLike | None = None,
+) -> Alignment:
+    """Align draws ``(k, v)`` by the symmetries of ``attention`` (:data:`SYMMETRIES`).
+
+    * ``erf``: the flip, by :func:`align_signs` (per chain, then to ``k_ref``).
+    * ``softmax``: no symmetry; the draws are returned as they are.
+    * ``linear``: first the exchange ``k <-> v``, per chain for (C, D, d) draws (from
+      the chain's principal directions) or per draw otherwise, whichever of
+      ``(k, v)`` and ``(v, k)`` overlaps more with ``(k_ref, v_ref)``; then the flip.
+
+    Parameters
+    ----------
+    k, v : (C, D, d) or (..., d) arrays
+    attention : {"erf", "softmax", "linear"}
+    k_ref, v_ref : (d,) arrays, optional
+        The reference pair.  By default: for the flip alone, as in
+        :func:`align_signs`; for ``softmax``, the normalised mean of the draws; for
+        ``linear``, the principal directions of chain 0 (of all draws when not
+        shaped by chains), since pooled draws of exchanged chains mix ``k`` and ``v``.
+        ``v_ref`` defaults to the principal direction of the aligned ``v``, signed
+        to ``mean <v, v_ref> >= 0``.
+
+    Returns
+    -------
+    Alignment
+    """
+    sym = symmetries(attention)
+    k, v = np.asarray(k, dtype=float), np.asarray(v, dtype=float)
+    swap = np.zeros(k.shape[:-1], dtype=bool)
+    if "swap" in sym:
+        first = (k[0], v[0]) if k.ndim == 3 else (k, v)
+        if k_ref is None:
+            k_ref = principal_direction(first[0])
+            k_ref = k_ref * (1.0 if k_ref[np.argmax(np.abs(k_ref))] >= 0 else -1.0)
+        if v_ref is None:
+            v_ref = principal_direction(first[1])
+        if k.ndim == 3:
+            for c in range(k.shape[0]):
+                uk, uv = principal_direction(k[c]), principal_direction(v[c])
+                swap[c] = _prefers_swap(uk, uv, np.asarray(k_ref), np.asarray(v_ref))
+        else:
+            swap = _prefers_swap(k, v, np.asarray(k_ref), np.asarray(v_ref))
+        k, v = np.where(swap[..., None], v, k), np.where(swap[..., None], k, v)
+    if "flip" in sym:
+        k, v, sign, k_ref = align_signs(k, v, k_ref)
+    else:
+        sign = np.ones(k.shape[:-1])
+        if k_ref is None:
+            mean = k.reshape(-1, k.shape[-1]).mean(axis=0)
+            k_ref = mean / np.linalg.norm(mean)
+    if v_ref is None:
+        v_ref = principal_direction(v)
+        v_ref = v_ref if np.mean(v @ v_ref) >= 0 else -v_ref
+    k_ref, v_ref = np.asarray(k_ref, dtype=float), np.asarray(v_ref, dtype=float)
+    return Alignment(k, v, sign, swap, k_ref, v_ref)

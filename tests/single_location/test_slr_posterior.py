@@ -6,6 +6,7 @@ mode up to the sign symmetry) and chain 2 at the swapped point ``(v*, k*)`` (a
 genuinely different mode, see ``bayes_ips.single_location.pgd``).
 """
 
+import dataclasses
 import json
 import math
 import warnings
@@ -22,7 +23,7 @@ from bayes_ips.diagnostics import diagnose
 from bayes_ips.errors import InputError
 from bayes_ips.posterior import mode_check
 from bayes_ips.single_location.attention import erf_attention
-from bayes_ips.single_location.pgd import PGDFit, fit_pgd
+from bayes_ips.single_location.pgd import PGDConfig, PGDFit, fit_pgd
 from bayes_ips.single_location.posterior import (
     SLRPosterior,
     SLRSamplerConfig,
@@ -251,3 +252,48 @@ def test_prior_starts_end_in_the_truth_or_the_swapped_mode_and_mixed_runs_are_fl
         assert truth or swap, c
         kinds.append(truth)
     assert json.loads(idata.attrs["modes"])["separated"] == (len(set(kinds)) > 1)
+
+
+@pytest.mark.parametrize("attention", ["linear", "softmax"])
+def test_chains_at_an_image_of_the_fit_are_aligned_or_flagged_by_the_attention(attention):
+    """Chain 0 at the PGD fit; chain 1 at its exchanged image (v, k) for linear attention,
+    where it is the same predictor (aligned, not flagged), or at its mirror image (-k, -v)
+    for softmax attention, where it is a different one: never aligned, and flagged while
+    it stays there (it is no mode of the softmax likelihood, and may walk back to +k)."""
+    t, X, Y = _data(0, d=8, M=300, L=5)
+    pgd = fit_pgd(jax.random.PRNGKey(0), X, Y, PGDConfig(attention=attention))
+    y_scale = float(np.sqrt(np.mean(Y**2)))
+    init = initial_values(jax.random.PRNGKey(1), pgd, 2, 0.1, y_scale)
+    image = (pgd.v, pgd.k) if attention == "linear" else (-pgd.k, -pgd.v)
+    other = initial_values(jax.random.PRNGKey(2), dataclasses.replace(pgd, k=image[0], v=image[1]),
+                           1, 0.1, y_scale)  # fmt: skip
+    for name in ("z_k", "z_v"):
+        init[name] = init[name].at[1].set(other[name][0])
+    cfg = SLRSamplerConfig(chains=2, warmup=100, draws=100, dense_mass=False, attention=attention)
+    idata, post, chains = sample_posterior(
+        jax.random.PRNGKey(3), X, Y, cfg, pgd=pgd, truth=t, init_params=init, progress=False
+    )
+    assert post.attention == idata.attrs["attention"] == attention
+    modes = json.loads(idata.attrs["modes"])
+    kb = [_chain_directions(post, [c])[0] for c in (0, 1)]
+    if attention == "linear":
+        np.testing.assert_array_equal(post.swap.all(axis=1), [False, True])
+        assert kb[0] @ kb[1] > 0.99 and not modes["separated"]
+        assert np.all(idata.posterior["swap"].values[1] == 1)
+    else:
+        assert post.swap is None and np.all(post.sign == 1)
+        np.testing.assert_array_equal(post.k, chains.samples["k"])  # nothing aligned
+        assert modes["separated"] == (kb[0] @ kb[1] < 0.9)
+    # the posterior-mean predictor uses the attention, also when rebuilt from the file
+    rebuilt = SLRPosterior.from_idata(idata)
+    assert rebuilt.attention == attention
+    X_eval = idata.constant_data["X_eval"].values
+    np.testing.assert_allclose(rebuilt.draws(X_eval), idata.posterior["pred"].values, rtol=1e-10)
+
+
+def test_the_sampler_refuses_a_pgd_fit_of_another_attention():
+    t, X, Y = _data(0, d=4, M=20, L=3)
+    pgd = fit_pgd(jax.random.PRNGKey(0), X, Y, PGDConfig(steps=10))
+    cfg = SLRSamplerConfig(attention="softmax", draws=4, warmup=0)
+    with pytest.raises(InputError, match="the PGD fit uses erf attention, the sampler softmax"):
+        sample_posterior(jax.random.PRNGKey(0), X, Y, cfg, pgd=pgd, progress=False)

@@ -23,6 +23,7 @@ The config (``[study] task = "slr"``; unknown keys and bad values are refused)::
     lambda1 = 0.1
     batch_size = 64                # omit for full-batch gradient descent
     init = "moment"                # moment | sphere
+    attention = "erf"              # erf | softmax | linear (the posterior's too)
 
     [bayes_pm]                     # SLRSamplerConfig (all optional)
     chains = 2
@@ -264,7 +265,8 @@ def run_cell(spec: dict) -> dict:
         from bayes_ips.single_location.posterior import SLRSamplerConfig, sample_posterior
 
         t1 = time.perf_counter()
-        cfg = SLRSamplerConfig(**{**spec["settings"]["bayes"]})
+        # the model's attention is the PGD fit's unless [bayes_pm] names one (a mismatch is refused)
+        cfg = SLRSamplerConfig(**{"attention": fit.attention, **spec["settings"]["bayes"]})
         idata, post, *_ = sample_posterior(k_nuts, X, Y, cfg, pgd=fit, progress=False)
         predict = post.predict
         k, v = post.mean_directions()
@@ -280,11 +282,11 @@ def run_cell(spec: dict) -> dict:
             lambda_mean=float(post.lam.mean()),
             nuts_time_s=time.perf_counter() - t1,
         )
-    ov = overlaps(k, v, truth.k, truth.v)
+    ov = overlaps(k, v, truth.k, truth.v, fit.attention)  # modulo the attention's symmetries
     ex = excess_risk(k_eval, predict, truth, spec["n_eval"])
     rec.update(
-        abs_kappa=abs(float(ov["kappa"])),
-        abs_nu=abs(float(ov["nu"])),
+        abs_kappa=abs(float(ov["kappa_aligned"])),
+        abs_nu=abs(float(ov["nu_aligned"])),
         risk=ex.risk,
         risk_se=ex.risk_se,
         bayes_risk=ex.bayes_risk,
