@@ -80,6 +80,9 @@ def run_case(name: str, seed: int, n_eval: int = 20000) -> dict:
     out["coverage"] = float(np.mean((g >= band["g_lo"]) & (g <= band["g_hi"])))
     out["sampler"] = run.method
     out["K"] = int(run.knots.n_intervals)
+    if "basis" in run.info:  # the model's own basis (by marginal likelihood) and ERM's K
+        b = run.info["basis"]
+        out.update(uniform_weight=b["uniform_weight"], erm_K=b["erm_K"], basis_s=b["time_s"])
     for k in ("khat", "is_ess", "n_proposals", "accept_rate", "fallback"):
         if k in run.info:
             out[k] = run.info[k]

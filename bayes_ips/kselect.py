@@ -219,35 +219,39 @@ POSTERIOR_K_MIN = 8
 UNIFORM_WEIGHTS = (0.0, 0.5, 1.0)  # quantile, half-and-half, equal-width knots
 
 
-def _log_marginal_np(G, b, yy, n, DtD, sigma, tau, ridge):
-    """NumPy twin of :func:`bayes_ips.collapsed.collapsed_loglik` (no compilation per K)."""
+def _log_marginal_np(G, b, yy, n, DtD, sigma, tau, ridge, logdet_Q=None):
+    """NumPy twin of :func:`bayes_ips.collapsed.collapsed_loglik` (no compilation per K).
+
+    ``logdet_Q``: ``log |Q|`` if the caller has it (from the eigenvalues of ``D^T D``).
+    """
     from scipy.linalg import cho_factor, solve_triangular
 
     K = G.shape[0]
     Q = DtD / tau**2 + ridge * np.eye(K)
     try:
-        L = cho_factor(G + sigma**2 * Q, lower=True)[0]
-        LQ = cho_factor(Q, lower=True)[0]
+        L = cho_factor(G + sigma**2 * Q, lower=True, check_finite=False)[0]
+        if logdet_Q is None:
+            LQ = cho_factor(Q, lower=True, check_finite=False)[0]
+            logdet_Q = 2.0 * np.log(np.abs(np.diag(LQ))).sum()
     except np.linalg.LinAlgError:
         return -math.inf
     a = solve_triangular(L, b, lower=True, check_finite=False)
     quad = (yy - a @ a) / sigma**2
-    logdet = (
-        2.0 * (n - K) * math.log(sigma)
-        + 2.0 * np.log(np.abs(np.diag(L))).sum()
-        - 2.0 * np.log(np.abs(np.diag(LQ))).sum()
-    )
+    logdet = 2.0 * (n - K) * math.log(sigma) + 2.0 * np.log(np.abs(np.diag(L))).sum() - logdet_Q
     return -0.5 * (quad + logdet + n * math.log(2.0 * math.pi))
 
 
-def log_evidence(stats, penalty, y_scale: float, sigma0: float) -> dict[str, float]:
+def log_evidence(
+    stats, penalty, y_scale: float, sigma0: float, tau0: float | None = None
+) -> dict[str, float]:
     """The model's marginal likelihood at a fixed ``A``, maximised over ``sigma, tau``.
 
     ``log p(Y | A, sigma, tau) + log p(sigma) + log p(tau)`` (the coefficients
     integrated out, :func:`bayes_ips.collapsed.collapsed_loglik`; the HalfNormal
     priors of :mod:`bayes_ips.models.lowrank_spline`), maximised over
-    ``(log sigma, log tau)`` with their Jacobian: a type-II MAP.  The search
-    starts at ``sigma0`` and the best ``tau`` of a coarse grid.
+    ``(log sigma, log tau)`` with their Jacobian: a type-II MAP, by Nelder-Mead to
+    0.01 nats.  The search starts at ``sigma0`` and at ``tau0`` if given (e.g. the
+    optimum of a neighbouring basis), else at the best ``tau`` of a coarse grid.
 
     Parameters
     ----------
@@ -255,6 +259,7 @@ def log_evidence(stats, penalty, y_scale: float, sigma0: float) -> dict[str, flo
     penalty : (n_basis - 2, n_basis) array, the curvature penalty ``D``
     y_scale : float
     sigma0 : float, a noise estimate (e.g. ERM's)
+    tau0 : float, optional
 
     Returns
     -------
@@ -269,17 +274,22 @@ def log_evidence(stats, penalty, y_scale: float, sigma0: float) -> dict[str, flo
     D = np.asarray(penalty)
     DtD = D.T @ D
     ridge = 1.0 / (KAPPA * y_scale) ** 2
+    lam = np.clip(np.linalg.eigvalsh(DtD), 0.0, None)  # log |Q| for every tau from these
 
     def neg(z):
         sigma, tau = math.exp(z[0]), math.exp(z[1])
-        ll = _log_marginal_np(G, b, yy, n, DtD, sigma, tau, ridge)
+        logdet_Q = float(np.log(lam / tau**2 + ridge).sum())
+        ll = _log_marginal_np(G, b, yy, n, DtD, sigma, tau, ridge, logdet_Q)
         prior = sum(z[i] - x**2 / (2.0 * y_scale**2) for i, x in enumerate((sigma, tau)))
         return -(ll + prior) if math.isfinite(ll) else math.inf
 
     ls0 = math.log(max(sigma0, 1e-6 * y_scale))
-    grid = math.log(y_scale) + np.arange(-8.0, 3.0)
-    lt0 = min(grid, key=lambda lt: neg((ls0, lt)))
-    res = minimize(neg, [ls0, lt0], method="Nelder-Mead", options={"xatol": 1e-3, "fatol": 1e-3})
+    if tau0 is None:
+        grid = math.log(y_scale) + np.arange(-8.0, 3.0)
+        lt0 = min(grid, key=lambda lt: neg((ls0, lt)))
+    else:
+        lt0 = math.log(tau0)
+    res = minimize(neg, [ls0, lt0], method="Nelder-Mead", options={"xatol": 1e-3, "fatol": 1e-2})
     return {"log_evidence": -float(res.fun), "sigma": math.exp(res.x[0]), "tau": math.exp(res.x[1])}
 
 
@@ -324,11 +334,13 @@ def posterior_basis(
         G, b = np.asarray(st.FtF), np.asarray(st.FtY)
         breaks = np.asarray(fine.breaks)
         coarse = [make_knots(breaks[:: fine_k // K], degree, 1) for K in grid]
+        tau = None  # each K's search starts at the previous K's tau
         for K, knots, T in zip(grid, coarse, refinement_matrices(coarse, fine), strict=True):
             stats = GramStats(T.T @ G @ T, T.T @ b, st.YtY, st.n_obs, st.n_outside)
-            ev = log_evidence(stats, curvature_penalty(knots, scale), y_scale, sigma0)
+            ev = log_evidence(stats, curvature_penalty(knots, scale), y_scale, sigma0, tau)
             table.append({"K": K, "uniform_weight": w, **ev})
             layouts.append(knots)
+            tau = ev["tau"]
     if not table:  # no placement could be nested: ERM's quantile knots at the finest K
         knots = make_knots(quantile_breaks(S, fine_k), degree, 1)
         return knots, [{"K": int(knots.n_intervals), "uniform_weight": 0.0, "chosen": True}]
