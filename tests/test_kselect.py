@@ -106,3 +106,10 @@ def test_posterior_basis_nested_statistics_equal_a_direct_pass(problem):
     # n = 2400 observations allow K up to 96 (25 per interval): its divisors >= 8
     assert sorted({t["K"] for t in table}) == [8, 12, 16, 24, 32, 48, 96]
     assert {t["uniform_weight"] for t in table} == {0.0, 0.5, 1.0}
+    # k_max leaves out the larger K; the smaller ones keep their numbers
+    capped, capped_table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64, 20)
+    assert sorted({t["K"] for t in capped_table}) == [8, 12, 16]
+    assert capped.n_intervals <= 16
+    small = {(t["K"], t["uniform_weight"]): t["log_evidence"] for t in table if t["K"] <= 16}
+    for t in capped_table:
+        assert t["log_evidence"] == pytest.approx(small[t["K"], t["uniform_weight"]], abs=1e-9)
