@@ -352,3 +352,15 @@ def test_attention_study_end_to_end(tmp_path):
         "| pgd | softmax | 1 | 4 | 80 | 1 |" in summary and "| bayes_pm | linear | 1 |" in summary
     )
     assert (out / "slr_risk.png").stat().st_size > 0
+
+
+def test_the_attention_config():
+    """analyses/configs/slr_attention.toml: the grid of issue 16, sharing slr.toml's erf cells."""
+    configs = Path(__file__).resolve().parents[2] / "analyses" / "configs"
+    cfg = load_config(configs / "slr_attention.toml")
+    assert cfg.attention == ("erf", "softmax", "linear") and cfg.d == (50, 200)
+    np.testing.assert_allclose(np.square(cfg.gamma), [0.5, 1.0], rtol=1e-15)
+    assert cfg.estimators == ("pgd", "bayes_pm") and cfg.n_cells == 288
+    legacy = {c.id: c.hash for c in make_cells(load_config(configs / "slr.toml"))}
+    shared = [c for c in make_cells(cfg) if legacy.get(c.id) == c.hash]
+    assert len(shared) == 24 and {(c.attention, c.d) for c in shared} == {("erf", 50)}
