@@ -110,6 +110,8 @@ def parse_only(
         for v in vals.split(","):
             try:
                 parsed.add(selectable[key](v.strip()))
+            except InputError as e:  # a parser's own message (e.g. an unknown attention)
+                raise InputError(f"--only {key}: {e}") from None
             except ValueError:
                 raise InputError(f"--only {key}: expected numbers, got {v.strip()!r}") from None
         out.setdefault(key, set()).update(parsed)

@@ -214,12 +214,17 @@ def write_csv(records: list[dict], path: str | os.PathLike, head: Sequence[str] 
     """
     import csv
 
-    head = [k for k in head if k in records[0]]
+    head = [k for k in head if any(k in r for r in records)]
     cols = head + sorted({k for r in records for k in r} - set(head) - set(TIMING_KEYS))
     cols += [k for k in TIMING_KEYS if any(k in r for r in records)]
 
     def order(r):
-        return tuple((0, r[k]) if isinstance(r[k], int | float) else (1, str(r[k])) for k in head)
+        # a record from before a coordinate existed has none there: it sorts last
+        vals = [r.get(k) for k in head]
+        return tuple(
+            (0, v) if isinstance(v, int | float) else (2, "") if v is None else (1, str(v))
+            for v in vals
+        )
 
     rows = sorted(records, key=order)
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:

@@ -10,8 +10,9 @@ The config (``[study] task = "slr"``; unknown keys and bad values are refused)::
     estimators = ["pgd", "bayes_pm"]
     M = [250, 500, 1000, 2000]     # or {min, max, num}, log-spaced
     d = [50]
+    attention = ["erf", "softmax"] # erf | softmax | linear, an axis (default ["erf"])
     L = 10                         # tokens per sequence
-    gamma = 0.7071                 # sd of the signal token around sqrt(d/2) k*
+    gamma = 0.7071                 # sd of the signal token around sqrt(d/2) k*; or a list (an axis)
     noise = 0.1                    # eps
     n_eval = 20000                 # fresh samples for the risks
 
@@ -23,7 +24,6 @@ The config (``[study] task = "slr"``; unknown keys and bad values are refused)::
     lambda1 = 0.1
     batch_size = 64                # omit for full-batch gradient descent
     init = "moment"                # moment | sphere
-    attention = "erf"              # erf | softmax | linear (the posterior's too)
 
     [bayes_pm]                     # SLRSamplerConfig (all optional)
     chains = 2
@@ -31,11 +31,18 @@ The config (``[study] task = "slr"``; unknown keys and bad values are refused)::
     draws = 300
     init = "pgd"                   # pgd | prior
 
+Each cell fits PGD, and the posterior mean, with its own attention (so the
+attention is a key of ``[study]``, not of ``[pgd]`` or ``[bayes_pm]``).  A config
+that names one gamma and no attention (all configs from before these axes) keeps
+its config hash, cell ids and spec hashes: a spec names its attention only when it
+is not erf, a cell id its gamma only when it is not sqrt(1/2).
+
 Each cell records the risk of its predictor, the Bayes risk and the excess risk
 over the Bayes-optimal predictor (on the same fresh samples, so the excess has a
 small paired standard error), and the sign-invariant overlaps ``|kappa|``,
 ``|nu|`` with the truth.  The truth (k*, v*) depends on (seed, d); the data on
-(seed, d, repetition, M), not on the estimator.
+(seed, d, repetition, M), not on the estimator, the attention or gamma: the
+attentions are compared on the same samples, and the gammas on common random numbers.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from bayes_ips.errors import InputError
 from bayes_ips.io import atomic_write
 from bayes_ips.study.cells import Cell
 from bayes_ips.study.parse import (
+    as_choice,
     as_float,
     as_int,
     check_unknown,
@@ -62,9 +70,12 @@ from bayes_ips.study.parse import (
 )
 
 __all__ = [
+    "LEGACY_ATTENTION",
+    "LEGACY_GAMMA",
     "TASK",
     "SLR_ESTIMATORS",
     "SLRStudyConfig",
+    "cell_id",
     "coordinates",
     "kinds",
     "make_cells",
@@ -79,14 +90,33 @@ __all__ = [
     "to_dataset",
 ]
 
+
+def _parse_attention(v: str) -> str:
+    """An attention on the command line (``--only attention=softmax``)."""
+    from bayes_ips.single_location.attention import check_attention
+
+    return check_attention(v)
+
+
 TASK = "slr"
 name = TASK  # the protocol's attribute
 kinds = ("study",)
-selectable = {"estimator": str, "d": int, "M": int, "rep": int}
+selectable = {
+    "estimator": str,
+    "attention": _parse_attention,
+    "gamma": float,
+    "d": int,
+    "M": int,
+    "rep": int,
+}
 #: the record fields that locate a cell (the leading columns of results.csv)
-coordinates = ("estimator", "d", "M", "rep")
+coordinates = ("estimator", "attention", "gamma", "d", "M", "rep")
 
 SLR_ESTIMATORS = ("pgd", "bayes_pm")
+# The values of cells from before the attention and gamma axes: a spec leaves out the
+# legacy attention, a cell id the legacy gamma (their hashes and record files stay).
+LEGACY_ATTENTION = "erf"
+LEGACY_GAMMA = math.sqrt(0.5)
 _TRUTH, _DATA, _FIT, _NUTS, _EVAL = 0, 2, 10, 11, 12
 
 
@@ -100,8 +130,9 @@ class SLRStudyConfig:
     estimators: tuple[str, ...]
     M: tuple[int, ...]
     d: tuple[int, ...]
+    attention: tuple[str, ...] = (LEGACY_ATTENTION,)
     L: int = 10
-    gamma: float = math.sqrt(0.5)
+    gamma: tuple[float, ...] = (LEGACY_GAMMA,)
     noise: float = 0.1
     n_eval: int = 20000
     pgd: dict = dataclasses.field(default_factory=dict)
@@ -109,37 +140,80 @@ class SLRStudyConfig:
     task: str = TASK
 
     def to_dict(self) -> dict[str, Any]:
+        """The plain form (study.json, the config hash).
+
+        A single gamma is written as a number and the legacy attention axis
+        ``["erf"]`` not at all, as before these axes existed: old configs keep
+        their hash.
+        """
         out = dataclasses.asdict(self)
         for k in ("estimators", "M", "d"):
             out[k] = list(out[k])
+        out["gamma"] = self.gamma[0] if len(self.gamma) == 1 else list(self.gamma)
+        if self.attention == (LEGACY_ATTENTION,):
+            del out["attention"]
+        else:
+            out["attention"] = list(self.attention)
         return out
 
     @property
     def n_cells(self) -> int:
-        return len(self.estimators) * len(self.d) * len(self.M) * self.repetitions
+        axes = (self.estimators, self.attention, self.gamma, self.d, self.M)
+        return math.prod(len(a) for a in axes) * self.repetitions
 
 
 _STUDY_KEYS = {"task", "name", "seed", "repetitions", "estimators", "M", "d", "L", "gamma"}
-_STUDY_KEYS |= {"noise", "n_eval"}
+_STUDY_KEYS |= {"noise", "n_eval", "attention"}
 
 
-def _settings(where: str, raw: Any, cls) -> dict:
-    """Validate a settings table against a config dataclass (its own ``validate``).
+def _attentions(v: Any) -> tuple[str, ...]:
+    """``study.attention``: a non-empty list of distinct attentions, in the given order."""
+    from bayes_ips.single_location.attention import ATTENTIONS
+
+    if not isinstance(v, list) or not v:
+        raise InputError(
+            f"study.attention must be a non-empty list of {', '.join(ATTENTIONS)}; got {v!r}"
+        )
+    out = tuple(as_choice("study.attention entries", a, ATTENTIONS) for a in v)
+    if len(set(out)) != len(out):
+        raise InputError(f"study.attention has repeated values: {list(out)}")
+    return out
+
+
+def _gammas(v: Any) -> tuple[float, ...]:
+    """``study.gamma``: a number > 0, or a non-empty list of distinct ones (sorted)."""
+    if not isinstance(v, list):
+        return (as_float("study.gamma", v, 0.0, lo_open=True),)
+    if not v:
+        raise InputError("study.gamma must be a number > 0 or a non-empty list of them, got []")
+    out = tuple(sorted(as_float("study.gamma entries", g, 0.0, lo_open=True) for g in v))
+    if len(set(out)) != len(out):
+        raise InputError(f"study.gamma has repeated values: {list(out)}")
+    return out
+
+
+def _settings(where: str, raw: Any, cls, attentions: tuple[str, ...]) -> dict:
+    """Validate a settings table against a config dataclass, at each attention.
 
     Returns the table's keys as given (the cell specs hold those, not the defaults).
+    The attention is the study's axis, not a key of the table.
     """
     if not isinstance(raw, dict):
         raise InputError(f"[{where}] must be a table")
-    names = {f.name for f in dataclasses.fields(cls)}
+    if "attention" in raw:
+        raise InputError(
+            f"[{where}] attention: the attention is an axis of the study; "
+            f"set it in [study] (attention = [{', '.join(repr(a) for a in attentions)}])"
+        )
+    names = {f.name for f in dataclasses.fields(cls)} - {"attention"}
     check_unknown(f"[{where}]", raw, names)
-    try:
-        cfg = cls(**raw)
-        if hasattr(cfg, "validate"):
-            cfg.validate()
-    except InputError as e:
-        raise InputError(f"[{where}]: {e}") from None
-    except TypeError as e:
-        raise InputError(f"[{where}]: {e}") from None
+    for attention in attentions:
+        try:
+            cfg = cls(**raw, attention=attention)
+            if hasattr(cfg, "validate"):
+                cfg.validate()
+        except (InputError, TypeError) as e:
+            raise InputError(f"[{where}] (attention {attention}): {e}") from None
     return dict(raw)
 
 
@@ -157,6 +231,7 @@ def parse(raw: dict[str, Any]) -> SLRStudyConfig:
         if k not in st:
             raise InputError(f"[study] needs {k!r}")
     est = study_estimators(st, SLR_ESTIMATORS)
+    attentions = _attentions(st.get("attention", [LEGACY_ATTENTION]))
     return SLRStudyConfig(
         name=study_name(st, "slr"),
         seed=as_int("study.seed", st.get("seed", 0), 0),
@@ -164,26 +239,36 @@ def parse(raw: dict[str, Any]) -> SLRStudyConfig:
         estimators=est,
         M=m_grid(st["M"]),
         d=int_list("study.d", st["d"], 2),
+        attention=attentions,
         L=as_int("study.L", st.get("L", 10)),
-        gamma=as_float("study.gamma", st.get("gamma", math.sqrt(0.5)), 0.0, lo_open=True),
+        gamma=_gammas(st.get("gamma", LEGACY_GAMMA)),
         noise=as_float("study.noise", st.get("noise", 0.1), 0.0),
         n_eval=as_int("study.n_eval", st.get("n_eval", 20000), 100),
-        pgd=_settings("pgd", raw.get("pgd", {}), PGDConfig),
-        bayes_pm=_settings("bayes_pm", raw.get("bayes_pm", {}), SLRSamplerConfig),
+        pgd=_settings("pgd", raw.get("pgd", {}), PGDConfig, attentions),
+        bayes_pm=_settings("bayes_pm", raw.get("bayes_pm", {}), SLRSamplerConfig, attentions),
     )
 
 
-def make_cells(config: SLRStudyConfig) -> list[Cell]:
-    """The cells of the grid (estimator, d, M, repetition), shapes adjacent.
+def cell_id(est: str, attention: str, gamma: float, d: int, M: int, rep: int) -> str:
+    """``<estimator>_slr-binf[-<attention>][_g<gamma>]_d<d>_M<M>_r<rep>``.
 
-    A cell's id is ``<estimator>_slr-binf_d<d>_M<M>_r<rep>`` (the form of the
-    first single-location records, kept so that their folders resume).
+    The form of the first single-location records, which had erf attention and
+    gamma = sqrt(1/2): those two are left out, so that their folders resume.
+    """
+    att = "" if attention == LEGACY_ATTENTION else f"-{attention}"
+    gam = "" if gamma == LEGACY_GAMMA else f"_g{gamma:.6g}"
+    return f"{est}_slr-binf{att}{gam}_d{d}_M{M}_r{rep}"
+
+
+def make_cells(config: SLRStudyConfig) -> list[Cell]:
+    """The cells of the grid (estimator, attention, gamma, d, M, repetition), shapes adjacent.
+
+    A cell's spec names its attention only when it is not erf (see :func:`cell_id`).
     """
     common = {
         "task": TASK,
         "seed": config.seed,
         "L": config.L,
-        "gamma": config.gamma,
         "noise": config.noise,
         "n_eval": config.n_eval,
     }
@@ -197,14 +282,28 @@ def make_cells(config: SLRStudyConfig) -> list[Cell]:
                 "bayes": dict(config.bayes_pm),
             }
         )
-        for d in config.d:
-            for M in config.M:
-                for rep in range(config.repetitions):
-                    spec = {**common, "estimator": est, "d": d, "M": M, "rep": rep}
-                    spec["settings"] = settings
-                    cell_id = f"{est}_slr-binf_d{d}_M{M}_r{rep}"
-                    coords = {"estimator": est, "d": d, "M": M, "rep": rep}
-                    cells.append(Cell(cell_id, spec, coords))
+        for attention in config.attention:
+            for gamma in config.gamma:
+                for d in config.d:
+                    for M in config.M:
+                        for rep in range(config.repetitions):
+                            coords = {
+                                "estimator": est,
+                                "attention": attention,
+                                "gamma": gamma,
+                                "d": d,
+                                "M": M,
+                                "rep": rep,
+                            }
+                            spec = {**common, "gamma": gamma, "estimator": est}
+                            spec.update(d=d, M=M, rep=rep, settings=settings)
+                            if attention != LEGACY_ATTENTION:
+                                spec["attention"] = attention
+                            cid = cell_id(est, attention, gamma, d, M, rep)
+                            cells.append(Cell(cid, spec, coords))
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        raise InputError("study.gamma has values equal to 6 digits (the cell ids would repeat)")
     return cells
 
 
@@ -244,12 +343,15 @@ def run_cell(spec: dict) -> dict:
     truth, X, Y, key = slr_cell_data(spec)
     k_fit, k_nuts, k_eval = (jax.random.fold_in(key, t) for t in (_FIT, _NUTS, _EVAL))
     est = spec["estimator"]
+    attention = spec.get("attention", LEGACY_ATTENTION)
     pgd_settings = spec["settings"] if est == "pgd" else spec["settings"]["pgd"]
-    fit = fit_pgd(k_fit, X, Y, PGDConfig(**pgd_settings))
+    fit = fit_pgd(k_fit, X, Y, PGDConfig(**pgd_settings, attention=attention))
     t_fit = time.perf_counter() - t0
     rec: dict[str, Any] = {
         "task": TASK,
         "estimator": est,
+        "attention": attention,
+        "gamma": spec["gamma"],
         "d": spec["d"],
         "M": spec["M"],
         "rep": spec["rep"],
@@ -265,8 +367,7 @@ def run_cell(spec: dict) -> dict:
         from bayes_ips.single_location.posterior import SLRSamplerConfig, sample_posterior
 
         t1 = time.perf_counter()
-        # the model's attention is the PGD fit's unless [bayes_pm] names one (a mismatch is refused)
-        cfg = SLRSamplerConfig(**{"attention": fit.attention, **spec["settings"]["bayes"]})
+        cfg = SLRSamplerConfig(**spec["settings"]["bayes"], attention=attention)
         idata, post, *_ = sample_posterior(k_nuts, X, Y, cfg, pgd=fit, progress=False)
         predict = post.predict
         k, v = post.mean_directions()
@@ -298,76 +399,122 @@ def run_cell(spec: dict) -> dict:
     return rec
 
 
-def slr_table(ds) -> str:
-    """Markdown: per estimator, d and M, the median risk, Bayes risk and excess (over reps)."""
-    lines = [
-        "| estimator | d | M | reps | risk | Bayes risk | excess risk | excess / Bayes risk | "
-        "abs kappa | abs nu |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def _rows(ds):
+    """``(estimator, attention, gamma, d)`` of the Dataset, in its coordinate order."""
     for est in ds["estimator"].values:
-        for d in ds["d"].values:
-            for M in ds["M"].values:
-                sub = ds.sel(estimator=est, d=d, M=M)
-                if not np.isfinite(sub["risk"].values).any():
-                    continue
-                ok = np.isfinite(sub["risk"].values)  # the repetitions run
-                med = {
-                    k: float(np.median(sub[k].values[ok]))
-                    for k in sub.data_vars
-                    if sub[k].dims == sub["risk"].dims
-                }
-                lines.append(
-                    f"| {est} | {d} | {M} | {int(ok.sum())} | {med['risk']:.4g} | "
-                    f"{med['bayes_risk']:.4g} | "
-                    f"{med['excess_risk']:.3g} | {med['excess_risk'] / med['bayes_risk']:.3g} | "
-                    f"{med['abs_kappa']:.3f} | {med['abs_nu']:.3f} |"
-                )
+        for att in ds["attention"].values:
+            for g in ds["gamma"].values:
+                for d in ds["d"].values:
+                    yield str(est), str(att), float(g), int(d)
+
+
+def slr_table(ds) -> str:
+    """Markdown: per estimator, attention, gamma, d and M, medians over repetitions.
+
+    The risk, the Bayes risk, the excess risk over the Bayes predictor and its
+    ratio to the Bayes risk (the distance from the Bayes risk), ``|kappa|``, ``|nu|``.
+    """
+    lines = [
+        "| estimator | attention | gamma | d | M | reps | risk | Bayes risk | excess risk | "
+        "excess / Bayes risk | abs kappa | abs nu |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for est, att, g, d in _rows(ds):
+        for M in ds["M"].values:
+            sub = ds.sel(estimator=est, attention=att, gamma=g, d=d, M=M)
+            ok = np.isfinite(sub["risk"].values)  # the repetitions run
+            if not ok.any():
+                continue
+            med = {
+                k: float(np.median(sub[k].values[ok]))
+                for k in sub.data_vars
+                if sub[k].dims == sub["risk"].dims
+            }
+            lines.append(
+                f"| {est} | {att} | {g:.4g} | {d} | {M} | {int(ok.sum())} | {med['risk']:.4g} | "
+                f"{med['bayes_risk']:.4g} | "
+                f"{med['excess_risk']:.3g} | {med['excess_risk'] / med['bayes_risk']:.3g} | "
+                f"{med['abs_kappa']:.3f} | {med['abs_nu']:.3f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
+#: the estimators' markers and line styles in :func:`plot_slr` (the colour is the attention's)
+_STYLES = {"pgd": ("o", "-"), "bayes_pm": ("s", "--")}
+_LABELS = {"pgd": "PGD", "bayes_pm": "posterior mean"}
+
+
 def plot_slr(ds):
-    """Excess risk over the Bayes-optimal predictor against M, per d: median and 10-90% band."""
+    """Excess risk over the Bayes predictor against M: median and 10-90% band.
+
+    One panel per (gamma, d); one curve per estimator and attention (colour: the
+    attention; line style: the estimator); the Bayes risk (median over the panel's
+    cells) as a dotted horizontal line, the scale of the excess.
+    """
     import matplotlib
     from matplotlib.figure import Figure
 
     from bayes_ips.study.figures import LOWER_Q, UPPER_Q, m_axis
 
-    ds_d = ds["d"].values
-    fig = Figure(figsize=(5.2 * len(ds_d), 4.4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(ds_d), squeeze=False)[0])
+    gammas, ds_d = ds["gamma"].values, ds["d"].values
+    fig = Figure(figsize=(5.2 * len(ds_d), 4.4 * len(gammas)), layout="constrained")
+    axes = fig.subplots(len(gammas), len(ds_d), squeeze=False)
     cmap = matplotlib.colormaps["viridis"]
+    from bayes_ips.single_location.attention import ATTENTIONS
+
+    atts = [str(a) for a in ds["attention"].values]
+    # one colour per attention in every study (erf dark, softmax mid, linear light)
+    colors = {a: cmap(0.1 + 0.75 * ATTENTIONS.index(a) / (len(ATTENTIONS) - 1)) for a in atts}
     M = ds["M"].values.astype(float)
-    labels = {"pgd": "PGD (the paper's estimator)", "bayes_pm": "posterior-predictive mean"}
-    for ax, d in zip(axes, ds_d, strict=True):
-        for i, est in enumerate(ds["estimator"].values):
-            vals = ds["excess_risk"].sel(estimator=est, d=d).values
-            ok = np.isfinite(vals).any(axis=1)
-            if not ok.any():
-                continue
-            color = cmap(0.15 + 0.6 * i)
-            med = np.nanmedian(vals[ok], axis=1)
-            lo, hi = np.nanquantile(vals[ok], [LOWER_Q, UPPER_Q], axis=1)
-            ax.plot(M[ok], med, "o-", color=color, label=labels.get(str(est), str(est)))
-            ax.fill_between(M[ok], lo, hi, color=color, alpha=0.2, lw=0)
-        br = float(np.nanmedian(ds["bayes_risk"].sel(d=d).values))
-        m_axis(ax, M)
-        ax.set_yscale("log")
-        ax.set_xlabel("M (training sequences)")
-        ax.set_ylabel("excess risk over the Bayes predictor")
-        ax.set_title(f"d = {d} (Bayes risk {br:.3g})")
-        ax.grid(True, which="both", alpha=0.25)
-        ax.legend(fontsize=8)
+    for row, g in zip(axes, gammas, strict=True):
+        for ax, d in zip(row, ds_d, strict=True):
+            for est in ds["estimator"].values:
+                marker, ls = _STYLES.get(str(est), ("^", ":"))
+                for att in atts:
+                    vals = ds["excess_risk"].sel(estimator=est, attention=att, gamma=g, d=d).values
+                    ok = np.isfinite(vals).any(axis=1)
+                    if not ok.any():
+                        continue
+                    med = np.nanmedian(vals[ok], axis=1)
+                    lo, hi = np.nanquantile(vals[ok], [LOWER_Q, UPPER_Q], axis=1)
+                    label = f"{_LABELS.get(str(est), str(est))}, {att}"
+                    ax.plot(M[ok], med, marker=marker, ls=ls, color=colors[att], label=label)
+                    ax.fill_between(M[ok], lo, hi, color=colors[att], alpha=0.15, lw=0)
+            br = float(np.nanmedian(ds["bayes_risk"].sel(gamma=g, d=d).values))
+            if np.isfinite(br):
+                ax.axhline(br, color="0.3", ls=":", lw=1.2, label=f"Bayes risk {br:.3g}")
+            m_axis(ax, M)
+            ax.set_yscale("log")
+            ax.set_xlabel("M (training sequences)")
+            ax.set_ylabel("excess risk over the Bayes predictor")
+            ax.set_title(f"gamma = {g:.4g}, d = {d}")
+            ax.grid(True, which="both", alpha=0.25)
+            ax.legend(fontsize=7)
     fig.suptitle("single-location regression: median and 10-90% band over repetitions", fontsize=9)
     return fig
 
 
+def _coord(rec: dict, dim: str) -> Any:
+    """The record's coordinate along ``dim``.
+
+    Records from before the attention and gamma axes hold neither, and every one
+    of them that a study reuses is at erf and gamma = sqrt(1/2): a spec of another
+    attention names it (and those specs were not made then), and a cell of another
+    gamma has another id (:func:`cell_id`), so its old record is never read.
+    """
+    if dim == "attention":
+        return rec.get(dim, LEGACY_ATTENTION)
+    if dim == "gamma":
+        return float(rec.get(dim, LEGACY_GAMMA))
+    return rec[dim] if dim == "estimator" else int(rec[dim])
+
+
 def to_dataset(records: list[dict]):
-    """The records over (estimator, d, M, rep)."""
+    """The records over (estimator, attention, gamma, d, M, rep)."""
     from bayes_ips.study.store import records_to_dataset
 
     ds = records_to_dataset(
-        records, ("estimator", "d", "M", "rep"), skip=coordinates, estimators=SLR_ESTIMATORS
+        records, coordinates, coord=_coord, skip=coordinates, estimators=SLR_ESTIMATORS
     )
     ds.attrs["task"] = TASK
     return ds
@@ -383,7 +530,8 @@ def report(ds, out_dir: str, config: SLRStudyConfig, result, kind: str) -> dict:
         f"{len(result.records)} cells finished ({len(result.failures)} failed"
         + (f", {result.n_missing} not run" if result.n_missing else "")
         + "); seed "
-        f"{config.seed}; L = {config.L}, gamma = {config.gamma:.4g}, noise {config.noise:g}, "
+        f"{config.seed}; L = {config.L}, gamma {', '.join(f'{g:.4g}' for g in config.gamma)}, "
+        f"attention {', '.join(config.attention)}, noise {config.noise:g}, "
         f"{config.repetitions} repetitions, {config.n_eval} fresh samples per risk."
     )
     lines += ["", "Medians over repetitions:", "", slr_table(ds)]
