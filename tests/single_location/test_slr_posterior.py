@@ -254,6 +254,7 @@ def test_prior_starts_end_in_the_truth_or_the_swapped_mode_and_mixed_runs_are_fl
     assert json.loads(idata.attrs["modes"])["separated"] == (len(set(kinds)) > 1)
 
 
+@pytest.mark.slow  # two short NUTS runs (~20 s); in `make test-all`
 @pytest.mark.parametrize("attention", ["linear", "softmax"])
 def test_chains_at_an_image_of_the_fit_are_aligned_or_flagged_by_the_attention(attention):
     """Chain 0 at the PGD fit; chain 1 at its exchanged image (v, k) for linear attention,
