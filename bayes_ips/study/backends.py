@@ -15,12 +15,14 @@ file system.
     ``distributed``: a ``LocalCluster`` of ``n`` single-threaded worker processes,
     or an existing cluster at a scheduler address (e.g. started by dask-jobqueue
     on SLURM or PBS).  Needs ``pip install "bayes_ips[dask]"`` on every machine.
+    No more cells are in flight than the cluster has threads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import traceback
 from collections.abc import Callable, Iterator
@@ -391,12 +393,25 @@ def _dask(n: int | None, address: str | None, cell_timeout: float | None = None)
 
             if cell_timeout is not None:
                 fn = functools.partial(_call_with_deadline, fn, cell_timeout)
+            # No more cells in flight than the cluster has threads: a cell
+            # submitted early is placed on a worker at once, possibly queued
+            # behind a hung cell, and would die with it when the deadline ends
+            # that worker (counted as a failure of its own).
+            todo = iter(enumerate(specs))
             futures = {}
-            for i, s in enumerate(specs):
-                fut = client.submit(fn, s, pure=False)
-                futures[fut] = i
-            for fut in as_completed(list(futures)):
-                i = futures[fut]
+            done = as_completed()
+
+            def submit_more() -> None:
+                slots = max(n_workers, sum(client.nthreads().values())) - len(futures)
+                for i, s in itertools.islice(todo, max(slots, 0)):
+                    fut = client.submit(fn, s, pure=False)
+                    futures[fut] = i
+                    done.add(fut)
+
+            submit_more()
+            for fut in done:
+                i = futures.pop(fut)
+                submit_more()
                 try:
                     yield i, fut.result(), None, None
                 except Exception as e:
