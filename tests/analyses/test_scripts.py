@@ -87,7 +87,14 @@ REQUIRED = ["estimator", "d", "beta", "N", "rank", "slope", "slope_lo", "slope_h
     [
         ("rate_vs_dimension", "Spread of the slopes over d"),
         ("rate_vs_smoothness", "Do smoother phi* give steeper slopes?"),
-        ("bayes_vs_erm", "Posterior mean against ERM on the same data"),
+        # the sampler's run, ~21 s: slow tier (the posterior itself is tested fast in
+        # test_inference, the report's panels in study/test_figures; the paired-ratio
+        # figure and the contraction table only here)
+        pytest.param(
+            "bayes_vs_erm",
+            "Posterior mean against ERM on the same data",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_analysis_script_runs_end_to_end(shared, script, section, capsys):
