@@ -431,8 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--N", type=positive_int, required=True, help="tokens per sample (>= 2)")
     s.add_argument("--d", type=positive_int, required=True, help="token dimension")
     s.add_argument("--rank", type=positive_int, default=1)
-    s.add_argument("--phi", default="tanh", help="tanh | sin | holder | bspline")
-    s.add_argument("--beta", type=finite_float, help="smoothness (holder, bspline)")
+    s.add_argument("--phi", default="tanh", help="tanh | sin | holder | bspline | weierstrass")
+    s.add_argument(
+        "--beta", type=finite_float, help="smoothness (holder, bspline, weierstrass: non-integer)"
+    )
     s.add_argument("--noise", type=finite_float, default=0.1, help="noise sd")
     s.add_argument("--noise-law", default="gaussian", help="gaussian | uniform | rademacher")
     s.add_argument("--tokens", default="cube", help="cube | gaussian | anisotropic | correlated")

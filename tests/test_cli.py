@@ -172,6 +172,17 @@ def test_same_seed_same_data_different_seed_different(tmp_path, capsys):
     assert not np.array_equal(a["A_true"], c["A_true"])
 
 
+def test_simulate_weierstrass(tmp_path, capsys):
+    out = tmp_path / "w.npz"
+    rc, stdout, err = run_cli(capsys, sim_argv(out, M=50, phi="weierstrass", beta=1.5))
+    assert rc == 0, err
+    assert "phi* = weierstrass (beta = 1.5)" in stdout
+    data = load_dataset(out, need_truth=True)
+    assert data.truth.phi.family == "weierstrass" and np.all(np.isfinite(data.Y))
+    rc, stdout, _ = run_cli(capsys, ["simulate", "--help"])
+    assert rc == 0 and "weierstrass" in stdout
+
+
 # ----------------------------------------------------------------------------- bad input
 #
 # Each case builds its inputs in ``tmp`` and returns (argv, out): ``out`` is the
@@ -278,6 +289,11 @@ BAD_INPUT = {
     "simulate-holder-beta-0": (_simulate_case(phi="holder", beta=0), "beta must be > 0"),
     "simulate-holder-beta-negative": (_simulate_case(phi="holder", beta=-1.5), "beta must be > 0"),
     "simulate-holder-without-beta": (_simulate_case(phi="holder"), "needs beta"),
+    "simulate-weierstrass-without-beta": (_simulate_case(phi="weierstrass"), "needs beta"),
+    "simulate-weierstrass-integer-beta": (
+        _simulate_case(phi="weierstrass", beta=2),
+        "needs a non-integer beta",
+    ),
     "simulate-noise-nan": (_simulate_case(noise="nan"), "--noise"),
     "simulate-M-0": (_simulate_case(M=0), "--M"),
     "simulate-out-dir-missing": (_simulate_case(out_name="missing/data.npz"), "does not exist"),

@@ -21,8 +21,9 @@ file (every key is checked; unknown keys and bad values are refused)::
     n_eval_pairs = 20000           # held-out pairs for the L2(rho) error
 
     [[phi]]                        # one table per true activation
-    family = "bspline"             # tanh | sin | holder | bspline
-    beta = 2                       # smoothness (holder: any > 0; bspline: the degree)
+    family = "bspline"             # tanh | sin | holder | bspline | weierstrass
+    beta = 2                       # smoothness (holder: any > 0; bspline: the degree;
+                                   # weierstrass: any non-integer > 0)
 
     [erm]                          # bayes_ips.erm.ERMConfig, less rank and beta (all optional)
     k_rule = "gcv"                 # gcv | theory
@@ -70,7 +71,7 @@ import math
 import time
 from typing import Any
 
-from bayes_ips.activations import FAMILIES
+from bayes_ips.activations import FAMILIES, check_beta
 from bayes_ips.erm import ERMConfig
 from bayes_ips.errors import InputError
 from bayes_ips.inference import SamplerConfig
@@ -300,6 +301,10 @@ def _phi_entries(v: Any) -> tuple[PhiEntry, ...]:
             beta = as_float(f"{where}.beta", t["beta"], 0.0, lo_open=True)
             if fam == "bspline" and (beta != int(beta) or beta < 1):
                 raise InputError(f"{where}: bspline needs an integer degree beta >= 1, got {beta}")
+            try:
+                check_beta(fam, beta)
+            except InputError as e:
+                raise InputError(f"{where}: {e}") from None
         out.append(PhiEntry(fam, beta))
     if len(set(out)) != len(out):
         raise InputError("the [[phi]] tables repeat an entry")
