@@ -240,9 +240,9 @@ def weierstrass_terms(
     of the increments ``~ w^(beta - m)`` of the infinite sum at that width (measured:
     at most 1.4 % of the smallest oscillation over ``|t| <= 1e-3`` at 600 random
     points, ``tests/test_activations.py``), and its square ``~1e-4`` of theirs: to
-    every spline of a study the truncated sum is the infinite one.  The top phase ``2^25 z`` is held in float64 to
-    ``~1e-7`` rad for ``|z| <= 100``; in float32 it would be noise, so
-    :func:`phi_eval` refuses float32.
+    every spline of a study the truncated sum is the infinite one.  The top phase
+    ``2^25 z`` is held in float64 to ``~1e-7`` rad for ``|z| <= 100``; in float32 it
+    would be noise, so :func:`phi_eval` refuses float32.
 
     Returns
     -------
