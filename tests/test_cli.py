@@ -117,7 +117,7 @@ def test_round_trip_simulate_fit_predict_evaluate(fitted, tmp_path, capsys):
 
     rc, out, err = run_cli(capsys, ["evaluate", fitted.fit, "--truth", fitted.data])
     assert rc == 0, err
-    assert "L2(rho) error" in out
+    assert "L2(rho) error" in out and "coercivity c_H" in out
 
     js = tmp_path / "res.json"
     rc, out, err = run_cli(capsys, ["evaluate", fitted.fit, "--truth", fitted.data, "--json", js])
@@ -126,6 +126,12 @@ def test_round_trip_simulate_fit_predict_evaluate(fitted, tmp_path, capsys):
     for key in ("error", "se", "relative"):
         assert key in res and np.isfinite(res[key]), key
     assert res["error"] >= 0 and res["se"] >= 0
+    # c_H of the fitted space on the training tokens: the fit's own (computed before
+    # the gauge was fixed: it is gauge-invariant), up to rounding
+    info = load_fit(fitted.fit).info
+    assert res["c_H"] == pytest.approx(info["c_H"], rel=1e-8)
+    assert res["c_H_dim"] == info["c_H_dim"] == info["n_basis"]
+    assert res["c_H_iid_bound"] == pytest.approx(1 / (N - 1))
     # tanh is analytic, the noise is small (sd 0.1) and rank-1 A in d = 3 has few
     # parameters, so the fit recovers g* well: the relative error err / Var(g*)
     # is ~1e-3 here; 0.05 leaves a wide margin yet fails if A or phi is not found.
@@ -145,7 +151,7 @@ def test_fit_erm_accepts_data_with_only_x_and_y(fitted, tmp_path, capsys):
     fit = tmp_path / "fit.nc"
     rc, out, err = run_cli(capsys, ["fit-erm", data, *FIT_OPTS, "--out", fit])
     assert rc == 0, err
-    assert out.startswith(f"wrote {fit}")
+    assert out.startswith(f"wrote {fit}") and "coercivity c_H" in out
     f_xy, f_full = load_fit(fit), load_fit(fitted.fit)
     assert f_xy.info["K"] == 6 and f_xy.info["M"] == M
     # The truth is never used by the fit: same X, Y, options and seed must give
