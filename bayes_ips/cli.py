@@ -139,7 +139,8 @@ def cmd_fit_erm(args: argparse.Namespace) -> int:
         f"wrote {args.out}: K = {fit.info['K']} intervals ({fit.info['k_rule']}), degree "
         f"{fit.info['degree']}, train MSE {fit.info['train_mse']:.4g}, "
         f"sigma_hat {fit.info['sigma_hat']:.4g}, {fit.info['wall_time_s']:.1f} s; "
-        f"theory condition {cond}"
+        f"theory condition {cond}; coercivity c_H {fit.info['c_H']:.4g} "
+        f"(1/(N-1) = {1 / (fit.info['N'] - 1):.4g})"
     )
     return 0
 
@@ -197,6 +198,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"the fit has d = {d}, the truth d = {data.truth.A.shape[0]}")
     key = jax.random.PRNGKey(args.seed)
     out = {"fit": args.fit, "truth": args.truth, "seed": args.seed, "kind": kind}
+    out.update(_coercivity(kind, obj, data.X))
     if kind == "erm":
         res = l2_error(key, obj.predict, data.truth, args.pairs)
     else:
@@ -213,6 +215,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"L2(rho) error {res.error:.6g} +- {res.se:.2g} (MC s.e., {res.n_pairs} held-out pairs); "
         f"relative to Var(g*): {res.relative:.4g}"
     )
+    print(
+        f"coercivity c_H {out['c_H']:.4g} of the fitted space on these tokens "
+        f"(>= 1/(N-1) = {out['c_H_iid_bound']:.4g} for i.i.d. tokens, up to Monte Carlo error)"
+    )
     if kind != "erm":
         de = out["draw_error"]
         print(
@@ -223,6 +229,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         with atomic_write(args.json) as tmp, open(tmp, "w") as f:
             json.dump({**res.as_dict(), **out}, f, default=float)
     return 0
+
+
+def _coercivity(kind: str, obj, X) -> dict:
+    """``c_H`` of the fitted space on the tokens ``X`` (:mod:`bayes_ips.coercivity`).
+
+    An ERM fit: its A and basis.  A posterior: the model's basis at the A of its ERM
+    reference fit (the A its knots were placed at).
+    """
+    from bayes_ips.coercivity import coercivity
+    from bayes_ips.io import fit_from_reference
+
+    if kind == "erm":
+        fit, knots = obj, obj.knots
+    else:
+        idata, post = obj
+        fit = fit_from_reference(idata.attrs.get("erm"), source="the posterior file")
+        knots = post.knots
+    res = coercivity(X, fit.U, fit.V, knots)
+    return {**res.as_dict(), "c_H_iid_bound": 1.0 / (X.shape[1] - 1)}
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -431,8 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--N", type=positive_int, required=True, help="tokens per sample (>= 2)")
     s.add_argument("--d", type=positive_int, required=True, help="token dimension")
     s.add_argument("--rank", type=positive_int, default=1)
-    s.add_argument("--phi", default="tanh", help="tanh | sin | holder | bspline")
-    s.add_argument("--beta", type=finite_float, help="smoothness (holder, bspline)")
+    s.add_argument("--phi", default="tanh", help="tanh | sin | holder | bspline | weierstrass")
+    s.add_argument(
+        "--beta", type=finite_float, help="smoothness (holder, bspline, weierstrass: non-integer)"
+    )
     s.add_argument("--noise", type=finite_float, default=0.1, help="noise sd")
     s.add_argument("--noise-law", default="gaussian", help="gaussian | uniform | rademacher")
     s.add_argument("--tokens", default="cube", help="cube | gaussian | anisotropic | correlated")

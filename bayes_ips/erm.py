@@ -39,6 +39,7 @@ import numpy as np
 import optimistix as optx
 from jax.typing import ArrayLike
 
+from bayes_ips.coercivity import coercivity_constant, pair_gram
 from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.gauge import gauge_factors
 from bayes_ips.kselect import (
@@ -161,7 +162,9 @@ class ERMFit:
     seed : int
     info : dict
         Diagnostics: training loss, noise estimate, K selection table, start
-        losses, BFGS steps, scores outside the knots, theory condition.
+        losses, BFGS steps, scores outside the knots, theory condition, and the
+        coercivity constant ``c_H`` of the fitted space on the training data with
+        the dimension ``c_H_dim`` it was taken over (:mod:`bayes_ips.coercivity`).
     """
 
     A: np.ndarray
@@ -309,11 +312,14 @@ def fit_erm(
     K, table = select_k(Xj, Yj, U, V, grid, s, m, config.ridge, n_a, chunk_size)
     U, V, knots, c, st, steps2 = _refit(theta, Xj, Yj, K, config, chunk_size)
     loss = float(sq_loss(U, V, c, Xj, Yj, knots, chunk_size)) / n_obs
+    # the coercivity constant of the fitted space (gauge-invariant: computed before it)
+    coerc = coercivity_constant(st.FtF, n_obs, pair_gram(X, U, V, knots))
 
     # 3. gauge: unit Frobenius norm (already), sign rule, balanced factors
     A, Uf, Vf, knots, coef = _gauged(U, V, knots, c, r)
 
     info = _fit_info(config, X.shape, n_a, knots, st, loss, table, results, best, steps2)
+    info.update(coerc.as_dict())
     return ERMFit(A, Uf, Vf, coef, knots, config, -1 if seed is None else int(seed), info)
 
 

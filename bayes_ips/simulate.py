@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from bayes_ips.activations import PhiSpec, make_phi, phi_eval
+from bayes_ips.activations import PhiSpec, make_phi, phi_eval, with_mean_square
 from bayes_ips.errors import InputError, check_positive, check_rank
 from bayes_ips.pairwise import pair_scores
 
@@ -234,7 +234,10 @@ def make_truth(
 
     The scale of phi* is set to the standard deviation of the scores under rho
     (estimated by Monte Carlo with a fixed key), so that phi* is non-linear on the
-    bulk of the scores for every token law and dimension.
+    bulk of the scores for every token law and dimension.  The amplitude of a
+    ``weierstrass`` phi* is set on the same scores so that its mean square under rho
+    is :data:`~bayes_ips.activations.WEIERSTRASS_MEAN_SQUARE`
+    (:func:`~bayes_ips.activations.with_mean_square`); the other families keep theirs.
 
     Parameters
     ----------
@@ -244,7 +247,7 @@ def make_truth(
     phi : str or PhiSpec
         Family name (see :mod:`bayes_ips.activations`) or a ready spec.
     beta : float, optional
-        Smoothness for the ``holder`` and ``bspline`` families.
+        Smoothness for the ``holder``, ``bspline`` and ``weierstrass`` families.
     tokens : str or TokenLaw
     noise_sd : float
     noise : str
@@ -277,7 +280,8 @@ def make_truth(
     u = jnp.einsum("pi,ij,pj->p", x, jnp.asarray(A_fixed), y)
     scale = float(jnp.std(u))
     check_positive("score scale", scale)
-    return Truth(A_fixed, spec.with_scale(scale), law, noise_law)
+    spec = with_mean_square(spec.with_scale(scale), u)  # weierstrass: E_rho phi*^2 = 1/2
+    return Truth(A_fixed, spec, law, noise_law)
 
 
 def simulate(key: jax.Array, truth: Truth, M: int, N: int) -> tuple[jax.Array, jax.Array]:

@@ -117,7 +117,7 @@ def test_round_trip_simulate_fit_predict_evaluate(fitted, tmp_path, capsys):
 
     rc, out, err = run_cli(capsys, ["evaluate", fitted.fit, "--truth", fitted.data])
     assert rc == 0, err
-    assert "L2(rho) error" in out
+    assert "L2(rho) error" in out and "coercivity c_H" in out
 
     js = tmp_path / "res.json"
     rc, out, err = run_cli(capsys, ["evaluate", fitted.fit, "--truth", fitted.data, "--json", js])
@@ -126,6 +126,12 @@ def test_round_trip_simulate_fit_predict_evaluate(fitted, tmp_path, capsys):
     for key in ("error", "se", "relative"):
         assert key in res and np.isfinite(res[key]), key
     assert res["error"] >= 0 and res["se"] >= 0
+    # c_H of the fitted space on the training tokens: the fit's own (computed before
+    # the gauge was fixed: it is gauge-invariant), up to rounding
+    info = load_fit(fitted.fit).info
+    assert res["c_H"] == pytest.approx(info["c_H"], rel=1e-8)
+    assert res["c_H_dim"] == info["c_H_dim"] == info["n_basis"]
+    assert res["c_H_iid_bound"] == pytest.approx(1 / (N - 1))
     # tanh is analytic, the noise is small (sd 0.1) and rank-1 A in d = 3 has few
     # parameters, so the fit recovers g* well: the relative error err / Var(g*)
     # is ~1e-3 here; 0.05 leaves a wide margin yet fails if A or phi is not found.
@@ -145,7 +151,7 @@ def test_fit_erm_accepts_data_with_only_x_and_y(fitted, tmp_path, capsys):
     fit = tmp_path / "fit.nc"
     rc, out, err = run_cli(capsys, ["fit-erm", data, *FIT_OPTS, "--out", fit])
     assert rc == 0, err
-    assert out.startswith(f"wrote {fit}")
+    assert out.startswith(f"wrote {fit}") and "coercivity c_H" in out
     f_xy, f_full = load_fit(fit), load_fit(fitted.fit)
     assert f_xy.info["K"] == 6 and f_xy.info["M"] == M
     # The truth is never used by the fit: same X, Y, options and seed must give
@@ -170,6 +176,17 @@ def test_same_seed_same_data_different_seed_different(tmp_path, capsys):
     assert not np.array_equal(a["X"], c["X"])
     assert not np.array_equal(a["Y"], c["Y"])
     assert not np.array_equal(a["A_true"], c["A_true"])
+
+
+def test_simulate_weierstrass(tmp_path, capsys):
+    out = tmp_path / "w.npz"
+    rc, stdout, err = run_cli(capsys, sim_argv(out, M=50, phi="weierstrass", beta=1.5))
+    assert rc == 0, err
+    assert "phi* = weierstrass (beta = 1.5)" in stdout
+    data = load_dataset(out, need_truth=True)
+    assert data.truth.phi.family == "weierstrass" and np.all(np.isfinite(data.Y))
+    rc, stdout, _ = run_cli(capsys, ["simulate", "--help"])
+    assert rc == 0 and "weierstrass" in stdout
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -278,6 +295,11 @@ BAD_INPUT = {
     "simulate-holder-beta-0": (_simulate_case(phi="holder", beta=0), "beta must be > 0"),
     "simulate-holder-beta-negative": (_simulate_case(phi="holder", beta=-1.5), "beta must be > 0"),
     "simulate-holder-without-beta": (_simulate_case(phi="holder"), "needs beta"),
+    "simulate-weierstrass-without-beta": (_simulate_case(phi="weierstrass"), "needs beta"),
+    "simulate-weierstrass-integer-beta": (
+        _simulate_case(phi="weierstrass", beta=2),
+        "needs a non-integer beta",
+    ),
     "simulate-noise-nan": (_simulate_case(noise="nan"), "--noise"),
     "simulate-M-0": (_simulate_case(M=0), "--M"),
     "simulate-out-dir-missing": (_simulate_case(out_name="missing/data.npz"), "does not exist"),

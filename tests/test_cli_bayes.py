@@ -76,6 +76,8 @@ def test_predict_and_evaluate_posterior(posterior_file, capsys):
     assert main(["evaluate", str(post), "--truth", str(data), "--json", str(d / "e.json")]) == 0
     res = json.loads((d / "e.json").read_text())
     assert res["kind"] == "posterior" and res["error"] > 0
+    # c_H of the model's basis at the ERM reference's A: in (0, 1] on the data (Jensen)
+    assert 0 < res["c_H"] <= 1 and res["c_H_dim"] >= 1
     assert res["draw_error"]["q05"] <= res["draw_error"]["median"] <= res["draw_error"]["q95"]
     assert "posterior of ||g_theta - g*||^2" in capsys.readouterr().out
 

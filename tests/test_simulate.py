@@ -5,11 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayes_ips.activations import phi_eval
+from bayes_ips.activations import WEIERSTRASS_MEAN_SQUARE, phi_eval
 from bayes_ips.errors import InputError
 from bayes_ips.simulate import (
+    TOKEN_LAWS,
     NoiseLaw,
     TokenLaw,
+    g_true,
     gauge_fix,
     make_truth,
     sample_pairs,
@@ -115,6 +117,8 @@ def test_user_given_A():
         {"d": 3, "noise": "cauchy"},
         {"d": 3, "noise_sd": -1.0},
         {"d": 3, "phi": "holder", "beta": -0.5},
+        {"d": 3, "phi": "weierstrass"},
+        {"d": 3, "phi": "weierstrass", "beta": 1.0},
     ],
 )
 def test_bad_truth_options_are_refused(kwargs):
@@ -133,3 +137,21 @@ def test_bad_sizes_are_refused():
         TokenLaw("correlated", 3, rho=1.5)
     with pytest.raises(InputError):
         NoiseLaw("gaussian", float("inf"))
+
+
+@pytest.mark.parametrize("tokens", TOKEN_LAWS)
+def test_weierstrass_truth_has_the_fixed_l2_rho_norm(tokens):
+    """make_truth sets E_rho[phi*(x^T A* y)^2] = 1/2 on its 20000 Monte Carlo pairs.
+
+    Checked on 50000 fresh pairs: the two estimates differ by Monte Carlo error
+    only, with standard error sd(g^2) sqrt(1/20000 + 1/50000); 5 of them bound a
+    false failure at ~1e-6.
+    """
+    truth = make_truth(jax.random.PRNGKey(7), 3, 2, phi="weierstrass", beta=0.5, tokens=tokens)
+    x, y = sample_pairs(jax.random.PRNGKey(8), truth.tokens, 50_000)
+    g2 = np.asarray(g_true(truth, x, y)) ** 2
+    se = g2.std() * np.sqrt(1 / 20_000 + 1 / 50_000)
+    assert abs(g2.mean() - WEIERSTRASS_MEAN_SQUARE) < 5 * se
+    # deterministic from the key
+    again = make_truth(jax.random.PRNGKey(7), 3, 2, phi="weierstrass", beta=0.5, tokens=tokens)
+    assert again.phi == truth.phi

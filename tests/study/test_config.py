@@ -62,6 +62,16 @@ def test_erm_and_bayes_tables_build_the_real_config_classes():
         parse_config({**holder6, "phi": [{"family": "holder", "beta": 3}]})
 
 
+def test_weierstrass_phi_tables():
+    from bayes_ips.study import make_cells
+
+    raw = {**BASE, "phi": [{"family": "weierstrass", "beta": 0.5}, {"family": "tanh"}]}
+    cfg = parse_config(raw)
+    assert [(p.family, p.beta) for p in cfg.phi] == [("weierstrass", 0.5), ("tanh", math.inf)]
+    ids = [c.id for c in make_cells(cfg)]
+    assert "erm_weierstrass-b0.5_d2_M100_r0" in ids
+
+
 def test_log_spaced_m_range():
     cfg = parse_config(_with(study__M={"min": 100, "max": 10000, "num": 5}))
     assert cfg.M == (100, 316, 1000, 3162, 10000)
@@ -116,6 +126,12 @@ BAD = [
     ({**BASE, "phi": [{"family": "holder"}]}, "family holder needs a beta"),
     ({**BASE, "phi": [{"family": "holder", "beta": 0}]}, "phi[0].beta must be > 0"),
     ({**BASE, "phi": [{"family": "bspline", "beta": 1.5}]}, "integer degree"),
+    ({**BASE, "phi": [{"family": "weierstrass"}]}, "family weierstrass needs a beta"),
+    ({**BASE, "phi": [{"family": "weierstrass", "beta": 0}]}, "phi[0].beta must be > 0"),
+    (
+        {**BASE, "phi": [{"family": "weierstrass", "beta": 2}]},
+        "phi[0]: the weierstrass family needs a non-integer beta",
+    ),
     ({**BASE, "phi": [{"family": "tanh", "beta": 2}]}, "analytic"),
     ({**BASE, "phi": [{"family": "tanh"}, {"family": "tanh"}]}, "repeat an entry"),
     # [erm] and [bayes_pm] are validated by ERMConfig and SamplerConfig themselves

@@ -21,8 +21,9 @@ file (every key is checked; unknown keys and bad values are refused)::
     n_eval_pairs = 20000           # held-out pairs for the L2(rho) error
 
     [[phi]]                        # one table per true activation
-    family = "bspline"             # tanh | sin | holder | bspline
-    beta = 2                       # smoothness (holder: any > 0; bspline: the degree)
+    family = "bspline"             # tanh | sin | holder | bspline | weierstrass
+    beta = 2                       # smoothness (holder: any > 0; bspline: the degree;
+                                   # weierstrass: any non-integer > 0)
 
     [erm]                          # bayes_ips.erm.ERMConfig, less rank and beta (all optional)
     k_rule = "gcv"                 # gcv | theory
@@ -70,7 +71,7 @@ import math
 import time
 from typing import Any
 
-from bayes_ips.activations import FAMILIES
+from bayes_ips.activations import FAMILIES, check_beta
 from bayes_ips.erm import ERMConfig
 from bayes_ips.errors import InputError
 from bayes_ips.inference import SamplerConfig
@@ -300,6 +301,10 @@ def _phi_entries(v: Any) -> tuple[PhiEntry, ...]:
             beta = as_float(f"{where}.beta", t["beta"], 0.0, lo_open=True)
             if fam == "bspline" and (beta != int(beta) or beta < 1):
                 raise InputError(f"{where}: bspline needs an integer degree beta >= 1, got {beta}")
+            try:
+                check_beta(fam, beta)
+            except InputError as e:
+                raise InputError(f"{where}: {e}") from None
         out.append(PhiEntry(fam, beta))
     if len(set(out)) != len(out):
         raise InputError("the [[phi]] tables repeat an entry")
@@ -512,7 +517,10 @@ def run_cell(spec: dict) -> dict:
     """Compute one cell's record (a flat JSON-able dict).
 
     Every record holds the L2(rho) error of its estimator with its Monte Carlo
-    standard error, K and the degree used, the theory's condition, timings, and
+    standard error, K and the degree used, the coercivity constant ``c_H`` of its
+    hypothesis space on the training tokens (``c_H_dim``: the span it was taken
+    over; records written before it existed lack both, which read as NaN), the
+    theory's condition, timings, and
     for ``bayes_pm`` the posterior's own error distribution, the mean width and
     the coverage of the pointwise credible band, and convergence diagnostics.
     """
@@ -562,6 +570,8 @@ def run_cell(spec: dict) -> dict:
             n_basis=erm.info["n_basis"],
             sigma_hat=erm.info["sigma_hat"],
             n_outside=erm.info["n_outside"],
+            c_H=erm.info["c_H"],
+            c_H_dim=erm.info["c_H_dim"],
         )
     else:
         rec.update(_bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band))
@@ -573,6 +583,7 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
     import jax
     import numpy as np
 
+    from bayes_ips.coercivity import coercivity
     from bayes_ips.diagnostics import convergence
     from bayes_ips.inference import _fit_posterior, eval_pairs
     from bayes_ips.metrics import l2_error
@@ -617,6 +628,8 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
         if "fallback" in run.info:
             how.update(fallback=run.info["fallback"], khat=run.info["first"].get("khat", np.nan))
     basis = run.info.get("basis", {})
+    # the model's basis at the ERM fit's A, where its knots were placed (as `evaluate`)
+    coerc = coercivity(X, erm.U, erm.V, run.knots)
     return {
         "sampler": run.method,
         **how,
@@ -636,6 +649,7 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
         "K": int(run.knots.n_intervals),
         "degree": int(run.knots.degree),
         "n_basis": int(post.c_mean.shape[-1]),
+        **coerc.as_dict(),
         "sigma_mean": float(post.sigma.mean()),
         "rhat_max": conv["rhat_max"],
         "ess_bulk_min": conv["ess_bulk_min"],
