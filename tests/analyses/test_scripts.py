@@ -175,3 +175,22 @@ def test_fast_vs_nuts_pairs_cells_and_applies_the_criteria(tmp_path, capsys):
     assert [r["within"] for r in rows] == [True, False, False]
     assert rows[2]["coverage_gap"] == pytest.approx(-0.04)
     assert capsys.readouterr().out.strip().splitlines()[-1] == "cells_within_criteria=1/3"
+
+
+@pytest.mark.slow  # population PGD and a Bayes risk on a tiny case, ~5 s
+def test_slr_population_script(tmp_path, capsys):
+    mod = _load("slr_population")
+    args = mod.build_parser().parse_args(
+        ["--out-dir", str(tmp_path), "--d", "4", "--gamma", "1", "--starts", "2",
+         "--steps", "200", "--n-bayes", "400"]
+    )  # fmt: skip
+    rows = mod.main(args)
+    assert len(rows) == 2 and (tmp_path / "population.md").stat().st_size > 0
+    with open(tmp_path / "population.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    for r in rows:  # each start ends at one of the two stationary points, at a lower risk
+        assert min(abs(r["risk"] - r["risk_truth"]), abs(r["risk"] - r["risk_swap"])) < 1e-7
+        assert r["excess"] == pytest.approx(r["risk"] - r["bayes_risk"])
+    assert "population PGD" in capsys.readouterr().out
+    with pytest.raises(mod.InputError, match="starts"):
+        mod.main(mod.build_parser().parse_args(["--out-dir", str(tmp_path), "--starts", "0"]))
