@@ -411,3 +411,20 @@ def test_shipped_configs_keep_their_hashes_and_cells():
         cells = json.dumps([[c.id, c.hash] for c in make_cells(cfg)])
         got = (config_hash(cfg), hashlib.sha256(cells.encode()).hexdigest()[:12])
         assert got == (chash, cells_digest), name
+
+
+def test_minimax_config_is_the_documented_grid():
+    import os
+
+    from bayes_ips.study import make_cells
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "analyses", "configs")
+    cfg = load_config(os.path.join(path, "minimax.toml"))
+    assert cfg.estimators == ("erm_gcv", "erm_theory", "bayes_pm")
+    assert [cfg.erm_of(e).k_rule for e in cfg.estimators] == ["gcv", "theory", "gcv"]
+    assert cfg.pairs() == [("bayes_pm", "erm_gcv")]
+    assert [(p.family, p.beta) for p in cfg.phi] == [("weierstrass", b) for b in (0.5, 1.5, 2.5)]
+    assert cfg.d == (1, 5, 30) and cfg.M == (250, 500, 1000, 2000, 4000, 8000, 16000)
+    assert (cfg.N, cfg.rank, cfg.noise, cfg.tokens, cfg.repetitions) == (6, 1, 0.1, "cube", 4)
+    assert (cfg.error_rse, cfg.error_max_pairs) == (0.05, 32 * 20000)
+    assert cfg.n_cells == len(make_cells(cfg)) == 3 * 3 * 3 * 7 * 4
