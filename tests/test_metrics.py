@@ -28,3 +28,43 @@ def test_l2_error_matches_closed_form_for_a_linear_phi():
     ref = np.mean(np.tanh(np.einsum("pi,ij,pj->p", x, truth.A, y) / truth.phi.scale) ** 2)
     assert abs(res.error - ref) < 4 * res.se
     assert res.relative > 0.9  # predicting 0 is about as bad as predicting the mean
+
+
+# A target relative s.e. the first draw of held-out pairs misses: the squared error of
+# g* + 0.1 (x.y)^2 on Gaussian tokens is heavy-tailed (se / error = 0.17 on 500 pairs).
+RSE_TARGET, FIRST_PAIRS = 0.1, 500
+
+
+def _heavy_tailed_case():
+    import jax.numpy as jnp
+
+    truth = make_truth(jax.random.PRNGKey(0), 3, 1, tokens="gaussian")
+    return truth, lambda x, y: g_true(truth, x, y) + 0.1 * jnp.sum(x * y, axis=1) ** 2
+
+
+def test_rse_target_doubles_the_pairs_until_met_deterministically():
+    truth, predict = _heavy_tailed_case()
+    key = jax.random.PRNGKey(1)
+    first = l2_error(key, predict, truth, FIRST_PAIRS)
+    assert first.se > RSE_TARGET * first.error  # the first draw misses the target
+    res = l2_error(key, predict, truth, FIRST_PAIRS, rse=RSE_TARGET)
+    assert res.se <= RSE_TARGET * res.error
+    assert res.n_pairs > FIRST_PAIRS and res.n_pairs % FIRST_PAIRS == 0
+    chunks = res.n_pairs // FIRST_PAIRS
+    assert chunks & (chunks - 1) == 0  # a power of two: the pairs doubled
+    # one doubling fewer had missed it (the loop stops at the first total that meets it)
+    fewer = l2_error(key, predict, truth, FIRST_PAIRS, min_pairs=res.n_pairs // 2)
+    assert fewer.n_pairs == res.n_pairs // 2 and fewer.se > RSE_TARGET * fewer.error
+    assert l2_error(key, predict, truth, FIRST_PAIRS, rse=RSE_TARGET) == res  # deterministic
+    # min_pairs draws the very same pairs (the paired ERM error of a posterior cell)
+    assert l2_error(key, predict, truth, FIRST_PAIRS, min_pairs=res.n_pairs) == res
+
+
+def test_rse_target_met_by_the_first_draw_changes_nothing_and_the_cap_holds():
+    truth, predict = _heavy_tailed_case()
+    key = jax.random.PRNGKey(1)
+    plain = l2_error(key, predict, truth, FIRST_PAIRS)
+    assert l2_error(key, predict, truth, FIRST_PAIRS, rse=0.5) == plain  # met at once
+    capped = l2_error(key, predict, truth, FIRST_PAIRS, rse=0.01, max_pairs=5 * FIRST_PAIRS)
+    assert capped.n_pairs == 4 * FIRST_PAIRS  # 8 chunks would pass the cap of 5
+    assert capped.se > 0.01 * capped.error  # missed, and the result says so

@@ -19,6 +19,21 @@ LOWER_Q, UPPER_Q = 0.1, 0.9  # the band over repetitions
 LABELS = {"erm": "ERM", "bayes_pm": "Bayes posterior mean"}
 
 
+def _kinds(ds) -> dict[str, str]:
+    """estimator -> kind (the ``kind`` coordinate; without it, the name)."""
+    names = [str(e) for e in ds["estimator"].values]
+    if "kind" not in ds.coords:
+        return {e: e for e in names}
+    return dict(zip(names, (str(k) for k in ds["kind"].values), strict=True))
+
+
+def estimator_label(name: str, kind: str) -> str:
+    """``ERM`` for the kind's own estimator; ``erm_theory (ERM)`` for a named one."""
+    if name == kind or kind not in LABELS:
+        return LABELS.get(name, name)
+    return f"{name} ({LABELS[kind]})"
+
+
 def m_axis(ax, M) -> None:
     """A log x axis labelled at the study's M values only (no crowded minor labels)."""
     from matplotlib.ticker import NullFormatter, NullLocator
@@ -101,10 +116,11 @@ def plot_rates(ds, rows: list[dict] | None = None, title: str = "") -> Figure:
     """
     import matplotlib
 
-    ests = [str(e) for e in ds["estimator"].values]
-    has_band = "bayes_pm" in ests and "band_width" in ds
-    # one row: an error panel per estimator, then the band panel; no empty cell
-    n_panels = len(ests) + int(has_band)
+    kinds = _kinds(ds)
+    ests = list(kinds)
+    banded = [e for e in ests if kinds[e] == "bayes_pm"] if "band_width" in ds else []
+    # one row: an error panel per estimator, then a band panel per posterior; no empty cell
+    n_panels = len(ests) + len(banded)
     fig = Figure(figsize=(5.2 * n_panels, 4.2), layout="constrained")
     axes = fig.subplots(1, n_panels, squeeze=False)[0]
     cmap = matplotlib.colormaps["viridis"]
@@ -112,19 +128,22 @@ def plot_rates(ds, rows: list[dict] | None = None, title: str = "") -> Figure:
     colors = [cmap(0.85 * i / max(n - 1, 1)) for i in range(n)]
     for ax, est in zip(axes, ests, strict=False):
         _panel(ax, ds, est, "error", rows, colors, ylabel=r"$\|\hat g - g^*\|^2_{L^2(\rho)}$")
-        ax.set_title(LABELS.get(est, est))
+        ax.set_title(estimator_label(est, kinds[est]))
         ax.legend(fontsize=7.5, loc="lower left")
-    if has_band:
-        axb = axes[-1]
-        _panel(axb, ds, "bayes_pm", "band_width", None, colors, 0.5, "mean width of 90% band")
-        axb.set_title("posterior contraction (credible-band width)")
+    for axb, est in zip(axes[len(ests) :], banded, strict=True):
+        _panel(axb, ds, est, "band_width", None, colors, 0.5, "mean width of 90% band")
+        title = "posterior contraction (credible-band width)"
+        axb.set_title(title if est == "bayes_pm" else f"{est}: {title}")
     note = "filled: theory condition holds; hollow: fails.  dotted: theory slope."
     fig.suptitle((title + "\n" if title else "") + note, fontsize=9)
     return fig
 
 
-def plot_paired_ratio(ds) -> Figure:
-    """Error of the posterior mean over the ERM error on the same datasets, against M."""
+def plot_paired_ratio(ds, pairs=(("bayes_pm", "erm"),)) -> Figure:
+    """Error of the posterior mean over the ERM error on the same datasets, against M.
+
+    ``pairs``: ``(posterior, erm)`` estimator names (several: one line style each).
+    """
     import matplotlib
 
     fig = Figure(figsize=(6, 4.2), layout="constrained")
@@ -132,19 +151,24 @@ def plot_paired_ratio(ds) -> Figure:
     M = ds["M"].values.astype(float)
     cmap = matplotlib.colormaps["viridis"]
     lines = _lines(ds)
-    for i, (phi, d) in enumerate(lines):
-        color = cmap(0.85 * i / max(len(lines) - 1, 1))
-        r = (
-            ds["error"].sel(estimator="bayes_pm", phi=phi, d=d)
-            / ds["error"].sel(estimator="erm", phi=phi, d=d)
-        ).values
-        ok = np.isfinite(r).any(axis=1)
-        if not ok.any():
-            continue
-        med = np.nanmedian(r[ok], axis=1)
-        lo, hi = np.nanquantile(r[ok], [LOWER_Q, UPPER_Q], axis=1)
-        ax.plot(M[ok], med, "o-", color=color, label=_label(ds, phi, d))
-        ax.fill_between(M[ok], lo, hi, color=color, alpha=0.18, lw=0)
+    styles = ("o-", "s--", "^:", "d-.")
+    for j, (pm, erm) in enumerate(pairs):
+        for i, (phi, d) in enumerate(lines):
+            color = cmap(0.85 * i / max(len(lines) - 1, 1))
+            r = (
+                ds["error"].sel(estimator=pm, phi=phi, d=d)
+                / ds["error"].sel(estimator=erm, phi=phi, d=d)
+            ).values
+            ok = np.isfinite(r).any(axis=1)
+            if not ok.any():
+                continue
+            med = np.nanmedian(r[ok], axis=1)
+            lo, hi = np.nanquantile(r[ok], [LOWER_Q, UPPER_Q], axis=1)
+            label = _label(ds, phi, d)
+            if len(pairs) > 1:
+                label = f"{pm}/{erm}, {label}"
+            ax.plot(M[ok], med, styles[j % len(styles)], color=color, label=label)
+            ax.fill_between(M[ok], lo, hi, color=color, alpha=0.18, lw=0)
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
     m_axis(ax, M)
     ax.set_yscale("log")

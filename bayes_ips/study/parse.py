@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -105,12 +106,31 @@ def study_name(st: Mapping[str, Any], default: str) -> str:
     return name
 
 
-def study_estimators(st: Mapping[str, Any], choices: tuple[str, ...]) -> tuple[str, ...]:
-    """``study.estimators``: a non-empty list of distinct names from ``choices``."""
+_PLAIN_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def study_estimators(
+    st: Mapping[str, Any], choices: tuple[str, ...], *, named: bool = False
+) -> tuple[str, ...]:
+    """``study.estimators``: a non-empty list of distinct names from ``choices``.
+
+    With ``named``, an entry may also be any plain name (lower-case letters,
+    digits and ``_``, starting with a letter): a task that lets a config name
+    its own estimators (tables with a ``kind``) resolves those itself.
+    """
     est = st.get("estimators")
     if not isinstance(est, list) or not est:
         raise InputError("study.estimators must be a non-empty list")
-    out = tuple(as_choice("study.estimators entries", e, choices) for e in est)
+    if named:
+        for e in est:
+            if not isinstance(e, str) or not _PLAIN_NAME.fullmatch(e):
+                raise InputError(
+                    "study.estimators entries must be plain names (a-z, 0-9, _; "
+                    f"starting with a letter), got {e!r}"
+                )
+        out = tuple(est)
+    else:
+        out = tuple(as_choice("study.estimators entries", e, choices) for e in est)
     if len(set(out)) != len(out):
         raise InputError(f"study.estimators has repeated values: {list(out)}")
     return out

@@ -8,7 +8,13 @@ the 2.5% and 97.5% quantiles of the refitted slopes.  With a single repetition
 no interval is given (NaN).
 
 The theory's slope is ``-2 beta / (2 beta + 1)`` (``-1`` for analytic phi*, the
-parametric rate).
+parametric rate): the minimax rate over the Hoelder ball.  A phi* that is smooth
+except at a few isolated singularities of order beta (``bspline``: the knots of a
+degree-beta spline; ``holder``: three kinks) is easier: an estimator that picks
+K from the data (GCV) balances ``K / M`` against the bias ``K^-(2 beta + 1)`` of
+the one interval that holds a singularity, for ``-(2 beta + 1) / (2 beta + 2)``
+(:func:`singularity_slope`; ``../shared/SCIENCE.md``, "Which rate a study can
+show").  :func:`predicted_slopes` gives the predictions that apply to a family.
 """
 
 from __future__ import annotations
@@ -17,7 +23,15 @@ import math
 
 import numpy as np
 
-__all__ = ["SLOPE_COLUMNS", "fit_slopes", "slopes_markdown", "theory_slope"]
+__all__ = [
+    "ISOLATED_SINGULARITY_FAMILIES",
+    "SLOPE_COLUMNS",
+    "fit_slopes",
+    "predicted_slopes",
+    "singularity_slope",
+    "slopes_markdown",
+    "theory_slope",
+]
 
 SLOPE_COLUMNS = (
     "estimator",
@@ -41,6 +55,27 @@ N_BOOT = 2000  # bootstrap resamples: the 2.5% quantile then has ~50 resamples b
 def theory_slope(beta: float) -> float:
     """``-2 beta / (2 beta + 1)``; ``-1`` when beta is infinite."""
     return -1.0 if math.isinf(beta) else -2.0 * beta / (2.0 * beta + 1.0)
+
+
+#: phi* families smooth but at a few points, where the singularity's exponent is beta
+ISOLATED_SINGULARITY_FAMILIES = ("bspline", "holder")
+
+
+def singularity_slope(beta: float) -> float:
+    """``-(2 beta + 1) / (2 beta + 2)``: adaptive K against isolated singularities of order beta."""
+    return -1.0 if math.isinf(beta) else -(2.0 * beta + 1.0) / (2.0 * beta + 2.0)
+
+
+def predicted_slopes(family: str, beta: float) -> dict[str, float]:
+    """The slopes the theory predicts for phi* of ``family`` with smoothness ``beta``.
+
+    ``minimax`` (``-2 beta / (2 beta + 1)``) for every family; ``singularity``
+    (:func:`singularity_slope`) too for :data:`ISOLATED_SINGULARITY_FAMILIES`,
+    NaN otherwise (``weierstrass`` is rough everywhere: only the minimax exponent
+    applies; analytic families have beta = inf and both are -1).
+    """
+    sing = singularity_slope(beta) if family in ISOLATED_SINGULARITY_FAMILIES else math.nan
+    return {"minimax": theory_slope(beta), "singularity": sing}
 
 
 def _ols_slope(x: np.ndarray, y: np.ndarray) -> float:

@@ -4,6 +4,7 @@ import argparse
 import csv
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,68 @@ def test_report_only_runs_no_cell_and_reports_the_finished_ones(shared, tmp_path
     records = shared / "records" / "records"
     assert (records / "erm_tanh-binf_d1_M40_r0.json").exists()  # the folder it reads
     assert not list(records.glob("*_M160_*"))
+
+
+# The minimax analysis on named estimators: erm_gcv and erm_theory, both at the fixed
+# K = 3 of COMMON (so that the cells are cheap; their names, not their K, are tested
+# here), and a target relative s.e. of the error that the first 400 held-out pairs
+# miss in some cells.  16 cells, ~4 s; the bspline phi*'s second prediction is tested
+# on synthetic records in study/test_report.
+MINIMAX = f"""
+[study]
+name = "minimax"
+estimators = ["erm_gcv", "erm_theory"]
+d = [1, 2]
+error_rse = 0.1
+error_max_pairs = 3200
+{COMMON.split("[erm]")[0]}
+[[phi]]
+family = "weierstrass"
+beta = 1.5
+
+[erm]
+{COMMON.split("[erm]")[1].split("[bayes_pm]")[0]}
+[erm_gcv]
+kind = "erm"
+
+[erm_theory]
+kind = "erm"
+k_rule = "theory"
+"""
+
+
+def test_minimax_script_tells_named_estimators_apart(shared, tmp_path, capsys):
+    (tmp_path / "minimax.toml").write_text(MINIMAX)
+    args = _args(shared, "minimax", tmp_path / "out")
+    args.config = str(tmp_path / "minimax.toml")
+    res = _load("minimax").main(args)
+    records = res["result"].records
+    assert not res["result"].failures and len(records) == 16
+    assert {r["estimator"] for r in records} == {"erm_gcv", "erm_theory"}
+    assert {r["kind"] for r in records} == {"erm"}
+    folder = shared / "records" / "records"
+    assert (folder / "erm_theory_weierstrass-b1.5_d2_M60_r1.json").exists()
+    # the error target: met where the pairs sufficed, pairs doubled from 400, capped
+    pairs = {r["error_n_pairs"] for r in records}
+    assert pairs <= {400, 800, 1600, 3200} and len(pairs) > 1
+    for r in records:
+        assert r["error_rse_met"] == (r["error_se"] <= 0.1 * r["error"])
+        assert r["error_rse_met"] or r["error_n_pairs"] == 3200
+    pred = res["prediction_rows"]
+    assert len(pred) == 4  # estimator x phi x d
+    for r in pred:
+        assert r["minimax"] == pytest.approx(-3 / 4, abs=1e-12)  # -2 beta / (2 beta + 1)
+        assert r["family"] == "weierstrass" and math.isnan(r["singularity"])
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| erm_theory | weierstrass(beta=1.5) | 2 |" in summary
+    assert "- erm_gcv, weierstrass(beta=1.5): d-slopes from" in summary
+    assert "cells met se/error <= 0.1" in summary
+    with open(tmp_path / "out" / "slopes.csv") as f:
+        assert {r["estimator"] for r in csv.DictReader(f)} == {"erm_gcv", "erm_theory"}
+    ds = xr.open_dataset(tmp_path / "out" / "results.nc", engine="h5netcdf")
+    assert ds["estimator"].values.tolist() == ["erm_gcv", "erm_theory"]
+    assert ds["kind"].values.tolist() == ["erm", "erm"]
+    assert "Slopes against the predicted exponents" in capsys.readouterr().out
 
 
 @pytest.mark.slow  # two default posterior runs at M = 400 (compiled once)

@@ -28,6 +28,11 @@ def _with(**changes):
 _DROP = object()
 
 
+def _named(**tables):
+    """BASE with the estimator ``erm_b`` declared by ``tables`` (plus any other table)."""
+    return {**BASE, "study": {**BASE["study"], "estimators": ["erm", "erm_b"]}, **tables}
+
+
 def test_minimal_config_gets_documented_defaults():
     cfg = parse_config(BASE)
     assert cfg.M == (100, 200) and cfg.d == (2,) and cfg.repetitions == 1
@@ -110,7 +115,7 @@ BAD = [
     (_with(study__M={"min": 10, "num": 3}), "'max' is missing"),
     (_with(study__d=[0]), "study.d entries must be an integer >= 1"),
     (_with(study__d=[2.5]), "study.d entries must be an integer"),
-    (_with(study__estimators=["mle"]), "study.estimators entries must be one of"),
+    (_with(study__estimators=["mle"]), "study.estimators: 'mle' is no estimator kind"),
     (_with(study__estimators=[]), "non-empty list"),
     (_with(study__rank=3), "rank 3 is impossible for d = 2"),
     (_with(study__tokens="sphere"), "study.tokens must be one of"),
@@ -160,6 +165,26 @@ BAD = [
     ({**BASE, "bayes_pm": {"init": "map"}}, "[bayes_pm]: unknown init 'map'"),
     ({**BASE, "bayes_pm": {"degree": 3}}, "unknown key 'degree' in [bayes_pm]"),  # ERM's
     ({**BASE, "bayes_pm": []}, "[bayes_pm] must be a table"),
+    # named estimators ([name] kind = ...)
+    (_with(study__estimators=["erm", "Erm-2"]), "study.estimators entries must be plain names"),
+    (_with(study__estimators=["erm", "erm"]), "study.estimators has repeated values"),
+    (_with(study__estimators=["phi"]), "study.estimators: 'phi' is a reserved table name"),
+    (_named(erm_b={"k_rule": "theory"}), "[erm_b] needs kind = one of erm, bayes_pm"),
+    (_named(erm_b={"kind": "ols"}), "erm_b.kind must be one of erm, bayes_pm; got 'ols'"),
+    (_named(erm_b={"kind": "erm", "chains": 2}), "unknown key 'chains' in [erm_b]"),
+    (_named(erm_b={"kind": "erm", "k_rule": "aic"}), "[erm_b]: unknown K rule 'aic'"),
+    (_named(erm_b={"kind": "bayes_pm", "restarts": 2}), "unknown key 'restarts' in [erm_b]"),
+    (_named(erm_b={"kind": "erm"}, erm_c={"kind": "erm"}), "[erm_c] names an estimator that"),
+    (_named(erm_b=[1]), "'erm_b' is no estimator kind (erm, bayes_pm) and has no [erm_b]"),
+    ({**BASE, "erm": {"kind": "erm"}}, "unknown key 'kind' in [erm]"),
+    # the held-out pairs' target relative standard error
+    (_with(study__error_rse=0.0), "study.error_rse must be > 0.0"),
+    (_with(study__error_rse=1.0), "study.error_rse must be in (0, 1)"),
+    (_with(study__error_max_pairs=10**6), "study.error_max_pairs needs study.error_rse"),
+    (
+        _with(study__error_rse=0.05, study__error_max_pairs=100),
+        "study.error_max_pairs must be >= study.n_eval_pairs (20000), got 100",
+    ),
 ]
 
 
@@ -267,3 +292,139 @@ def test_committed_paper_records_match_their_cells():
         cell = cells[doc["cell_id"]]
         assert (cell.hash, cell.spec) == (doc["spec_hash"], doc["spec"])
         assert doc["config_hash"] == config_hash(config)
+
+
+# ----------------------------------------------------------- named estimators
+
+
+NAMED = {
+    "study": {
+        "name": "named",
+        "estimators": ["erm_gcv", "erm_theory", "bayes_pm"],
+        "M": [100, 200],
+        "d": [2],
+    },
+    "phi": [{"family": "weierstrass", "beta": 1.5}],
+    "erm": {"restarts": 2},  # every ERM fit's, changed by the named tables' keys
+    "erm_gcv": {"kind": "erm"},
+    "erm_theory": {"kind": "erm", "k_rule": "theory"},
+}
+
+
+def test_named_estimators_are_their_kinds_tables_with_keys_changed():
+    from bayes_ips.erm import ERMConfig
+    from bayes_ips.study import make_cells
+    from bayes_ips.study.tasks import ips
+
+    cfg = parse_config(NAMED)
+    assert cfg.estimators == ("erm_gcv", "erm_theory", "bayes_pm")
+    assert [cfg.kind_of(e) for e in cfg.estimators] == ["erm", "erm", "bayes_pm"]
+    assert cfg.erm_of("erm_gcv") == ERMConfig(restarts=2) == cfg.erm_of("bayes_pm")
+    assert cfg.erm_of("erm_theory") == ERMConfig(restarts=2, k_rule="theory")
+    # the posterior mean shares its ERM fit ([erm]'s settings) with erm_gcv: a pair
+    assert cfg.pairs() == [("bayes_pm", "erm_gcv")]
+    cells = make_cells(cfg)
+    assert len(cells) == cfg.n_cells == 6
+    by_id = {c.id: c for c in cells}
+    theory = by_id["erm_theory_weierstrass-b1.5_d2_M100_r0"]
+    assert theory.spec["estimator"] == "erm_theory" and theory.spec["kind"] == "erm"
+    assert theory.spec["settings"]["k_rule"] == "theory"
+    assert ips.cell_erm_config(theory.spec) == ERMConfig(restarts=2, k_rule="theory", beta=1.5)
+    gcv = by_id["erm_gcv_weierstrass-b1.5_d2_M100_r0"]
+    assert gcv.spec["settings"]["k_rule"] == "gcv" and gcv.hash != theory.hash
+    pm = by_id["bayes_pm_weierstrass-b1.5_d2_M100_r0"]
+    assert "kind" not in pm.spec  # a kind's own estimator: the spec of old studies
+    assert pm.spec["settings"]["erm"] == gcv.spec["settings"]
+    # the same data for every estimator (the data key names none)
+    assert ips._data_key(gcv.spec).tolist() == ips._data_key(theory.spec).tolist()
+    # the config hash holds the variants; one of a different k_rule differs
+    other = {**NAMED, "erm_theory": {"kind": "erm", "k_rule": "theory", "restarts": 1}}
+    assert config_hash(parse_config(other)) != config_hash(cfg)
+    assert cfg.to_dict()["variants"][1]["settings"]["k_rule"] == "theory"
+
+
+def test_only_selects_a_named_estimator_or_a_kind():
+    from bayes_ips.study import make_cells
+    from bayes_ips.study.cells import parse_only, select_cells
+    from bayes_ips.study.tasks import ips
+
+    cells = make_cells(parse_config(NAMED))
+    pick = select_cells(cells, parse_only(["estimator=erm_theory"], ips.selectable))
+    assert {c.estimator for c in pick} == {"erm_theory"} and len(pick) == 2
+    pick = select_cells(cells, parse_only(["kind=erm"], ips.selectable))
+    assert {c.estimator for c in pick} == {"erm_gcv", "erm_theory"}
+
+
+def test_a_named_posterior_and_its_pair():
+    raw = {
+        **{k: v for k, v in NAMED.items() if k not in ("erm_gcv", "erm_theory")},
+        "study": {**NAMED["study"], "estimators": ["erm", "bayes_pm", "bayes_nuts"]},
+        "bayes_nuts": {"kind": "bayes_pm", "method": "nuts", "draws": 100},
+    }
+    cfg = parse_config(raw)
+    assert cfg.bayes_of("bayes_nuts").sampler.method == "nuts"
+    assert cfg.bayes_of("bayes_nuts").sampler.draws == 100
+    assert cfg.bayes_of("bayes_pm").sampler.method == "auto"
+    assert cfg.pairs() == [("bayes_pm", "erm"), ("bayes_nuts", "erm")]
+
+
+def test_error_rse_is_in_the_specs_only_when_set():
+    from bayes_ips.study import make_cells
+
+    plain = make_cells(parse_config(BASE))
+    assert all("error_rse" not in c.spec for c in plain)
+    cfg = parse_config(_with(study__error_rse=0.05))
+    assert (cfg.error_rse, cfg.error_max_pairs) == (0.05, 32 * cfg.n_eval_pairs)
+    cells = make_cells(cfg)
+    assert all(c.spec["error_rse"] == 0.05 for c in cells)
+    assert all(c.spec["error_max_pairs"] == 640000 for c in cells)
+    assert [c.id for c in cells] == [c.id for c in plain]
+    assert {c.hash for c in cells}.isdisjoint(c.hash for c in plain)
+    assert config_hash(cfg) != config_hash(parse_config(BASE))
+
+
+# The config hash of every shipped config, and a digest of its cells' ids and spec
+# hashes, as they were before named estimators and error targets existed (and for
+# minimax.toml, as written): records under analyses/results name these cells.
+SHIPPED = {
+    "bayes_vs_erm.toml": ("5dcaca0e826b91ab", "c75ca8ef951e"),
+    "paper.toml": ("3f6073d4710d3e6b", "5b98c46bfd8b"),
+    "paper_nuts.toml": ("14c2f1ca533d1a6a", "45d1f4fab1cb"),
+    "quick.toml": ("59104b372aa8da13", "e7246a48cbe6"),
+    "rate_vs_dimension.toml": ("9898f5cc2f509ef4", "13cde5ba3646"),
+    "rate_vs_smoothness.toml": ("b27a693c48eb7b68", "1822ffca6a4e"),
+    "slr.toml": ("c9034c082bd017c6", "540517bcbecd"),
+    "slr_attention.toml": ("7c42e7171c7d34f2", "fe33487b60d5"),
+}
+
+
+def test_shipped_configs_keep_their_hashes_and_cells():
+    import hashlib
+    import json
+    import os
+
+    from bayes_ips.study import make_cells
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "analyses", "configs")
+    for name, (chash, cells_digest) in SHIPPED.items():
+        cfg = load_config(os.path.join(root, name))
+        cells = json.dumps([[c.id, c.hash] for c in make_cells(cfg)])
+        got = (config_hash(cfg), hashlib.sha256(cells.encode()).hexdigest()[:12])
+        assert got == (chash, cells_digest), name
+
+
+def test_minimax_config_is_the_documented_grid():
+    import os
+
+    from bayes_ips.study import make_cells
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "analyses", "configs")
+    cfg = load_config(os.path.join(path, "minimax.toml"))
+    assert cfg.estimators == ("erm_gcv", "erm_theory", "bayes_pm")
+    assert [cfg.erm_of(e).k_rule for e in cfg.estimators] == ["gcv", "theory", "gcv"]
+    assert cfg.pairs() == [("bayes_pm", "erm_gcv")]
+    assert [(p.family, p.beta) for p in cfg.phi] == [("weierstrass", b) for b in (0.5, 1.5, 2.5)]
+    assert cfg.d == (1, 5, 30) and cfg.M == (250, 500, 1000, 2000, 4000, 8000, 16000)
+    assert (cfg.N, cfg.rank, cfg.noise, cfg.tokens, cfg.repetitions) == (6, 1, 0.1, "cube", 4)
+    assert (cfg.error_rse, cfg.error_max_pairs) == (0.05, 32 * 20000)
+    assert cfg.n_cells == len(make_cells(cfg)) == 3 * 3 * 3 * 7 * 4

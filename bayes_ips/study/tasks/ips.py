@@ -19,6 +19,8 @@ file (every key is checked; unknown keys and bad values are refused)::
     tokens = "cube"                # cube | gaussian | anisotropic | correlated
     rho = 0.3                      # within-sample correlation (tokens = "correlated")
     n_eval_pairs = 20000           # held-out pairs for the L2(rho) error
+    error_rse = 0.05               # optional: draw held-out pairs until error_se <= 5% of error
+    error_max_pairs = 640000       # ... doubling up to this many (default 32 x n_eval_pairs)
 
     [[phi]]                        # one table per true activation
     family = "bspline"             # tanh | sin | holder | bspline | weierstrass
@@ -44,6 +46,38 @@ file (every key is checked; unknown keys and bad values are refused)::
     max_tree_depth = 8
     level = 0.9                    # study only: credible level of the pointwise bands
     n_band_pairs = 2000            # study only: held-out pairs for band width and coverage
+
+Named estimators: an entry of ``estimators`` that is not a kind (``erm``,
+``bayes_pm``) names a table of its own with a ``kind``, e.g. ERM twice, with
+GCV's K and with the theory's::
+
+    estimators = ["erm_gcv", "erm_theory", "bayes_pm"]
+
+    [erm_gcv]
+    kind = "erm"
+    k_rule = "gcv"
+
+    [erm_theory]
+    kind = "erm"
+    k_rule = "theory"              # any key of [erm]; the rest are [erm]'s
+
+A named table is its kind's table (``[erm]`` or ``[bayes_pm]``, validated by the
+same classes) with its keys changed; a ``bayes_pm`` one starts from ``[erm]``'s
+fit.  Names are plain (``a-z``, ``0-9``, ``_``); a table with a ``kind`` that
+``estimators`` does not list is refused.  Cell ids, records, ``--only
+estimator=erm_theory`` (or ``--only kind=erm``), tables, slopes and figures use
+the name; the cell specs of a kind's own estimator (``erm``, ``bayes_pm``) name
+no kind, so studies from before named estimators keep their hashes.  A
+posterior-mean estimator is compared, pair by pair, with the first ERM estimator
+whose settings are its own ERM fit's (:meth:`StudyConfig.pairs`).
+
+Error precision: the L2(rho) error is a Monte Carlo mean over held-out pairs,
+whose squared errors are heavy-tailed (a few pairs far out carry much of it).
+With ``error_rse`` the cell doubles its held-out pairs (chunks of
+``n_eval_pairs``, each from the cell's evaluation key) until ``error_se <=
+error_rse * error`` or the next doubling would pass ``error_max_pairs``; the
+record then holds ``error_n_pairs`` and ``error_rse_met``
+(:func:`bayes_ips.metrics.l2_error`).  Without it, nothing changes.
 
 ``[erm]`` and ``[bayes_pm]`` take every field of :class:`~bayes_ips.erm.ERMConfig`
 and :class:`~bayes_ips.inference.SamplerConfig` (validated by those classes): a
@@ -75,6 +109,7 @@ from bayes_ips.activations import FAMILIES, check_beta
 from bayes_ips.erm import ERMConfig
 from bayes_ips.errors import InputError
 from bayes_ips.inference import SamplerConfig
+from bayes_ips.metrics import DEFAULT_RSE_FACTOR
 from bayes_ips.simulate import NOISE_LAWS, TOKEN_LAWS
 from bayes_ips.study.cells import Cell, stable_int
 from bayes_ips.study.parse import (
@@ -119,9 +154,10 @@ def _parse_beta(v: str) -> float:
     return math.inf if v == "inf" else float(v)
 
 
-kinds = ("study", "dimension", "smoothness", "bayes_vs_erm")
+kinds = ("study", "dimension", "smoothness", "bayes_vs_erm", "minimax")
 selectable = {
     "estimator": str,
+    "kind": str,
     "d": int,
     "M": int,
     "rep": int,
@@ -219,6 +255,34 @@ def _erm_dict(erm: ERMConfig) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Variant:
+    """A named estimator of the grid: a table ``[name]`` with ``kind = "erm" | "bayes_pm"``.
+
+    Its settings are its kind's table (``[erm]`` or ``[bayes_pm]``) with the keys
+    of ``[name]`` changed.
+
+    Attributes
+    ----------
+    name : str
+        The estimator's name in ``study.estimators``, cell ids, records and reports.
+    kind : {"erm", "bayes_pm"}
+    settings : ERMConfig or PosteriorSettings
+        The estimator's own settings (a ``bayes_pm`` variant's ERM fit is ``[erm]``'s).
+    """
+
+    name: str
+    kind: str
+    settings: ERMConfig | PosteriorSettings
+
+    def to_dict(self) -> dict[str, Any]:
+        if isinstance(self.settings, ERMConfig):
+            settings = _erm_dict(self.settings)
+        else:
+            settings = self.settings.to_dict()
+        return {"name": self.name, "kind": self.kind, "settings": settings}
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """A validated IPS study grid (see the module docstring for the file format)."""
 
@@ -238,9 +302,17 @@ class StudyConfig:
     n_eval_pairs: int = 20000
     erm: ERMConfig = ERMConfig()
     bayes_pm: PosteriorSettings = PosteriorSettings()
+    variants: tuple[Variant, ...] = ()
+    error_rse: float | None = None
+    error_max_pairs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form (beta = inf written as the string "inf")."""
+        """Plain JSON-able form (beta = inf written as the string "inf").
+
+        The fields added after studies were run (``variants``, ``error_rse``,
+        ``error_max_pairs``) appear only when set, so that the hashes of the
+        configs that leave them out stay what they were.
+        """
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["phi"] = [
             {"family": p.family, "beta": "inf" if math.isinf(p.beta) else p.beta} for p in self.phi
@@ -249,6 +321,48 @@ class StudyConfig:
             out[k] = list(out[k])
         out["erm"] = _erm_dict(self.erm)
         out["bayes_pm"] = self.bayes_pm.to_dict()
+        out["variants"] = [v.to_dict() for v in self.variants]
+        for k in ("variants", "error_rse", "error_max_pairs"):
+            if not out[k]:
+                del out[k]
+        return out
+
+    def _variant(self, name: str) -> Variant | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+    def kind_of(self, name: str) -> str:
+        """The kind (``erm`` or ``bayes_pm``) of the estimator ``name``."""
+        v = self._variant(name)
+        return name if v is None else v.kind
+
+    def erm_of(self, name: str) -> ERMConfig:
+        """The ERM fit of estimator ``name``: its own (kind erm) or its posterior's start."""
+        v = self._variant(name)
+        return v.settings if v is not None and v.kind == "erm" else self.erm
+
+    def bayes_of(self, name: str) -> PosteriorSettings:
+        """The posterior settings of estimator ``name`` (of kind ``bayes_pm``)."""
+        v = self._variant(name)
+        return v.settings if v is not None else self.bayes_pm
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """``(posterior, erm)`` estimator names that share one ERM fit (a paired comparison).
+
+        Each posterior-mean estimator is paired with the first ERM estimator
+        whose settings are those of its own ERM fit (``[erm]``'s): both are then
+        computed from the same fit on the same data and scored on the same pairs.
+        """
+        out = []
+        for pm in self.estimators:
+            if self.kind_of(pm) != "bayes_pm":
+                continue
+            match = [
+                e
+                for e in self.estimators
+                if self.kind_of(e) == "erm" and self.erm_of(e) == self.erm_of(pm)
+            ]
+            if match:
+                out.append((pm, match[0]))
         return out
 
     @property
@@ -277,6 +391,8 @@ _STUDY_KEYS = {
     "tokens",
     "rho",
     "n_eval_pairs",
+    "error_rse",
+    "error_max_pairs",
 }
 _TOP_KEYS = {"study", "phi", "erm", "bayes_pm"}
 
@@ -319,10 +435,12 @@ def _validated(where: str, config: Any, d: int) -> None:
         raise InputError(f"{where}: {e}") from None
 
 
-def _erm(v: Any, rank: int, d: int, phis: tuple[PhiEntry, ...]) -> ERMConfig:
-    erm, _ = dataclass_settings("erm", v, ERMConfig, given={"rank": rank}, later=("beta",))
+def _erm(v: Any, rank: int, d: int, phis: tuple[PhiEntry, ...], table: str = "erm") -> ERMConfig:
+    erm, _ = dataclass_settings(table, v, ERMConfig, given={"rank": rank}, later=("beta",))
     for i, phi in enumerate(phis):  # each cell gives its beta: the degree rule depends on it
-        where = "[erm]" if phi.finite_beta is None else f"[erm] with phi[{i}] = {phi.label}"
+        where = f"[{table}]"
+        if phi.finite_beta is not None:
+            where += f" with phi[{i}] = {phi.label}"
         _validated(where, dataclasses.replace(erm, beta=phi.finite_beta), d)
     return erm
 
@@ -334,9 +452,9 @@ def _level(where: str, v: Any) -> float:
     return level
 
 
-def _bayes(v: Any, rank: int, d: int) -> PosteriorSettings:
+def _bayes(v: Any, rank: int, d: int, table: str = "bayes_pm") -> PosteriorSettings:
     sampler, extra = dataclass_settings(
-        "bayes_pm",
+        table,
         v,
         SamplerConfig,
         given={"rank": rank},
@@ -344,8 +462,56 @@ def _bayes(v: Any, rank: int, d: int) -> PosteriorSettings:
         defaults=_SAMPLER_STUDY_DEFAULTS,
         study_keys={"level": _level, "n_band_pairs": lambda w, x: as_int(w, x, 10)},
     )
-    _validated("[bayes_pm]", sampler, d)
+    _validated(f"[{table}]", sampler, d)
     return PosteriorSettings(sampler, **extra)
+
+
+def _variants(
+    raw: dict[str, Any], names: tuple[str, ...], rank: int, d: int, phis: tuple[PhiEntry, ...]
+) -> tuple[Variant, ...]:
+    """The named estimators of ``study.estimators`` (those that are not a kind)."""
+    out = []
+    for name in names:
+        if name in ESTIMATORS:
+            continue
+        if name in _TOP_KEYS:
+            raise InputError(f"study.estimators: {name!r} is a reserved table name")
+        table = raw.get(name)
+        if not isinstance(table, dict):
+            raise InputError(
+                f"study.estimators: {name!r} is no estimator kind ({', '.join(ESTIMATORS)}) "
+                f"and has no [{name}] table with a kind"
+            )
+        if "kind" not in table:
+            raise InputError(f"[{name}] needs kind = one of {', '.join(ESTIMATORS)}")
+        kind = as_choice(f"{name}.kind", table["kind"], ESTIMATORS)
+        base = raw.get(kind, {})
+        if not isinstance(base, dict):
+            raise InputError(f"[{kind}] must be a table")
+        merged = {**base, **{k: v for k, v in table.items() if k != "kind"}}
+        if kind == "erm":
+            settings = _erm(merged, rank, d, phis, table=name)
+        else:
+            settings = _bayes(merged, rank, d, table=name)
+        out.append(Variant(name, kind, settings))
+    return tuple(out)
+
+
+def _parse_error_target(st: dict[str, Any], n_eval: int) -> tuple[float | None, int | None]:
+    """``study.error_rse`` and ``study.error_max_pairs`` (None, None when not asked for)."""
+    if "error_rse" not in st:
+        if "error_max_pairs" in st:
+            raise InputError("study.error_max_pairs needs study.error_rse (a target to draw for)")
+        return None, None
+    rse = as_float("study.error_rse", st["error_rse"], 0.0, lo_open=True)
+    if rse >= 1:
+        raise InputError(f"study.error_rse must be in (0, 1), got {st['error_rse']!r}")
+    cap = as_int("study.error_max_pairs", st.get("error_max_pairs", DEFAULT_RSE_FACTOR * n_eval))
+    if cap < n_eval:
+        raise InputError(
+            f"study.error_max_pairs must be >= study.n_eval_pairs ({n_eval}), got {cap}"
+        )
+    return rse, cap
 
 
 def parse(raw: dict[str, Any]) -> StudyConfig:
@@ -353,13 +519,19 @@ def parse(raw: dict[str, Any]) -> StudyConfig:
     st = raw.get("study")
     if not isinstance(st, dict):
         raise InputError("the config needs a [study] table")
-    check_unknown("the config", raw, _TOP_KEYS)
     check_unknown("[study]", st, _STUDY_KEYS)
     for k in ("M", "d", "estimators"):
         if k not in st:
             raise InputError(f"[study] needs {k!r}")
+    est = study_estimators(st, ESTIMATORS, named=True)
+    for k, v in raw.items():
+        if k not in _TOP_KEYS and k not in est and isinstance(v, dict) and "kind" in v:
+            raise InputError(
+                f"[{k}] names an estimator that study.estimators does not list (list it; "
+                "--only estimator=... runs a part of the grid)"
+            )
+    check_unknown("the config", raw, _TOP_KEYS | set(est))
     study = study_name(st, "study")
-    est = study_estimators(st, ESTIMATORS)
     d = int_list("study.d", st["d"], 1)
     rank = as_int("study.rank", st.get("rank", 1))
     if rank > min(d):
@@ -369,6 +541,8 @@ def parse(raw: dict[str, Any]) -> StudyConfig:
     if rho >= 1 or (rho and tokens != "correlated"):
         raise InputError("study.rho must be in [0, 1) and is only for tokens = 'correlated'")
     phis = _phi_entries(raw.get("phi"))
+    n_eval = as_int("study.n_eval_pairs", st.get("n_eval_pairs", 20000), 100)
+    error_rse, error_max_pairs = _parse_error_target(st, n_eval)
     return StudyConfig(
         name=study,
         seed=as_int("study.seed", st.get("seed", 0), 0),
@@ -383,9 +557,12 @@ def parse(raw: dict[str, Any]) -> StudyConfig:
         noise_law=as_choice("study.noise_law", st.get("noise_law", "gaussian"), NOISE_LAWS),
         tokens=tokens,
         rho=rho,
-        n_eval_pairs=as_int("study.n_eval_pairs", st.get("n_eval_pairs", 20000), 100),
+        n_eval_pairs=n_eval,
         erm=_erm(raw.get("erm", {}), rank, min(d), phis),
         bayes_pm=_bayes(raw.get("bayes_pm", {}), rank, min(d)),
+        variants=_variants(raw, est, rank, min(d), phis),
+        error_rse=error_rse,
+        error_max_pairs=error_max_pairs,
     )
 
 
@@ -415,16 +592,23 @@ def make_cells(config: StudyConfig) -> list[Cell]:
         "rho": config.rho,
         "n_eval_pairs": config.n_eval_pairs,
     }
+    if config.error_rse is not None:  # absent from the specs that leave it out
+        common.update(error_rse=config.error_rse, error_max_pairs=config.error_max_pairs)
     for est in config.estimators:
-        settings = _erm_dict(config.erm)
-        if est == "bayes_pm":
-            settings = {"erm": settings, "bayes": config.bayes_pm.to_dict()}
+        kind = config.kind_of(est)
+        settings = _erm_dict(config.erm_of(est))
+        if kind == "bayes_pm":
+            settings = {"erm": settings, "bayes": config.bayes_of(est).to_dict()}
+        # a named estimator's spec names its kind; a kind's own (est == kind) does not,
+        # so that the specs of studies from before named estimators keep their hashes
+        named = {"kind": kind} if est != kind else {}
         for d in config.d:
             for M in config.M:
                 for phi in config.phi:
                     for rep in range(config.repetitions):
                         spec = {
                             **common,
+                            **named,
                             "estimator": est,
                             "phi": {
                                 "family": phi.family,
@@ -437,6 +621,7 @@ def make_cells(config: StudyConfig) -> list[Cell]:
                         }
                         coords = {
                             "estimator": est,
+                            "kind": kind,
                             "d": d,
                             "M": M,
                             "rep": rep,
@@ -503,13 +688,18 @@ def cell_data(spec: dict):
     return truth, np.asarray(X), np.asarray(Y), jax.random.fold_in(key, 1)
 
 
+def _kind(spec: dict) -> str:
+    """The kind of a cell's estimator (specs of a kind's own estimator name none)."""
+    return spec.get("kind", spec["estimator"])
+
+
 def cell_erm_config(spec: dict) -> ERMConfig:
     """The ERM fit's config of a cell: its ``[erm]`` settings, the rank and phi*'s beta.
 
     The same config ``bayes-ips fit-erm --beta BETA`` builds from the same
     settings, so a study cell and the command fit the same model.
     """
-    settings = spec["settings"] if spec["estimator"] == "erm" else spec["settings"]["erm"]
+    settings = spec["settings"] if _kind(spec) == "erm" else spec["settings"]["erm"]
     return ERMConfig(rank=spec["rank"], beta=_phi_entry(spec).finite_beta, **settings)
 
 
@@ -540,12 +730,14 @@ def run_cell(spec: dict) -> dict:
         jax.random.fold_in(key, t) for t in (_FIT, _NUTS, _EVAL, _BAND)
     )
     est = spec["estimator"]
+    kind = _kind(spec)
     erm = fit_erm(k_fit, X, Y, cell_erm_config(spec))
     t_erm = time.perf_counter() - t0
     phi = _phi_entry(spec)
     tc = theory_condition(spec["M"], spec["d"], spec["rank"], phi.beta)
     rec: dict[str, Any] = {
         "estimator": est,
+        "kind": kind,
         "family": phi.family,
         "beta": phi.beta,
         "d": spec["d"],
@@ -559,12 +751,10 @@ def run_cell(spec: dict) -> dict:
         "theory_rhs": tc["rhs"],
         "erm_time_s": t_erm,
     }
-    if est == "erm":
-        err = l2_error(k_eval, erm.predict, truth, spec["n_eval_pairs"])
+    if kind == "erm":
+        err = l2_error(k_eval, erm.predict, truth, spec["n_eval_pairs"], **_error_target(spec))
         rec.update(
-            error=err.error,
-            error_se=err.se,
-            relative_error=err.relative,
+            **_error_fields(spec, err),
             K=erm.info["K"],
             degree=erm.info["degree"],
             n_basis=erm.info["n_basis"],
@@ -577,6 +767,22 @@ def run_cell(spec: dict) -> dict:
         rec.update(_bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band))
     rec["wall_time_s"] = time.perf_counter() - t0
     return rec
+
+
+def _error_target(spec: dict) -> dict[str, Any]:
+    """``l2_error``'s target settings of a cell (none for specs without ``error_rse``)."""
+    if "error_rse" not in spec:
+        return {}
+    return {"rse": spec["error_rse"], "max_pairs": spec["error_max_pairs"]}
+
+
+def _error_fields(spec: dict, err) -> dict[str, Any]:
+    """The record's error fields; with a target, the pairs used and whether it was met."""
+    out = {"error": err.error, "error_se": err.se, "relative_error": err.relative}
+    if "error_rse" in spec:
+        out["error_n_pairs"] = err.n_pairs
+        out["error_rse_met"] = bool(err.se <= spec["error_rse"] * err.error)
+    return out
 
 
 def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
@@ -599,9 +805,14 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
     run, post = _fit_posterior(k_run, k_rb, X, Y, cfg, erm=erm, seed=None, progress=False)
     t_nuts = time.perf_counter() - t0
     err = l2_error(
-        k_eval, lambda x, y: g_draws(post, x, y).mean(axis=(0, 1)), truth, spec["n_eval_pairs"]
+        k_eval,
+        lambda x, y: g_draws(post, x, y).mean(axis=(0, 1)),
+        truth,
+        spec["n_eval_pairs"],
+        **_error_target(spec),
     )
-    erm_err = l2_error(k_eval, erm.predict, truth, spec["n_eval_pairs"])
+    # ERM's fit on the very pairs the posterior mean was scored on (a paired ratio)
+    erm_err = l2_error(k_eval, erm.predict, truth, spec["n_eval_pairs"], min_pairs=err.n_pairs)
     x, y = sample_pairs(k_band, truth.tokens, b["n_band_pairs"])
     band = predict(post, x, y, level=b["level"])
     g = np.asarray(g_true(truth, x, y))
@@ -636,9 +847,7 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
         "basis": basis.get("rule", "erm" if b.get("n_intervals") is None else "fixed"),
         "uniform_weight": basis.get("uniform_weight", 0.0),
         "basis_time_s": basis.get("time_s", 0.0),
-        "error": err.error,
-        "error_se": err.se,
-        "relative_error": err.relative,
+        **_error_fields(spec, err),
         "erm_error": erm_err.error,
         "post_error_median": float(q50),
         "post_error_q05": float(q05),
@@ -680,18 +889,31 @@ def to_dataset(records: list[dict]):
     """The records over (estimator, phi, d, M, rep), ``beta`` a coordinate along ``phi``."""
     from bayes_ips.study.store import records_to_dataset
 
+    # records from before named estimators have no kind: theirs is their name
+    kind_of = {r["estimator"]: r.get("kind", r["estimator"]) for r in records}
+    # the kinds' own estimators first (erm, bayes_pm), then named ones by kind and name
+    order = sorted(
+        kind_of,
+        key=lambda e: (ESTIMATORS.index(kind_of[e]), e != kind_of[e], e),
+    )
     ds = records_to_dataset(
         records,
         ("estimator", "phi", "d", "M", "rep"),
         coord=_coord,
-        skip=coordinates,
-        estimators=ESTIMATORS,
+        skip=(*coordinates, "kind"),
+        estimators=order,
         always=("theory_holds", "theory_rhs"),  # None (NaN) when beta = inf
     )
     beta_of = {
         _phi_label(r): math.inf if r["beta"] in (None, "inf") else float(r["beta"]) for r in records
     }
-    ds = ds.assign_coords(beta=("phi", [beta_of[p] for p in ds["phi"].values]))
+    family_of = {_phi_label(r): r["family"] for r in records}
+    phis = ds["phi"].values
+    ds = ds.assign_coords(
+        beta=("phi", [beta_of[p] for p in phis]),
+        family=("phi", [family_of[p] for p in phis]),
+        kind=("estimator", [kind_of[e] for e in ds["estimator"].values]),
+    )
     ds.attrs["task"] = TASK
     return ds
 
