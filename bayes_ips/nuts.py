@@ -170,6 +170,9 @@ def run_chains(
         progress_bar=progress,
         jit_model_args=jit_model_args,
     )
+    if init_params is not None and chains == 1:
+        # NumPyro reads a single chain's init_params without the chains axis
+        init_params = {k: jnp.asarray(v)[0] for k, v in init_params.items()}
     t0 = time.perf_counter()
     mcmc.run(
         key,

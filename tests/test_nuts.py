@@ -85,6 +85,23 @@ def test_run_chains_samples_a_normal():
     assert abs(x.std() - 2.0) < 0.3  # sd of the sd estimate ~ 2 / sqrt(2 ESS) = 0.12
 
 
+def test_one_chain_takes_starts_with_a_chains_axis():
+    """``init_params`` carry a leading chains axis for every number of chains; with
+    one chain NumPyro wants it dropped (before: a shape error in the SLR study's
+    ``chains = 1``)."""
+
+    def model():
+        numpyro.sample("x", dist.Normal(jnp.zeros(3), 1.0))
+
+    start = {"x": jnp.full((1, 3), 50.0)}
+    out = nuts.run_chains(
+        jax.random.PRNGKey(0), model, chains=1, warmup=20, draws=20, init_params=start,
+        progress=False,
+    )  # fmt: skip
+    assert out.samples["x"].shape == (1, 20, 3)
+    assert np.isfinite(out.samples["x"]).all()
+
+
 @pytest.mark.slow
 def test_the_frozen_chain_cell_now_mixes():
     """The paper-preset cell whose second chain froze (d = 5, beta = 3, M = 1000, rep 1).
