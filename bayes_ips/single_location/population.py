@@ -172,7 +172,11 @@ def erf_population_gradient(
     """
     k, v = np.asarray(k, dtype=np.float64), np.asarray(v, dtype=np.float64)
     o = _overlaps(k, v, truth)
-    r = _risk_from_overlaps(o, lam, 1.0, truth)
+    return (_risk_from_overlaps(o, lam, 1.0, truth), *_gradient(o, k, v, lam, truth))
+
+
+def _gradient(o, k, v, lam, truth) -> tuple[np.ndarray, np.ndarray]:
+    """dR/dk, dR/dv at unit ``(k, v)`` with overlaps ``o`` (:func:`erf_population_gradient`)."""
     dr = np.empty(5)
     for i in range(5):
         e = np.zeros(5)
@@ -182,9 +186,7 @@ def erf_population_gradient(
             - _risk_from_overlaps(o - e, lam, 1.0, truth)
         ) / (2 * FD_STEP)
     mu, vs = truth.mu, truth.v
-    gk = dr[0] * v + dr[1] * mu + dr[3] * vs
-    gv = dr[0] * k + dr[2] * mu + dr[4] * vs
-    return r, gk, gv
+    return dr[0] * v + dr[1] * mu + dr[3] * vs, dr[0] * k + dr[2] * mu + dr[4] * vs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,11 +312,11 @@ def _pgd(truth, k0, v0, lam, steps, rounds, gtol, refit_lambda) -> PopulationFit
                     break
             if t < 1e-14:
                 break
-            k, v = kn, vn
+            k, v, r = kn, vn, rn
             n_steps += 1
             risks.append(rn)
             t *= 2.0
-            r, gk, gv = erf_population_gradient(k, v, lam, truth)
+            gk, gv = _gradient(_overlaps(k, v, truth), k, v, lam, truth)  # r is rn
         if refit_lambda:
             lam = erf_best_lambda(k, v, truth)
     risk = erf_population_risk(k, v, lam, truth)
