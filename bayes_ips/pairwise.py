@@ -13,6 +13,15 @@ For samples ``X`` of shape ``(M, N, d)`` and factors ``U, V`` of shape ``(d, r)`
   ``Y^T Y`` (:func:`gram`), accumulated chunk by chunk over ``M`` without ever
   holding ``F`` whole.
 
+Multi-head models (``Y_i = 1/(N-1) sum_{j != i} sum_h phi_h(X_i^T A_h X_j)``) use
+the same functions with a leading head axis: factors ``(H, d, r)``, coefficients
+``(H, n_basis)`` and per-head breakpoints ``(H, K + 1)`` (one degree and
+multiplicity).  Their design is the concatenation ``F = [F_1 ... F_H]``; every
+head's basis is evaluated and scattered as for one head, so the cost of the score
+and basis work grows linearly in ``H`` (``F^T F`` itself has ``(H n_basis)^2``
+entries).  With one head the computation is the single-head one, operation for
+operation.
+
 Everything uses local support (each score touches ``s + 1`` basis functions; no
 ``(M, N, N, K)`` array is ever built) and is differentiable in ``U``, ``V`` and
 ``c`` (and in ``X``, ``Y``).  Reductions over ``M`` run in a ``lax.scan`` over chunks
@@ -236,20 +245,26 @@ def _chunk_mean_jvp(primals, tangents):
 def _chunk_sq(U, V, a, b, Xc, Yc, grads, want_x, want_y):
     """Residual sum of squares of one chunk and (if ``grads``) its gradient.
 
-    Returns ``loss, dU, dV, da, dX, dY`` (gradient entries ``None`` when not
-    asked for).
+    ``U, V, a, b`` carry a leading head axis (``(H, d, r)``, ``(H, K, s + 1)``,
+    ``(H, K + 1)``): the chunk's means are the sum of the heads'.  Returns ``loss,
+    dU, dV, da, dX, dY`` (gradient entries ``None`` when not asked for; ``dU, dV,
+    da`` with the head axis).
     """
     N = Xc.shape[-2]
-    P, Q, k, z, phi, dphi = _chunk_eval(U, V, a, b, Xc, grads)
-    w = _offdiag(N, phi.dtype)
-    r = Yc - jnp.sum(phi * w, axis=-1)
+    H = U.shape[0]
+    heads = [_chunk_eval(U[h], V[h], a[h], b[h], Xc, grads) for h in range(H)]
+    w = _offdiag(N, heads[0][4].dtype)
+    r = Yc - _sum_heads([jnp.sum(e[4] * w, axis=-1) for e in heads])
     loss = _vdot(r, r)
     if not grads:
         return loss, None, None, None, None, None
     G = _materialise(-2.0 * r[:, :, None] * w, b)
-    dU, dV, da, dX = _chunk_pullback(
-        G, Xc, U, V, P, Q, k, z, dphi, a.shape[0], a.shape[1], b, want_x
-    )
+    outs = [
+        _chunk_pullback(G, Xc, U[h], V[h], P, Q, k, z, dphi, a.shape[1], a.shape[2], b[h], want_x)
+        for h, (P, Q, k, z, _, dphi) in enumerate(heads)
+    ]
+    dU, dV, da = (jnp.stack([o[i] for o in outs]) for i in range(3))
+    dX = _sum_heads([o[3] for o in outs]) if want_x else None
     return loss, dU, dV, da, dX, (2.0 * r if want_y else None)
 
 
@@ -377,7 +392,7 @@ def _crossprod(F, G=None):
     return jnp.einsum("bri,brj->ij", Fb, Gb)
 
 
-def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None):
+def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None, stride=None, offset=0):
     """Scores of one chunk and the weighted B-splines that are non-zero at each.
 
     The ``s + 1`` B-splines that are non-zero at each score are evaluated by the
@@ -388,13 +403,15 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None):
     whose quotients are that step's ``temp`` values, so they cost ``s + 1``
     subtractions.  The breakpoints ``b`` get no derivative (they are data).
     ``keep`` (optional, (c,) ones and zeros) multiplies the weights of each sample
-    (see :func:`_reduce_chunks`).
+    (see :func:`_reduce_chunks`).  ``stride`` (default ``n_basis``) is the length
+    of a design row and ``offset`` the column of this basis's first function in
+    it: a head's block of the concatenated multi-head design.
 
     Returns
     -------
     P, Q : (c, N, r) arrays, ``Xc U`` and ``Xc V``.
-    idx : (c * N * N,) int array, flat index ``row * n_basis + first`` into the
-        row-major ``(c * N, n_basis)`` design rows, ``row = m N + i``.
+    idx : (c * N * N,) int array, flat index ``row * stride + offset + first`` into
+        the row-major ``(c * N, stride)`` design rows, ``row = m N + i``.
     vals : list of ``s + 1`` (c * N * N,) arrays, ``w_ij B_{first + l}(S_mij)``.
     dvals : like ``vals`` with ``B'`` (``None`` unless ``derivative``).
     n_out : (c,) int array, off-diagonal scores outside ``[b_0, b_K]`` per sample.
@@ -431,9 +448,13 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None):
             saved = left[j - r] * temp
         new.append(saved)
         vals = new
-    idt = jnp.int32 if R * nb < 2**31 - 1 else jnp.int64
+    stride = nb if stride is None else stride
+    idt = jnp.int32 if R * stride < 2**31 - 1 else jnp.int64
     rows = jnp.arange(R, dtype=idt).reshape(c, N, 1)
-    idx = _materialise((rows * nb + k.astype(idt) * m).reshape(-1), b)
+    first = k.astype(idt) * m
+    if offset:
+        first = first + offset
+    idx = _materialise((rows * stride + first).reshape(-1), b)
     dvals = None
     if derivative:
         # temps[r] = B_{mu-s+1+r, s-1} w / (t_{mu+1+r} - t_{mu-s+1+r}), r = 0..s-1
@@ -452,25 +473,67 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None):
     return P, Q, idx, vals, dvals, n_out
 
 
-def _scatter_rows(idx, vals, n_rows, nb):
+def _scatter_rows(idx, vals, n_rows, nb, more=()):
     """``(n_rows, nb)`` rows with ``vals[l]`` added at flat positions ``idx + l``.
 
     ``s + 1`` 1-d scatters into the flattened rows (row-major, so that the updates
-    of one row land close together).
+    of one row land close together).  ``more`` holds further ``(idx, vals)`` pairs
+    added into the same rows (the other heads' blocks of a multi-head design).
     """
     F = jnp.zeros((n_rows * nb,), vals[0].dtype)
-    for j, v in enumerate(vals):
-        F = F.at[idx + j].add(v, mode="promise_in_bounds")
+    for ix, vs in ((idx, vals), *more):
+        for j, v in enumerate(vs):
+            F = F.at[ix + j].add(v, mode="promise_in_bounds")
     return F.reshape(n_rows, nb)
 
 
+def _heads_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None):
+    """:func:`_chunk_basis` of every head, into one design of ``H n_basis`` columns.
+
+    ``U, V`` are ``(H, d, r)`` and ``b`` ``(H, K + 1)``: head ``h`` fills columns
+    ``h n_basis .. (h + 1) n_basis - 1`` of the concatenated design
+    ``F = [F_1 ... F_H]``.  Returns the list of per-head results and the width.
+    """
+    H = U.shape[0]
+    nb = n_basis(Knots(b[0], degree, multiplicity))
+    parts = [
+        _chunk_basis(U[h], V[h], Xc, b[h], degree, multiplicity, derivative, keep, H * nb, h * nb)
+        for h in range(H)
+    ]
+    return parts, H * nb
+
+
+def _heads_scatter(parts, vals, n_rows, width):
+    """Scatter per-head values ``vals[h]`` (lists of ``s + 1``) at the heads' indices."""
+    pairs = [(p[2], v) for p, v in zip(parts, vals, strict=True)]
+    return _scatter_rows(*pairs[0], n_rows, width, pairs[1:])
+
+
 def _chunk_design(U, V, Xc, knots):
-    """(c * N, n_basis) design rows of one chunk, and the (c,) outside counts."""
+    """(c * N, H n_basis) design rows of one chunk, and the (c,) outside counts."""
     c, N, _ = Xc.shape
-    _, _, idx, vals, _, n_out = _chunk_basis(
-        U, V, Xc, knots.breaks, knots.degree, knots.multiplicity, False
-    )
-    return _scatter_rows(idx, vals, c * N, n_basis(knots)), n_out
+    U, V, b = _as_heads(U, V, knots.breaks)
+    parts, width = _heads_basis(U, V, Xc, b, knots.degree, knots.multiplicity, False)
+    F = _heads_scatter(parts, [p[3] for p in parts], c * N, width)
+    return F, _sum_heads([p[5] for p in parts])
+
+
+def _sum_heads(xs):
+    """``xs[0] + xs[1] + ...`` (a single head's value itself, untouched)."""
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
+def _as_heads(U, V, b):
+    """``(H, d, r)`` factors and ``(H, K + 1)`` breakpoints (a single head gets ``H = 1``)."""
+    U, V, b = jnp.asarray(U), jnp.asarray(V), jnp.asarray(b)
+    if U.ndim == 2:
+        U, V = U[None], V[None]
+    if b.ndim == 1:
+        b = jnp.broadcast_to(b, (U.shape[0],) + b.shape)
+    return U, V, b
 
 
 @partial(jax.jit, static_argnames=("chunk_size",))
@@ -486,10 +549,10 @@ def pairwise_mean(
 
     Parameters
     ----------
-    U, V : (d, r) arrays
-        Factors of ``A = U V^T``.
-    coef : (n_basis,) array
-        Spline coefficients ``c``.
+    U, V : (d, r) arrays, or (H, d, r)
+        Factors of ``A = U V^T`` (of every head's ``A_h = U_h V_h^T``).
+    coef : (n_basis,) array, or (H, n_basis)
+        Spline coefficients ``c`` (of every head's ``phi_h``).
     X : (M, N, d) array
     knots : Knots
     chunk_size : int
@@ -498,16 +561,40 @@ def pairwise_mean(
     Returns
     -------
     (M, N) array
-        ``1/(N-1) sum_{j != i} phi_c(X_i^T A X_j)``.
+        ``1/(N-1) sum_{j != i} phi_c(X_i^T A X_j)`` (summed over the heads).
     """
     X = jnp.asarray(X)
     M = X.shape[0]
-    a = piece_coefficients(coef, knots)
-    b = knots.breaks
+    U, V, a, b = _heads_pieces(U, V, coef, knots)
+
+    def mean(Xc):
+        return _sum_heads([_chunk_mean(U[h], V[h], a[h], b[h], Xc) for h in range(U.shape[0])])
+
     if M <= chunk_size:
-        return _chunk_mean(U, V, a, b, X)
-    _, out = _scan_chunks(lambda c, x: (c, _chunk_mean(U, V, a, b, *x)), None, (X,), chunk_size)
+        return mean(X)
+    _, out = _scan_chunks(lambda c, x: (c, mean(*x)), None, (X,), chunk_size)
     return out
+
+
+def _heads_pieces(U, V, coef, knots: Knots):
+    """Head-stacked factors, piece tables ``(H, K, s + 1)`` and breakpoints ``(H, K + 1)``.
+
+    One head: ``U, V`` of shape ``(d, r)``, ``coef`` ``(n_basis,)`` and 1-d breaks.
+    ``H`` heads: ``(H, d, r)``, ``(H, n_basis)`` and ``(H, K + 1)``.
+    """
+    U, V, b = _as_heads(U, V, knots.breaks)
+    coef = jnp.asarray(coef)
+    H = U.shape[0]
+    if coef.ndim == 1:
+        coef = coef[None]
+    if coef.shape[0] != H or b.shape[0] != H:
+        raise ValueError(
+            f"{H} heads of factors, but coefficients for {coef.shape[0]} and breaks for "
+            f"{b.shape[0]}"
+        )
+    s, m = knots.degree, knots.multiplicity
+    a = jnp.stack([piece_coefficients(coef[h], Knots(b[h], s, m)) for h in range(H)])
+    return U, V, a, b
 
 
 @partial(jax.jit, static_argnames=("chunk_size",))
@@ -524,8 +611,8 @@ def sq_loss(
 
     Parameters
     ----------
-    U, V : (d, r) arrays
-    coef : (n_basis,) array
+    U, V : (d, r) arrays, or (H, d, r)
+    coef : (n_basis,) array, or (H, n_basis)
     X : (M, N, d) array
     Y : (M, N) array
     knots : Knots
@@ -536,8 +623,8 @@ def sq_loss(
     """
     X = jnp.asarray(X)
     Y = jnp.asarray(Y)
-    a = piece_coefficients(coef, knots)
-    return _sq_loss(jnp.asarray(U), jnp.asarray(V), a, knots.breaks, X, Y, chunk_size)
+    U, V, a, b = _heads_pieces(U, V, coef, knots)
+    return _sq_loss(U, V, a, b, X, Y, chunk_size)
 
 
 @jax.jit
@@ -546,13 +633,13 @@ def design(U: ArrayLike, V: ArrayLike, X: ArrayLike, knots: Knots) -> jax.Array:
 
     Parameters
     ----------
-    U, V : (d, r) arrays
+    U, V : (d, r) arrays, or (H, d, r)
     X : (M, N, d) array
-    knots : Knots
+    knots : Knots (breaks (H, K + 1) for H heads)
 
     Returns
     -------
-    (M, N, n_basis) array
+    (M, N, n_basis) array, or (M, N, H n_basis): ``[F_1 ... F_H]``
     """
     X = jnp.asarray(X)
     F, _ = _chunk_design(U, V, X, knots)
@@ -562,17 +649,27 @@ def design(U: ArrayLike, V: ArrayLike, X: ArrayLike, knots: Knots) -> jax.Array:
 def _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tangents=None):
     """One pass over the chunks: ``(FtF, FtY, YtY, n_outside)`` and their tangents.
 
-    ``tangents`` is None (values only) or ``(tU, tV, tX, tY)``, None for a zero
-    tangent.  The tangents of the statistics are then computed in the same pass,
-    linearly in the input tangents (so that reverse mode is their transpose):
+    ``U, V`` are ``(d, r)`` (one head) or ``(H, d, r)`` with ``b`` ``(H, K + 1)``
+    (``H`` heads: ``F = [F_1 ... F_H]``, each head's block from its own scores and
+    breakpoints).  ``tangents`` is None (values only) or ``(tU, tV, tX, tY)``,
+    None for a zero tangent.  The tangents of the statistics are then computed in
+    the same pass, linearly in the input tangents (so that reverse mode is their
+    transpose):
 
-        tS = tP Q^T + P tQ^T            (tP = Xc tU + tXc U,  tQ likewise)
-        tF[row_i, first_ij + l] += w_ij B'_{first_ij + l}(S_ij) tS_ij   (local support)
+        tS_h = tP_h Q_h^T + P_h tQ_h^T     (tP_h = Xc tU_h + tXc U_h,  tQ_h likewise)
+        tF[row_i, first_hij + l] += w_ij B'_{first_hij + l}(S_hij) tS_hij   (local support)
         tFtF = F^T tF + (F^T tF)^T,  tFtY = tF^T y + F^T ty,  tYtY = 2 y^T ty.
 
     Returns ``(stats, tangents_out)``, ``tangents_out = (tFtF, tFtY, tYtY)`` or None.
     """
-    nb = n_basis(Knots(b, degree, multiplicity))
+    one = jnp.ndim(U) == 2
+    U, V, b = _as_heads(U, V, b)
+    if tangents is not None and one:
+        tangents = tuple(
+            None if t is None else t[None] if i < 2 else t for i, t in enumerate(tangents)
+        )
+    H = U.shape[0]
+    nb = H * n_basis(Knots(b[0], degree, multiplicity))
     dt = X.dtype
     tU, tV, tX, tY = (None,) * 4 if tangents is None else tangents
     # scores move only with U, V, X; piecewise-constant splines have B' = 0
@@ -584,10 +681,8 @@ def _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tangents=None):
         tXc = rest.pop(0) if tX is not None else None
         tYc = rest.pop(0) if tY is not None else None
         c, N, _ = Xc.shape
-        P, Q, idx, vals, dvals, n_out = _chunk_basis(
-            U, V, Xc, b, degree, multiplicity, want_s, keep
-        )
-        F = _scatter_rows(idx, vals, c * N, nb)
+        parts, _ = _heads_basis(U, V, Xc, b, degree, multiplicity, want_s, keep)
+        F = _heads_scatter(parts, [p[3] for p in parts], c * N, nb)
         if keep is not None:
             Yc = Yc * keep[:, None]
             tYc = None if tYc is None else tYc * keep[:, None]
@@ -597,24 +692,27 @@ def _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tangents=None):
             FtF + _crossprod(F),
             FtY + y @ F,
             YtY + y @ y,
-            n_outside + jnp.sum(n_out).astype(n_outside.dtype),
+            n_outside + jnp.sum(_sum_heads([p[5] for p in parts])).astype(n_outside.dtype),
         )
         if tangents is None:
             return stats, None
         tFtF, tFtY, tYtY = tacc
         if want_s:
-            tP = [jnp.matmul(Xc, tU)] if tU is not None else []
-            tQ = [jnp.matmul(Xc, tV)] if tV is not None else []
-            if tXc is not None:
-                tP.append(jnp.matmul(tXc, U))
-                tQ.append(jnp.matmul(tXc, V))
-            tS = []
-            if tP:
-                tS.append(jnp.matmul(sum(tP[1:], tP[0]), jnp.swapaxes(Q, -1, -2)))
-            if tQ:
-                tS.append(jnp.matmul(P, jnp.swapaxes(sum(tQ[1:], tQ[0]), -1, -2)))
-            tS = sum(tS[1:], tS[0]).reshape(-1)
-            tF = _scatter_rows(idx, [dv * tS for dv in dvals], c * N, nb)
+            dvals = []
+            for h, (P, Q, _, _, dv, _) in enumerate(parts):
+                tP = [jnp.matmul(Xc, tU[h])] if tU is not None else []
+                tQ = [jnp.matmul(Xc, tV[h])] if tV is not None else []
+                if tXc is not None:
+                    tP.append(jnp.matmul(tXc, U[h]))
+                    tQ.append(jnp.matmul(tXc, V[h]))
+                tS = []
+                if tP:
+                    tS.append(jnp.matmul(sum(tP[1:], tP[0]), jnp.swapaxes(Q, -1, -2)))
+                if tQ:
+                    tS.append(jnp.matmul(P, jnp.swapaxes(sum(tQ[1:], tQ[0]), -1, -2)))
+                tS = sum(tS[1:], tS[0]).reshape(-1)
+                dvals.append([d * tS for d in dv])
+            tF = _heads_scatter(parts, dvals, c * N, nb)
             C = _crossprod(F, tF)
             tFtF = tFtF + C + C.T
             tFtY = tFtY + y @ tF
@@ -673,15 +771,17 @@ def gram(
 
     Parameters
     ----------
-    U, V : (d, r) arrays
+    U, V : (d, r) arrays, or (H, d, r) for H heads
     X : (M, N, d) array
     Y : (M, N) array
-    knots : Knots
+    knots : Knots (breaks (H, K + 1) for H heads: each head its own knots)
     chunk_size : int
 
     Returns
     -------
-    GramStats
+    GramStats, of the concatenated basis ``[F_1 ... F_H]`` for H heads
+    (``FtF`` is ``(H n_basis, H n_basis)``; ``n_outside`` counts every head's
+    scores outside its knots).
     """
     X = jnp.asarray(X)
     Y = jnp.asarray(Y)

@@ -295,3 +295,74 @@ def test_gram_has_no_derivative_in_the_breakpoints(case):
 def test_grad_chunk_keeps_small_data_in_one_chunk():
     assert grad_chunk(6, 500) == 500  # 18000 scores: one chunk, no recomputation
     assert grad_chunk(8, 2000) == grad_chunk(8) == 256  # 128000 scores: chunks of 16k
+
+
+# --------------------------------------------------------------------------- #
+# several heads: the same kernel with a leading head axis
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture(scope="module")
+def heads():
+    """Two cubic heads with their own factors and knots; some scores extrapolated."""
+    rng = np.random.default_rng(7)
+    M, N, d, r, H = 11, 4, 3, 1, 2
+    X = rng.uniform(-1, 1, (M, N, d))
+    Y = rng.normal(size=(M, N))
+    U, V = rng.normal(size=(H, d, r)), rng.normal(size=(H, d, r))
+    breaks, per_head = [], []
+    for h in range(H):
+        S = np.asarray(pair_scores(X, U[h], V[h]))
+        lo, hi = np.quantile(S, [0.05, 0.95])
+        breaks.append(np.linspace(lo, hi, 5))
+        per_head.append(make_knots(breaks[-1], 3, 1))
+    knots = make_knots(breaks[0], 3, 1)
+    knots = type(knots)(jnp.asarray(np.stack(breaks)), 3, 1)
+    coef = rng.normal(size=(H, n_basis(per_head[0])))
+    F = np.concatenate([_naive_design(X, U[h], V[h], per_head[h]) for h in range(H)], axis=-1)
+    return X, Y, U, V, knots, per_head, coef, F
+
+
+def test_heads_design_is_the_concatenation_of_the_heads_designs(heads):
+    X, Y, U, V, knots, _, coef, F = heads
+    np.testing.assert_allclose(np.asarray(design(U, V, X, knots)), F, rtol=RTOL, atol=RTOL)
+
+
+@pytest.mark.parametrize("chunk", [4, 64])
+def test_heads_mean_loss_and_gram_match_naive_loop(heads, chunk):
+    X, Y, U, V, knots, per_head, coef, F = heads
+    mean = F @ coef.ravel()  # sum over the heads of each head's pairwise mean
+    np.testing.assert_allclose(
+        np.asarray(pairwise_mean(U, V, coef, X, knots, chunk)), mean, rtol=RTOL, atol=RTOL
+    )
+    np.testing.assert_allclose(
+        float(sq_loss(U, V, coef, X, Y, knots, chunk)), np.sum((Y - mean) ** 2), rtol=RTOL
+    )
+    st = gram(U, V, X, Y, knots, chunk)
+    Ff = F.reshape(-1, F.shape[-1])
+    np.testing.assert_allclose(np.asarray(st.FtF), Ff.T @ Ff, rtol=RTOL, atol=RTOL)
+    np.testing.assert_allclose(np.asarray(st.FtY), Ff.T @ Y.ravel(), rtol=RTOL, atol=RTOL)
+    singles = [gram(U[h], V[h], X, Y, per_head[h], chunk).n_outside for h in range(2)]
+    assert int(st.n_outside) == sum(int(n) for n in singles) > 0
+
+
+def test_heads_gradients_match_autodiff_and_finite_differences(heads):
+    X, Y, U, V, knots, _, coef, _ = heads
+    G = np.random.default_rng(5).normal(size=(coef.size,) * 2)
+    got = jax.grad(lambda U, V, X, Y: _scalar(gram(U, V, X, Y, knots, 4), G), (0, 1, 2, 3))
+    ref = jax.grad(
+        lambda U, V, X, Y: _scalar(_gram_autodiff(U, V, X, Y, knots, 4), G), (0, 1, 2, 3)
+    )
+    _assert_close(got(U, V, X, Y), ref(U, V, X, Y))
+    check_grads(
+        lambda U, V, c: sq_loss(U, V, c, X, Y, knots, chunk_size=4),
+        (U, V, coef),
+        order=1,
+        modes=["rev"],
+    )
+
+
+def test_heads_shapes_must_agree(heads):
+    X, Y, U, V, knots, _, coef, _ = heads
+    with pytest.raises(ValueError, match="2 heads of factors, but coefficients for 1"):
+        pairwise_mean(U, V, coef[0], X, knots)
