@@ -23,6 +23,11 @@ Usage::
 
     python analyses/benchmarks/bench_kernel.py [--M 16000] [--repeats 7] [--skip-memory]
 
+With ``--heads 1,2,4`` (the default) it also times the multi-head kernel (H heads,
+each with its own factors and knots) at each H, on the same data, and prints
+``heads_cost_per_head=<float>``: the largest H's ``gram`` time over H times one
+head's (1.0 means the cost is linear in H).
+
 The last two lines are ``speedup_vs_dense=<float>`` and ``slowdown_vs_floor=<float>``.
 """
 
@@ -186,11 +191,69 @@ def main(args: argparse.Namespace) -> dict[str, float]:
             f"(process before the call: {base:.0f} MiB, of which X is 305 MiB); "
             f"F alone would be {1e6 * 8 * (K + 3) * 8 / 2**30:.2f} GiB"
         )
+    if getattr(args, "heads", None):
+        heads_timings(X, Y, r, K, s, args.heads, args.repeats, args.seed)
     speedup = med["dense"] / med["kernel"]
     slowdown = med["kernel"] / med["floor"]
     print(f"speedup_vs_dense={speedup:.2f}")
     print(f"slowdown_vs_floor={slowdown:.2f}")
     return {"speedup_vs_dense": speedup, "slowdown_vs_floor": slowdown}
+
+
+def heads_timings(X, Y, r, K, s, heads, repeats, seed):
+    """Value and gradient of ``sq_loss``, and ``gram``, at each number of heads.
+
+    Each head has its own random factors and knots at its own score quantiles;
+    the coefficients are random.  Timed interleaved over the head counts; prints
+    the median times and their ratio to one head, and ``heads_cost_per_head``:
+    the largest H's ``gram`` time over ``H`` times one head's (1 = linear in H).
+    """
+    d = X.shape[-1]
+    key = jax.random.PRNGKey(seed + 1)
+    fns, argsets = {}, {}
+    for H in heads:
+        ku, kv, kc = jax.random.split(jax.random.fold_in(key, H), 3)
+        U = jax.random.normal(ku, (H, d, r))
+        V = jax.random.normal(kv, (H, d, r))
+        breaks = np.stack(
+            [quantile_breaks(np.asarray(pair_scores(X[:2000], U[h], V[h])), K) for h in range(H)]
+        )
+        knots = make_knots(breaks[0], s, 1)
+        knots = type(knots)(jnp.asarray(breaks), s, 1)
+        coef = jax.random.normal(kc, (H, n_basis(knots)))
+        fns[H] = (
+            jax.jit(
+                jax.value_and_grad(lambda U, V, c, X, Y, kn: sq_loss(U, V, c, X, Y, kn), (0, 1, 2))
+            ),
+            jax.jit(gram),
+        )
+        argsets[H] = ((U, V, coef, X, Y, knots), (U, V, X, Y, knots))
+        for f, a in zip(fns[H], argsets[H], strict=True):
+            jax.block_until_ready(f(*a))  # compile
+    times = {(H, k): [] for H in heads for k in ("loss+grad", "gram")}
+    for _ in range(repeats):
+        for H in heads:
+            times[H, "loss+grad"] += _time(fns[H][0], argsets[H][0], 1)
+            times[H, "gram"] += _time(fns[H][1], argsets[H][1], 1)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    base = heads[0]
+    for H in heads:
+        print(
+            f"heads={H}: loss+grad {med[H, 'loss+grad'] * 1e3:8.2f} ms "
+            f"({med[H, 'loss+grad'] / med[base, 'loss+grad']:.2f}x), "
+            f"gram {med[H, 'gram'] * 1e3:8.2f} ms ({med[H, 'gram'] / med[base, 'gram']:.2f}x)"
+        )
+    top = heads[-1]
+    per = med[top, "gram"] / (top / base * med[base, "gram"])
+    print(f"heads_cost_per_head={per:.2f}")
+    return med
+
+
+def _heads(text: str) -> list[int]:
+    out = sorted({int(h) for h in text.split(",") if h.strip()})
+    if not out or out[0] < 1:
+        raise argparse.ArgumentTypeError(f"heads must be positive integers, got {text!r}")
+    return out
 
 
 if __name__ == "__main__":
@@ -199,4 +262,10 @@ if __name__ == "__main__":
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument(
+        "--heads",
+        type=_heads,
+        default=[1, 2, 4],
+        help="numbers of heads to time the multi-head kernel at ('' to skip)",
+    )
     main(p.parse_args())

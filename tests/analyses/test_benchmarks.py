@@ -17,12 +17,18 @@ def _load(name):
     return mod
 
 
-def test_bench_kernel_tiny(capsys):
+# The multi-head timings compile two more programs per head count: slow tier.
+@pytest.mark.parametrize("heads", [None, pytest.param([1, 2], marks=pytest.mark.slow)])
+def test_bench_kernel_tiny(capsys, heads):
     mod = _load("bench_kernel")
-    out = mod.main(argparse.Namespace(M=300, repeats=1, seed=0, skip_memory=True))
+    args = argparse.Namespace(M=300, repeats=1, seed=0, skip_memory=True, heads=heads)
+    out = mod.main(args)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-2].startswith("speedup_vs_dense=") and lines[-1].startswith("slowdown_vs_floor=")
     assert out["speedup_vs_dense"] > 0 and out["slowdown_vs_floor"] > 0
+    if heads:
+        assert lines[-3].startswith("heads_cost_per_head=")
+        assert [line.split(":")[0] for line in lines[-5:-3]] == ["heads=1", "heads=2"]
 
 
 # The NUTS half compiles two full samplers with the compilation cache off (~1 min):
