@@ -122,6 +122,8 @@ def cmd_fit_erm(args: argparse.Namespace) -> int:
     out_path(args.out, (".nc",))
     data = load_dataset(args.data)
     cfg = _erm_config(args, data.X.shape[2])
+    if args.heads != 1:
+        return _fit_erm_heads(args, data, cfg)
     t0 = time.perf_counter()
     fit = fit_erm(jax.random.PRNGKey(args.seed), data.X, data.Y, cfg, seed=args.seed, progress=True)
     fit.info["wall_time_s"] = time.perf_counter() - t0
@@ -145,6 +147,32 @@ def cmd_fit_erm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_erm_heads(args: argparse.Namespace, data, cfg) -> int:
+    """``fit-erm --heads H`` with H >= 2: :func:`bayes_ips.multihead.fit_erm_heads`."""
+    import jax
+
+    from bayes_ips.io import save_fit
+    from bayes_ips.multihead import check_heads, fit_erm_heads
+
+    H = check_heads(args.heads, data.X.shape[2])
+    t0 = time.perf_counter()
+    fit = fit_erm_heads(
+        jax.random.PRNGKey(args.seed), data.X, data.Y, cfg, heads=H, seed=args.seed, progress=True
+    )
+    fit.info["wall_time_s"] = time.perf_counter() - t0
+    save_fit(args.out, fit)
+    cos = fit.info["head_cosines"]
+    worst = max((cos[h][g] for h in range(H) for g in range(h)), default=0.0)
+    shares = ", ".join(f"{x:.2f}" for x in fit.info["head_share"])
+    print(
+        f"wrote {args.out}: {H} heads, K = {fit.info['K']} intervals each "
+        f"({fit.info['k_rule']}), train MSE {fit.info['train_mse']:.4g}, "
+        f"sigma_hat {fit.info['sigma_hat']:.4g}, {fit.info['wall_time_s']:.1f} s; "
+        f"heads' shares of Var(G) {shares}; largest |cos(A_h, A_g)| between heads {worst:.3f}"
+    )
+    return 0
+
+
 def _load_any(path: str):
     """('erm', ERMFit) or ('posterior', (idata, Posterior)) by the file's kind."""
     from bayes_ips.io import file_kind, load_fit
@@ -161,16 +189,25 @@ def _load_any(path: str):
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from bayes_ips.errors import InputError
     from bayes_ips.io import load_pairs, save_npz
 
     out_path(args.out, (".npz",))
     kind, obj = _load_any(args.fit)
     if kind == "erm":
-        x, y = load_pairs(args.pairs, d=obj.A.shape[0])
+        x, y = load_pairs(args.pairs, d=obj.A.shape[-1])
         g = np.asarray(obj.predict(x, y))
-        save_npz(args.out, g=g)
-        print(f"wrote {args.out}: g for {len(g)} pairs")
+        extra = {}
+        if args.per_head:
+            if np.ndim(obj.A) != 3:
+                raise InputError("--per-head needs a multi-head fit (fit-erm --heads H)")
+            extra["g_heads"] = np.asarray(obj.predict_heads(x, y))
+        save_npz(args.out, g=g, **extra)
+        what = " and per-head g_heads (H, P)" if extra else ""
+        print(f"wrote {args.out}: g for {len(g)} pairs{what}")
         return 0
+    if args.per_head:
+        raise InputError("--per-head needs a multi-head ERM fit")
     from bayes_ips.posterior import predict
 
     post = obj[1]
@@ -193,12 +230,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out_path(args.json, (".json",))
     kind, obj = _load_any(args.fit)
     data = load_dataset(args.truth, need_truth=True)
-    d = obj.A.shape[0] if kind == "erm" else obj[1].A.shape[-1]
-    if data.truth.A.shape[0] != d:
-        raise InputError(f"the fit has d = {d}, the truth d = {data.truth.A.shape[0]}")
+    d = obj.A.shape[-1] if kind == "erm" else obj[1].A.shape[-1]
+    if data.truth.A.shape[-1] != d:
+        raise InputError(f"the fit has d = {d}, the truth d = {data.truth.A.shape[-1]}")
+    fit_heads = obj.A.shape[0] if kind == "erm" and np.ndim(obj.A) == 3 else 1
+    true_heads = data.truth.A.shape[0] if np.ndim(data.truth.A) == 3 else 1
+    if fit_heads != true_heads:
+        raise InputError(f"the fit has {fit_heads} heads, the truth {true_heads}")
     key = jax.random.PRNGKey(args.seed)
     out = {"fit": args.fit, "truth": args.truth, "seed": args.seed, "kind": kind}
-    out.update(_coercivity(kind, obj, data.X))
+    if fit_heads > 1:
+        from bayes_ips.multihead import heads_report
+
+        out.update(heads_report(key, obj, data.truth, min(args.pairs, 20000)))
+    else:
+        out.update(_coercivity(kind, obj, data.X))
     if kind == "erm":
         res = l2_error(key, obj.predict, data.truth, args.pairs)
     else:
@@ -215,10 +261,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"L2(rho) error {res.error:.6g} +- {res.se:.2g} (MC s.e., {res.n_pairs} held-out pairs); "
         f"relative to Var(g*): {res.relative:.4g}"
     )
-    print(
-        f"coercivity c_H {out['c_H']:.4g} of the fitted space on these tokens "
-        f"(>= 1/(N-1) = {out['c_H_iid_bound']:.4g} for i.i.d. tokens, up to Monte Carlo error)"
-    )
+    if fit_heads > 1:
+        print(
+            "heads aligned to the truth (permutation "
+            f"{out['head_permutation']}): |cos(A_h, A*_h)| "
+            + ", ".join(f"{c:.4f}" for c in out["head_cosines_to_truth"])
+            + "; centred per-head error / Var(g*_h) "
+            + ", ".join(f"{e:.4g}" for e in out["head_relative_errors"])
+        )
+    else:
+        print(
+            f"coercivity c_H {out['c_H']:.4g} of the fitted space on these tokens "
+            f"(>= 1/(N-1) = {out['c_H_iid_bound']:.4g} for i.i.d. tokens, up to Monte Carlo "
+            "error)"
+        )
     if kind != "erm":
         de = out["draw_error"]
         print(
@@ -479,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--knot-multiplicity", type=positive_int, default=1)
     f.add_argument("--beta", type=finite_float, help="smoothness of phi*, if known")
     f.add_argument("--restarts", type=positive_int, default=4)
+    f.add_argument(
+        "--heads", type=positive_int, default=1, help="number of heads H (default 1)"
+    )
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True)
     f.set_defaults(func=cmd_fit_erm)
@@ -486,6 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("predict", help="predict g on pairs")
     q.add_argument("fit")
     q.add_argument("--pairs", required=True, help=".npz with x (P, d) and y (P, d)")
+    q.add_argument(
+        "--per-head",
+        action="store_true",
+        help="also save each head's g_h (a multi-head fit; g is their sum G)",
+    )
     q.add_argument("--out", required=True)
     q.set_defaults(func=cmd_predict)
 

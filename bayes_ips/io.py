@@ -39,6 +39,7 @@ from bayes_ips import __version__
 from bayes_ips.activations import PhiSpec
 from bayes_ips.erm import ERMConfig, ERMFit
 from bayes_ips.errors import InputError, check_output_dir, check_xy
+from bayes_ips.multihead import HeadsFit, stack_knots
 from bayes_ips.simulate import NoiseLaw, TokenLaw, Truth
 from bayes_ips.spline import make_knots
 
@@ -263,7 +264,7 @@ FIT_VARIABLES = {
 KNOT_ATTRS = ("degree", "multiplicity")
 
 
-def fit_to_dataset(fit: ERMFit) -> xr.Dataset:
+def fit_to_dataset(fit: ERMFit | HeadsFit) -> xr.Dataset:
     """An ERM fit as an xarray Dataset (the layout of a fit netCDF, module docstring).
 
     Parameters
@@ -275,7 +276,9 @@ def fit_to_dataset(fit: ERMFit) -> xr.Dataset:
     xarray.Dataset
         ``A`` (dim, dim_col), ``U``, ``V`` (dim, rank), ``coef`` (basis), ``breaks``
         (brk); attributes ``kind = "erm"``, ``bayes_ips_version``, ``degree``,
-        ``multiplicity``, ``seed``, and ``config`` and ``info`` as JSON.
+        ``multiplicity``, ``seed``, and ``config`` and ``info`` as JSON.  A
+        multi-head fit (:class:`bayes_ips.multihead.HeadsFit`) has a leading
+        ``head`` dimension on every variable and the attribute ``heads``.
     """
     arrays = {
         "A": fit.A,
@@ -284,9 +287,12 @@ def fit_to_dataset(fit: ERMFit) -> xr.Dataset:
         "coef": fit.coef,
         "breaks": fit.knots.breaks,
     }
+    heads = np.ndim(fit.A) == 3  # a multi-head fit: every variable gains a "head" axis
+    lead = ("head",) if heads else ()
     return xr.Dataset(
-        {name: (dims, np.asarray(arrays[name])) for name, dims in FIT_VARIABLES.items()},
+        {name: (lead + dims, np.asarray(arrays[name])) for name, dims in FIT_VARIABLES.items()},
         attrs={
+            **({"heads": int(fit.A.shape[0])} if heads else {}),
             "kind": "erm",
             "bayes_ips_version": __version__,
             "degree": int(fit.knots.degree),
@@ -298,7 +304,9 @@ def fit_to_dataset(fit: ERMFit) -> xr.Dataset:
     )
 
 
-def fit_from_dataset(ds: xr.Dataset, *, source: str = "the fit", provenance: bool = True) -> ERMFit:
+def fit_from_dataset(
+    ds: xr.Dataset, *, source: str = "the fit", provenance: bool = True
+) -> ERMFit | HeadsFit:
     """The ERM fit held by a Dataset written by :func:`fit_to_dataset`.
 
     Parameters
@@ -313,7 +321,7 @@ def fit_from_dataset(ds: xr.Dataset, *, source: str = "the fit", provenance: boo
 
     Returns
     -------
-    ERMFit
+    ERMFit, or HeadsFit for a multi-head fit (variables with a ``head`` axis)
 
     Raises
     ------
@@ -333,12 +341,26 @@ def fit_from_dataset(ds: xr.Dataset, *, source: str = "the fit", provenance: boo
             seed = int(ds.attrs.get("seed", -1))
         else:
             config, info, seed = ERMConfig(), {}, -1
-        knots = make_knots(
-            ds["breaks"].values, int(ds.attrs["degree"]), int(ds.attrs["multiplicity"])
-        )
+        heads = "head" in ds["A"].dims
+        if heads:
+            H = int(ds.attrs["heads"])
+            breaks = np.asarray(ds["breaks"].values)
+            for key in FIT_VARIABLES:
+                if ds[key].dims[0] != "head" or ds[key].shape[0] != H:
+                    raise ValueError(f"{key!r} does not have {H} heads")
+            per_head = [
+                make_knots(b, int(ds.attrs["degree"]), int(ds.attrs["multiplicity"]))
+                for b in breaks
+            ]
+            knots = stack_knots(per_head)
+        else:
+            knots = make_knots(
+                ds["breaks"].values, int(ds.attrs["degree"]), int(ds.attrs["multiplicity"])
+            )
     except (KeyError, ValueError) as e:
         raise InputError(f"{source}: corrupt fit attributes: {e}") from None
-    return ERMFit(
+    cls = HeadsFit if heads else ERMFit
+    return cls(
         np.asarray(ds["A"].values),
         np.asarray(ds["U"].values),
         np.asarray(ds["V"].values),
@@ -387,14 +409,14 @@ def fit_from_reference(ref: str | dict, *, source: str = "the file") -> ERMFit:
         raise InputError(f"{source} lacks its ERM reference: {err}") from None
 
 
-def save_fit(path: str | os.PathLike, fit: ERMFit) -> None:
+def save_fit(path: str | os.PathLike, fit: ERMFit | HeadsFit) -> None:
     """Write an ERM fit to netCDF (:func:`fit_to_dataset`)."""
     ds = fit_to_dataset(fit)
     with atomic_write(path) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf")
 
 
-def load_fit(path: str | os.PathLike) -> ERMFit:
+def load_fit(path: str | os.PathLike) -> ERMFit | HeadsFit:
     """Read a fit written by :func:`save_fit`."""
     path = os.fspath(path)
     return fit_from_dataset(read_fit_dataset(path), source=path)
