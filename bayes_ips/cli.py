@@ -3,7 +3,7 @@
 Commands (a stable contract: other tools drive the package through it)::
 
     bayes-ips simulate --M 2000 --N 8 --d 5 --rank 1 --phi tanh --noise 0.1 \\
-        --tokens cube --seed 0 --out data.npz
+        --tokens cube [--heads H] --seed 0 --out data.npz
     bayes-ips fit-erm data.npz --rank 1 [--degree s] [--n-basis K] [--restarts R] \\
         [--seed S] --out erm.nc
     bayes-ips predict FIT --pairs pairs.npz --out g.npz
@@ -58,26 +58,39 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             raise InputError(f"{args.A_file} has no 'A' array")
         A = z["A"]
     law = TokenLaw(args.tokens, args.d, rho=args.rho or 0.0)
+    families = [f.strip() for f in args.phi.split(",")]
+    phi = args.phi if len(families) == 1 else families  # one family for every head
     key = jax.random.PRNGKey(args.seed)
     k_truth, k_data = jax.random.split(key)
     truth = make_truth(
         k_truth,
         args.d,
         args.rank,
-        phi=args.phi,
+        phi=phi,
         beta=args.beta,
         tokens=law,
         noise_sd=args.noise,
         noise=args.noise_law,
         A=A,
+        heads=args.heads,
     )
     X, Y = simulate(k_data, truth, args.M, args.N)
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    # one head: the config of the single-head command, without a "heads" key
+    drop = ("func", "command") if args.heads >= 2 else ("func", "command", "heads")
+    config = {k: v for k, v in vars(args).items() if k not in drop}
     meta = {"seed": args.seed, "command": "simulate", "config": config}
     save_dataset(args.out, Dataset(np.asarray(X), np.asarray(Y), truth, meta))
+    if args.heads >= 2:
+        phis = truth.phis
+        what = (
+            f"{truth.n_heads} heads, phi* = {' + '.join(p.family for p in phis)} "
+            f"(beta = {', '.join(str(p.beta) for p in phis)})"
+        )
+    else:
+        what = f"phi* = {truth.phi.family} (beta = {truth.phi.beta})"
     print(
-        f"wrote {args.out}: X {tuple(X.shape)}, Y {tuple(Y.shape)}; phi* = {truth.phi.family} "
-        f"(beta = {truth.phi.beta}), tokens = {law.family}, noise sd = {args.noise}"
+        f"wrote {args.out}: X {tuple(X.shape)}, Y {tuple(Y.shape)}; {what}, "
+        f"tokens = {law.family}, noise sd = {args.noise}"
     )
     return 0
 
@@ -194,8 +207,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     kind, obj = _load_any(args.fit)
     data = load_dataset(args.truth, need_truth=True)
     d = obj.A.shape[0] if kind == "erm" else obj[1].A.shape[-1]
-    if data.truth.A.shape[0] != d:
-        raise InputError(f"the fit has d = {d}, the truth d = {data.truth.A.shape[0]}")
+    if data.truth.tokens.d != d:  # tokens.d: a multi-head truth's A is (H, d, d)
+        raise InputError(f"the fit has d = {d}, the truth d = {data.truth.tokens.d}")
     key = jax.random.PRNGKey(args.seed)
     out = {"fit": args.fit, "truth": args.truth, "seed": args.seed, "kind": kind}
     out.update(_coercivity(kind, obj, data.X))
@@ -456,7 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--N", type=positive_int, required=True, help="tokens per sample (>= 2)")
     s.add_argument("--d", type=positive_int, required=True, help="token dimension")
     s.add_argument("--rank", type=positive_int, default=1)
-    s.add_argument("--phi", default="tanh", help="tanh | sin | holder | bspline | weierstrass")
+    s.add_argument(
+        "--phi",
+        default="tanh",
+        help="tanh | sin | holder | bspline | weierstrass; with --heads H, one family for "
+        "every head or H of them, comma-separated (tanh,sin)",
+    )
     s.add_argument(
         "--beta", type=finite_float, help="smoothness (holder, bspline, weierstrass: non-integer)"
     )
@@ -464,7 +482,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise-law", default="gaussian", help="gaussian | uniform | rademacher")
     s.add_argument("--tokens", default="cube", help="cube | gaussian | anisotropic | correlated")
     s.add_argument("--rho", type=finite_float, help="within-sample correlation (correlated)")
-    s.add_argument("--A-file", help=".npz with a user-given A (d, d)")
+    s.add_argument("--A-file", help=".npz with a user-given A (d, d), or (H, d, d) with --heads H")
+    s.add_argument(
+        "--heads",
+        type=positive_int,
+        default=1,
+        help="number of attention heads H: Y sums H interactions phi*_h(x^T A*_h y)",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_simulate)
