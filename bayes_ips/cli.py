@@ -266,9 +266,11 @@ def _coercivity(kind: str, obj, X) -> dict:
 def cmd_plot(args: argparse.Namespace) -> int:
     import jax
 
+    from bayes_ips.errors import InputError
     from bayes_ips.io import atomic_write, load_dataset, load_fit
     from bayes_ips.pairs import off_diagonal_scores
     from bayes_ips.plots import plot_erm_fit
+    from bayes_ips.simulate import HeadsTruth
 
     out_path(args.out, (".png", ".pdf", ".svg"))
     fit = load_fit(args.fit)
@@ -278,6 +280,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
         truth = data.truth
         if truth is None:
             scores = off_diagonal_scores(data.X, fit.U, fit.V, 2000)
+        elif isinstance(truth, HeadsTruth):
+            raise InputError(
+                f"plot draws one phi* against the fit; {args.truth} holds a truth of "
+                f"{truth.n_heads} heads"
+            )
     fig = plot_erm_fit(fit, truth, scores, key=jax.random.PRNGKey(args.seed))
     with atomic_write(args.out) as tmp:
         fig.savefig(tmp, dpi=130, format=os.path.splitext(args.out)[1][1:])
@@ -359,6 +366,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from bayes_ips.pairs import off_diagonal
     from bayes_ips.plots import plot_phi_band
     from bayes_ips.posterior import phi_band
+    from bayes_ips.simulate import HeadsTruth
 
     out = args.out_dir
     if not os.path.isdir(out):
@@ -385,6 +393,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     grid = np.linspace(*np.quantile(S, [0.005, 0.995]), 300)
     band = phi_band(post, grid, A_ref)
     truth = load_dataset(args.truth).truth if args.truth else None
+    if isinstance(truth, HeadsTruth):  # no single phi* to draw in the band
+        truth = None
     fig = plot_phi_band(band, grid, erm=erm, truth=truth, A_ref=A_ref, scores=S)
     with atomic_write(os.path.join(out, "phi_band.png")) as tmp:
         fig.savefig(tmp, dpi=130, format="png")

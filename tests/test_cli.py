@@ -305,6 +305,13 @@ def _evaluate_bad_json(tmp, get):
     return ["evaluate", f.fit, "--truth", f.data, "--json", out], out
 
 
+def _plot_heads_truth(tmp, get):
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(sim_argv(tmp / "heads.npz", M=50, heads=2)) == 0
+    out = tmp / "fig.png"
+    return ["plot", get("fitted").fit, "--truth", tmp / "heads.npz", "--out", out], out
+
+
 def _unwritable_out(tmp):
     ro = tmp / "ro"
     ro.mkdir()
@@ -417,6 +424,8 @@ BAD_INPUT = {
     # evaluate
     "evaluate-truth-without-truth": (_evaluate_no_truth, "no truth"),
     "evaluate-json-not-json": (_evaluate_bad_json, ".json"),
+    # plot
+    "plot-heads-truth": (_plot_heads_truth, "truth of 2 heads"),
     # argparse
     "argparse-unknown-option": (_simulate_case(bogus=1), "unrecognized arguments"),
     "argparse-missing-out": (lambda tmp, get: (sim_argv(None, M=50), None), "--out"),
