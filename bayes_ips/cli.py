@@ -3,7 +3,7 @@
 Commands (a stable contract: other tools drive the package through it)::
 
     bayes-ips simulate --M 2000 --N 8 --d 5 --rank 1 --phi tanh --noise 0.1 \\
-        --tokens cube --seed 0 --out data.npz
+        --tokens cube [--heads H] --seed 0 --out data.npz
     bayes-ips fit-erm data.npz --rank 1 [--degree s] [--n-basis K] [--restarts R] \\
         [--seed S] --out erm.nc
     bayes-ips predict FIT --pairs pairs.npz --out g.npz
@@ -58,26 +58,39 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             raise InputError(f"{args.A_file} has no 'A' array")
         A = z["A"]
     law = TokenLaw(args.tokens, args.d, rho=args.rho or 0.0)
+    families = [f.strip() for f in args.phi.split(",")]
+    phi = args.phi if len(families) == 1 else families  # one family for every head
     key = jax.random.PRNGKey(args.seed)
     k_truth, k_data = jax.random.split(key)
     truth = make_truth(
         k_truth,
         args.d,
         args.rank,
-        phi=args.phi,
+        phi=phi,
         beta=args.beta,
         tokens=law,
         noise_sd=args.noise,
         noise=args.noise_law,
         A=A,
+        heads=args.heads,
     )
     X, Y = simulate(k_data, truth, args.M, args.N)
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    # one head: the config of the single-head command, without a "heads" key
+    drop = ("func", "command") if args.heads >= 2 else ("func", "command", "heads")
+    config = {k: v for k, v in vars(args).items() if k not in drop}
     meta = {"seed": args.seed, "command": "simulate", "config": config}
     save_dataset(args.out, Dataset(np.asarray(X), np.asarray(Y), truth, meta))
+    if args.heads >= 2:
+        phis = truth.phis
+        what = (
+            f"{truth.n_heads} heads, phi* = {' + '.join(p.family for p in phis)} "
+            f"(beta = {', '.join(str(p.beta) for p in phis)})"
+        )
+    else:
+        what = f"phi* = {truth.phi.family} (beta = {truth.phi.beta})"
     print(
-        f"wrote {args.out}: X {tuple(X.shape)}, Y {tuple(Y.shape)}; phi* = {truth.phi.family} "
-        f"(beta = {truth.phi.beta}), tokens = {law.family}, noise sd = {args.noise}"
+        f"wrote {args.out}: X {tuple(X.shape)}, Y {tuple(Y.shape)}; {what}, "
+        f"tokens = {law.family}, noise sd = {args.noise}"
     )
     return 0
 
@@ -231,19 +244,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     kind, obj = _load_any(args.fit)
     data = load_dataset(args.truth, need_truth=True)
     d = obj.A.shape[-1] if kind == "erm" else obj[1].A.shape[-1]
-    if data.truth.A.shape[-1] != d:
-        raise InputError(f"the fit has d = {d}, the truth d = {data.truth.A.shape[-1]}")
+    if data.truth.tokens.d != d:  # tokens.d: a multi-head truth's A is (H, d, d)
+        raise InputError(f"the fit has d = {d}, the truth d = {data.truth.tokens.d}")
+    # the error on G is defined whatever the heads; the heads are compared only when
+    # the fit has as many as the truth
     fit_heads = obj.A.shape[0] if kind == "erm" and np.ndim(obj.A) == 3 else 1
     true_heads = data.truth.A.shape[0] if np.ndim(data.truth.A) == 3 else 1
-    if fit_heads != true_heads:
-        raise InputError(f"the fit has {fit_heads} heads, the truth {true_heads}")
     key = jax.random.PRNGKey(args.seed)
     out = {"fit": args.fit, "truth": args.truth, "seed": args.seed, "kind": kind}
-    if fit_heads > 1:
+    if max(fit_heads, true_heads) > 1:
+        out["heads"], out["true_heads"] = fit_heads, true_heads
+    if fit_heads > 1 and fit_heads == true_heads:
         from bayes_ips.multihead import heads_report
 
         out.update(heads_report(key, obj, data.truth, min(args.pairs, 20000)))
-    else:
+    elif fit_heads == 1:
         out.update(_coercivity(kind, obj, data.X))
     if kind == "erm":
         res = l2_error(key, obj.predict, data.truth, args.pairs)
@@ -261,7 +276,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"L2(rho) error {res.error:.6g} +- {res.se:.2g} (MC s.e., {res.n_pairs} held-out pairs); "
         f"relative to Var(g*): {res.relative:.4g}"
     )
-    if fit_heads > 1:
+    if "head_permutation" in out:
         print(
             "heads aligned to the truth (permutation "
             f"{out['head_permutation']}): |cos(A_h, A*_h)| "
@@ -269,7 +284,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             + "; centred per-head error / Var(g*_h) "
             + ", ".join(f"{e:.4g}" for e in out["head_relative_errors"])
         )
-    else:
+    elif "c_H" in out:
         print(
             f"coercivity c_H {out['c_H']:.4g} of the fitted space on these tokens "
             f"(>= 1/(N-1) = {out['c_H_iid_bound']:.4g} for i.i.d. tokens, up to Monte Carlo "
@@ -309,9 +324,11 @@ def _coercivity(kind: str, obj, X) -> dict:
 def cmd_plot(args: argparse.Namespace) -> int:
     import jax
 
+    from bayes_ips.errors import InputError
     from bayes_ips.io import atomic_write, load_dataset, load_fit
     from bayes_ips.pairs import off_diagonal_scores
     from bayes_ips.plots import plot_erm_fit
+    from bayes_ips.simulate import HeadsTruth
 
     out_path(args.out, (".png", ".pdf", ".svg"))
     fit = load_fit(args.fit)
@@ -321,6 +338,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
         truth = data.truth
         if truth is None:
             scores = off_diagonal_scores(data.X, fit.U, fit.V, 2000)
+        elif isinstance(truth, HeadsTruth):
+            raise InputError(
+                f"plot draws one phi* against the fit; {args.truth} holds a truth of "
+                f"{truth.n_heads} heads"
+            )
     fig = plot_erm_fit(fit, truth, scores, key=jax.random.PRNGKey(args.seed))
     with atomic_write(args.out) as tmp:
         fig.savefig(tmp, dpi=130, format=os.path.splitext(args.out)[1][1:])
@@ -402,6 +424,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from bayes_ips.pairs import off_diagonal
     from bayes_ips.plots import plot_phi_band
     from bayes_ips.posterior import phi_band
+    from bayes_ips.simulate import HeadsTruth
 
     out = args.out_dir
     if not os.path.isdir(out):
@@ -428,6 +451,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     grid = np.linspace(*np.quantile(S, [0.005, 0.995]), 300)
     band = phi_band(post, grid, A_ref)
     truth = load_dataset(args.truth).truth if args.truth else None
+    if isinstance(truth, HeadsTruth):  # no single phi* to draw in the band
+        truth = None
     fig = plot_phi_band(band, grid, erm=erm, truth=truth, A_ref=A_ref, scores=S)
     with atomic_write(os.path.join(out, "phi_band.png")) as tmp:
         fig.savefig(tmp, dpi=130, format="png")
@@ -512,7 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--N", type=positive_int, required=True, help="tokens per sample (>= 2)")
     s.add_argument("--d", type=positive_int, required=True, help="token dimension")
     s.add_argument("--rank", type=positive_int, default=1)
-    s.add_argument("--phi", default="tanh", help="tanh | sin | holder | bspline | weierstrass")
+    s.add_argument(
+        "--phi",
+        default="tanh",
+        help="tanh | sin | holder | bspline | weierstrass; with --heads H, one family for "
+        "every head or H of them, comma-separated (tanh,sin)",
+    )
     s.add_argument(
         "--beta", type=finite_float, help="smoothness (holder, bspline, weierstrass: non-integer)"
     )
@@ -520,7 +550,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise-law", default="gaussian", help="gaussian | uniform | rademacher")
     s.add_argument("--tokens", default="cube", help="cube | gaussian | anisotropic | correlated")
     s.add_argument("--rho", type=finite_float, help="within-sample correlation (correlated)")
-    s.add_argument("--A-file", help=".npz with a user-given A (d, d)")
+    s.add_argument("--A-file", help=".npz with a user-given A (d, d), or (H, d, d) with --heads H")
+    s.add_argument(
+        "--heads",
+        type=positive_int,
+        default=1,
+        help="number of attention heads H: Y sums H interactions phi*_h(x^T A*_h y)",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_simulate)
@@ -535,9 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--knot-multiplicity", type=positive_int, default=1)
     f.add_argument("--beta", type=finite_float, help="smoothness of phi*, if known")
     f.add_argument("--restarts", type=positive_int, default=4)
-    f.add_argument(
-        "--heads", type=positive_int, default=1, help="number of heads H (default 1)"
-    )
+    f.add_argument("--heads", type=positive_int, default=1, help="number of heads H (default 1)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True)
     f.set_defaults(func=cmd_fit_erm)

@@ -4,6 +4,9 @@ Dataset ``.npz``
     ``X`` float (M, N, d) and ``Y`` float (M, N); when simulated, also the truth:
     ``A_true`` (d, d), ``phi_spec``, ``token_law`` and ``noise_law`` (JSON strings),
     plus ``seed`` and ``config`` (JSON).  A file with only ``X`` and ``Y`` is valid.
+    A multi-head truth (:class:`~bayes_ips.simulate.HeadsTruth`) has ``A_true``
+    (H, d, d) and ``phi_spec`` a JSON list of H specs (a single truth's is one
+    JSON object, as it always was).
 Pairs ``.npz``
     ``x`` and ``y`` float (P, d).  Predictions are written as ``g`` (P,).
 Fit netCDF
@@ -40,7 +43,7 @@ from bayes_ips.activations import PhiSpec
 from bayes_ips.erm import ERMConfig, ERMFit
 from bayes_ips.errors import InputError, check_output_dir, check_xy
 from bayes_ips.multihead import HeadsFit, stack_knots
-from bayes_ips.simulate import NoiseLaw, TokenLaw, Truth
+from bayes_ips.simulate import HeadsTruth, NoiseLaw, TokenLaw, Truth
 from bayes_ips.spline import make_knots
 
 __all__ = [
@@ -66,7 +69,7 @@ class Dataset:
 
     X: np.ndarray
     Y: np.ndarray
-    truth: Truth | None = None
+    truth: Truth | HeadsTruth | None = None
     meta: dict = dataclasses.field(default_factory=dict)
 
 
@@ -149,9 +152,13 @@ def save_dataset(path: str | os.PathLike, data: Dataset) -> None:
     arrays: dict[str, Any] = {"X": np.asarray(data.X), "Y": np.asarray(data.Y)}
     if data.truth is not None:
         t = data.truth
+        if isinstance(t, HeadsTruth):
+            phi_json = "[" + ", ".join(spec.to_json() for spec in t.phis) + "]"
+        else:
+            phi_json = t.phi.to_json()
         arrays.update(
             A_true=np.asarray(t.A),
-            phi_spec=np.array(t.phi.to_json()),
+            phi_spec=np.array(phi_json),
             token_law=np.array(t.tokens.to_json()),
             noise_law=np.array(t.noise.to_json()),
         )
@@ -177,14 +184,20 @@ def load_dataset(path: str | os.PathLike, *, need_truth: bool = False) -> Datase
     if present:
         A = _float_array(path, "A_true", z["A_true"])
         d = X.shape[2]
-        if A.shape != (d, d) or not np.all(np.isfinite(A)):
-            raise InputError(f"{path}: A_true must be a finite ({d}, {d}) array, got {A.shape}")
-        truth = Truth(
-            A,
-            PhiSpec.from_json(str(z["phi_spec"])),
-            TokenLaw.from_json(str(z["token_law"])),
-            NoiseLaw.from_json(str(z["noise_law"])),
-        )
+        if A.ndim == 3:
+            truth = _heads_truth(path, A, d, z)
+        else:
+            if A.shape != (d, d) or not np.all(np.isfinite(A)):
+                raise InputError(f"{path}: A_true must be a finite ({d}, {d}) array, got {A.shape}")
+            phi_text = str(z["phi_spec"])
+            if phi_text.lstrip().startswith("["):
+                raise InputError(f"{path}: a list of phi specs needs A_true of shape (H, d, d)")
+            truth = Truth(
+                A,
+                PhiSpec.from_json(phi_text),
+                TokenLaw.from_json(str(z["token_law"])),
+                NoiseLaw.from_json(str(z["noise_law"])),
+            )
         if truth.tokens.d != d:
             raise InputError(f"{path}: the token law has d = {truth.tokens.d}, X has d = {d}")
     elif need_truth:
@@ -196,6 +209,35 @@ def load_dataset(path: str | os.PathLike, *, need_truth: bool = False) -> Datase
         except ValueError:
             raise InputError(f"{path}: corrupt meta entry") from None
     return Dataset(X, Y, truth, meta)
+
+
+def _heads_truth(
+    path: str | os.PathLike, A: np.ndarray, d: int, z: dict[str, np.ndarray]
+) -> HeadsTruth:
+    """The multi-head truth of a dataset file whose ``A_true`` is (H, d, d)."""
+    if A.shape[0] < 1 or A.shape[1:] != (d, d) or not np.all(np.isfinite(A)):
+        raise InputError(
+            f"{path}: A_true of a multi-head truth must be a finite (H, {d}, {d}) array, "
+            f"got {A.shape}"
+        )
+    try:
+        items = json.loads(str(z["phi_spec"]))
+    except ValueError:
+        raise InputError(f"{path}: corrupt phi_spec entry") from None
+    if not isinstance(items, list):
+        raise InputError(f"{path}: A_true holds {A.shape[0]} heads but phi_spec is not a list")
+    if len(items) != A.shape[0]:
+        raise InputError(f"{path}: A_true holds {A.shape[0]} heads but phi_spec {len(items)}")
+    try:
+        phis = tuple(PhiSpec.from_json(json.dumps(item)) for item in items)
+        return HeadsTruth(
+            A,
+            phis,
+            TokenLaw.from_json(str(z["token_law"])),
+            NoiseLaw.from_json(str(z["noise_law"])),
+        )
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
 
 
 def load_pairs(path: str | os.PathLike, d: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ import pytest
 
 from bayes_ips.cli import main
 from bayes_ips.io import load_dataset, load_fit
-from bayes_ips.simulate import g_true, sample_pairs
+from bayes_ips.simulate import HeadsTruth, g_true, sample_pairs
 
 # One small, easy problem: tanh, rank 1, d = 3, noise sd 0.1.
 M, N, D = 300, 5, 3
@@ -189,6 +189,44 @@ def test_simulate_weierstrass(tmp_path, capsys):
     assert rc == 0 and "weierstrass" in stdout
 
 
+def test_simulate_heads_round_trip(tmp_path, capsys):
+    paths = {name: tmp_path / f"{name}.npz" for name in ("default", "one", "two")}
+    rc, _, err = run_cli(capsys, sim_argv(paths["default"], M=50))
+    assert rc == 0, err
+    rc, _, err = run_cli(capsys, sim_argv(paths["one"], M=50, heads=1))
+    assert rc == 0, err
+    rc, stdout, err = run_cli(capsys, sim_argv(paths["two"], M=50, heads=2, phi="tanh,sin"))
+    assert rc == 0, err
+    assert "2 heads, phi* = tanh + sin" in stdout
+    # --heads 1 is the single-head command: same arrays, same config (no "heads" key)
+    default, one = load_dataset(paths["default"]), load_dataset(paths["one"])
+    np.testing.assert_array_equal(default.X, one.X)
+    np.testing.assert_array_equal(default.Y, one.Y)
+    np.testing.assert_array_equal(default.truth.A, one.truth.A)
+    assert "heads" not in one.meta["config"]
+    assert {**one.meta["config"], "out": None} == {**default.meta["config"], "out": None}
+    two = load_dataset(paths["two"], need_truth=True)
+    assert isinstance(two.truth, HeadsTruth) and two.truth.A.shape == (2, D, D)
+    assert [p.family for p in two.truth.phis] == ["tanh", "sin"]
+    assert two.meta["config"]["heads"] == 2
+    assert two.X.shape == (50, N, D) and np.all(np.isfinite(two.Y))
+    # one family serves every head
+    rc, _, err = run_cli(capsys, sim_argv(tmp_path / "same.npz", M=50, heads=2))
+    assert rc == 0, err
+    same = load_dataset(tmp_path / "same.npz").truth
+    assert [p.family for p in same.phis] == ["tanh", "tanh"]
+
+
+def test_evaluate_against_a_heads_truth(fitted, tmp_path, capsys):
+    """A one-head fit is scored against the sum of the heads (the truth's d is its tokens')."""
+    data = tmp_path / "heads.npz"
+    rc, _, err = run_cli(capsys, sim_argv(data, M=50, heads=2, phi="tanh,sin"))
+    assert rc == 0, err
+    rc, out, err = run_cli(capsys, ["evaluate", fitted.fit, "--truth", data])
+    assert rc == 0, err
+    assert "L2(rho) error" in out
+
+
 # ----------------------------------------------------------------------------- bad input
 #
 # Each case builds its inputs in ``tmp`` and returns (argv, out): ``out`` is the
@@ -267,6 +305,13 @@ def _evaluate_bad_json(tmp, get):
     return ["evaluate", f.fit, "--truth", f.data, "--json", out], out
 
 
+def _plot_heads_truth(tmp, get):
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(sim_argv(tmp / "heads.npz", M=50, heads=2)) == 0
+    out = tmp / "fig.png"
+    return ["plot", get("fitted").fit, "--truth", tmp / "heads.npz", "--out", out], out
+
+
 def _unwritable_out(tmp):
     ro = tmp / "ro"
     ro.mkdir()
@@ -306,6 +351,15 @@ BAD_INPUT = {
     "simulate-out-not-npz": (_simulate_case(out_name="data.csv"), ".npz"),
     "simulate-noise-law-typo": (_simulate_case(noise_law="gausian"), "'gausian'"),
     "simulate-tokens-typo": (_simulate_case(tokens="cueb"), "'cueb'"),
+    "simulate-heads-0": (_simulate_case(heads=0), "--heads"),
+    "simulate-heads-negative": (_simulate_case(heads=-1), "--heads"),
+    "simulate-heads-not-integer": (_simulate_case(heads="two"), "'two'"),
+    "simulate-heads-at-d-1": (_simulate_case(d=1, heads=2), "not distinct at d = 1"),
+    "simulate-heads-phi-list-length": (
+        _simulate_case(heads=2, phi="tanh,sin,tanh"),
+        "3 families for 2 head",
+    ),
+    "simulate-phi-list-without-heads": (_simulate_case(phi="tanh,sin"), "2 families for 1 head"),
     # fit-erm
     "fit-missing-data": (_fit_case(data=lambda tmp: tmp / "absent.npz"), "not found"),
     "fit-corrupt-data": (_fit_case(data=lambda tmp: _corrupt(tmp / "junk.npz")), "cannot read"),
@@ -370,6 +424,8 @@ BAD_INPUT = {
     # evaluate
     "evaluate-truth-without-truth": (_evaluate_no_truth, "no truth"),
     "evaluate-json-not-json": (_evaluate_bad_json, ".json"),
+    # plot
+    "plot-heads-truth": (_plot_heads_truth, "truth of 2 heads"),
     # argparse
     "argparse-unknown-option": (_simulate_case(bogus=1), "unrecognized arguments"),
     "argparse-missing-out": (lambda tmp, get: (sim_argv(None, M=50), None), "--out"),

@@ -28,7 +28,7 @@ from bayes_ips.io import (
     save_fit,
     save_npz,
 )
-from bayes_ips.simulate import TokenLaw, gauge_fix, make_truth, simulate
+from bayes_ips.simulate import HeadsTruth, TokenLaw, g_true, gauge_fix, make_truth, simulate
 from bayes_ips.spline import make_knots, n_basis
 
 
@@ -134,6 +134,87 @@ def test_truth_of_wrong_dimension_is_an_input_error(sim, tmp_path):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(InputError, match="A_true"):
         load_dataset(tmp_path / "bad.npz")
+
+
+def test_single_truth_file_layout_is_unchanged(sim, tmp_path):
+    """A single truth's phi_spec stays one JSON object and A_true (d, d): old files load."""
+    truth, X, Y = sim
+    save_dataset(tmp_path / "d.npz", Dataset(X, Y, truth))
+    with np.load(tmp_path / "d.npz") as z:
+        assert str(z["phi_spec"]) == truth.phi.to_json()
+        assert z["A_true"].shape == (3, 3)
+
+
+@pytest.fixture(scope="module")
+def heads_sim():
+    """A two-head truth (a holder head with kinks, a tanh head with beta = inf)."""
+    truth = make_truth(
+        jax.random.PRNGKey(3),
+        3,
+        1,
+        heads=2,
+        phi=["holder", "tanh"],
+        beta=1.5,
+        tokens=TokenLaw("anisotropic", 3),
+        noise_sd=0.2,
+    )
+    X, Y = simulate(jax.random.PRNGKey(4), truth, 20, 4)
+    return truth, np.asarray(X), np.asarray(Y)
+
+
+def test_heads_dataset_round_trip(heads_sim, tmp_path):
+    truth, X, Y = heads_sim
+    path = tmp_path / "heads.npz"
+    save_dataset(path, Dataset(X, Y, truth, {"config": {"heads": 2}}))
+    back = load_dataset(path, need_truth=True)
+    assert isinstance(back.truth, HeadsTruth) and back.truth.n_heads == 2
+    np.testing.assert_array_equal(back.truth.A, truth.A)
+    assert back.truth.phis == truth.phis
+    assert math.isinf(back.truth.phis[1].beta)
+    assert back.truth.tokens == truth.tokens and back.truth.noise == truth.noise
+    assert back.meta == {"config": {"heads": 2}}
+    x, y = X[:, 0], X[:, 1]
+    np.testing.assert_array_equal(g_true(back.truth, x, y), g_true(truth, x, y))
+    assert _no_temp_files(tmp_path)
+
+
+def _heads_file(heads_sim, tmp_path, **changes):
+    truth, X, Y = heads_sim
+    full = tmp_path / "full.npz"
+    save_dataset(full, Dataset(X, Y, truth))
+    with np.load(full) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    return tmp_path / "bad.npz"
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            lambda t: {"phi_spec": np.array("[" + t.phis[0].to_json() + "]")},
+            "2 heads but phi_spec 1",
+        ),
+        (lambda t: {"phi_spec": np.array(t.phis[0].to_json())}, "not a list"),
+        (lambda t: {"phi_spec": np.array("[{")}, "corrupt phi_spec"),
+        (lambda t: {"phi_spec": np.array("[1, 2]")}, "corrupt phi specification"),
+        (lambda t: {"A_true": t.A[:, :2]}, r"\(H, 3, 3\)"),
+        (lambda t: {"A_true": np.stack([t.A[0], np.eye(3) / np.sqrt(3)])}, "one rank"),
+        (
+            lambda t: {
+                "phi_spec": np.array("[" + ", ".join(p.to_json() for p in t.phis) + "]"),
+                "A_true": t.A[0],
+            },
+            "list of phi specs needs A_true of shape",
+        ),
+    ],
+    ids=["too-few-specs", "one-spec", "bad-json", "specs-not-objects", "A-shape", "ranks", "2d-A"],
+)
+def test_inconsistent_heads_are_an_input_error(heads_sim, tmp_path, change, match):
+    path = _heads_file(heads_sim, tmp_path, **change(heads_sim[0]))
+    with pytest.raises(InputError, match=match):
+        load_dataset(path)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """The truth side: token laws, noise laws, A*, and the simulated outputs."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,11 +10,16 @@ import pytest
 from bayes_ips.activations import WEIERSTRASS_MEAN_SQUARE, phi_eval
 from bayes_ips.errors import InputError
 from bayes_ips.simulate import (
+    MAX_HEAD_OVERLAP,
     TOKEN_LAWS,
+    HeadsTruth,
     NoiseLaw,
     TokenLaw,
+    Truth,
     g_true,
     gauge_fix,
+    head_g_true,
+    head_overlap,
     make_truth,
     sample_pairs,
     sample_tokens,
@@ -155,3 +162,155 @@ def test_weierstrass_truth_has_the_fixed_l2_rho_norm(tokens):
     # deterministic from the key
     again = make_truth(jax.random.PRNGKey(7), 3, 2, phi="weierstrass", beta=0.5, tokens=tokens)
     assert again.phi == truth.phi
+
+
+# ----------------------------------------------------------------------------- heads
+
+
+@pytest.fixture(scope="module")
+def heads3():
+    """Three heads of rank 1 at d = 3, one phi family each, noiseless."""
+    return make_truth(
+        jax.random.PRNGKey(11), 3, 1, heads=3, phi=["tanh", "holder", "sin"], beta=1.5, noise_sd=0
+    )
+
+
+def test_one_head_is_the_single_head_truth():
+    for kwargs in ({}, {"phi": "holder", "beta": 1.5, "tokens": "gaussian"}):
+        a = make_truth(jax.random.PRNGKey(2), 3, 2, **kwargs)
+        b = make_truth(jax.random.PRNGKey(2), 3, 2, heads=1, **kwargs)
+        c = make_truth(
+            jax.random.PRNGKey(2),
+            3,
+            2,
+            heads=1,
+            phi=[kwargs.get("phi", "tanh")],
+            **{k: v for k, v in kwargs.items() if k != "phi"},
+        )
+        for t in (b, c):
+            assert type(t) is Truth
+            np.testing.assert_array_equal(t.A, a.A)
+            assert t.phi == a.phi and t.tokens == a.tokens and t.noise == a.noise
+
+
+def test_heads_truth_is_gauge_fixed_distinct_and_scaled(heads3):
+    t = heads3
+    assert isinstance(t, HeadsTruth) and t.n_heads == 3 and t.rank == 1
+    assert t.A.shape == (3, 3, 3)
+    assert [p.family for p in t.phis] == ["tanh", "holder", "sin"]
+    np.testing.assert_allclose(np.linalg.norm(t.A, axis=(1, 2)), 1.0)
+    for h in range(3):
+        assert t.A[h].flat[np.argmax(np.abs(t.A[h]))] > 0
+        assert np.linalg.matrix_rank(t.A[h]) == 1
+    overlaps = [abs(np.sum(t.A[h] * t.A[g])) for h in range(3) for g in range(3) if h != g]
+    assert max(overlaps) <= MAX_HEAD_OVERLAP
+    assert head_overlap(t.A) == pytest.approx(max(overlaps))
+    # each phi*_h at the sd of its own scores (20000 pairs in make_truth: a few %)
+    x, y = sample_pairs(jax.random.PRNGKey(9), t.tokens, 20_000)
+    for h in range(3):
+        sd = float(jnp.std(jnp.einsum("pi,ij,pj->p", x, jnp.asarray(t.A[h]), y)))
+        assert t.phis[h].scale == pytest.approx(sd, rel=0.05)
+    head = t.head(1)
+    assert type(head) is Truth and head.phi == t.phis[1] and head.tokens == t.tokens
+    np.testing.assert_array_equal(head.A, t.A[1])
+    with pytest.raises(InputError, match="head"):
+        t.head(3)
+
+
+def test_heads_are_deterministic_and_one_phi_serves_every_head():
+    a = make_truth(jax.random.PRNGKey(5), 3, 2, heads=2, phi="holder", beta=1.5)
+    b = make_truth(jax.random.PRNGKey(5), 3, 2, heads=2, phi="holder", beta=1.5)
+    np.testing.assert_array_equal(a.A, b.A)
+    assert a.phis == b.phis and a.rank == 2
+    # the same family, drawn with each head's own key
+    assert a.phis[0].params["kinks"] != a.phis[1].params["kinks"]
+
+
+def test_heads_outputs_match_a_naive_loop(heads3):
+    M_, N_, H = 7, 4, heads3.n_heads
+    X, Y = simulate(jax.random.PRNGKey(5), heads3, M_, N_)
+    X, Y = np.asarray(X), np.asarray(Y)
+    # scores by a loop over m, i, j, h; phi*_h evaluated once per head on all of them
+    u = np.zeros((H, M_, N_, N_))
+    for m in range(M_):
+        for i in range(N_):
+            for j in range(N_):
+                for h in range(H):
+                    u[h, m, i, j] = X[m, i] @ heads3.A[h] @ X[m, j]
+    phi = np.stack([np.asarray(phi_eval(heads3.phis[h], u[h])) for h in range(H)])
+    for m in range(M_):
+        for i in range(N_):
+            total = sum(phi[h, m, i, j] for h in range(H) for j in range(N_) if j != i)
+            assert Y[m, i] == pytest.approx(total / (N_ - 1), abs=1e-12)
+
+
+def test_heads_noise_is_that_of_a_single_head_truth(heads3):
+    """The same key gives the same tokens and the same noise as a one-head truth."""
+    noisy = dataclasses.replace(heads3, noise=NoiseLaw("gaussian", 0.3))
+    X0, Y0 = simulate(jax.random.PRNGKey(5), heads3, 7, 4)
+    X1, Y1 = simulate(jax.random.PRNGKey(5), noisy, 7, 4)
+    one = make_truth(jax.random.PRNGKey(0), 3, 1, noise_sd=0.3)
+    clean = dataclasses.replace(one, noise=NoiseLaw("gaussian", 0.0))
+    Xs, Ys = simulate(jax.random.PRNGKey(5), one, 7, 4)
+    _, Yz = simulate(jax.random.PRNGKey(5), clean, 7, 4)
+    np.testing.assert_array_equal(X0, Xs)
+    np.testing.assert_array_equal(X1, Xs)
+    np.testing.assert_allclose(np.asarray(Y1 - Y0), np.asarray(Ys - Yz), atol=1e-12)
+
+
+def test_head_g_true_sums_to_g_true(heads3):
+    x, y = sample_pairs(jax.random.PRNGKey(1), heads3.tokens, 20_000)  # make_truth's shape
+    per_head = np.asarray(head_g_true(heads3, x, y))
+    assert per_head.shape == (3, 20_000)
+    for h in range(3):
+        np.testing.assert_allclose(per_head[h], np.asarray(g_true(heads3.head(h), x, y)))
+    np.testing.assert_allclose(per_head.sum(0), np.asarray(g_true(heads3, x, y)), atol=1e-12)
+    one = make_truth(jax.random.PRNGKey(0), 3, 1)
+    np.testing.assert_array_equal(head_g_true(one, x, y), np.asarray(g_true(one, x, y))[None])
+
+
+def test_user_given_heads():
+    e = np.eye(3)
+    A = np.stack([2.0 * np.outer(e[0], e[1]), -np.outer(e[1], e[2])])
+    t = make_truth(jax.random.PRNGKey(0), 3, 1, heads=2, A=A)
+    np.testing.assert_allclose(t.A, [np.outer(e[0], e[1]), np.outer(e[1], e[2])])
+    with pytest.raises(InputError, match=r"shape \(H, d, d\)"):
+        make_truth(jax.random.PRNGKey(0), 3, 1, heads=2, A=A[0])
+    with pytest.raises(InputError, match="rank"):
+        make_truth(jax.random.PRNGKey(0), 3, 2, heads=2, A=A)
+    with pytest.raises(InputError, match="not distinct"):
+        make_truth(
+            jax.random.PRNGKey(0),
+            3,
+            1,
+            heads=2,
+            A=np.stack([A[0], -np.outer(e[0], e[1] + 0.1 * e[2])]),
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"heads": 0}, "heads must be a positive integer"),
+        ({"heads": -1}, "heads must be a positive integer"),
+        ({"heads": 1.5}, "heads must be a positive integer"),
+        ({"heads": "2"}, "heads must be a positive integer"),
+        ({"heads": 2, "d": 1}, "not distinct at d = 1"),
+        ({"heads": 2, "phi": ["tanh", "sin", "tanh"]}, "3 families for 2 head"),
+        ({"heads": 1, "phi": ["tanh", "sin"]}, "2 families for 1 head"),
+        ({"heads": 2, "phi": ["tanh", "relu"]}, "relu"),
+    ],
+)
+def test_bad_heads_options_are_refused(kwargs, match):
+    d = kwargs.pop("d", 3)
+    with pytest.raises(InputError, match=match):
+        make_truth(jax.random.PRNGKey(0), d, 1, **kwargs)
+
+
+def test_heads_truth_validates_itself(heads3):
+    with pytest.raises(InputError, match="3 heads needs 3 phi"):
+        HeadsTruth(heads3.A, heads3.phis[:2], heads3.tokens, heads3.noise)
+    with pytest.raises(InputError, match=r"\(H, d, d\)"):
+        HeadsTruth(heads3.A[0], heads3.phis[:1], heads3.tokens, heads3.noise)
+    with pytest.raises(InputError, match="token law"):
+        HeadsTruth(heads3.A, heads3.phis, TokenLaw("cube", 2), heads3.noise)
