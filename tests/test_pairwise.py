@@ -328,7 +328,7 @@ def test_heads_design_is_the_concatenation_of_the_heads_designs(heads):
     np.testing.assert_allclose(np.asarray(design(U, V, X, knots)), F, rtol=RTOL, atol=RTOL)
 
 
-@pytest.mark.parametrize("chunk", [4, 64])
+@pytest.mark.parametrize("chunk", [4, pytest.param(64, marks=slow)])  # 3 chunks; 1 chunk
 def test_heads_mean_loss_and_gram_match_naive_loop(heads, chunk):
     X, Y, U, V, knots, per_head, coef, F = heads
     mean = F @ coef.ravel()  # sum over the heads of each head's pairwise mean
@@ -346,7 +346,7 @@ def test_heads_mean_loss_and_gram_match_naive_loop(heads, chunk):
     assert int(st.n_outside) == sum(int(n) for n in singles) > 0
 
 
-def test_heads_gradients_match_autodiff_and_finite_differences(heads):
+def test_heads_gram_rule_matches_autodiff(heads):
     X, Y, U, V, knots, _, coef, _ = heads
     G = np.random.default_rng(5).normal(size=(coef.size,) * 2)
     got = jax.grad(lambda U, V, X, Y: _scalar(gram(U, V, X, Y, knots, 4), G), (0, 1, 2, 3))
@@ -354,6 +354,11 @@ def test_heads_gradients_match_autodiff_and_finite_differences(heads):
         lambda U, V, X, Y: _scalar(_gram_autodiff(U, V, X, Y, knots, 4), G), (0, 1, 2, 3)
     )
     _assert_close(got(U, V, X, Y), ref(U, V, X, Y))
+
+
+@pytest.mark.slow  # finite differences of the one-pass loss rule with heads (~3 s)
+def test_heads_loss_gradient_against_finite_differences(heads):
+    X, Y, U, V, knots, _, coef, _ = heads
     check_grads(
         lambda U, V, c: sq_loss(U, V, c, X, Y, knots, chunk_size=4),
         (U, V, coef),
