@@ -148,7 +148,7 @@ def test_a_task_parses_its_own_tables_and_selects_by_its_own_coordinates(coin, t
         run_analysis(str(coin), str(tmp_path / "o"), kind="smoothness", progress=False)
     other = tmp_path / "other.toml"
     other.write_text(COIN.replace('task = "coin"', 'task = "dice"'))
-    with pytest.raises(InputError, match="study.task must be one of 'ips', 'slr', 'coin'"):
+    with pytest.raises(InputError, match="study.task must be one of 'ips', 'slr', 'heads', 'coin'"):
         run_analysis(str(other), str(tmp_path / "o"), progress=False)
 
 

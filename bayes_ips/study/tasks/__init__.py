@@ -28,6 +28,8 @@ multi-head model, say) is a module implementing the protocol, added to
               the posterior mean against M (the default)
 ``"slr"``     :mod:`bayes_ips.study.tasks.slr`: single-location regression,
               PGD and the posterior-predictive mean against M
+``"heads"``   :mod:`bayes_ips.study.tasks.heads`: multi-head IPS, the IPS
+              grid crossed with numbers of heads H
 ============  ==========================================================
 """
 
@@ -38,7 +40,7 @@ from typing import Any, Protocol
 
 from bayes_ips.errors import InputError
 from bayes_ips.study.cells import Cell
-from bayes_ips.study.tasks import ips, slr
+from bayes_ips.study.tasks import heads, ips, slr
 
 __all__ = [
     "DEFAULT_TASK",
@@ -106,7 +108,7 @@ class StudyTask(Protocol):
         ...
 
 
-TASKS: dict[str, StudyTask] = {"ips": ips, "slr": slr}
+TASKS: dict[str, StudyTask] = {"ips": ips, "slr": slr, "heads": heads}
 DEFAULT_TASK = "ips"  # a config without [study] task
 
 

@@ -1,0 +1,109 @@
+"""The heads task: the IPS grid crossed with numbers of heads; H = 1 is the IPS cell."""
+
+import math
+
+import numpy as np
+import pytest
+
+from bayes_ips.errors import InputError
+from bayes_ips.study.config import parse_config
+from bayes_ips.study.engine import StudyResult
+from bayes_ips.study.tasks import heads, ips
+
+RAW = {
+    "study": {
+        "task": "heads",
+        "name": "h",
+        "heads": [2, 1],
+        "estimators": ["erm"],
+        "M": [60, 120],
+        "d": [3],
+        "N": 4,
+        "repetitions": 2,
+        "n_eval_pairs": 500,
+    },
+    "phi": [{"family": "tanh"}],
+    "erm": {"restarts": 1, "n_intervals": 4},
+}
+
+
+def _raw(**study):
+    return {**RAW, "study": {**RAW["study"], **study}}
+
+
+def test_parse_and_cells():
+    cfg = parse_config(RAW)
+    assert cfg.task == "heads" and cfg.heads == (1, 2) and cfg.n_cells == 8
+    base = ips.parse({**RAW, "study": {k: v for k, v in RAW["study"].items() if k != "heads"}})
+    cells = heads.make_cells(cfg)
+    assert len(cells) == 8 == len({c.id for c in cells}) == len({c.hash for c in cells})
+    one = [c for c in cells if c.coords["heads"] == 1]
+    # H = 1 cells are the IPS cells with the head count added (same data keys, same fit)
+    for c, b in zip(one, ips.make_cells(base), strict=True):
+        assert {k: v for k, v in c.spec.items() if k not in ("task", "heads")} == {
+            k: v for k, v in b.spec.items() if k != "task"
+        }
+    assert heads.parse(_raw(heads=[1])).heads == (1,)
+    assert parse_config(_raw(heads=[1])).to_dict()["heads"] == [1]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"heads": [0]}, "study.heads"),
+        ({"heads": "two"}, "study.heads"),
+        ({"d": [1, 3]}, "not distinct at d = 1"),
+        ({"estimators": ["erm", "bayes_pm"]}, "posterior-mean cells with more than one head"),
+        ({"bogus": 1}, "bogus"),
+    ],
+)
+def test_bad_configs_are_refused(change, match):
+    with pytest.raises(InputError, match=match):
+        parse_config(_raw(**change))
+
+
+@pytest.mark.slow  # two ERM fits (~8 s); the fast tier checks the specs are the IPS specs
+def test_one_head_cell_is_the_ips_cell_number_for_number():
+    cfg = parse_config(_raw(heads=[1], M=[60], repetitions=1))
+    (cell,) = heads.make_cells(cfg)
+    rec = heads.run_cell(cell.spec)
+    spec = {k: v for k, v in cell.spec.items() if k != "heads"}
+    ref = ips.run_cell({**spec, "task": "ips"})
+    for k in ("error", "error_se", "K", "sigma_hat", "c_H"):
+        assert rec[k] == ref[k]
+    assert rec["heads"] == 1 and rec["task"] == "heads"
+
+
+def _records():
+    """Synthetic records: H = 1 falls as M^-1, H = 2 as M^-1 at three times the level."""
+    recs = []
+    for H, level in ((1, 1.0), (2, 3.0)):
+        for M in (100, 200, 400, 800):
+            for rep in range(3):
+                e = level / M * (1 + 0.05 * rep)
+                recs.append({
+                    "task": "heads", "estimator": "erm", "kind": "erm", "family": "tanh",
+                    "beta": math.inf, "d": 5, "heads": H, "M": M, "rep": rep, "N": 6,
+                    "rank": 1, "seed": 0, "theory_holds": None, "theory_rhs": None,
+                    "error": e, "head_cos_min": 0.99 if H > 1 else None,
+                })  # fmt: skip
+    return recs
+
+
+def test_dataset_and_report_have_a_line_per_head_count(tmp_path):
+    ds = heads.to_dataset(_records())
+    assert list(ds["phi"].values) == ["tanh, H=1", "tanh, H=2"]
+    assert list(ds["heads"].values) == [1, 2] and np.all(np.isinf(ds["beta"].values))
+    cfg = parse_config(_raw(d=[5], M=[100, 200, 400, 800], repetitions=3))
+    result = StudyResult(_records(), [], 0, 24, str(tmp_path), "local", 0.0)
+    out = heads.report(ds, str(tmp_path), cfg, result, "study")
+    slopes = {r["phi"]: r["slope"] for r in out["rows"]}
+    assert slopes["tanh, H=1"] == pytest.approx(-1.0, abs=1e-9)
+    assert slopes["tanh, H=2"] == pytest.approx(-1.0, abs=1e-9)
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith("# h: heads analysis") and "(24 in the grid)" in summary
+    # levels at the geometric mean M (283): 3x apart, as built
+    rows = [line for line in summary.splitlines() if line.startswith("| erm | tanh | 5 |")]
+    levels = [float(line.split("|")[6]) for line in rows]
+    assert levels[1] / levels[0] == pytest.approx(3.0, rel=1e-6)
+    assert (tmp_path / "rates.png").exists()
