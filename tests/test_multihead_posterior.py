@@ -219,4 +219,39 @@ def test_two_head_posterior_converges_and_recovers_G():
     print("relative L2 error of G:", err)
     lo, hi = post.band(x, y)
     print("band coverage:", np.mean((lo <= gt) & (gt <= hi)))
-    assert err < 0.05
+    err_oracle = _rel_error(fit, x, y, gt)
+    print("oracle (least squares at the true A_h):", err_oracle)
+    # Tolerance: twice the error of least squares at the *true* A_h on the same
+    # basis (measured 0.021; the posterior mean 0.031).  The posterior also has to
+    # estimate the A_h and shrinks c towards the P-spline prior, so it cannot match
+    # the oracle, but a factor of two leaves room only for those effects, not for a
+    # wrong model, misaligned heads or an unconverged sampler.
+    assert err < 2 * err_oracle
+
+
+def _rel_error(fit, x, y, gt):
+    b = np.asarray(fit.knots.breaks)
+    g = _head_values(fit.A[None], fit.coef[None], b[None], x, y)[0].sum(0)
+    return np.sqrt(np.mean((g - gt) ** 2)) / np.sqrt(np.mean(gt**2))
+
+
+@pytest.mark.slow
+def test_chains_differing_by_a_head_permutation_are_aligned():
+    """Chain 2 starts with the fit's heads swapped: its heads are relabelled, not flagged.
+
+    With one basis for both heads (``shared_knots``) the swap is an exact symmetry
+    of the posterior, so the chains must agree on G and on the aligned heads.
+    """
+    X, Y = simulate()
+    fit = least_squares_fit(X, Y)
+    post = sample_heads_posterior(
+        jax.random.PRNGKey(1), X, Y, fit, chains=2, warmup=150, draws=200,
+        head_orders=np.array([[0, 1], [1, 0]]), shared_knots=True,
+    )  # fmt: skip
+    diag = post.diagnostics
+    print(diag)
+    assert diag["permuted_chains"] == 1
+    np.testing.assert_array_equal(post.aligned.perm[1], np.broadcast_to([1, 0], (200, 2)))
+    assert diag["G"]["rhat_max"] < 1.05
+    assert diag["heads"]["rhat_max"] < 1.05
+    assert diag["heads_unaligned"]["rhat_max"] > 1.5  # the raw labels disagree
