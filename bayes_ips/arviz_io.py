@@ -431,3 +431,74 @@ def plot_ecdf_difference(values: dict[str, np.ndarray], path, prob: float = 0.95
     fig.set_layout_engine("constrained")
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
+
+
+def build_heads_inference_data(post, *, attrs: dict | None = None):
+    """A multi-head posterior as InferenceData.
+
+    ``post`` is a :class:`bayes_ips.multihead_posterior.HeadsPosterior` (read back by
+    :func:`bayes_ips.multihead_posterior.heads_posterior_from_idata`).
+
+    ``posterior``: ``A`` (chain, draw, head, dim, dim_col), ``c_draw`` and ``c_mean``
+    (chain, draw, head, basis), ``sigma``, ``tau`` (chain, draw, head), and the heads
+    aligned to the ERM fit (``A_aligned``, ``c_aligned``, ``breaks_aligned``: permuted,
+    sign-fixed and centred; ``c_aligned`` from the conditional means).
+    ``constant_data``: ``breaks`` (head, brk), ``x_eval``, ``y_eval``.  Attributes:
+    ``kind = "posterior"``, ``heads``, ``degree``, ``multiplicity`` and the
+    diagnostics (JSON).  No pointwise log-likelihood is stored for multi-head
+    posteriors (``az.loo`` is not available for them).
+    """
+    from bayes_ips.io import to_json
+
+    az = _az()
+    C, D = post.sigma.shape
+    H, d = post.A.shape[2], post.A.shape[-1]
+    al = post.aligned_mean
+    breaks = np.asarray(post.knots.breaks)
+    coords = {
+        "chain": np.arange(C),
+        "draw": np.arange(D),
+        "head": np.arange(H),
+        "dim": np.arange(d),
+        "dim_col": np.arange(d),
+        "basis": np.arange(post.coef.shape[-1]),
+        "brk": np.arange(breaks.shape[-1]),
+        "eval_pair": np.arange(post.x_eval.shape[0]),
+    }
+    dims = {
+        "A": ["head", "dim", "dim_col"],
+        "A_aligned": ["head", "dim", "dim_col"],
+        "c_draw": ["head", "basis"],
+        "c_mean": ["head", "basis"],
+        "c_aligned": ["head", "basis"],
+        "breaks_aligned": ["head", "brk"],
+        "tau": ["head"],
+        "breaks": ["head", "brk"],
+        "x_eval": ["eval_pair", "dim"],
+        "y_eval": ["eval_pair", "dim"],
+    }
+    info = {
+        "kind": "posterior",
+        "heads": H,
+        "degree": int(post.knots.degree),
+        "multiplicity": int(post.knots.multiplicity),
+        "diagnostics": to_json(post.diagnostics),
+        **(attrs or {}),
+    }
+    return az.from_dict(
+        posterior={
+            "A": post.A,
+            "c_draw": post.coef,
+            "c_mean": post.coef_mean,
+            "sigma": post.sigma,
+            "tau": post.tau,
+            "A_aligned": al.A,
+            "c_aligned": al.coef,
+            "breaks_aligned": al.breaks,
+        },
+        sample_stats=_sample_stats(post.extra) if "num_steps" in post.extra else {},
+        constant_data={"breaks": breaks, "x_eval": post.x_eval, "y_eval": post.y_eval},
+        coords=coords,
+        dims=dims,
+        attrs=_attrs(info),
+    )

@@ -196,6 +196,10 @@ def _load_any(path: str):
     from bayes_ips.arviz_io import load_inference_data, posterior_from_idata
 
     idata = load_inference_data(path)
+    if int(idata.attrs.get("heads", 1)) > 1:
+        from bayes_ips.multihead_posterior import heads_posterior_from_idata
+
+        return kind, (idata, heads_posterior_from_idata(idata))
     return kind, (idata, posterior_from_idata(idata))
 
 
@@ -219,11 +223,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
         what = " and per-head g_heads (H, P)" if extra else ""
         print(f"wrote {args.out}: g for {len(g)} pairs{what}")
         return 0
+    post = obj[1]
+    if hasattr(post, "aligned"):  # a multi-head posterior
+        x, y = load_pairs(args.pairs, d=post.A.shape[-1])
+        lo, hi = post.band(x, y, level=0.9)
+        extra = {}
+        if args.per_head:
+            extra["g_heads"] = post.head_draws(x, y, rao_blackwell=True).mean(axis=(0, 1))
+        save_npz(args.out, g=post.predict(x, y), g_lo=lo, g_hi=hi, **extra)
+        print(
+            f"wrote {args.out}: posterior mean G and 90% band (g_lo, g_hi) for {len(x)} pairs"
+            + (", and the aligned heads' posterior means g_heads (H, P)" if extra else "")
+        )
+        return 0
     if args.per_head:
-        raise InputError("--per-head needs a multi-head ERM fit")
+        raise InputError("--per-head needs a multi-head fit or posterior")
     from bayes_ips.posterior import predict
 
-    post = obj[1]
     x, y = load_pairs(args.pairs, d=post.A.shape[-1])
     res = predict(post, x, y, level=0.9)
     save_npz(args.out, **res)
@@ -248,13 +264,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"the fit has d = {d}, the truth d = {data.truth.tokens.d}")
     # the error on G is defined whatever the heads; the heads are compared only when
     # the fit has as many as the truth
+    post_heads = kind != "erm" and hasattr(obj[1], "aligned")
     fit_heads = obj.A.shape[0] if kind == "erm" and np.ndim(obj.A) == 3 else 1
+    fit_heads = obj[1].A.shape[2] if post_heads else fit_heads
     true_heads = data.truth.A.shape[0] if np.ndim(data.truth.A) == 3 else 1
     key = jax.random.PRNGKey(args.seed)
     out = {"fit": args.fit, "truth": args.truth, "seed": args.seed, "kind": kind}
     if max(fit_heads, true_heads) > 1:
         out["heads"], out["true_heads"] = fit_heads, true_heads
-    if fit_heads > 1 and fit_heads == true_heads:
+    if fit_heads > 1 and fit_heads == true_heads and not post_heads:
         from bayes_ips.multihead import heads_report
 
         out.update(heads_report(key, obj, data.truth, min(args.pairs, 20000)))
@@ -262,6 +280,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out.update(_coercivity(kind, obj, data.X))
     if kind == "erm":
         res = l2_error(key, obj.predict, data.truth, args.pairs)
+    elif post_heads:
+        post = obj[1]
+        res = l2_error(key, post.predict, data.truth, args.pairs)
+        from bayes_ips.simulate import g_true, sample_pairs
+
+        x, y = sample_pairs(key, data.truth.tokens, min(args.pairs, 5000))
+        errs = ((post.g_draws(x, y) - np.asarray(g_true(data.truth, x, y))) ** 2).mean(-1)
+        q = np.quantile(errs, [0.05, 0.5, 0.95])
+        out["draw_error"] = {"q05": q[0], "median": q[1], "q95": q[2]}
     else:
         from bayes_ips.posterior import draw_errors, g_draws
 
@@ -360,6 +387,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     out_path(args.out, (".nc",))
     data = load_dataset(args.data)
+    if args.heads != 1:
+        return _sample_heads(args, data)
     cfg = SamplerConfig(
         rank=args.rank,
         method=args.method,
@@ -399,6 +428,53 @@ def cmd_sample(args: argparse.Namespace) -> int:
         f"wrote {args.out}: {cfg.chains} chains x {post.shape[1]} draws "
         f"({'collapsed' if cfg.collapsed else 'explicit'} model, {_basis_words(run)}), "
         f"{how}, {run.wall_time_s:.1f} s; modes: {modes}"
+    )
+    return 0
+
+
+def _sample_heads(args: argparse.Namespace, data) -> int:
+    """``sample --heads H`` (H >= 2): multi-head ERM, then NUTS on the collapsed model."""
+    import jax
+
+    from bayes_ips.arviz_io import build_heads_inference_data, save_inference_data
+    from bayes_ips.erm import ERMConfig
+    from bayes_ips.errors import InputError
+    from bayes_ips.multihead import check_heads, fit_erm_heads
+    from bayes_ips.multihead_posterior import sample_heads_posterior
+
+    H = check_heads(args.heads, data.X.shape[2])
+    if args.method not in ("auto", "nuts") or args.explicit or args.init != "erm":
+        raise InputError(
+            "a multi-head posterior is sampled by NUTS on the collapsed model from the ERM "
+            "start: --method auto|nuts, no --explicit, --init erm"
+        )
+    ERMConfig(rank=args.rank).validate(data.X.shape[2])
+    key = jax.random.PRNGKey(args.seed)
+    k_erm, k_post = jax.random.split(key)
+    erm = fit_erm_heads(
+        k_erm, data.X, data.Y, ERMConfig(rank=args.rank), heads=H, seed=args.seed, progress=True
+    )
+    post = sample_heads_posterior(
+        k_post,
+        data.X,
+        data.Y,
+        erm,
+        chains=args.chains,
+        warmup=args.warmup or 300,
+        draws=args.draws or 300,
+        n_intervals=args.n_intervals,
+        seed=args.seed,
+        progress=True,
+    )
+    attrs = {"seed": args.seed, "command": "sample", "rank": args.rank}
+    save_inference_data(args.out, build_heads_inference_data(post, attrs=attrs))
+    dg = post.diagnostics
+    print(
+        f"wrote {args.out}: {H} heads, {args.chains} chains x {post.shape[1]} draws (NUTS, "
+        f"collapsed, K = {dg['n_intervals']} per head), {dg['divergences']} divergences, "
+        f"R-hat on G {dg['G']['rhat_max']:.3f}, on the aligned heads "
+        f"{dg['heads']['rhat_max']:.3f} ({dg['permuted_chains']} chains relabelled), "
+        f"{dg['total_time_s']:.1f} s"
     )
     return 0
 
@@ -622,6 +698,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="IS: draw proposals until their effective size reaches this (default 100 per chain)",
     )
     m.add_argument("--init", default="erm", help="erm (default) | prior")
+    m.add_argument(
+        "--heads",
+        type=positive_int,
+        default=1,
+        help="number of heads H (default 1; H >= 2: NUTS on the collapsed multi-head model)",
+    )
     m.add_argument(
         "--basis",
         default="evidence",

@@ -56,6 +56,7 @@ __all__ = [
     "HeadsPosterior",
     "align_draws",
     "best_permutation",
+    "heads_posterior_from_idata",
     "sample_heads_posterior",
 ]
 
@@ -221,6 +222,8 @@ class HeadsPosterior:
         relabelled), ``flipped`` (fraction of draws-and-heads whose sign was
         flipped), ``divergences``, ``sampling_time_s``, ``inverse_mass``
         (per group of chains started in one head order: ``"laplace"`` or ``"diagonal"``).
+    extra : dict
+        NUTS's per-draw statistics (``diverging``, ``num_steps``, ...), (C, D) each.
     """
 
     A: np.ndarray
@@ -234,6 +237,7 @@ class HeadsPosterior:
     x_eval: np.ndarray
     y_eval: np.ndarray
     diagnostics: dict = dataclasses.field(default_factory=dict)
+    extra: dict = dataclasses.field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -480,6 +484,7 @@ def sample_heads_posterior(
     g = post.g_draws(x_eval, y_eval, rao_blackwell=True)
     heads = post.head_draws(x_eval, y_eval, rao_blackwell=True)
     raw = post._eval(A, cm, np.asarray(knots.breaks), x_eval, y_eval)
+    post.extra = {k: np.asarray(v) for k, v in extra.items()}
     post.diagnostics = {
         "G": convergence({"G": g}),
         "heads": convergence({"heads": heads}),
@@ -495,3 +500,58 @@ def sample_heads_posterior(
         "seed": -1 if seed is None else int(seed),
     }
     return post
+
+
+def heads_posterior_from_idata(idata):
+    """Rebuild a :class:`HeadsPosterior` from its InferenceData.
+
+    The InferenceData is :func:`bayes_ips.arviz_io.build_heads_inference_data`'s.
+
+    The alignment's permutations, signs and shifts are not stored: the rebuilt
+    posterior's ``aligned`` and ``aligned_mean`` both hold the aligned conditional
+    means (what ``predict --per-head`` uses).
+    """
+    import json
+
+    from bayes_ips.errors import InputError
+    from bayes_ips.multihead import stack_knots
+    from bayes_ips.spline import make_knots
+
+    p = idata.posterior
+    names = ("A", "c_draw", "c_mean", "sigma", "tau", "A_aligned", "c_aligned", "breaks_aligned")
+    for name in names:
+        if name not in p:
+            raise InputError(f"the multi-head posterior group has no {name!r}")
+    try:
+        deg, mult = int(idata.attrs["degree"]), int(idata.attrs["multiplicity"])
+        breaks = idata.constant_data["breaks"].values
+        knots = stack_knots([make_knots(b, deg, mult) for b in breaks])
+        x_eval = idata.constant_data["x_eval"].values
+        y_eval = idata.constant_data["y_eval"].values
+    except (KeyError, ValueError, AttributeError) as e:
+        raise InputError(f"corrupt multi-head posterior file: {e}") from None
+    C, D = p["sigma"].shape
+    H = p["A"].shape[2]
+    none = np.zeros((C, D, H))
+    al = AlignedDraws(
+        p["A_aligned"].values,
+        p["c_aligned"].values,
+        p["breaks_aligned"].values,
+        np.broadcast_to(np.arange(H), (C, D, H)),
+        none + 1.0,
+        none,
+    )
+    diag = idata.attrs.get("diagnostics", "{}")
+    return HeadsPosterior(
+        p["A"].values,
+        p["c_draw"].values,
+        p["c_mean"].values,
+        p["sigma"].values,
+        p["tau"].values,
+        knots,
+        al,
+        al,
+        x_eval,
+        y_eval,
+        json.loads(diag) if isinstance(diag, str) else dict(diag),
+    )

@@ -51,3 +51,33 @@ def test_heads_round_trip(tmp_path, capsys):
     )
     assert rc != 0 and "multi-head" in err and len(err.strip().splitlines()) == 1
     assert not bad.exists()
+
+
+@pytest.mark.slow  # ~50 s: a multi-head ERM fit and two short NUTS chains
+def test_sample_heads_round_trip(tmp_path, capsys):
+    data, post, pairs, pred, js = (
+        tmp_path / n for n in ("d.npz", "p.nc", "p.npz", "g.npz", "e.json")
+    )
+    argv = ["simulate", "--M", 300, "--N", 6, "--d", 3, "--heads", 2, "--phi", "tanh,sin"]
+    assert _run(capsys, argv + ["--out", data])[0] == 0
+    opts = ["--chains", 2, "--warmup", 100, "--draws", 100, "--n-intervals", 5]
+    rc, out, err = _run(capsys, ["sample", data, "--heads", 2, *opts, "--out", post])
+    assert rc == 0, err
+    assert "2 heads" in out and "R-hat on G" in out
+    rng = np.random.default_rng(0)
+    np.savez(pairs, x=rng.uniform(-1, 1, (25, 3)), y=rng.uniform(-1, 1, (25, 3)))
+    rc, _, err = _run(capsys, ["predict", post, "--pairs", pairs, "--per-head", "--out", pred])
+    assert rc == 0, err
+    with np.load(pred) as z:
+        assert z["g_heads"].shape == (2, 25)
+        assert np.all(z["g_lo"] <= z["g"]) and np.all(z["g"] <= z["g_hi"])
+        # the aligned heads are centred versions of G's parts: they sum to G up to a constant
+        gap = z["g_heads"].sum(axis=0) - z["g"]
+        assert np.ptp(gap) < 1e-8
+    rc, _, err = _run(capsys, ["evaluate", post, "--truth", data, "--pairs", 2000, "--json", js])
+    assert rc == 0, err
+    rep = json.loads(js.read_text())
+    assert rep["heads"] == 2 and rep["relative"] < 0.2 and "draw_error" in rep
+    bad = tmp_path / "bad.nc"
+    rc, _, err = _run(capsys, ["sample", data, "--heads", 2, "--method", "is", "--out", bad])
+    assert rc != 0 and "NUTS" in err and not bad.exists()

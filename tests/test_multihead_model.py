@@ -100,6 +100,7 @@ def test_two_heads_collapsed_is_gaussian_marginal(data):
     np.testing.assert_allclose(got, expected, rtol=1e-10)
 
 
+@pytest.mark.slow  # ~3 s of compilation; the collapsed form is checked in the fast tier
 def test_two_heads_explicit_joint(data):
     """The explicit model: block prior on c (H, nb) and the Gaussian likelihood of F c."""
     X, Y, U, V, scores = data
@@ -119,6 +120,7 @@ def test_two_heads_explicit_joint(data):
     np.testing.assert_allclose(got, expected, rtol=1e-10)
 
 
+@pytest.mark.slow  # ~3 s of compilation; the collapsed form is checked in the fast tier
 def test_prior_predictive_shapes(data):
     X, Y, U, V, scores = data
     kw = _kwargs(Y, scores, 2)
