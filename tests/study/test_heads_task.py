@@ -53,13 +53,30 @@ def test_parse_and_cells():
         ({"heads": [0]}, "study.heads"),
         ({"heads": "two"}, "study.heads"),
         ({"d": [1, 3]}, "not distinct at d = 1"),
-        ({"estimators": ["erm", "bayes_pm"]}, "posterior-mean cells with more than one head"),
         ({"bogus": 1}, "bogus"),
     ],
 )
 def test_bad_configs_are_refused(change, match):
     with pytest.raises(InputError, match=match):
         parse_config(_raw(**change))
+
+
+def test_multi_head_posteriors_are_nuts():
+    raw = {**_raw(estimators=["erm", "bayes_pm"]), "bayes_pm": {"method": "is"}}
+    with pytest.raises(InputError, match="sampled by NUTS"):
+        parse_config(raw)
+    assert parse_config({**raw, "bayes_pm": {"method": "nuts"}}).n_cells == 16
+
+
+@pytest.mark.slow  # ~40 s: a two-head ERM fit and two short NUTS chains
+def test_a_two_head_posterior_cell():
+    raw = _raw(estimators=["bayes_pm"], heads=[2], M=[150], repetitions=1)
+    raw["bayes_pm"] = {"chains": 2, "warmup": 60, "draws": 60, "n_band_pairs": 200}
+    (cell,) = heads.make_cells(parse_config(raw))
+    rec = heads.run_cell(cell.spec)
+    assert rec["heads"] == 2 and rec["sampler"] == "nuts" and rec["kind"] == "bayes_pm"
+    assert rec["error"] > 0 and rec["erm_error"] > 0 and 0 <= rec["band_coverage"] <= 1
+    assert rec["head_cos_min"] > 0.9 and math.isfinite(rec["rhat_max"])
 
 
 @pytest.mark.slow  # two ERM fits (~8 s); the fast tier checks the specs are the IPS specs

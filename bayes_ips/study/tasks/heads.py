@@ -23,8 +23,12 @@ recovered (their ``|cos|`` to the truth after alignment, and their centred error
 
 The report is the IPS report with one line per (phi, H): the slopes table and the
 rates figure then compare the head counts directly, and ``summary.md`` gains a
-table of each H's slope and error level.  Posterior-mean cells with ``H >= 2`` are
-not part of this task yet (refused when parsed).
+table of each H's slope and error level.  Posterior-mean cells with ``H >= 2`` run
+NUTS on the collapsed multi-head model from the cell's multi-head ERM fit
+(:func:`bayes_ips.multihead_posterior.sample_heads_posterior`: ``[bayes_pm]``'s
+``chains``, ``warmup``, ``draws``, ``n_intervals``, ``level`` and ``n_band_pairs``;
+its ``method`` must be ``auto`` or ``nuts``) and are scored, like the IPS task's,
+against that ERM fit on the same held-out pairs.
 """
 
 from __future__ import annotations
@@ -99,12 +103,13 @@ def parse(raw: dict[str, Any]) -> HeadsStudyConfig:
     if max(heads) > 1:
         if min(base.d) == 1:
             raise InputError("heads are not distinct at d = 1: every A_h is +-1 (study.d)")
-        pm = [e for e in base.estimators if base.kind_of(e) == "bayes_pm"]
-        if pm:
-            raise InputError(
-                f"estimator {pm[0]!r}: posterior-mean cells with more than one head are not "
-                "part of the heads task yet (run them with study.heads = [1])"
-            )
+        for e in base.estimators:
+            method = base.bayes_of(e).sampler.method
+            if base.kind_of(e) == "bayes_pm" and method not in ("auto", "nuts"):
+                raise InputError(
+                    f"estimator {e!r}: posterior-mean cells with more than one head are "
+                    "sampled by NUTS (method = 'auto' or 'nuts')"
+                )
     return HeadsStudyConfig(base, tuple(sorted(set(heads))))
 
 
@@ -169,7 +174,12 @@ def run_cell(spec: dict) -> dict:
     k_fit, k_eval = (jax.random.fold_in(key, t) for t in (ips._FIT, ips._EVAL))
     fit = fit_erm_heads(k_fit, np.asarray(X), np.asarray(Y), ips.cell_erm_config(spec), heads=H)
     t_erm = time.perf_counter() - t0
-    err = l2_error(k_eval, fit.predict, truth, spec["n_eval_pairs"], **ips._error_target(spec))
+    if ips._kind(spec) == "bayes_pm":
+        k_nuts, k_band = (jax.random.fold_in(key, t) for t in (ips._NUTS, ips._BAND))
+        more = _bayes_fields(spec, truth, X, Y, fit, k_nuts, k_eval, k_band)
+    else:
+        err = l2_error(k_eval, fit.predict, truth, spec["n_eval_pairs"], **ips._error_target(spec))
+        more = ips._error_fields(spec, err)
     rep = heads_report(k_eval, fit, truth, min(spec["n_eval_pairs"], 20000))
     phi = ips._phi_entry(spec)
     tc = theory_condition(spec["M"], spec["d"], H * spec["rank"], phi.beta)
@@ -190,7 +200,7 @@ def run_cell(spec: dict) -> dict:
         "theory_lhs": tc["lhs"],
         "theory_rhs": tc["rhs"],
         "erm_time_s": t_erm,
-        **ips._error_fields(spec, err),
+        **more,
         "K": fit.info["K"],
         "degree": fit.info["degree"],
         "n_basis": fit.info["n_basis"],
@@ -199,6 +209,55 @@ def run_cell(spec: dict) -> dict:
         "head_cos_min": min(rep["head_cosines_to_truth"]),
         "head_error_max": max(rep["head_relative_errors"]),
         "wall_time_s": time.perf_counter() - t0,
+    }
+
+
+def _bayes_fields(spec, truth, X, Y, fit, k_nuts, k_eval, k_band) -> dict:
+    """The posterior mean of ``G`` (NUTS on the collapsed multi-head model) against ERM.
+
+    Scored on the pairs ERM is scored on (a paired ratio), with the band's width and
+    coverage on ``n_band_pairs`` pairs, and the convergence of ``G`` and of the
+    aligned heads.
+    """
+    import numpy as np
+
+    from bayes_ips.metrics import l2_error
+    from bayes_ips.multihead_posterior import sample_heads_posterior
+    from bayes_ips.simulate import g_true, sample_pairs
+
+    b = spec["settings"]["bayes"]
+    t0 = time.perf_counter()
+    post = sample_heads_posterior(
+        k_nuts,
+        X,
+        Y,
+        fit,
+        chains=b.get("chains", 4),
+        warmup=b.get("warmup") or 300,
+        draws=b.get("draws") or 300,
+        n_intervals=b.get("n_intervals"),
+    )
+    t_nuts = time.perf_counter() - t0
+    err = l2_error(k_eval, post.predict, truth, spec["n_eval_pairs"], **ips._error_target(spec))
+    erm_err = l2_error(k_eval, fit.predict, truth, spec["n_eval_pairs"], min_pairs=err.n_pairs)
+    x, y = sample_pairs(k_band, truth.tokens, b["n_band_pairs"])
+    lo, hi = post.band(x, y, level=b["level"])
+    g = np.asarray(g_true(truth, x, y))
+    dg = post.diagnostics
+    return {
+        "sampler": "nuts",
+        **ips._error_fields(spec, err),
+        "erm_error": erm_err.error,
+        "band_width": float(np.mean(hi - lo)),
+        "band_coverage": float(np.mean((g >= lo) & (g <= hi))),
+        "band_level": b["level"],
+        "rhat_max": dg["G"]["rhat_max"],
+        "ess_bulk_min": dg["G"]["ess_bulk_min"],
+        "rhat_heads_max": dg["heads"]["rhat_max"],
+        "divergences": dg["divergences"],
+        "permuted_chains": dg["permuted_chains"],
+        "sigma_mean": float(post.sigma.mean()),
+        "nuts_time_s": t_nuts,
     }
 
 
