@@ -350,16 +350,28 @@ def _coercivity(kind: str, obj, X) -> dict:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     import jax
+    import numpy as np
 
     from bayes_ips.errors import InputError
     from bayes_ips.io import atomic_write, load_dataset, load_fit
     from bayes_ips.pairs import off_diagonal_scores
-    from bayes_ips.plots import plot_erm_fit
+    from bayes_ips.plots import plot_erm_fit, plot_heads_fit
     from bayes_ips.simulate import HeadsTruth
 
     out_path(args.out, (".png", ".pdf", ".svg"))
     fit = load_fit(args.fit)
     truth, scores = None, None
+    if np.ndim(fit.A) == 3:  # a multi-head fit: a panel per head (aligned to the truth's)
+        if args.truth:
+            truth = load_dataset(args.truth).truth
+            heads = truth.n_heads if isinstance(truth, HeadsTruth) else 1
+            if truth is not None and heads != fit.n_heads:
+                raise InputError(f"the fit has {fit.n_heads} heads, the truth {heads}")
+        fig = plot_heads_fit(fit, truth, key=jax.random.PRNGKey(args.seed))
+        with atomic_write(args.out) as tmp:
+            fig.savefig(tmp, dpi=130, format=os.path.splitext(args.out)[1][1:])
+        print(f"wrote {args.out}")
+        return 0
     if args.truth:
         data = load_dataset(args.truth)
         truth = data.truth
