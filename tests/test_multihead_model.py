@@ -43,6 +43,7 @@ def test_heads_setup_shapes(data):
     assert s["y_scale"] == pytest.approx(np.sqrt(np.mean(Y**2)))
 
 
+@pytest.mark.slow  # ~4 s of compilation; lowrank_spline itself is tested in the fast tier
 def test_one_head_is_lowrank_spline(data):
     X, Y, U, V, scores = data
     kw = _kwargs(Y, scores, 1)

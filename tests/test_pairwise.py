@@ -346,6 +346,7 @@ def test_heads_mean_loss_and_gram_match_naive_loop(heads, chunk):
     assert int(st.n_outside) == sum(int(n) for n in singles) > 0
 
 
+@pytest.mark.slow  # ~5 s of compilation; the rule for one head (the same loop) is in the fast tier
 def test_heads_gram_rule_matches_autodiff(heads):
     X, Y, U, V, knots, _, coef, _ = heads
     G = np.random.default_rng(5).normal(size=(coef.size,) * 2)
