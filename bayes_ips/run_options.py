@@ -58,7 +58,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, folder: str = "--out-d
         action="append",
         metavar="KEY=V1,V2",
         help="run a slice of the grid: --only estimator=erm --only d=1,5 "
-        "(keys: estimator, d, M, rep, beta, family)",
+        "(keys: the task's coordinates, e.g. estimator, kind, d, M, rep, beta, family; heads for "
+        "task = 'heads')",
     )
     parser.add_argument(
         "--report-only",
