@@ -17,8 +17,8 @@ def _load(name):
     return mod
 
 
-# The multi-head timings compile two more programs per head count: slow tier.
-@pytest.mark.parametrize("heads", [None, pytest.param([1, 2], marks=pytest.mark.slow)])
+@pytest.mark.slow  # every benchmark runs in the slow tier (fast-tier budget)
+@pytest.mark.parametrize("heads", [None, [1, 2]])
 def test_bench_kernel_tiny(capsys, heads):
     mod = _load("bench_kernel")
     args = argparse.Namespace(M=300, repeats=1, seed=0, skip_memory=True, heads=heads)
@@ -31,9 +31,8 @@ def test_bench_kernel_tiny(capsys, heads):
         assert [line.split(":")[0] for line in lines[-5:-3]] == ["heads=1", "heads=2"]
 
 
-# The NUTS half compiles two full samplers with the compilation cache off (~1 min):
-# slow tier; the kernel half runs in the default tier.
-@pytest.mark.parametrize("nuts", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.slow  # every benchmark runs in the slow tier (fast-tier budget)
+@pytest.mark.parametrize("nuts", [False, True])
 def test_bench_gram_grad_tiny(capsys, nuts):
     mod = _load("bench_gram_grad")
     args = argparse.Namespace(

@@ -166,6 +166,7 @@ k_rule = "theory"
 """
 
 
+@pytest.mark.slow  # fast-tier budget (5 min on 2 cores); CI runs it
 def test_minimax_script_tells_named_estimators_apart(shared, tmp_path, capsys):
     (tmp_path / "minimax.toml").write_text(MINIMAX)
     args = _args(shared, "minimax", tmp_path / "out")

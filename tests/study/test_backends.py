@@ -18,6 +18,7 @@ def _n_maps() -> int:
         return sum(1 for _ in f)
 
 
+@pytest.mark.slow  # fast-tier budget (5 min on 2 cores); CI runs it
 def test_over_budget_drops_the_compiled_programs_and_their_mappings():
     f = jax.jit(lambda x: jnp.sin(x) + 1.0)
     for n in range(1, 41):  # 40 programs, a few mappings each
@@ -84,7 +85,9 @@ def _ended_within(pid: int, seconds: float) -> bool:
     return not _alive(pid)
 
 
-@pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize(
+    "sig", ["SIGKILL", pytest.param("SIGINT", marks=pytest.mark.slow)]  # SIGINT: slow tier (budget)
+)
 def test_pool_workers_end_with_a_killed_driver(tmp_path, sig):
     """A killed study driver leaves no worker running its cell."""
     import signal
@@ -221,6 +224,7 @@ def test_cell_timeout_bad_uses_are_refused(kwargs, match):
             pass
 
 
+@pytest.mark.slow  # fast-tier budget (5 min on 2 cores); CI runs it
 def test_dask_worker_ends_itself_past_the_timeout():
     pytest.importorskip("distributed")
     import time

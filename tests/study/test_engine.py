@@ -169,6 +169,7 @@ def test_dask_local_cluster_gives_the_same_records(tiny, reference, tmp_path):
     assert len(res.failures) == 2
 
 
+@pytest.mark.slow  # fast-tier budget (5 min on 2 cores); CI runs it
 def test_process_pool_gives_the_same_records(tiny, reference, tmp_path):
     config, _ = tiny
     ref, _ = reference
