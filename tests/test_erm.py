@@ -145,6 +145,7 @@ def test_theory_bookkeeping():
     assert max(k_candidates(10**6)) == 240
 
 
+@pytest.mark.slow  # fast-tier budget (5 min on 2 cores); CI runs it
 def test_k_rules_are_honoured(problem):
     _, X, Y, _ = problem
     fixed = fit_erm(jax.random.PRNGKey(0), X, Y, ERMConfig(n_intervals=5, restarts=1))

@@ -86,7 +86,8 @@ REQUIRED = ["estimator", "d", "beta", "N", "rank", "slope", "slope_lo", "slope_h
 @pytest.mark.parametrize(
     "script, section",
     [
-        ("rate_vs_dimension", "Spread of the slopes over d"),
+        # ~21 s, and the report-only test below reads its records: both slow (budget)
+        pytest.param("rate_vs_dimension", "Spread of the slopes over d", marks=pytest.mark.slow),
         ("rate_vs_smoothness", "Do smoother phi* give steeper slopes?"),
         # the sampler's run, ~21 s: slow tier (the posterior itself is tested fast in
         # test_inference, the report's panels in study/test_figures; the paired-ratio
@@ -123,6 +124,7 @@ def test_analysis_script_runs_end_to_end(shared, script, section, capsys):
     assert section in capsys.readouterr().out
 
 
+@pytest.mark.slow  # fast-tier budget (5 min on 2 cores); CI runs it
 def test_report_only_runs_no_cell_and_reports_the_finished_ones(shared, tmp_path):
     # the dimension study's 8 cells are in shared/records (the test above); M = 160 is not
     config = _config("rate_vs_dimension").replace("M = [40, 60]", "M = [40, 60, 160]")

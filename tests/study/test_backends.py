@@ -86,7 +86,8 @@ def _ended_within(pid: int, seconds: float) -> bool:
 
 
 @pytest.mark.parametrize(
-    "sig", ["SIGKILL", pytest.param("SIGINT", marks=pytest.mark.slow)]  # SIGINT: slow tier (budget)
+    "sig",
+    ["SIGKILL", pytest.param("SIGINT", marks=pytest.mark.slow)],  # SIGINT: slow tier (budget)
 )
 def test_pool_workers_end_with_a_killed_driver(tmp_path, sig):
     """A killed study driver leaves no worker running its cell."""
@@ -131,6 +132,7 @@ threading.Thread(target=poke, daemon=True).start()
 )
 
 
+@pytest.mark.slow  # fast-tier budget (5 min on 2 cores); CI runs it
 def test_ctrl_c_handed_to_another_thread_still_stops_the_pool(tmp_path):
     """The kernel may give a process's SIGINT to any of its threads (numpy's, XLA's);
     the main thread, blocked in a wait with no timeout, would then sleep through it
@@ -168,6 +170,7 @@ def _outcomes(backend, specs):
     return {i: (res, err) for i, res, err, _ in backend.run(operator.call, specs)}
 
 
+@pytest.mark.slow  # fast-tier budget (5 min on 2 cores); CI runs it
 def test_pool_ends_a_cell_past_the_timeout_and_the_others_finish():
     import multiprocessing
     import time
