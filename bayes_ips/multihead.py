@@ -41,17 +41,17 @@ from bayes_ips.erm import ERMConfig, _gauged, _moment_start, solve_coefficients
 from bayes_ips.errors import InputError, check_xy
 from bayes_ips.gauge import gauge_factors
 from bayes_ips.kselect import _gcv_score, _knots_for, k_grid, refinement_matrices
-from bayes_ips.pairwise import DEFAULT_CHUNK, gram, pair_scores, sq_loss
+from bayes_ips.pairwise import DEFAULT_CHUNK, gram, sq_loss
 from bayes_ips.spline import Knots, make_knots, n_basis, spline_eval
 
 __all__ = [
     "HeadsFit",
     "align_heads",
+    "best_permutation",
     "check_heads",
     "fit_erm_heads",
     "fit_oracle_heads",
     "head_cosines",
-    "head_scores",
     "heads_report",
     "stack_knots",
 ]
@@ -335,6 +335,7 @@ def _finish(U, V, knots: Knots, c: np.ndarray, st, config: ERMConfig, seed) -> H
     means = np.array([colmean[h * nb : (h + 1) * nb] @ C[h] for h in range(H)])
     # variance of each head's contribution over the training rows, then the order
     cov = C.ravel() @ FtF @ C.ravel()
+    g_mean = colmean @ C.ravel()  # before the heads are reordered and centred
     var = np.array(
         [C[h] @ FtF[h * nb : (h + 1) * nb, h * nb : (h + 1) * nb] @ C[h] / n - means[h] ** 2
          for h in range(H)]
@@ -358,7 +359,7 @@ def _finish(U, V, knots: Knots, c: np.ndarray, st, config: ERMConfig, seed) -> H
         "heads": H,
         "head_share": (var[order] / max(float(var.sum()), 1e-300)).tolist(),
         "head_cosines": head_cosines(A, A).tolist(),
-        "G_variance": float(cov / n - (colmean @ C.ravel()) ** 2),
+        "G_variance": float(cov / n - g_mean**2),
     }
     return HeadsFit(
         A, np.stack(Us), np.stack(Vs), np.stack(coefs), knots, config,
@@ -413,6 +414,36 @@ def head_cosines(A: ArrayLike, B: ArrayLike) -> np.ndarray:
     return num / den
 
 
+def best_permutation(S: ArrayLike) -> np.ndarray:
+    """``perm`` maximising ``sum_h S[..., perm[h], h]`` for each leading index.
+
+    All permutations (vectorised) for ``H <= 6``, the Hungarian algorithm beyond.
+
+    Parameters
+    ----------
+    S : (..., H, H) array, ``S[j, h]``: the draw's head ``j`` against reference head ``h``.
+
+    Returns
+    -------
+    (..., H) int array
+    """
+    S = np.asarray(S)
+    H = S.shape[-1]
+    lead = S.shape[:-2]
+    flat = S.reshape((-1, H, H))
+    if H <= 6:
+        perms = np.array(list(itertools.permutations(range(H))))  # (P, H)
+        total = flat[:, perms, np.arange(H)].sum(-1)  # (n, P)
+        return perms[np.argmax(total, axis=1)].reshape(lead + (H,))
+    from scipy.optimize import linear_sum_assignment
+
+    out = np.empty((flat.shape[0], H), dtype=int)
+    for i, s in enumerate(flat):
+        rows, cols = linear_sum_assignment(-s)
+        out[i, cols] = rows
+    return out.reshape(lead + (H,))
+
+
 def align_heads(A: ArrayLike, reference: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """The permutation of ``A``'s heads that best matches ``reference``'s.
 
@@ -428,25 +459,8 @@ def align_heads(A: ArrayLike, reference: ArrayLike) -> tuple[np.ndarray, np.ndar
     H = C.shape[0]
     if C.shape != (H, H):
         raise InputError(f"cannot align {C.shape[0]} heads with {C.shape[1]}")
-    if H <= 6:
-        perms = itertools.permutations(range(H))
-        perm = np.asarray(max(perms, key=lambda p: sum(C[p[g], g] for g in range(H))))
-    else:
-        from scipy.optimize import linear_sum_assignment
-
-        rows, cols = linear_sum_assignment(-C)
-        perm = np.empty(H, dtype=int)
-        perm[cols] = rows
+    perm = best_permutation(C)
     return perm, C[perm, np.arange(H)]
-
-
-def head_scores(X: ArrayLike, A: ArrayLike) -> np.ndarray:
-    """Off-diagonal scores ``X_i^T A_h X_j`` of every head: (H, M N (N - 1))."""
-    X = jnp.asarray(X)
-    N = X.shape[1]
-    off = ~np.eye(N, dtype=bool)
-    eye = jnp.eye(X.shape[2])
-    return np.stack([np.asarray(pair_scores(X, jnp.asarray(a), eye))[:, off].ravel() for a in A])
 
 
 def heads_report(key: jax.Array, fit: HeadsFit, truth, n_pairs: int = 20000) -> dict:
@@ -471,16 +485,16 @@ def heads_report(key: jax.Array, fit: HeadsFit, truth, n_pairs: int = 20000) -> 
     dict with ``head_permutation``, ``head_cosines_to_truth`` and ``head_relative_errors``
     (lists over the true heads).
     """
-    from bayes_ips.simulate import g_true, sample_pairs
+    from bayes_ips.simulate import head_g_true, sample_pairs
 
     perm, cos = align_heads(fit.A, truth.A)
     x, y = sample_pairs(key, truth.tokens, n_pairs)
     fitted = np.asarray(fit.predict_heads(x, y))[perm]
-    errs = []
-    for h in range(len(perm)):
-        t = np.asarray(g_true(truth.head(h), x, y))
-        f = fitted[h]
-        errs.append(float(np.mean(((f - f.mean()) - (t - t.mean())) ** 2) / t.var()))
+    true = np.asarray(head_g_true(truth, x, y))
+    errs = [
+        float(np.mean(((f - f.mean()) - (t - t.mean())) ** 2) / t.var())
+        for f, t in zip(fitted, true, strict=True)
+    ]
     return {
         "head_permutation": [int(p) for p in perm],
         "head_cosines_to_truth": [float(c) for c in cos],

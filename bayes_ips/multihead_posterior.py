@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import math
 import time
 from functools import partial
@@ -46,6 +45,7 @@ from bayes_ips.diagnostics import convergence
 from bayes_ips.errors import check_xy
 from bayes_ips.gauge import gauge_factors
 from bayes_ips.models.multihead_spline import block_precision, heads_setup, multihead_spline
+from bayes_ips.multihead import best_permutation
 from bayes_ips.pairs import eval_pairs, off_diagonal_scores
 from bayes_ips.pairwise import DEFAULT_CHUNK, gram
 from bayes_ips.posterior import _map_in_blocks
@@ -84,36 +84,6 @@ class AlignedDraws(NamedTuple):
     perm: np.ndarray
     sign: np.ndarray
     shift: np.ndarray
-
-
-def best_permutation(S: ArrayLike) -> np.ndarray:
-    """``perm`` maximising ``sum_h S[..., perm[h], h]`` for each leading index.
-
-    All permutations (vectorised) for ``H <= 6``, the Hungarian algorithm beyond.
-
-    Parameters
-    ----------
-    S : (..., H, H) array, ``S[j, h]``: the draw's head ``j`` against reference head ``h``.
-
-    Returns
-    -------
-    (..., H) int array
-    """
-    S = np.asarray(S)
-    H = S.shape[-1]
-    lead = S.shape[:-2]
-    flat = S.reshape((-1, H, H))
-    if H <= 6:
-        perms = np.array(list(itertools.permutations(range(H))))  # (P, H)
-        total = flat[:, perms, np.arange(H)].sum(-1)  # (n, P)
-        return perms[np.argmax(total, axis=1)].reshape(lead + (H,))
-    from scipy.optimize import linear_sum_assignment
-
-    out = np.empty((flat.shape[0], H), dtype=int)
-    for i, s in enumerate(flat):
-        rows, cols = linear_sum_assignment(-s)
-        out[i, cols] = rows
-    return out.reshape(lead + (H,))
 
 
 def align_draws(
