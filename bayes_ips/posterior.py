@@ -40,6 +40,7 @@ __all__ = [
     "posterior_from_run",
     "posterior_predictive_mean",
     "predict",
+    "unique_draws",
 ]
 
 
@@ -245,15 +246,35 @@ def g_draws(
     x, y = jnp.asarray(x), jnp.asarray(y)
     coef = post.c_mean if rao_blackwell else post.c_draw
     C, D = post.shape
-    out = _g_flat(
-        jnp.asarray(post.A).reshape((C * D,) + post.A.shape[2:]),
-        jnp.asarray(coef).reshape(C * D, -1),
-        x,
-        y,
-        post.knots,
-        min(64, C * D),
+    A, coef, inverse = unique_draws(post.A, coef)
+    out = _g_flat(jnp.asarray(A), jnp.asarray(coef), x, y, post.knots, min(64, len(A)))
+    return np.asarray(out)[inverse].reshape(C, D, -1)
+
+
+def unique_draws(A: ArrayLike, coef: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct draws of ``(A, coef)`` (C, D, ...) and the index of each draw among them.
+
+    Importance sampling resamples its proposals, so its chains repeat draws (copies
+    are bit-identical: the same proposal's ``A`` and draw of ``c``); functions of a
+    draw need computing once per distinct draw.  Returns ``A`` (U, ...), ``coef``
+    (U, nb) and ``inverse`` (C * D,) with ``A[inverse]`` the flattened draws; ``U``
+    is the number of distinct draws rounded up to a power of two (at least 64, at
+    most C * D; the extra rows repeat the first), so that the compiled programs
+    that take them see few shapes.
+    """
+    A, coef = np.asarray(A), np.asarray(coef)
+    S = A.shape[0] * A.shape[1]
+    A, coef = A.reshape((S,) + A.shape[2:]), coef.reshape(S, -1)
+    rows = np.ascontiguousarray(np.concatenate([A.reshape(S, -1), coef], axis=1))
+    _, first, inverse = np.unique(
+        rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel(),
+        return_index=True,
+        return_inverse=True,
     )
-    return np.asarray(out).reshape(C, D, -1)
+    # padded (with copies of the first) to a power of two, at most S: few compiled shapes
+    size = min(S, max(64, 1 << (len(first) - 1).bit_length()))
+    first = np.concatenate([first, np.full(size - len(first), first[0])])
+    return A[first], coef[first], inverse.ravel()
 
 
 def predict(
@@ -360,17 +381,13 @@ def mode_check(g_eval: np.ndarray, threshold: float = 3.0) -> dict:
 
 
 def posterior_predictive_mean(post: Posterior, X: ArrayLike, c_kind: str = "draw") -> np.ndarray:
-    """Pairwise means F(A_s) c_s for every draw: (C, D, M, N), computed draw by draw."""
+    """Pairwise means F(A_s) c_s for every draw: (C, D, M, N), once per distinct draw."""
     X = jnp.asarray(X)
     coef = post.c_draw if c_kind == "draw" else post.c_mean
     C, D = post.shape
-    out = _mean_flat(
-        jnp.asarray(post.A).reshape((C * D,) + post.A.shape[2:]),
-        jnp.asarray(coef).reshape(C * D, -1),
-        X,
-        post.knots,
-    )
-    return np.asarray(out).reshape((C, D) + out.shape[1:])
+    A, coef, inverse = unique_draws(post.A, coef)
+    out = np.asarray(_mean_flat(jnp.asarray(A), jnp.asarray(coef), X, post.knots))
+    return out[inverse].reshape((C, D) + out.shape[1:])
 
 
 @jax.jit

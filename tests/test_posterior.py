@@ -88,3 +88,37 @@ def test_the_lapack_check_sees_a_batched_call():
     G = jnp.broadcast_to(jnp.eye(4) * 2.0, (3, 4, 4))
     hlo = jax.jit(jax.vmap(jnp.linalg.cholesky)).lower(G).as_text()
     assert _lapack_batch_dims(hlo) == [1]
+
+
+def test_functions_of_repeated_draws_equal_the_draw_by_draw_values():
+    """Chains that repeat draws (importance sampling resamples its proposals): g and the
+    pairwise means, computed once per distinct draw, equal a plain loop over all draws."""
+    from bayes_ips.pairwise import pairwise_mean
+    from bayes_ips.posterior import Posterior, g_draws, posterior_predictive_mean, unique_draws
+    from bayes_ips.spline import spline_eval
+
+    U, V, sigma, tau, keys, X, Y, knots, penalty = _inputs(5)
+    A, cm, cd = _rao_blackwell(U, V, sigma, tau, keys, X, Y, knots, penalty, KAPPA, 5)
+    pick = np.array([[0, 0, 3, 1], [4, 3, 3, 0]])  # 2 chains x 4 draws of 4 distinct ones
+    post = Posterior(
+        np.asarray(A)[pick],
+        sigma[pick],
+        tau[pick],
+        np.asarray(cm)[pick],
+        np.asarray(cd)[pick],
+        knots,
+    )
+    uA, uc, inverse = unique_draws(post.A, post.c_draw)
+    assert len(uA) == len(uc) == 8 and len(inverse) == 8  # 4 distinct, padded to at most C * D
+    np.testing.assert_array_equal(uA[inverse], post.A.reshape(8, 2, 2))
+    x, y = np.asarray(X[:7, 0]), np.asarray(X[:7, 1])
+    g = g_draws(post, x, y, rao_blackwell=False)
+    means = posterior_predictive_mean(post, X)
+    for c in range(2):
+        for s in range(4):
+            a, coef = post.A[c, s], post.c_draw[c, s]
+            z = np.einsum("pi,ij,pj->p", x, a, y)
+            # the same float64 operations in a different batch: agreement to rounding
+            np.testing.assert_allclose(g[c, s], spline_eval(z, coef, knots), rtol=1e-12, atol=1e-12)
+            ref = pairwise_mean(a, np.eye(2), coef, X, knots)
+            np.testing.assert_allclose(means[c, s], ref, rtol=1e-10, atol=1e-12)
