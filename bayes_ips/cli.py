@@ -637,7 +637,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", type=finite_float, default=0.1, help="noise sd")
     s.add_argument("--noise-law", default="gaussian", help="gaussian | uniform | rademacher")
     s.add_argument("--tokens", default="cube", help="cube | gaussian | anisotropic | correlated")
-    s.add_argument("--rho", type=finite_float, help="within-sample correlation (correlated)")
+    s.add_argument(
+        "--rho",
+        type=finite_float,
+        help="within-sample correlation of tokens = correlated, in [-1/(N-1), 1) (default 0.3)",
+    )
     s.add_argument("--A-file", help=".npz with a user-given A (d, d), or (H, d, d) with --heads H")
     s.add_argument(
         "--heads",

@@ -30,9 +30,9 @@ Both matrices are estimated on the same data: ``Phi`` by the kernel's Gram pass
   population constant by roughly ``sqrt(dim / (M N))`` in relative terms.
 
 For tokens that are i.i.d. within a sample, or i.i.d. given a common factor (every
-token law of :mod:`bayes_ips.simulate`, the ``correlated`` one included: given
-``Z_0`` and ``X_i`` the other tokens are i.i.d.), conditioning on ``G_i = (X_i, Z_0)``
-gives::
+token law of :mod:`bayes_ips.simulate`, the ``correlated`` one with ``rho >= 0``
+included: given ``Z_0`` and ``X_i`` the other tokens are i.i.d.), conditioning on
+``G_i = (X_i, Z_0)`` gives::
 
     E[(1/(N-1) sum_{j != i} h_ij)^2] = E[Var(h_ij | G_i)] / (N-1) + E[E(h_ij | G_i)^2]
                                      >= ||h||^2_{L2(rho)} / (N-1),
@@ -41,8 +41,10 @@ so the population ``c_H >= 1/(N-1)``, with equality when ``E[h(X_i, X_j) | G_i] 
 (e.g. an odd ``h`` and tokens symmetric about 0 given ``G_i``).  A common factor
 only raises it (measured, N = 6, d = 3: ``(N-1) c_H`` 0.94-0.98 at rho = 0, 1.0-1.04
 at 0.3, 1.3-2.1 at 0.9).  Exchangeable laws that are no mixture of i.i.d. ones
-can push it lower: centred tokens (``sum_j X_j = 0``) give ``c_H ~ 1/(N-1)^2``
-(``tests/test_coercivity.py``).
+can push it lower: negatively correlated tokens (``correlated`` with ``rho < 0``)
+down to centred ones (``sum_j X_j = 0``, ``rho = -1/(N-1)``), which give
+``c_H ~ 1/(N-1)^2`` (``tests/test_coercivity.py``; ``analyses/coercivity_study.py``
+measures the whole range and the error constant that follows it).
 """
 
 from __future__ import annotations
@@ -81,12 +83,17 @@ class Coercivity(NamedTuple):
     dim : int
         Dimension of the span kept (``n_basis`` less the null directions of ``G``).
     n_basis : int
+    spectrum : (dim,) array
+        Every generalised eigenvalue of ``(Phi, G)`` on the kept span, ascending
+        (``spectrum[0] = c_H``).  ``c_H`` bounds the error of the worst direction; a
+        noise-driven error spreads over all of them, ``~ mean(1 / spectrum)``.
     """
 
     c_H: float
     coef: np.ndarray
     dim: int
     n_basis: int
+    spectrum: np.ndarray | None = None
 
     def as_dict(self) -> dict[str, float | int]:
         """``c_H`` and ``c_H_dim`` (for fit info, JSON and study records)."""
@@ -181,7 +188,7 @@ def coercivity_constant(
     keep = lam > rtol * lam[-1]
     W = Q[:, keep] / np.sqrt(lam[keep])  # W^T G W = I on the kept span
     mu, E = np.linalg.eigh(W.T @ Phi @ W)
-    return Coercivity(float(mu[0]), W @ E[:, 0], int(keep.sum()), int(G.shape[0]))
+    return Coercivity(float(mu[0]), W @ E[:, 0], int(keep.sum()), int(G.shape[0]), mu)
 
 
 def coercivity(

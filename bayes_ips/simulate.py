@@ -17,9 +17,15 @@ Token laws (exchangeable within a sample):
 ``anisotropic``
     i.i.d. ``N(0, diag(scales^2))``; default scales geometric from 2 to 1/2.
 ``correlated``
-    exchangeable Gaussian with a common factor:
-    ``X_i = sqrt(rho) Z_0 + sqrt(1 - rho) Z_i`` (default ``rho = 0.3``), so every
-    pair of tokens of a sample has correlation ``rho`` per coordinate.
+    exchangeable Gaussian: every pair of tokens of a sample has correlation ``rho``
+    per coordinate, unit variances (default ``rho = 0.3``).  For ``rho >= 0`` with a
+    common factor, ``X_i = sqrt(rho) Z_0 + sqrt(1 - rho) Z_i``; for
+    ``-1/(N-1) <= rho < 0`` (the least correlation N exchangeable tokens can have)
+    ``X_i = sqrt(1 - rho) (Z_i - Zbar) + sqrt(1 + (N-1) rho) Zbar``, the
+    covariance's spectral square root: at ``rho = -1/(N-1)`` the tokens of a sample
+    sum to zero.  Negatively correlated tokens are exchangeable but no mixture of
+    i.i.d. ones (they cannot be extended to more tokens), and the coercivity bound
+    ``c_H >= 1/(N-1)`` does not hold for them (:mod:`bayes_ips.coercivity`).
 
 Noise laws (sub-Gaussian, all with standard deviation ``sd``): ``gaussian``,
 ``uniform`` (on ``[-sqrt(3) sd, sqrt(3) sd]``) and ``rademacher`` (``+-sd``).
@@ -54,6 +60,7 @@ __all__ = [
     "NoiseLaw",
     "TokenLaw",
     "Truth",
+    "check_correlation",
     "g_true",
     "gauge_fix",
     "head_g_true",
@@ -105,8 +112,8 @@ class TokenLaw:
         if self.family == "correlated":
             if self.rho == 0.0:
                 object.__setattr__(self, "rho", 0.3)
-            if not 0.0 <= self.rho < 1.0:
-                raise InputError(f"correlation rho must be in [0, 1), got {self.rho}")
+            if not -1.0 < self.rho < 1.0:
+                raise InputError(f"correlation rho must be in (-1, 1), got {self.rho}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -275,21 +282,40 @@ def sample_tokens(key: jax.Array, law: TokenLaw, M: int, N: int) -> jax.Array:
         return jax.random.normal(key, (M, N, d))
     if law.family == "anisotropic":
         return jax.random.normal(key, (M, N, d)) * jnp.asarray(law.scales)
+    if law.rho < 0:
+        check_correlation(law.rho, N)
+        Z = jax.random.normal(key, (M, N, d))
+        mean = Z.mean(axis=1, keepdims=True)
+        return math.sqrt(1.0 - law.rho) * (Z - mean) + math.sqrt(1.0 + (N - 1) * law.rho) * mean
     k0, k1 = jax.random.split(key)
     common = jax.random.normal(k0, (M, 1, d))
     own = jax.random.normal(k1, (M, N, d))
     return math.sqrt(law.rho) * common + math.sqrt(1.0 - law.rho) * own
 
 
+def check_correlation(rho: float, N: int) -> None:
+    """Raise unless ``N`` exchangeable tokens can have within-sample correlation ``rho``."""
+    if N > 1 and rho < -1.0 / (N - 1):
+        raise InputError(
+            f"N = {N} exchangeable tokens cannot have correlation rho = {rho} "
+            f"(the least is -1/(N-1) = {-1.0 / (N - 1):.6g})"
+        )
+
+
 def sample_pairs(key: jax.Array, law: TokenLaw, P: int) -> tuple[jax.Array, jax.Array]:
     """Draw ``P`` independent pairs ``(x, y)`` from the exploration measure rho.
 
-    Each pair is two distinct tokens of a fresh sample.
+    Each pair is two distinct tokens of a fresh sample (for negatively correlated
+    tokens, a bivariate Gaussian with their correlation: the pair marginal of a
+    sample of any size ``N`` that allows it).
 
     Returns
     -------
     x, y : (P, d) arrays
     """
+    if law.family == "correlated" and law.rho < 0:
+        Z = jax.random.normal(key, (2, P, law.d))
+        return Z[0], law.rho * Z[0] + math.sqrt(1.0 - law.rho**2) * Z[1]
     T = sample_tokens(key, law, P, 2)
     return T[:, 0], T[:, 1]
 

@@ -76,6 +76,17 @@ def test_c_h_is_the_minimum_ratio_on_the_data():
         assert _naive_ratio(X, A, c, knots) >= res.c_H * (1 - 1e-10)
     # Jensen on the same data: the mean over j of h, squared, is at most the mean of h^2
     assert 0 < res.c_H <= 1
+    # the whole spectrum: SciPy's generalised eigenvalues of (F^T F / (M N), G)
+    import scipy.linalg
+
+    from bayes_ips.pairwise import gram
+
+    FtF = np.asarray(gram(U, V, X, np.zeros(X.shape[:2]), knots).FtF)
+    expected = scipy.linalg.eigh(
+        FtF / (X.shape[0] * 4), pair_gram(X, U, V, knots), eigvals_only=True
+    )
+    np.testing.assert_allclose(res.spectrum, expected, rtol=1e-8)
+    assert res.spectrum[0] == res.c_H
 
 
 def test_null_directions_are_dropped():

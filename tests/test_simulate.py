@@ -53,6 +53,27 @@ def test_token_law_moments():
     np.testing.assert_allclose(np.mean(np.asarray(x) * np.asarray(y), 0), 0.4, atol=2 * MOMENT_TOL)
 
 
+@pytest.mark.parametrize("rho", [-1 / 3, -0.1])
+def test_negatively_correlated_tokens(rho):
+    """Exchangeable with correlation rho < 0 and unit variances (N = 4 allows rho >= -1/3;
+    at -1/3 every sample sums to zero), and pairs with the same correlation."""
+    key = jax.random.PRNGKey(3)
+    d, M, N = 3, 50_000, 4
+    law = TokenLaw("correlated", d, rho=rho)
+    X = np.asarray(sample_tokens(key, law, M, N))
+    np.testing.assert_allclose(X.reshape(-1, d).var(0), 1, atol=2 * MOMENT_TOL)
+    for i, j in [(0, 1), (1, 3), (2, 0)]:
+        np.testing.assert_allclose(np.mean(X[:, i] * X[:, j], axis=0), rho, atol=2 * MOMENT_TOL)
+    if rho == -1 / 3:
+        np.testing.assert_allclose(X.sum(axis=1), 0, atol=1e-12)  # rounding only
+    x, y = (np.asarray(a) for a in sample_pairs(key, law, 100_000))
+    np.testing.assert_allclose(x.var(0), 1, atol=2 * MOMENT_TOL)
+    np.testing.assert_allclose(np.mean(x * y, 0), rho, atol=2 * MOMENT_TOL)
+    if rho == -1 / 3:
+        with pytest.raises(InputError, match="cannot have correlation"):
+            sample_tokens(key, law, 10, 5)  # N = 5 tokens allow rho >= -1/4 only
+
+
 @pytest.mark.parametrize("family", ["gaussian", "uniform", "rademacher"])
 def test_noise_laws_have_the_asked_sd_and_are_independent_of_x(family):
     truth = make_truth(jax.random.PRNGKey(0), 3, 1, noise_sd=0.3, noise=family)
@@ -142,6 +163,8 @@ def test_bad_sizes_are_refused():
         simulate(jax.random.PRNGKey(0), t, 0, 3)
     with pytest.raises(InputError):
         TokenLaw("correlated", 3, rho=1.5)
+    with pytest.raises(InputError):
+        TokenLaw("correlated", 3, rho=-1.0)
     with pytest.raises(InputError):
         NoiseLaw("gaussian", float("inf"))
 

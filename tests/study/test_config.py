@@ -123,6 +123,8 @@ BAD = [
     (_with(study__noise=float("nan")), "study.noise must be a finite number"),
     (_with(study__N=1), "study.N must be an integer >= 2"),
     (_with(study__rho=0.5), "only for tokens = 'correlated'"),
+    (_with(study__tokens="correlated", study__rho=-1.0), "study.rho must be > -1.0"),
+    (_with(study__tokens="correlated", study__rho=-0.5, study__N=4), "cannot have correlation"),
     (_with(study__repetitions=0), "study.repetitions must be an integer >= 1"),
     (_with(study__name="a/b"), "study.name must be a plain"),
     (_with(study__M=_DROP), "[study] needs 'M'"),

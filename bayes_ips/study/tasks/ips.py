@@ -110,7 +110,7 @@ from bayes_ips.erm import ERMConfig
 from bayes_ips.errors import InputError
 from bayes_ips.inference import SamplerConfig
 from bayes_ips.metrics import DEFAULT_RSE_FACTOR
-from bayes_ips.simulate import NOISE_LAWS, TOKEN_LAWS
+from bayes_ips.simulate import NOISE_LAWS, TOKEN_LAWS, check_correlation
 from bayes_ips.study.cells import Cell, stable_int
 from bayes_ips.study.parse import (
     as_choice,
@@ -537,9 +537,10 @@ def parse(raw: dict[str, Any]) -> StudyConfig:
     if rank > min(d):
         raise InputError(f"study.rank {rank} is impossible for d = {min(d)} (need rank <= d)")
     tokens = as_choice("study.tokens", st.get("tokens", "cube"), TOKEN_LAWS)
-    rho = as_float("study.rho", st.get("rho", 0.3 if tokens == "correlated" else 0.0), 0.0)
+    rho = as_float("study.rho", st.get("rho", 0.3 if tokens == "correlated" else 0.0), -1.0, True)
     if rho >= 1 or (rho and tokens != "correlated"):
-        raise InputError("study.rho must be in [0, 1) and is only for tokens = 'correlated'")
+        raise InputError("study.rho must be in (-1, 1) and is only for tokens = 'correlated'")
+    check_correlation(rho, as_int("study.N", st.get("N", 6), 2))
     phis = _phi_entries(raw.get("phi"))
     n_eval = as_int("study.n_eval_pairs", st.get("n_eval_pairs", 20000), 100)
     error_rse, error_max_pairs = _parse_error_target(st, n_eval)
