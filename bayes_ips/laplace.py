@@ -32,7 +32,9 @@ orthonormal basis of the tangent space at ``c``) maps ``R^(d-1)`` onto the
 hemisphere around ``c``, with surface element ``(1 + |z|^2)^(-d/2) dz``.  The
 posterior of ``(u, v, log sigma, log tau)`` in chart coordinates is the model's
 posterior at ``U = sqrt(d) u``, ``V = sqrt(d) v`` (where the gauge factor is
-constant) times that Jacobian: :class:`SphereChart`.
+constant) times that Jacobian: :class:`SphereChart`.  The multi-head model gives
+every head the single-head gauge factor, so every head's ``u_h`` and ``v_h`` get a
+chart of their own (the charts stacked in one :class:`SphereChart`).
 """
 
 from __future__ import annotations

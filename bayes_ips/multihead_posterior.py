@@ -1,15 +1,22 @@
-"""The posterior of the multi-head model: NUTS, exact conditionals of ``c``, aligned heads.
+"""The multi-head posterior: Laplace-PSIS or NUTS, exact conditionals of ``c``, aligned heads.
 
 :func:`sample_heads_posterior` takes a fitted ``G(x, y) = sum_h phi_h(x^T A_h y)``
 (a ``HeadsFit`` of :func:`bayes_ips.multihead.fit_erm_heads`, or anything with its
 fields ``A, U, V, coef, knots, info``), places each head's knots at quantiles of
 that head's training scores (:func:`bayes_ips.models.multihead_spline.heads_setup`)
-and runs NUTS (:func:`bayes_ips.nuts.run_chains`) on the collapsed model: chains
-start at the fit's factors with relative jitter, with a dense mass matrix started
-at the inverse Hessian of the potential there.  Afterwards every draw gets the
-exact Gaussian conditional of all heads' coefficients (block prior precision):
-its mean (for the Rao-Blackwellised posterior mean of ``G``) and one draw (for
-bands).
+and samples the collapsed model as the single-head posterior is sampled
+(:func:`bayes_ips.inference.fit_posterior`, whose pieces it shares).  By default
+(``method="auto"``): the Laplace approximation at the posterior mode found from the
+fit's factors (at rank 1 in the gnomonic charts of every head's factor directions:
+each head carries the single-head radius prior), Student-t proposals, Pareto-smoothed
+importance sampling, resampled into chains; NUTS when the Pareto k or the effective
+size says the proposal does not fit, started at the Laplace mode with its inverse
+mass (the reason in ``info["fallback"]``).  ``method="nuts"``: chains start at the
+fit's factors with relative jitter, with a dense mass matrix started at the inverse
+Hessian of the potential there.  Every draw gets the exact Gaussian conditional of
+all heads' coefficients (block prior precision): its mean (for the
+Rao-Blackwellised posterior mean of ``G``) and one draw (for bands); importance
+sampling gets both from the Gram pass that weighs the proposal.
 
 Identifiability.  Only ``G`` is identified.  Single heads are identified only up
 to a permutation of the heads, a sign per head (``A_h -> -A_h`` with ``phi_h``
@@ -664,6 +671,7 @@ def heads_posterior_from_idata(idata):
         none,
     )
     diag = idata.attrs.get("diagnostics", "{}")
+    run_info = idata.attrs.get("sampler_info", "{}")
     return HeadsPosterior(
         p["A"].values,
         p["c_draw"].values,
@@ -676,4 +684,5 @@ def heads_posterior_from_idata(idata):
         x_eval,
         y_eval,
         json.loads(diag) if isinstance(diag, str) else dict(diag),
+        info=json.loads(run_info) if isinstance(run_info, str) else dict(run_info),
     )
