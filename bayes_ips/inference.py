@@ -648,18 +648,10 @@ def _proposal_run(
     proposals at flat indices ``idx`` (C, D); ``stats`` are further per-draw statistics."""
     import time
 
-    from bayes_ips.laplace import unravel
     from bayes_ips.posterior import Posterior
 
-    params = jax.vmap(lambda f: unravel(f, layout))(flat)
     take = lambda a: np.asarray(a)[idx]  # noqa: E731
-    samples = {
-        "U": take(params["U"]),
-        "V": take(params["V"]),
-        "sigma": np.exp(take(params["sigma"])),
-        "tau": np.exp(take(params["tau"])),
-        "A": take(A),
-    }
+    samples = proposal_samples(flat, layout, A, idx)
     post = Posterior(samples["A"], samples["sigma"], samples["tau"], take(cm), take(cd), st.knots)
     extra = {**stats, "potential_energy": take(pe), "log_weight": take(log_w)}
     info["sampling_time_s"] = time.perf_counter() - t0 - info["mode_time_s"]
@@ -678,6 +670,25 @@ def _proposal_run(
         method=method,
         posterior=post,
     )
+
+
+def proposal_samples(flat, layout: tuple, A, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """The sites ``U, V, sigma, tau`` (constrained) and ``A`` of the proposals at ``idx``.
+
+    ``flat`` (S, P) are the proposals in the model's flattened unconstrained sites
+    (``layout``), ``A`` their gauge-fixed ``A``; ``idx`` (C, D) picks the draws.
+    """
+    from bayes_ips.laplace import unravel
+
+    params = jax.vmap(lambda f: unravel(f, layout))(jnp.asarray(flat))
+    take = lambda a: np.asarray(a)[idx]  # noqa: E731
+    return {
+        "U": take(params["U"]),
+        "V": take(params["V"]),
+        "sigma": np.exp(take(params["sigma"])),
+        "tau": np.exp(take(params["tau"])),
+        "A": take(A),
+    }
 
 
 def run_imh(

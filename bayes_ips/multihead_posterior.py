@@ -559,8 +559,13 @@ def _importance(key, model, X, Y, data, fit, y_scale, cfg, draws, progress):
     per-draw statistics, basis means, conditional means and draws of ``c`` and the
     run's info (with the Laplace ``mode`` and ``inverse_mass`` for a NUTS fall back).
     """
-    from bayes_ips.inference import IMH_BATCH, importance_sample, laplace_at, resample_chains
-    from bayes_ips.laplace import unravel
+    from bayes_ips.inference import (
+        IMH_BATCH,
+        importance_sample,
+        laplace_at,
+        proposal_samples,
+        resample_chains,
+    )
     from bayes_ips.posterior import evaluate_proposals
 
     k_prop, k_c, k_res = jax.random.split(key, 3)
@@ -581,15 +586,8 @@ def _importance(key, model, X, Y, data, fit, y_scale, cfg, draws, progress):
     )  # fmt: skip
     flat, A, pe, cm, cd, bm = res.proposals
     idx = resample_chains(k_res, res.log_smoothed, cfg.chains, draws)
-    params = jax.vmap(lambda f: unravel(f, layout))(jnp.asarray(flat))
+    s = proposal_samples(flat, layout, A, idx)
     take = lambda a: np.asarray(a)[idx]  # noqa: E731
-    s = {
-        "U": take(params["U"]),
-        "V": take(params["V"]),
-        "sigma": np.exp(take(params["sigma"])),
-        "tau": np.exp(take(params["tau"])),
-        "A": take(A),
-    }
     extra = {"potential_energy": take(pe), "log_weight": take(res.log_weights)}
     info.update(res.info(idx), sampler="is", proposal_df=df)
     info["sampling_time_s"] = time.perf_counter() - t0 - info["mode_time_s"]
