@@ -444,9 +444,12 @@ def build_heads_inference_data(post, *, attrs: dict | None = None):
     aligned to the ERM fit (``A_aligned``, ``c_aligned``, ``breaks_aligned``: permuted,
     sign-fixed and centred; ``c_aligned`` from the conditional means).
     ``constant_data``: ``breaks`` (head, brk), ``x_eval``, ``y_eval``.  Attributes:
-    ``kind = "posterior"``, ``heads``, ``degree``, ``multiplicity`` and the
-    diagnostics (JSON).  No pointwise log-likelihood is stored for multi-head
-    posteriors (``az.loo`` is not available for them).
+    ``kind = "posterior"``, ``heads``, ``degree``, ``multiplicity``, the
+    diagnostics (JSON), ``method`` (asked for), ``sampler`` (``is`` or ``nuts``) and
+    ``sampler_info`` (JSON: Pareto k, effective size, proposals and, after ``auto``
+    fell back to NUTS, ``fallback``, the reason).  ``sample_stats``: NUTS's, or
+    importance sampling's ``lp`` and ``log_weight``.  No pointwise log-likelihood
+    is stored for multi-head posteriors (``az.loo`` is not available for them).
     """
     from bayes_ips.io import to_json
 
@@ -477,12 +480,20 @@ def build_heads_inference_data(post, *, attrs: dict | None = None):
         "x_eval": ["eval_pair", "dim"],
         "y_eval": ["eval_pair", "dim"],
     }
+    run_info = {
+        k: v
+        for k, v in getattr(post, "info", {}).items()
+        if not isinstance(v, np.ndarray) and k not in ("mode", "inverse_mass")
+    }
     info = {
         "kind": "posterior",
         "heads": H,
         "degree": int(post.knots.degree),
         "multiplicity": int(post.knots.multiplicity),
         "diagnostics": to_json(post.diagnostics),
+        "method": run_info.get("method", "nuts"),
+        "sampler": run_info.get("sampler", "nuts"),
+        "sampler_info": to_json(run_info),
         **(attrs or {}),
     }
     return az.from_dict(
@@ -496,7 +507,7 @@ def build_heads_inference_data(post, *, attrs: dict | None = None):
             "c_aligned": al.coef,
             "breaks_aligned": al.breaks,
         },
-        sample_stats=_sample_stats(post.extra) if "num_steps" in post.extra else {},
+        sample_stats=_sample_stats(post.extra) if post.extra else {},
         constant_data={"breaks": breaks, "x_eval": post.x_eval, "y_eval": post.y_eval},
         coords=coords,
         dims=dims,

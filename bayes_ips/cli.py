@@ -445,20 +445,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _sample_heads(args: argparse.Namespace, data) -> int:
-    """``sample --heads H`` (H >= 2): multi-head ERM, then NUTS on the collapsed model."""
+    """``sample --heads H`` (H >= 2): multi-head ERM, then the collapsed model's posterior."""
     import jax
 
     from bayes_ips.arviz_io import build_heads_inference_data, save_inference_data
     from bayes_ips.erm import ERMConfig
     from bayes_ips.errors import InputError
     from bayes_ips.multihead import check_heads, fit_erm_heads
-    from bayes_ips.multihead_posterior import sample_heads_posterior
+    from bayes_ips.multihead_posterior import METHODS, sample_heads_posterior
 
     H = check_heads(args.heads, data.X.shape[2])
-    if args.method not in ("auto", "nuts") or args.explicit or args.init != "erm":
+    if args.method not in METHODS or args.explicit or args.init != "erm":
         raise InputError(
-            "a multi-head posterior is sampled by NUTS on the collapsed model from the ERM "
-            "start: --method auto|nuts, no --explicit, --init erm"
+            "a multi-head posterior is sampled on the collapsed model from the ERM start: "
+            f"--method {'|'.join(METHODS)}, no --explicit, --init erm"
         )
     ERMConfig(rank=args.rank).validate(data.X.shape[2])
     key = jax.random.PRNGKey(args.seed)
@@ -471,19 +471,30 @@ def _sample_heads(args: argparse.Namespace, data) -> int:
         data.X,
         data.Y,
         erm,
+        method=args.method,
         chains=args.chains,
         warmup=args.warmup or 300,
         draws=args.draws or 300,
         n_intervals=args.n_intervals,
         seed=args.seed,
         progress=True,
+        ess_target=args.ess_target,
     )
     attrs = {"seed": args.seed, "command": "sample", "rank": args.rank}
     save_inference_data(args.out, build_heads_inference_data(post, attrs=attrs))
-    dg = post.diagnostics
+    dg, info = post.diagnostics, post.info
+    if info["sampler"] == "is":
+        how = (
+            f"Laplace-PSIS, Pareto k {info['khat']:.2f}, effective size {info['is_ess']:.0f} "
+            f"of {info['n_proposals']} proposals"
+        )
+    else:
+        how = f"NUTS, {dg['divergences']} divergences"
+        if "fallback" in info:
+            how += f" (fell back from the Laplace proposal: {info['fallback']})"
     print(
-        f"wrote {args.out}: {H} heads, {args.chains} chains x {post.shape[1]} draws (NUTS, "
-        f"collapsed, K = {dg['n_intervals']} per head), {dg['divergences']} divergences, "
+        f"wrote {args.out}: {H} heads, {args.chains} chains x {post.shape[1]} draws "
+        f"(collapsed, K = {dg['n_intervals']} per head), {how}, "
         f"R-hat on G {dg['G']['rhat_max']:.3f}, on the aligned heads "
         f"{dg['heads']['rhat_max']:.3f} ({dg['permuted_chains']} chains relabelled), "
         f"{dg['total_time_s']:.1f} s"
@@ -718,7 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--heads",
         type=positive_int,
         default=1,
-        help="number of heads H (default 1; H >= 2: NUTS on the collapsed multi-head model)",
+        help="number of heads H (default 1; H >= 2: the collapsed multi-head model, "
+        "--method auto|is|nuts)",
     )
     m.add_argument(
         "--basis",

@@ -555,16 +555,44 @@ def _laplace_step(key, X, Y, config: SamplerConfig, erm, prior):
     At rank 1 and d >= 2 the search runs in the gnomonic charts of the factors'
     directions (:class:`~bayes_ips.laplace.SphereChart`, centred at the ERM
     directions), where the posterior is near-Gaussian at any d; otherwise in the
-    model's ``(U, V, log sigma, log tau)``.  Returns the setup, the Laplace
-    approximation (in the search's coordinates), the layout of the model's
-    flattened sites, the chart (or None) and the first entries of the run's
-    ``info`` (with the mode and an inverse mass in the model's coordinates, for a
-    NUTS fallback).
+    model's ``(U, V, log sigma, log tau)`` (:func:`laplace_at`).  Returns the
+    setup, the Laplace approximation (in the search's coordinates), the layout of
+    the model's flattened sites, the chart (or None) and the first entries of the
+    run's ``info`` (with the mode and an inverse mass in the model's coordinates,
+    for a NUTS fallback).
     """
     import time
 
+    t0 = time.perf_counter()
+    st = _setup(key, X, Y, config, erm, prior)
+    start = {k: v[0] for k, v in _erm_init(key, st.erm, st.y_scale, 1, 0.0).items()}
+    approx, layout, chart, info = laplace_at(st.model, (st.X, st.Y), st.data_kwargs, start)
+    info.update(mode_time_s=time.perf_counter() - t0, **_basis_info(st))
+    return st, approx, layout, chart, info
+
+
+def laplace_at(model, model_args: tuple, data_kwargs: dict, start: dict):
+    """The Laplace approximation of a collapsed low-rank model from an unconstrained ``start``.
+
+    ``start`` holds ``U`` and ``V`` (``(d, r)``, or ``(H, d, r)`` for the multi-head
+    model), ``sigma`` and ``tau`` (logs).  At rank 1 and d >= 2 the mode search runs in
+    the gnomonic charts of every factor's direction (each head's factors carry the
+    single-head radius prior, so each has its own sphere: :func:`bayes_ips.laplace.sphere_chart`),
+    centred at ``start``'s directions.  Shared by the single-head (:func:`run_is`) and
+    the multi-head (:func:`bayes_ips.multihead_posterior.sample_heads_posterior`) samplers.
+
+    Returns
+    -------
+    approx : LaplaceApprox, in the search's coordinates.
+    layout : the layout of the model's flattened ``U, V, sigma, tau``.
+    chart : SphereChart or None.
+    info : dict with ``bfgs_steps``, ``mode_ok``, ``chart`` and, in the model's
+        coordinates, the ``mode`` (dict of sites) and an ``inverse_mass`` (for NUTS).
+
+    Raises ``FloatingPointError`` when the Hessian at the mode is unusable.
+    """
     from bayes_ips.laplace import (
-        chart_to_flat,
+        chart_covariance,
         laplace_approx,
         mode_and_hessian,
         sphere_chart,
@@ -572,13 +600,10 @@ def _laplace_step(key, X, Y, config: SamplerConfig, erm, prior):
     )
     from bayes_ips.models.lowrank_spline import RADIUS_SD
 
-    t0 = time.perf_counter()
-    st = _setup(key, X, Y, config, erm, prior)
-    start = {k: v[0] for k, v in _erm_init(key, st.erm, st.y_scale, 1, 0.0).items()}
-    d = st.X.shape[2]
-    chart = sphere_chart(start["U"], start["V"]) if config.rank == 1 and d >= 2 else None
+    d, r = np.shape(start["U"])[-2:]
+    chart = sphere_chart(start["U"], start["V"]) if r == 1 and d >= 2 else None
     mode, H, n_steps, ok, layout = mode_and_hessian(
-        st.model, (st.X, st.Y), st.data_kwargs, start, ("U", "V", "sigma", "tau"), chart=chart
+        model, model_args, data_kwargs, start, ("U", "V", "sigma", "tau"), chart=chart
     )
     try:
         approx = laplace_approx(mode, H)
@@ -587,23 +612,15 @@ def _laplace_step(key, X, Y, config: SamplerConfig, erm, prior):
     if chart is None:
         flat_mode, inv_mass = jnp.asarray(mode), approx.cov
     else:  # the chart's covariance mapped to (U, V), plus the radii's prior spread
-        flat_mode = chart_to_flat(jnp.asarray(mode), chart)
-        J = np.asarray(jax.jacfwd(lambda z: chart_to_flat(z, chart))(jnp.asarray(mode)))
-        inv_mass = J @ approx.cov @ J.T
-        R = math.sqrt(d)
-        for block in (slice(0, d), slice(d, 2 * d)):
-            w = np.asarray(flat_mode[block]) / R
-            inv_mass[block, block] += (RADIUS_SD * R) ** 2 * np.outer(w, w)
+        flat_mode, inv_mass = chart_covariance(mode, approx.cov, chart, RADIUS_SD)
     info: dict[str, Any] = {
         "bfgs_steps": n_steps,
         "mode_ok": ok,
         "chart": chart is not None,
-        "mode": {k: np.asarray(v) for k, v in unravel(flat_mode, layout).items()},
+        "mode": {k: np.asarray(v) for k, v in unravel(jnp.asarray(flat_mode), layout).items()},
         "inverse_mass": inv_mass,
-        "mode_time_s": time.perf_counter() - t0,
-        **_basis_info(st),
     }
-    return st, approx, layout, chart, info
+    return approx, layout, chart, info
 
 
 def _draw_proposals(key, approx, df: float, n: int, chart):
@@ -631,18 +648,10 @@ def _proposal_run(
     proposals at flat indices ``idx`` (C, D); ``stats`` are further per-draw statistics."""
     import time
 
-    from bayes_ips.laplace import unravel
     from bayes_ips.posterior import Posterior
 
-    params = jax.vmap(lambda f: unravel(f, layout))(flat)
     take = lambda a: np.asarray(a)[idx]  # noqa: E731
-    samples = {
-        "U": take(params["U"]),
-        "V": take(params["V"]),
-        "sigma": np.exp(take(params["sigma"])),
-        "tau": np.exp(take(params["tau"])),
-        "A": take(A),
-    }
+    samples = proposal_samples(flat, layout, A, idx)
     post = Posterior(samples["A"], samples["sigma"], samples["tau"], take(cm), take(cd), st.knots)
     extra = {**stats, "potential_energy": take(pe), "log_weight": take(log_w)}
     info["sampling_time_s"] = time.perf_counter() - t0 - info["mode_time_s"]
@@ -661,6 +670,25 @@ def _proposal_run(
         method=method,
         posterior=post,
     )
+
+
+def proposal_samples(flat, layout: tuple, A, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """The sites ``U, V, sigma, tau`` (constrained) and ``A`` of the proposals at ``idx``.
+
+    ``flat`` (S, P) are the proposals in the model's flattened unconstrained sites
+    (``layout``), ``A`` their gauge-fixed ``A``; ``idx`` (C, D) picks the draws.
+    """
+    from bayes_ips.laplace import unravel
+
+    params = jax.vmap(lambda f: unravel(f, layout))(jnp.asarray(flat))
+    take = lambda a: np.asarray(a)[idx]  # noqa: E731
+    return {
+        "U": take(params["U"]),
+        "V": take(params["V"]),
+        "sigma": np.exp(take(params["sigma"])),
+        "tau": np.exp(take(params["tau"])),
+        "A": take(A),
+    }
 
 
 def run_imh(
@@ -700,7 +728,7 @@ def run_imh(
     keys = jax.random.split(k_c, C * T)
     if progress:
         print(f"imh: {C} chains x ({W} burn-in + {D} draws) = {C * T} proposals", flush=True)
-    A, pe, cm, cd = evaluate_proposals(
+    A, pe, cm, cd, _ = evaluate_proposals(
         flat,
         keys,
         st.X,
@@ -766,7 +794,6 @@ def run_is(
     """
     import time
 
-    from bayes_ips.diagnostics import psis_weights
     from bayes_ips.posterior import evaluate_proposals
 
     k_erm, k_prop, k_c, k_res = jax.random.split(key, 4)
@@ -774,54 +801,129 @@ def run_is(
     st, approx, layout, chart, info = _laplace_step(k_erm, X, Y, config, erm, prior)
     info["sampler"] = "is"
     C, D = config.chains, config.draws_for("is")
-    target, df = config.is_ess_target(), config.proposal_df_for(approx.mean.shape[0])
+    df = config.proposal_df_for(approx.mean.shape[0])
+
+    def evaluate(flat, keys):
+        return evaluate_proposals(
+            flat, keys, st.X, st.Y, st.data_kwargs, model=st.model, layout=layout, batch=IMH_BATCH
+        )
+
+    res = importance_sample(
+        k_prop, k_c, approx, df, chart, evaluate, config.is_ess_target(), config.max_proposals,
+        config.khat_max, progress,
+    )  # fmt: skip
+    flat, A, pe, cm, cd, _ = res.proposals
+    idx = resample_chains(k_res, res.log_smoothed, C, D)
+    info.update(res.info(idx), proposal_df=df)
+    return _proposal_run(
+        "is", st, layout, config, seed, t0, info, idx, jnp.asarray(flat), A, pe, cm, cd,
+        res.log_weights,
+    )  # fmt: skip
+
+
+@dataclasses.dataclass
+class ImportanceSample:
+    """Evaluated proposals of :func:`importance_sample` and their Pareto-smoothed weights.
+
+    ``proposals`` is the tuple ``(flat, *evaluate's outputs)``, concatenated over the
+    rounds; ``log_weights`` the raw ``log p - log q``, ``log_smoothed`` the PSIS ones
+    (normalised); ``khat`` and ``ess`` their Pareto k and effective size.
+    """
+
+    proposals: tuple
+    log_weights: np.ndarray
+    log_smoothed: np.ndarray
+    khat: float
+    ess: float
+    target: int
+
+    def info(self, idx: np.ndarray) -> dict:
+        """The run's ``info`` entries, for draws that are proposals ``idx``."""
+        return dict(
+            khat=float(self.khat),
+            is_ess=float(self.ess),
+            ess_target=int(self.target),
+            n_proposals=int(self.log_weights.shape[0]),
+            unique_draws=int(len(np.unique(idx))),
+            log_weights=self.log_weights,  # every proposal's (arrays stay out of file attributes)
+            draw_index=idx,  # the proposal behind each draw, (C, D)
+        )
+
+
+def importance_sample(
+    k_prop, k_c, approx, df: float, chart, evaluate, target: int, max_proposals: int,
+    khat_max: float, progress: bool, label: str = "is",
+) -> ImportanceSample:  # fmt: skip
+    """Student-t proposals around a Laplace approximation, in rounds, until PSIS is good enough.
+
+    Proposals are drawn (:func:`_draw_proposals`) and evaluated in rounds of
+    :data:`IS_ROUND` until the PSIS effective sample size of all of them reaches
+    ``target``, their Pareto k exceeds ``khat_max`` (no point in more), or
+    ``max_proposals`` were drawn.  ``evaluate(flat, keys)`` returns a tuple whose
+    second entry is the potential energy of each proposal (the first and the rest
+    are kept: gauge-fixed ``A``, conditionals of ``c``, ...).  Shared by the single-
+    and the multi-head samplers.
+    """
+    from bayes_ips.diagnostics import psis_weights
+
     rounds: list[tuple] = []
     khat, ess, lw_s = float("inf"), 0.0, None
-    while len(rounds) * IS_ROUND < config.max_proposals:
+    while len(rounds) * IS_ROUND < max_proposals:
         r = len(rounds)
         flat, log_q = _draw_proposals(jax.random.fold_in(k_prop, r), approx, df, IS_ROUND, chart)
         keys = jax.random.split(jax.random.fold_in(k_c, r), IS_ROUND)
-        A, pe, cm, cd = evaluate_proposals(
-            flat, keys, st.X, st.Y, st.data_kwargs, model=st.model, layout=layout, batch=IMH_BATCH
-        )
-        pe = np.asarray(pe)
+        out = tuple(np.asarray(a) for a in evaluate(flat, keys))
+        pe = out[1]
         log_w = np.where(np.isfinite(pe), -pe - log_q, -np.inf)
-        rounds.append((flat, A, pe, cm, cd, log_w))
+        rounds.append((np.asarray(flat), *out, log_w))
         n = len(rounds) * IS_ROUND
         if n < target:  # the effective size cannot exceed the number of proposals
             continue
-        lw_s, khat, ess = psis_weights(np.concatenate([rd[5] for rd in rounds]))
+        lw_s, khat, ess = psis_weights(np.concatenate([rd[-1] for rd in rounds]))
         if progress:
             print(
-                f"is: {n} proposals, Pareto k {khat:.2f}, effective size {ess:.0f} "
+                f"{label}: {n} proposals, Pareto k {khat:.2f}, effective size {ess:.0f} "
                 f"(target {target})",
                 flush=True,
             )
-        if ess >= target or not khat <= config.khat_max:
+        if ess >= target or not khat <= khat_max:
             break
-    flat, A, pe, cm, cd, log_w = (np.concatenate(parts) for parts in zip(*rounds, strict=True))
-    n = flat.shape[0]
+    *parts, log_w = (np.concatenate(p) for p in zip(*rounds, strict=True))
     if lw_s is None:  # max_proposals below the target
         lw_s, khat, ess = psis_weights(log_w)
-    w = np.exp(lw_s - lw_s.max())
-    idx = np.empty((C, D), dtype=int)
-    for c in range(C):
-        group = np.arange(c, n, C)
+    return ImportanceSample(tuple(parts), log_w, lw_s, float(khat), float(ess), int(target))
+
+
+def resample_chains(key, log_smoothed: np.ndarray, chains: int, draws: int) -> np.ndarray:
+    """Proposal ``i`` in group ``i mod chains``; each group resampled to ``draws``: (C, D) indices.
+
+    Systematic resampling (:func:`systematic_resample`) of each group's normalised
+    smoothed weights: the chains are independent importance samplers, so R-hat
+    across them compares independent estimates.
+    """
+    n = log_smoothed.shape[0]
+    w = np.exp(log_smoothed - log_smoothed.max())
+    idx = np.empty((chains, draws), dtype=int)
+    for c in range(chains):
+        group = np.arange(c, n, chains)
         wg = w[group]
-        idx[c] = group[systematic_resample(jax.random.fold_in(k_res, c), wg / wg.sum(), D)]
-    info.update(
-        khat=float(khat),
-        is_ess=float(ess),
-        ess_target=int(target),
-        n_proposals=int(n),
-        unique_draws=int(len(np.unique(idx))),
-        log_weights=log_w,  # every proposal's (arrays stay out of the file's attributes)
-        draw_index=idx,  # the proposal behind each draw, (C, D)
-        proposal_df=df,
-    )
-    return _proposal_run(
-        "is", st, layout, config, seed, t0, info, idx, jnp.asarray(flat), A, pe, cm, cd, log_w
-    )
+        idx[c] = group[systematic_resample(jax.random.fold_in(key, c), wg / wg.sum(), draws)]
+    return idx
+
+
+def fallback_reason(info: dict, khat_max: float) -> str | None:
+    """Why ``auto`` should not trust an importance sample (None when it should).
+
+    Pareto k above ``khat_max``, or the effective size short of its target.
+    """
+    if not info["khat"] <= khat_max:
+        return f"Pareto k {info['khat']:.2f} > {khat_max}"
+    if info["is_ess"] < info["ess_target"]:
+        return (
+            f"effective size {info['is_ess']:.0f} < {info['ess_target']} "
+            f"after {info['n_proposals']} proposals"
+        )
+    return None
 
 
 def fit_posterior(
@@ -871,19 +973,13 @@ def _fit_posterior(k_run, k_rb, X, Y, config, *, erm, seed, progress, prior=None
                 raise
             fallback, start, t_first, first = str(e), None, 0.0, {}
         else:
-            khat = run.info["khat"]
-            short = sampler == "is" and run.info["is_ess"] < run.info["ess_target"]
-            if config.method != "auto" or (khat <= config.khat_max and not short):
+            if sampler == "is":
+                fallback = fallback_reason(run.info, config.khat_max)
+            elif not run.info["khat"] <= config.khat_max:
+                fallback = f"Pareto k {run.info['khat']:.2f} > {config.khat_max}"
+                fallback += f" (accept rate {run.info['accept_rate']:.2f})"
+            if config.method != "auto" or fallback is None:
                 return run, run.posterior
-            if khat > config.khat_max:
-                fallback = f"Pareto k {khat:.2f} > {config.khat_max}"
-                if sampler == "imh":
-                    fallback += f" (accept rate {run.info['accept_rate']:.2f})"
-            else:
-                fallback = (
-                    f"effective size {run.info['is_ess']:.0f} < {run.info['ess_target']} "
-                    f"after {run.info['n_proposals']} proposals"
-                )
             start = (run.info["mode"], run.info["inverse_mass"])
             t_first, first = run.wall_time_s, run.info
             erm = run.erm

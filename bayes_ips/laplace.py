@@ -32,7 +32,9 @@ orthonormal basis of the tangent space at ``c``) maps ``R^(d-1)`` onto the
 hemisphere around ``c``, with surface element ``(1 + |z|^2)^(-d/2) dz``.  The
 posterior of ``(u, v, log sigma, log tau)`` in chart coordinates is the model's
 posterior at ``U = sqrt(d) u``, ``V = sqrt(d) v`` (where the gauge factor is
-constant) times that Jacobian: :class:`SphereChart`.
+constant) times that Jacobian: :class:`SphereChart`.  The multi-head model gives
+every head the single-head gauge factor, so every head's ``u_h`` and ``v_h`` get a
+chart of their own (the charts stacked in one :class:`SphereChart`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from jax.scipy.special import gammaln
 __all__ = [
     "LaplaceApprox",
     "SphereChart",
+    "chart_covariance",
     "flatten",
     "imh_chains",
     "laplace_approx",
@@ -95,18 +98,27 @@ def unravel(flat: jax.Array, layout: tuple, rest: dict | None = None) -> dict:
 class SphereChart(NamedTuple):
     """Gnomonic charts of the unit spheres of the rank-1 factors around centre directions.
 
-    Chart coordinates ``z = (z_u, z_v, log sigma, log tau)`` (``2 (d - 1) + 2``) map to
-    the model's flattened ``(U, V, log sigma, log tau)`` at radius ``sqrt(d)``.
+    One head: chart coordinates ``z = (z_u, z_v, log sigma, log tau)`` (``2 (d - 1) + 2``)
+    map to the model's flattened ``(U, V, log sigma, log tau)`` at radius ``sqrt(d)``.
+    ``H`` heads (centres stacked, ``cu`` of shape ``(H, d)``): ``z = (z_u1, ..., z_uH,
+    z_v1, ..., z_vH, rest)`` maps to the flattened ``(U, V, rest)`` with ``U`` and ``V``
+    of shape ``(H, d, 1)``, each head's factors on their own spheres (the multi-head
+    model's gauge factor is the single-head one per head).  ``rest`` is passed through.
     """
 
-    cu: jax.Array  # (d,) centre directions
+    cu: jax.Array  # (d,) or (H, d) centre directions
     cv: jax.Array
-    Bu: jax.Array  # (d, d - 1) orthonormal bases of the tangent spaces
+    Bu: jax.Array  # (d, d - 1) or (H, d, d - 1) orthonormal bases of the tangent spaces
     Bv: jax.Array
 
     @property
+    def n_heads(self) -> int:
+        return 1 if self.cu.ndim == 1 else int(self.cu.shape[0])
+
+    @property
     def dim(self) -> int:
-        return 2 * self.Bu.shape[1] + 2
+        """Chart coordinates of the directions plus ``log sigma`` and one ``log tau`` per head."""
+        return 2 * self.n_heads * self.Bu.shape[-1] + 1 + self.n_heads
 
 
 def _tangent_basis(c: np.ndarray) -> np.ndarray:
@@ -116,39 +128,86 @@ def _tangent_basis(c: np.ndarray) -> np.ndarray:
 
 
 def sphere_chart(U: np.ndarray, V: np.ndarray) -> SphereChart:
-    """Charts centred at the directions of ``U`` and ``V`` ((d, 1) each)."""
+    """Charts centred at the directions of ``U`` and ``V`` ((d, 1) each, or (H, d, 1) per head)."""
+    U, V = np.asarray(U, dtype=np.float64), np.asarray(V, dtype=np.float64)
+    if U.ndim == 3:
+        charts = [sphere_chart(U[h], V[h]) for h in range(U.shape[0])]
+        return SphereChart(*(jnp.stack(parts) for parts in zip(*charts, strict=True)))
     cu = np.ravel(U) / np.linalg.norm(U)
     cv = np.ravel(V) / np.linalg.norm(V)
     return SphereChart(*(jnp.asarray(a) for a in (cu, cv, _tangent_basis(cu), _tangent_basis(cv))))
 
 
+def _split(z: jax.Array, chart: SphereChart):
+    """``z`` as the heads' ``z_u`` and ``z_v`` ((H, d - 1) each) and the rest."""
+    H, k = chart.n_heads, chart.Bu.shape[-1]
+    return z[: H * k].reshape(H, k), z[H * k : 2 * H * k].reshape(H, k), z[2 * H * k :]
+
+
+def _stacked(chart: SphereChart):
+    d, k = chart.Bu.shape[-2:]
+    return (
+        jnp.reshape(chart.cu, (-1, d)),
+        jnp.reshape(chart.cv, (-1, d)),
+        jnp.reshape(chart.Bu, (-1, d, k)),
+        jnp.reshape(chart.Bv, (-1, d, k)),
+    )
+
+
 def chart_to_flat(z: jax.Array, chart: SphereChart) -> jax.Array:
     """Chart coordinates -> the model's flattened ``(U, V, log sigma, log tau)``."""
-    k = chart.Bu.shape[1]
-    R = jnp.sqrt(k + 1.0)
-    zu, zv = z[:k], z[k : 2 * k]
-    u = (chart.cu + chart.Bu @ zu) / jnp.sqrt(1.0 + zu @ zu)
-    v = (chart.cv + chart.Bv @ zv) / jnp.sqrt(1.0 + zv @ zv)
-    return jnp.concatenate([R * u, R * v, z[2 * k :]])
+    cu, cv, Bu, Bv = _stacked(chart)
+    zu, zv, rest = _split(z, chart)
+    R = jnp.sqrt(Bu.shape[-1] + 1.0)
+
+    def sphere(c, B, w):
+        return (c + jnp.einsum("hdk,hk->hd", B, w)) / jnp.sqrt(1.0 + jnp.sum(w**2, -1))[:, None]
+
+    return jnp.concatenate([R * sphere(cu, Bu, zu).ravel(), R * sphere(cv, Bv, zv).ravel(), rest])
 
 
 def chart_log_jacobian(z: jax.Array, chart: SphereChart) -> jax.Array:
     """Log of the spheres' surface element per unit chart volume at ``z``."""
-    k = chart.Bu.shape[1]
-    zu, zv = z[:k], z[k : 2 * k]
-    return -0.5 * (k + 1) * (jnp.log1p(zu @ zu) + jnp.log1p(zv @ zv))
+    k = chart.Bu.shape[-1]
+    zu, zv, _ = _split(z, chart)
+    return -0.5 * (k + 1) * jnp.sum(jnp.log1p(jnp.sum(zu**2, -1)) + jnp.log1p(jnp.sum(zv**2, -1)))
 
 
 def chart_point(flat: np.ndarray, chart: SphereChart) -> np.ndarray:
     """The chart coordinates of a model point whose directions lie in the charts' hemispheres."""
-    d = chart.Bu.shape[0]
-    U, V, rest = np.asarray(flat[:d]), np.asarray(flat[d : 2 * d]), np.asarray(flat[2 * d :])
+    cu, cv, Bu, Bv = (np.asarray(a) for a in _stacked(chart))
+    H, d = cu.shape
+    flat = np.asarray(flat)
+    U, V = flat[: H * d].reshape(H, d), flat[H * d : 2 * H * d].reshape(H, d)
+    rest = flat[2 * H * d :]
 
     def z_of(w, c, B):
-        w = w / np.linalg.norm(w)
-        return (np.asarray(B).T @ w) / (np.asarray(c) @ w)
+        w = w / np.linalg.norm(w, axis=-1, keepdims=True)
+        return (np.einsum("hdk,hd->hk", B, w) / np.sum(c * w, -1)[:, None]).ravel()
 
-    return np.concatenate([z_of(U, chart.cu, chart.Bu), z_of(V, chart.cv, chart.Bv), rest])
+    return np.concatenate([z_of(U, cu, Bu), z_of(V, cv, Bv), rest])
+
+
+def chart_covariance(
+    mode: np.ndarray, cov: np.ndarray, chart: SphereChart, radius_sd: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A chart's mode and covariance in the model's flattened coordinates (for NUTS).
+
+    The covariance is pushed through the chart's Jacobian at the mode, and each
+    factor's radial direction gets the spread of the model's radius prior
+    (``radius_sd`` relative to ``sqrt(d)``), which the chart does not see.
+    """
+    z = jnp.asarray(mode)
+    flat = np.asarray(chart_to_flat(z, chart))
+    J = np.asarray(jax.jacfwd(lambda x: chart_to_flat(x, chart))(z))
+    out = J @ np.asarray(cov) @ J.T
+    H, d = chart.n_heads, chart.Bu.shape[-2]
+    R = np.sqrt(d)
+    for h in range(2 * H):  # U_1..U_H, then V_1..V_H
+        block = slice(h * d, (h + 1) * d)
+        w = flat[block] / R
+        out[block, block] += (radius_sd * R) ** 2 * np.outer(w, w)
+    return flat, out
 
 
 def mode_and_hessian(

@@ -1,15 +1,22 @@
-"""The posterior of the multi-head model: NUTS, exact conditionals of ``c``, aligned heads.
+"""The multi-head posterior: Laplace-PSIS or NUTS, exact conditionals of ``c``, aligned heads.
 
 :func:`sample_heads_posterior` takes a fitted ``G(x, y) = sum_h phi_h(x^T A_h y)``
 (a ``HeadsFit`` of :func:`bayes_ips.multihead.fit_erm_heads`, or anything with its
 fields ``A, U, V, coef, knots, info``), places each head's knots at quantiles of
 that head's training scores (:func:`bayes_ips.models.multihead_spline.heads_setup`)
-and runs NUTS (:func:`bayes_ips.nuts.run_chains`) on the collapsed model: chains
-start at the fit's factors with relative jitter, with a dense mass matrix started
-at the inverse Hessian of the potential there.  Afterwards every draw gets the
-exact Gaussian conditional of all heads' coefficients (block prior precision):
-its mean (for the Rao-Blackwellised posterior mean of ``G``) and one draw (for
-bands).
+and samples the collapsed model as the single-head posterior is sampled
+(:func:`bayes_ips.inference.fit_posterior`, whose pieces it shares).  By default
+(``method="auto"``): the Laplace approximation at the posterior mode found from the
+fit's factors (at rank 1 in the gnomonic charts of every head's factor directions:
+each head carries the single-head radius prior), Student-t proposals, Pareto-smoothed
+importance sampling, resampled into chains; NUTS when the Pareto k or the effective
+size says the proposal does not fit, started at the Laplace mode with its inverse
+mass (the reason in ``info["fallback"]``).  ``method="nuts"``: chains start at the
+fit's factors with relative jitter, with a dense mass matrix started at the inverse
+Hessian of the potential there.  Every draw gets the exact Gaussian conditional of
+all heads' coefficients (block prior precision): its mean (for the
+Rao-Blackwellised posterior mean of ``G``) and one draw (for bands); importance
+sampling gets both from the Gram pass that weighs the proposal.
 
 Identifiability.  Only ``G`` is identified.  Single heads are identified only up
 to a permutation of the heads, a sign per head (``A_h -> -A_h`` with ``phi_h``
@@ -44,6 +51,7 @@ from bayes_ips.collapsed import conditional_c, sample_conditional_c
 from bayes_ips.diagnostics import convergence
 from bayes_ips.errors import check_xy
 from bayes_ips.gauge import gauge_factors
+from bayes_ips.inference import SamplerConfig, fallback_reason
 from bayes_ips.models.multihead_spline import block_precision, heads_setup, multihead_spline
 from bayes_ips.multihead import best_permutation
 from bayes_ips.pairs import eval_pairs, off_diagonal_scores
@@ -193,7 +201,15 @@ class HeadsPosterior:
         flipped), ``divergences``, ``sampling_time_s``, ``inverse_mass``
         (per group of chains started in one head order: ``"laplace"`` or ``"diagonal"``).
     extra : dict
-        NUTS's per-draw statistics (``diverging``, ``num_steps``, ...), (C, D) each.
+        The sampler's per-draw statistics, (C, D) each: NUTS's (``diverging``,
+        ``num_steps``, ...), or importance sampling's ``potential_energy`` and
+        ``log_weight``.
+    info : dict
+        How it was sampled: ``method`` (asked for), ``sampler`` (``"is"`` or
+        ``"nuts"``); for importance sampling ``khat``, ``is_ess``, ``ess_target``,
+        ``n_proposals``, ``unique_draws``, the mode search's ``bfgs_steps``,
+        ``mode_ok``, ``chart``; for ``auto`` after a fall back, ``fallback`` (why)
+        and ``first`` (the importance sampler's entries).
     """
 
     A: np.ndarray
@@ -208,6 +224,7 @@ class HeadsPosterior:
     y_eval: np.ndarray
     diagnostics: dict = dataclasses.field(default_factory=dict)
     extra: dict = dataclasses.field(default_factory=dict)
+    info: dict = dataclasses.field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -318,7 +335,7 @@ def _init(key, fit, y_scale: float, chains: int, jitter: float, head_orders=None
     }
 
 
-def _run_groups(key, model, args, data, init, orders, **kw):
+def _run_groups(key, model, args, data, init, orders, inverse_mass=None, **kw):
     """NUTS for each group of chains that start in one head order, each with its own mass.
 
     The dense inverse mass starts at the inverse Hessian of the potential at the
@@ -328,7 +345,8 @@ def _run_groups(key, model, args, data, init, orders, **kw):
     failure seen with swapped starts was the per-head knots, see
     :func:`sample_heads_posterior`'s ``shared_knots``.)  Returns the samples and
     sample statistics (chains in the given order), the wall time and the kind of
-    each group's mass.
+    each group's mass.  ``inverse_mass`` (one group only: a start in the fit's head
+    order) replaces the Hessian at the start, e.g. the Laplace approximation's at the mode.
     """
     sites = ("U", "V", "sigma", "tau")
     groups = {}
@@ -338,7 +356,10 @@ def _run_groups(key, model, args, data, init, orders, **kw):
     for key_g, members in zip(jax.random.split(key, len(groups)), groups.values(), strict=True):
         sub = {k: v[np.asarray(members)] for k, v in init.items()}
         point = {k: v[0] for k, v in sub.items()}
-        inv_mass = nuts.laplace_inverse_mass(model, args, data, point, sites)
+        if inverse_mass is not None:
+            inv_mass = inverse_mass
+        else:
+            inv_mass = nuts.laplace_inverse_mass(model, args, data, point, sites)
         run = nuts.run_chains(
             key_g, model, args, data, chains=len(members), init_params=sub,
             inverse_mass=inv_mass, dense_sites=sites if inv_mass is not None else None, **kw,
@@ -354,12 +375,16 @@ def _run_groups(key, model, args, data, init, orders, **kw):
     return stack(0), stack(1), wall, masses
 
 
+METHODS = ("auto", "is", "nuts")
+
+
 def sample_heads_posterior(
     key: jax.Array,
     X,
     Y,
     fit,
     *,
+    method: str = "auto",
     chains: int = 2,
     warmup: int = 300,
     draws: int = 300,
@@ -370,8 +395,35 @@ def sample_heads_posterior(
     target_accept: float = 0.85,
     head_orders=None,
     shared_knots: bool = False,
+    khat_max: float = 0.7,
+    ess_target: int | None = None,
+    max_proposals: int = 8000,
+    proposal_df: float | None = None,
 ) -> HeadsPosterior:
-    """NUTS on the collapsed multi-head model, started at ``fit``; aligned summaries.
+    """The collapsed multi-head model's posterior, started at ``fit``; aligned summaries.
+
+    Three methods, as the single-head :func:`bayes_ips.inference.fit_posterior`:
+
+    ``"is"``
+        Laplace proposal and Pareto-smoothed importance sampling: the posterior
+        mode from the fit's factors (at rank 1 and d >= 2 in the gnomonic charts of
+        every head's factor directions: each head carries the single-head radius
+        prior, :func:`bayes_ips.inference.laplace_at`), Student-t proposals around
+        it in rounds until the PSIS effective size reaches ``ess_target``, each
+        proposal's exact conditional of all heads' ``c`` from the same Gram pass,
+        and the proposals split into ``chains`` groups, each resampled
+        (systematically) to ``draws`` draws.  The proposal is centred at the mode
+        in the fit's head labelling; the other labellings are equivalent modes
+        (head permutations and signs leave ``G`` unchanged), which ``G`` and the
+        aligned heads do not need.
+    ``"nuts"``
+        NUTS from the fit's factors with jitter, a dense mass matrix started at the
+        inverse Hessian there.
+    ``"auto"`` (default)
+        ``"is"``, and NUTS, started at the Laplace mode with the Laplace inverse
+        mass, when the Pareto k exceeds ``khat_max``, the effective size stays
+        short of its target after ``max_proposals`` proposals, or the Laplace step
+        fails; ``info["fallback"]`` says why (printed when ``progress``).
 
     Parameters
     ----------
@@ -380,16 +432,18 @@ def sample_heads_posterior(
     Y : (M, N) array
     fit : HeadsFit (or any object with ``A`` (H, d, d), ``U``, ``V`` (H, d, r),
         ``knots`` and ``info["sigma_hat"]``)
+    method : {"auto", "is", "nuts"}
     chains, warmup, draws : int
+        ``warmup`` is NUTS's only; ``draws`` per chain (resampled ones for ``is``).
     n_intervals : int, optional
         Knot intervals per head; default: the fit's.
     seed : int, optional
         Recorded in the diagnostics.
     progress : bool
     jitter : float
-        Relative jitter of the starts, per chain.
+        Relative jitter of NUTS's starts, per chain.
     target_accept : float
-    head_orders : (chains, H) int array, optional
+    head_orders : (chains, H) int array, optional (``method="nuts"`` only)
         Chain ``c`` starts its head ``h`` at the fit's head ``head_orders[c, h]``
         (a check of the alignment: such chains differ by a head permutation).
         Default: every chain in the fit's order.
@@ -401,11 +455,21 @@ def sample_heads_posterior(
         basis, a nearby but different posterior (measured on the slow test's data:
         R-hat 1.32 on G between a swapped and an unswapped chain, though each
         mixed).
+    khat_max, ess_target, max_proposals, proposal_df
+        Importance sampling's settings, as :class:`bayes_ips.inference.SamplerConfig`'s
+        (``ess_target`` None: 100 per chain; ``proposal_df`` None: twice the
+        proposal's dimension, at least 8).
 
     Returns
     -------
     HeadsPosterior
     """
+    from bayes_ips.errors import InputError
+
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if head_orders is not None and method != "nuts":
+        raise InputError("head_orders starts NUTS chains: it needs method='nuts'")
     X, Y = check_xy(X, Y)
     k_init, k_run, k_c, k_eval = jax.random.split(key, 4)
     t0 = time.perf_counter()
@@ -419,11 +483,51 @@ def sample_heads_posterior(
     data = dict(knots=knots, penalty=jnp.asarray(setup["penalty"]), y_scale=jnp.asarray(y_scale))
     model = _bound_model(H, r)
     Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
-    init = _init(k_init, fit, y_scale, chains, jitter, head_orders)
+    info: dict = {"method": method}
+    start, first = None, None
+    if method in ("auto", "is"):
+        cfg = SamplerConfig(
+            chains=chains, khat_max=khat_max, ess_target=ess_target,
+            max_proposals=max_proposals, proposal_df=proposal_df,
+        )  # fmt: skip
+        cfg.validate(d)
+        try:
+            res = _importance(k_run, model, Xj, Yj, data, fit, y_scale, cfg, draws, progress)
+        except FloatingPointError as e:
+            if method != "auto":
+                raise
+            fallback, first = str(e), {}
+        else:
+            fallback = fallback_reason(res[-1], khat_max)
+            if method == "is" or fallback is None:
+                s, extra, bm, cm, cd, run_info = res
+                info.update(run_info)
+                return _finish(
+                    s, extra, cm, cd, bm, knots, fit, X, k_eval, t0, K, seed, info,
+                    run_info["sampling_time_s"], ["none"],
+                )  # fmt: skip
+            first = res[-1]
+            start = (first["mode"], first["inverse_mass"])
+        info["fallback"] = fallback
+        info["first"] = {
+            k: v for k, v in first.items()
+            if k not in ("mode", "inverse_mass") and not isinstance(v, np.ndarray | dict)
+        }  # fmt: skip
+        if progress:
+            print(f"auto: the Laplace proposal does not fit ({fallback}): running NUTS", flush=True)
+    info["sampler"] = "nuts"
+    if start is None:
+        init = _init(k_init, fit, y_scale, chains, jitter, head_orders)
+        inv_mass = None
+    else:  # the Laplace mode, the factors jittered, and its inverse mass
+        from bayes_ips.inference import _jitter
+
+        init, inv_mass = _jitter(k_init, start[0], chains, jitter), start[1]
     orders = np.broadcast_to(np.arange(H) if head_orders is None else head_orders, (chains, H))
-    s, extra, wall, masses = _run_groups(k_run, model, (Xj, Yj), data, init, orders, **dict(
-        warmup=warmup, draws=draws, target_accept=target_accept, progress=progress
-    ))  # fmt: skip
+    kw = dict(warmup=warmup, draws=draws, target_accept=target_accept, progress=progress)
+    s, extra, wall, masses = _run_groups(k_run, model, (Xj, Yj), data, init, orders, inv_mass, **kw)
+    if start is not None:
+        masses = ["laplace-mode"] * len(masses)
     C, D = s["sigma"].shape
     flat = lambda a: jnp.asarray(a).reshape((C * D,) + a.shape[2:])  # noqa: E731
     keys = jax.random.split(k_c, C * D)
@@ -441,7 +545,58 @@ def sample_heads_posterior(
         min(32, C * D),
     )
     unflat = lambda a: np.asarray(a).reshape((C, D) + a.shape[1:])  # noqa: E731
-    cm, cd, bm = unflat(cm), unflat(cd), unflat(bm)
+    info["divergences"] = int(np.sum(extra["diverging"]))
+    return _finish(
+        s, extra, unflat(cm), unflat(cd), unflat(bm), knots, fit, X, k_eval, t0, K, seed, info,
+        wall, masses,
+    )  # fmt: skip
+
+
+def _importance(key, model, X, Y, data, fit, y_scale, cfg, draws, progress):
+    """Laplace-PSIS on the collapsed multi-head model from the fit's factors.
+
+    Returns the resampled draws' sites (``U, V, sigma, tau, A``: (C, D, ...)), their
+    per-draw statistics, basis means, conditional means and draws of ``c`` and the
+    run's info (with the Laplace ``mode`` and ``inverse_mass`` for a NUTS fall back).
+    """
+    from bayes_ips.inference import (
+        IMH_BATCH,
+        importance_sample,
+        laplace_at,
+        proposal_samples,
+        resample_chains,
+    )
+    from bayes_ips.posterior import evaluate_proposals
+
+    k_prop, k_c, k_res = jax.random.split(key, 3)
+    t0 = time.perf_counter()
+    start = {k: v[0] for k, v in _init(key, fit, y_scale, 1, 0.0).items()}
+    approx, layout, chart, info = laplace_at(model, (X, Y), data, start)
+    info["mode_time_s"] = time.perf_counter() - t0
+    df = cfg.proposal_df_for(approx.mean.shape[0])
+
+    def evaluate(flat, keys):
+        return evaluate_proposals(
+            flat, keys, X, Y, data, model=model, layout=layout, batch=IMH_BATCH
+        )
+
+    res = importance_sample(
+        k_prop, k_c, approx, df, chart, evaluate, cfg.is_ess_target(), cfg.max_proposals,
+        cfg.khat_max, progress, label="heads is",
+    )  # fmt: skip
+    flat, A, pe, cm, cd, bm = res.proposals
+    idx = resample_chains(k_res, res.log_smoothed, cfg.chains, draws)
+    s = proposal_samples(flat, layout, A, idx)
+    take = lambda a: np.asarray(a)[idx]  # noqa: E731
+    extra = {"potential_energy": take(pe), "log_weight": take(res.log_weights)}
+    info.update(res.info(idx), sampler="is", proposal_df=df)
+    info["sampling_time_s"] = time.perf_counter() - t0 - info["mode_time_s"]
+    return s, extra, take(bm), take(cm), take(cd), info
+
+
+def _finish(s, extra, cm, cd, bm, knots, fit, X, k_eval, t0, K, seed, info, wall, masses):
+    """The :class:`HeadsPosterior` of draws ``s`` (C, D, ...): aligned, diagnosed."""
+    H = np.shape(fit.U)[0]
     A = np.asarray(s["A"])
     ref = np.asarray(fit.A)
     aligned = align_draws(A, cd, knots, ref, basis_means=bm)
@@ -455,6 +610,7 @@ def sample_heads_posterior(
     heads = post.head_draws(x_eval, y_eval, rao_blackwell=True)
     raw = post._eval(A, cm, np.asarray(knots.breaks), x_eval, y_eval)
     post.extra = {k: np.asarray(v) for k, v in extra.items()}
+    post.info = {k: v for k, v in info.items() if k not in ("mode", "inverse_mass")}
     post.diagnostics = {
         "G": convergence({"G": g}),
         "heads": convergence({"heads": heads}),
@@ -462,7 +618,8 @@ def sample_heads_posterior(
         "sigma": convergence({"sigma": post.sigma}),
         "permuted_chains": int(np.sum(np.any(aligned.perm[:, 0] != np.arange(H), axis=-1))),
         "flipped": float(np.mean(aligned.sign < 0)),
-        "divergences": int(np.sum(extra["diverging"])),
+        "divergences": info.get("divergences"),  # NUTS only
+        "sampler": info["sampler"],
         "sampling_time_s": wall,
         "total_time_s": time.perf_counter() - t0,
         "inverse_mass": masses,
@@ -512,6 +669,7 @@ def heads_posterior_from_idata(idata):
         none,
     )
     diag = idata.attrs.get("diagnostics", "{}")
+    run_info = idata.attrs.get("sampler_info", "{}")
     return HeadsPosterior(
         p["A"].values,
         p["c_draw"].values,
@@ -524,4 +682,5 @@ def heads_posterior_from_idata(idata):
         x_eval,
         y_eval,
         json.loads(diag) if isinstance(diag, str) else dict(diag),
+        info=json.loads(run_info) if isinstance(run_info, str) else dict(run_info),
     )

@@ -132,6 +132,12 @@ def evaluate_proposals(flat, keys, X, Y, model_kwargs, *, model, layout, batch):
     statistics of a block are vmapped and every Cholesky factorisation runs one
     point at a time (no batched LAPACK call).
 
+    The single-head model (:mod:`bayes_ips.models.lowrank_spline`, ``U`` of shape
+    ``(d, r)`` in ``layout``) and the multi-head model
+    (:mod:`bayes_ips.models.multihead_spline`, ``U`` of shape ``(H, d, r)``: every
+    head's factors gauge-fixed, the heads' concatenated design and their block prior
+    precision) are both served.
+
     Parameters
     ----------
     flat : (S, P) array
@@ -147,17 +153,28 @@ def evaluate_proposals(flat, keys, X, Y, model_kwargs, *, model, layout, batch):
 
     Returns
     -------
-    A : (S, d, d), pe : (S,) potential energies, c_mean, c_draw : (S, K).
+    A : (S, d, d) or (S, H, d, d); pe : (S,) potential energies; c_mean, c_draw :
+    (S, K) or (S, H, nb); means : like c_mean, each basis function's mean over the
+    training pairs (``F^T 1 / n``: what centres a head, see
+    :func:`bayes_ips.multihead_posterior.align_draws`).
     """
     from numpyro.infer.util import potential_energy
 
     from bayes_ips.laplace import unravel
+    from bayes_ips.models.multihead_spline import block_precision
+    from bayes_ips.spline import n_basis
 
     knots, penalty = model_kwargs["knots"], model_kwargs["penalty"]
-    kappa = KAPPA * model_kwargs["y_scale"]
+    y_scale = model_kwargs["y_scale"]
+    kappa = KAPPA * y_scale
+    heads = len(dict(layout)["U"]) == 3
+    nb = n_basis(knots)
 
     def gauge_A(f):
         p = unravel(f, layout)
+        if heads:
+            un, vn = jax.vmap(gauge_factors)(p["U"], p["V"])
+            return un, vn, un @ jnp.swapaxes(vn, -1, -2)
         un, vn = gauge_factors(p["U"], p["V"])
         return un, vn, un @ vn.T
 
@@ -165,7 +182,8 @@ def evaluate_proposals(flat, keys, X, Y, model_kwargs, *, model, layout, batch):
         un, vn, A = gauge_A(f)
         return A, gram(un, vn, X, Y, knots, DEFAULT_CHUNK)
 
-    if X.shape[-1] == 1:  # A = +-1
+    one_dim = X.shape[-1] == 1 and not heads
+    if one_dim:  # A = +-1
         one = jnp.ones((1, 1), X.dtype)
         st_pos = gram(one, one, X, Y, knots, DEFAULT_CHUNK)
         st_neg = gram(-one, one, X, Y, knots, DEFAULT_CHUNK)
@@ -175,12 +193,19 @@ def evaluate_proposals(flat, keys, X, Y, model_kwargs, *, model, layout, batch):
         p = unravel(f, layout)
         pe = potential_energy(model, (X, Y), {**model_kwargs, "stats": st}, p)
         sigma, tau = jnp.exp(p["sigma"]), jnp.exp(p["tau"])
-        cond = conditional_c(st, sigma, pspline_precision(penalty, tau, kappa))
-        return pe, cond.mean, sample_conditional_c(k, cond)
+        if heads:
+            Q = block_precision(penalty, tau, y_scale)[1]
+        else:
+            Q = pspline_precision(penalty, tau, kappa)
+        cond = conditional_c(st, sigma, Q)
+        means = st.FtF[:, :nb].sum(axis=1) / st.n_obs  # F^T 1 / n: F_1 1 = 1 row by row
+        shape = (-1, nb) if heads else (-1,)
+        cm, cd = cond.mean, sample_conditional_c(k, cond)
+        return pe, cm.reshape(shape), cd.reshape(shape), means.reshape(shape)
 
     def block(args):
         f, k = args
-        if X.shape[-1] == 1:
+        if one_dim:
             A = jax.vmap(lambda x: gauge_A(x)[2])(f)
             pos = A[:, 0, 0] > 0
             st = jax.tree.map(
@@ -190,8 +215,8 @@ def evaluate_proposals(flat, keys, X, Y, model_kwargs, *, model, layout, batch):
             )
         else:
             A, st = jax.vmap(stats_one)(f)
-        pe, cm, cd = jax.lax.map(solve_one, (f, st, k))
-        return A, pe, cm, cd
+        pe, cm, cd, means = jax.lax.map(solve_one, (f, st, k))
+        return A, pe, cm, cd, means
 
     return _map_in_blocks(block, (flat, keys), batch)
 

@@ -26,6 +26,11 @@ direction, held only by the weak ridge of ``Q``), and only when the ``A_h`` diff
 mix across heads).  Comparisons therefore use ``G``, or heads aligned to a
 reference and centred (:func:`bayes_ips.multihead_posterior.align_draws`), never
 the raw factors.
+
+``stats`` (collapsed form only), as in ``lowrank_spline``: the Gram statistics of
+:func:`bayes_ips.pairwise.gram` at these ``A_h``, when the caller already has them
+(the Laplace-proposal sampler computes them once per proposal and reuses them for
+the conditional of ``c``).
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ def multihead_spline(
     y_scale: float = 1.0,
     collapsed: bool = True,
     chunk_size: int | None = None,
+    stats=None,
 ):
     M, N, d = X.shape
     H, nb = heads, n_basis(knots)
@@ -106,7 +112,8 @@ def multihead_spline(
     sigma = numpyro.sample("sigma", dist.HalfNormal(y_scale))
     Qs, Q = block_precision(jnp.asarray(penalty), tau, y_scale)
     if collapsed and Y is not None:
-        stats = gram(Un, Vn, X, Y, knots, chunk_size)  # F = [F_1 ... F_H]
+        if stats is None:  # given only by callers that computed them at these A_h
+            stats = gram(Un, Vn, X, Y, knots, chunk_size)  # F = [F_1 ... F_H]
         numpyro.factor("Y_marginal", collapsed_loglik(stats, sigma, Q))
         return
     c = numpyro.sample(

@@ -195,7 +195,7 @@ def test_proposal_evaluation_equals_the_model_potential_and_the_conditional_of_c
     flat = jnp.stack([flatten(p, ("U", "V", "sigma", "tau"))[0] for p in points])
     layout = flatten(points[0], ("U", "V", "sigma", "tau"))[1]
     keys = jax.random.split(jax.random.PRNGKey(1), 5)
-    A, pe, cm, _ = evaluate_proposals(
+    A, pe, cm, *_ = evaluate_proposals(
         flat, keys, st.X, st.Y, st.data_kwargs, model=st.model, layout=layout, batch=2
     )
     model = bound_model(1, True)

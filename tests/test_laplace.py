@@ -167,3 +167,32 @@ def test_sphere_chart_maps_onto_the_sphere_with_the_stated_jacobian(d):
             for Jb in (J[:d, :k], J[d : 2 * d, k : 2 * k])
         )
         np.testing.assert_allclose(chart_log_jacobian(z, chart), surface, rtol=1e-10)
+
+
+def test_per_head_charts_are_the_single_head_charts_side_by_side():
+    """H stacked charts (the multi-head model at rank 1): every head's U_h and V_h on its own
+    sphere of radius sqrt(d), flattened as the model's (H, d, 1) factors, chart_point
+    inverting the map, the log Jacobian the sum of the heads', and the rest passed through."""
+    from bayes_ips.laplace import chart_log_jacobian, chart_point, chart_to_flat, sphere_chart
+
+    rng = np.random.default_rng(0)
+    H, d = 3, 4
+    k = d - 1
+    U, V = rng.normal(size=(H, d, 1)), rng.normal(size=(H, d, 1))
+    chart = sphere_chart(U, V)
+    heads = [sphere_chart(U[h], V[h]) for h in range(H)]
+    assert chart.n_heads == H and chart.dim == 2 * H * k + 1 + H
+    z = jnp.asarray(0.3 * rng.normal(size=chart.dim))
+    zu, zv, rest = z[: H * k].reshape(H, k), z[H * k : 2 * H * k].reshape(H, k), z[2 * H * k :]
+    flat = np.asarray(chart_to_flat(z, chart))
+    Uf, Vf = flat[: H * d].reshape(H, d), flat[H * d : 2 * H * d].reshape(H, d)
+    for h in range(H):  # head h's own chart gives head h's factors
+        one = np.asarray(chart_to_flat(jnp.concatenate([zu[h], zv[h], rest[:2]]), heads[h]))
+        np.testing.assert_allclose(Uf[h], one[:d], rtol=1e-12)
+        np.testing.assert_allclose(Vf[h], one[d : 2 * d], rtol=1e-12)
+    np.testing.assert_allclose(flat[2 * H * d :], rest)
+    np.testing.assert_allclose(chart_point(flat, chart), z, rtol=1e-10, atol=1e-12)
+    jac = sum(
+        chart_log_jacobian(jnp.concatenate([zu[h], zv[h], rest[:2]]), heads[h]) for h in range(H)
+    )
+    np.testing.assert_allclose(chart_log_jacobian(z, chart), jac, rtol=1e-12)

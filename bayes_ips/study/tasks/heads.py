@@ -23,12 +23,17 @@ recovered (their ``|cos|`` to the truth after alignment, and their centred error
 
 The report is the IPS report with one line per (phi, H): the slopes table and the
 rates figure then compare the head counts directly, and ``summary.md`` gains a
-table of each H's slope and error level.  Posterior-mean cells with ``H >= 2`` run
-NUTS on the collapsed multi-head model from the cell's multi-head ERM fit
+table of each H's slope and error level.  Posterior-mean cells with ``H >= 2``
+sample the collapsed multi-head model from the cell's multi-head ERM fit
 (:func:`bayes_ips.multihead_posterior.sample_heads_posterior`: ``[bayes_pm]``'s
-``chains``, ``warmup``, ``draws``, ``n_intervals``, ``level`` and ``n_band_pairs``;
-its ``method`` must be ``auto`` or ``nuts``) and are scored, like the IPS task's,
-against that ERM fit on the same held-out pairs.
+``method`` (``auto``: Laplace-PSIS with a NUTS fall back, ``is`` or ``nuts``; a spec
+that names none is NUTS, as the IPS task's), ``chains``, ``warmup``, ``draws``,
+``n_intervals``, ``khat_max``, ``ess_target``, ``max_proposals``, ``proposal_df``,
+``level`` and ``n_band_pairs``) and are scored, like the IPS task's, against that
+ERM fit on the same held-out pairs.  Their records say how they were sampled as
+the IPS task's do: ``sampler``, and ``khat``, ``is_ess``, ``n_proposals`` (importance
+sampling), or ``divergences`` (NUTS) with ``fallback`` (why) and the first
+attempt's ``khat``, ``is_ess``, ``n_proposals`` after a fall back.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ name = TASK
 kinds = ("study",)
 selectable = {**ips.selectable, "heads": int}
 coordinates = ("estimator", "family", "beta", "d", "heads", "M", "rep")
+HEADS_METHODS = ("auto", "is", "nuts")  # sample_heads_posterior's (no "imh")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,10 +111,10 @@ def parse(raw: dict[str, Any]) -> HeadsStudyConfig:
             raise InputError("heads are not distinct at d = 1: every A_h is +-1 (study.d)")
         for e in base.estimators:
             method = base.bayes_of(e).sampler.method
-            if base.kind_of(e) == "bayes_pm" and method not in ("auto", "nuts"):
+            if base.kind_of(e) == "bayes_pm" and method not in HEADS_METHODS:
                 raise InputError(
-                    f"estimator {e!r}: posterior-mean cells with more than one head are "
-                    "sampled by NUTS (method = 'auto' or 'nuts')"
+                    f"estimator {e!r}: posterior-mean cells with more than one head take "
+                    f"method = {' | '.join(repr(m) for m in HEADS_METHODS)}, not {method!r}"
                 )
     return HeadsStudyConfig(base, tuple(sorted(set(heads))))
 
@@ -213,7 +219,7 @@ def run_cell(spec: dict) -> dict:
 
 
 def _bayes_fields(spec, truth, X, Y, fit, k_nuts, k_eval, k_band) -> dict:
-    """The posterior mean of ``G`` (NUTS on the collapsed multi-head model) against ERM.
+    """The posterior mean of ``G`` (the collapsed multi-head model's posterior) against ERM.
 
     Scored on the pairs ERM is scored on (a paired ratio), with the band's width and
     coverage on ``n_band_pairs`` pairs, and the convergence of ``G`` and of the
@@ -232,10 +238,15 @@ def _bayes_fields(spec, truth, X, Y, fit, k_nuts, k_eval, k_band) -> dict:
         X,
         Y,
         fit,
+        method=b.get("method", ips.LEGACY_METHOD),
         chains=b.get("chains", 4),
         warmup=b.get("warmup") or 300,
         draws=b.get("draws") or 300,
         n_intervals=b.get("n_intervals"),
+        khat_max=b.get("khat_max", 0.7),
+        ess_target=b.get("ess_target"),
+        max_proposals=b.get("max_proposals", 8000),
+        proposal_df=b.get("proposal_df"),
     )
     t_nuts = time.perf_counter() - t0
     err = l2_error(k_eval, post.predict, truth, spec["n_eval_pairs"], **ips._error_target(spec))
@@ -245,7 +256,7 @@ def _bayes_fields(spec, truth, X, Y, fit, k_nuts, k_eval, k_band) -> dict:
     g = np.asarray(g_true(truth, x, y))
     dg = post.diagnostics
     return {
-        "sampler": "nuts",
+        **_sampler_fields(post.info),
         **ips._error_fields(spec, err),
         "erm_error": erm_err.error,
         "band_width": float(np.mean(hi - lo)),
@@ -254,11 +265,24 @@ def _bayes_fields(spec, truth, X, Y, fit, k_nuts, k_eval, k_band) -> dict:
         "rhat_max": dg["G"]["rhat_max"],
         "ess_bulk_min": dg["G"]["ess_bulk_min"],
         "rhat_heads_max": dg["heads"]["rhat_max"],
-        "divergences": dg["divergences"],
         "permuted_chains": dg["permuted_chains"],
         "sigma_mean": float(post.sigma.mean()),
         "nuts_time_s": t_nuts,
     }
+
+
+def _sampler_fields(info: dict) -> dict:
+    """``sampler`` and its checks, under the IPS task's names (see the module docstring)."""
+    out = {"sampler": info["sampler"]}
+    if info["sampler"] == "is":
+        out.update({k: info[k] for k in ("khat", "is_ess", "n_proposals")})
+        return out
+    out["divergences"] = info["divergences"]
+    if "fallback" in info:
+        first = info.get("first", {})
+        out["fallback"] = info["fallback"]
+        out.update({k: first.get(k, float("nan")) for k in ("khat", "is_ess", "n_proposals")})
+    return out
 
 
 def _phi_label(rec: dict) -> str:
