@@ -97,28 +97,26 @@ def test_functions_of_repeated_draws_equal_the_draw_by_draw_values():
     from bayes_ips.posterior import Posterior, g_draws, posterior_predictive_mean, unique_draws
     from bayes_ips.spline import spline_eval
 
-    U, V, sigma, tau, keys, X, Y, knots, penalty = _inputs(5)
-    A, cm, cd = _rao_blackwell(U, V, sigma, tau, keys, X, Y, knots, penalty, KAPPA, 5)
+    k = jax.random.split(jax.random.PRNGKey(5), 3)
+    X = np.asarray(jax.random.normal(k[0], (20, 4, 2)))
+    knots = make_knots(np.linspace(-2.0, 2.0, 7), degree=3)
+    A = np.asarray(jax.random.normal(k[1], (5, 2, 2)))  # any A and coefficients: no model
+    coef = np.asarray(jax.random.normal(k[2], (5, 9)))
     pick = np.array([[0, 0, 3, 1], [4, 3, 3, 0]])  # 2 chains x 4 draws of 4 distinct ones
-    post = Posterior(
-        np.asarray(A)[pick],
-        sigma[pick],
-        tau[pick],
-        np.asarray(cm)[pick],
-        np.asarray(cd)[pick],
-        knots,
-    )
+    ones = np.ones((2, 4))
+    post = Posterior(A[pick], ones, ones, coef[pick], coef[pick], knots)
     uA, uc, inverse = unique_draws(post.A, post.c_draw)
     assert len(uA) == len(uc) == 8 and len(inverse) == 8  # 4 distinct, padded to at most C * D
     np.testing.assert_array_equal(uA[inverse], post.A.reshape(8, 2, 2))
-    x, y = np.asarray(X[:7, 0]), np.asarray(X[:7, 1])
+    x, y = X[:7, 0], X[:7, 1]
     g = g_draws(post, x, y, rao_blackwell=False)
     means = posterior_predictive_mean(post, X)
+    g_one, mean_one = jax.jit(spline_eval), jax.jit(pairwise_mean)
     for c in range(2):
         for s in range(4):
-            a, coef = post.A[c, s], post.c_draw[c, s]
+            a, cf = post.A[c, s], post.c_draw[c, s]
             z = np.einsum("pi,ij,pj->p", x, a, y)
             # the same float64 operations in a different batch: agreement to rounding
-            np.testing.assert_allclose(g[c, s], spline_eval(z, coef, knots), rtol=1e-12, atol=1e-12)
-            ref = pairwise_mean(a, np.eye(2), coef, X, knots)
+            np.testing.assert_allclose(g[c, s], g_one(z, cf, knots), rtol=1e-12, atol=1e-12)
+            ref = mean_one(a, np.eye(2), cf, X, knots)
             np.testing.assert_allclose(means[c, s], ref, rtol=1e-10, atol=1e-12)
