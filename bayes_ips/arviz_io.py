@@ -63,6 +63,9 @@ __all__ = [
 ]
 
 IDENTIFIABLE = ["A", "sigma", "tau", "g_eval"]
+#: The multi-head posterior's: every head's A aligned to the fit's heads (permutation
+#: and sign), sigma and tau (raw per-head A would differ between chains by a relabelling).
+HEADS_IDENTIFIABLE = ["A_aligned", "sigma", "tau"]
 
 
 def _az():
@@ -317,7 +320,8 @@ def posterior_from_idata(idata):
 def identifiable(idata) -> list[str]:
     """The quantities that may be diagnosed: the file's ``identifiable`` attribute, if any."""
     names = idata.attrs.get("identifiable")
-    return json.loads(names) if isinstance(names, str) else list(names or IDENTIFIABLE)
+    default = HEADS_IDENTIFIABLE if "heads" in idata.attrs else IDENTIFIABLE
+    return json.loads(names) if isinstance(names, str) else list(names or default)
 
 
 def summary(idata, var_names=None, round_to="none"):
@@ -362,20 +366,19 @@ def to_dataset(draws: dict[str, np.ndarray]):
 
 
 def plot_rank(idata, path) -> None:
-    """Rank plots of sigma, tau and a few g_eval (identifiable only).
+    """Rank plots of sigma, tau and a few g_eval (identifiable only; multi-head: A_aligned).
 
     ArviZ titles a ``g_eval`` panel on two lines (name, then index); its default
     layout leaves no room for them, so they ran into the x labels of the row
     above.  A constrained layout makes room for titles and labels.
     """
     az = _az()
-    n = min(4, idata.posterior.sizes["eval_pair"])
-    axes = az.plot_rank(
-        idata,
-        var_names=["sigma", "tau", "g_eval"],
-        coords={"eval_pair": list(range(n))},
-        show=False,
-    )
+    if "heads" in idata.attrs:  # multi-head: the aligned heads' A[0, 0] instead of g_eval
+        names, coords = ["sigma", "tau", "A_aligned"], {"dim": [0], "dim_col": [0]}
+    else:
+        n = min(4, idata.posterior.sizes["eval_pair"])
+        names, coords = ["sigma", "tau", "g_eval"], {"eval_pair": list(range(n))}
+    axes = az.plot_rank(idata, var_names=names, coords=coords, show=False)
     fig = np.asarray(axes).ravel()[0].figure
     fig.set_layout_engine("constrained")
     fig.savefig(path, dpi=110)

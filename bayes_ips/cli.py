@@ -532,16 +532,22 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         except OSError as e:
             raise InputError(f"cannot create {out}: {e.strerror}") from None
     idata = load_inference_data(args.post)
-    post = posterior_from_idata(idata)
+    heads = "heads" in idata.attrs  # a multi-head posterior: no phi band, no y_rep
+    post = None if heads else posterior_from_idata(idata)
     table, report = diagnose(idata)
     with atomic_write(os.path.join(out, "summary.csv")) as tmp:
         table.to_csv(tmp)
     with atomic_write(os.path.join(out, "diagnostics.json")) as tmp, open(tmp, "w") as f:
         json.dump(report, f, indent=2, default=float)
-    for name, fn in (("rank.png", plot_rank), ("ppc.png", plot_ppc)):
+    plots = (
+        (("rank.png", plot_rank),) if heads else (("rank.png", plot_rank), ("ppc.png", plot_ppc))
+    )
+    for name, fn in plots:
         with atomic_write(os.path.join(out, name)) as tmp:
             fn(idata, tmp + ".png")
             os.replace(tmp + ".png", tmp)
+    if heads:
+        return _report_diagnosis(args, out, table, report, "summary.csv diagnostics.json rank.png")
     # phi band against ERM (and the truth), in the ERM's gauge
     erm = fit_from_reference(idata.attrs.get("erm"), source="the posterior file")
     A_ref = erm.A
@@ -555,6 +561,12 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     fig = plot_phi_band(band, grid, erm=erm, truth=truth, A_ref=A_ref, scores=S)
     with atomic_write(os.path.join(out, "phi_band.png")) as tmp:
         fig.savefig(tmp, dpi=130, format="png")
+    files = "summary.csv diagnostics.json rank.png ppc.png phi_band.png"
+    return _report_diagnosis(args, out, table, report, files)
+
+
+def _report_diagnosis(args, out: str, table, report: dict, files: str) -> int:
+    """Print the table and the verdict of :func:`bayes_ips.diagnostics.diagnose`; exit code."""
     print(table.to_string(max_rows=20))
     if report["sampler"] == "is":
         how = f"Pareto k {report['khat']:.2f}, effective size {report['is_ess']:.0f}"
@@ -570,7 +582,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         f"({len(report['rhat_flagged'])} above their bound), "
         f"bulk ESS min {report['ess_bulk_min']:.0f}"
     )
-    print(f"wrote {out}/: summary.csv diagnostics.json rank.png ppc.png phi_band.png")
+    print(f"wrote {out}/: {files}")
     if report["problems"]:
         print("NOT CONVERGED:", file=sys.stderr)
         for p in report["problems"]:

@@ -63,3 +63,18 @@ def test_the_bound_falls_to_the_floor_with_many_effective_draws():
     assert rhat_bound(4, 1e6, 200) == pytest.approx(RHAT_MAX)
     b = rhat_bound(2, np.array([200.0, 1000.0, 5000.0]), 200)
     assert np.all(np.diff(b) < 0) and b[0] > 1.02
+
+
+def test_multi_head_files_are_diagnosed_on_aligned_heads():
+    """A multi-head posterior (``heads`` attribute) is judged on its aligned heads, never
+    on the raw per-head A (chains may differ by a relabelling of the heads)."""
+    from types import SimpleNamespace
+
+    from bayes_ips.arviz_io import HEADS_IDENTIFIABLE, IDENTIFIABLE, identifiable
+
+    assert identifiable(SimpleNamespace(attrs={"heads": 2})) == HEADS_IDENTIFIABLE
+    assert "A" not in HEADS_IDENTIFIABLE and "A_aligned" in HEADS_IDENTIFIABLE
+    assert identifiable(SimpleNamespace(attrs={})) == IDENTIFIABLE
+    assert identifiable(SimpleNamespace(attrs={"heads": 2, "identifiable": '["sigma"]'})) == [
+        "sigma"
+    ]

@@ -78,6 +78,15 @@ def test_sample_heads_round_trip(tmp_path, capsys):
     assert rc == 0, err
     rep = json.loads(js.read_text())
     assert rep["heads"] == 2 and rep["relative"] < 0.2 and "draw_error" in rep
+    diag = tmp_path / "diag"
+    rc, out, err = _run(capsys, ["diagnose", post, "--out-dir", diag])
+    assert rc == 0, err
+    assert "A_aligned" in out and "wrote" in out  # aligned heads, never raw per-head A
+    assert sorted(p.name for p in diag.iterdir()) == [
+        "diagnostics.json",
+        "rank.png",
+        "summary.csv",
+    ]
     bad = tmp_path / "bad.nc"
     rc, _, err = _run(capsys, ["sample", data, "--heads", 2, "--method", "imh", "--out", bad])
     assert rc != 0 and "auto|is|nuts" in err and not bad.exists()
