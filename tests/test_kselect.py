@@ -156,6 +156,7 @@ def _two_head_problem(M=30, N=4, d=3, K=5, seed=0):
     return X, Y, Un, Vn, knots, D, F
 
 
+@pytest.mark.slow  # ~5.4 s, mostly compiling the explicit design
 def test_heads_marginal_equals_a_naive_gaussian_likelihood():
     """Two heads, fixed sigma and tau_h: the NumPy evidence (and the model's JAX
     likelihood) against ``log N(Y; 0, sigma^2 I + F Q^-1 F^T)`` built naively from
@@ -213,7 +214,7 @@ def test_heads_log_evidence_is_a_maximum_over_sigma_and_every_tau():
         assert objective(z0 + step * np.eye(3)[i]) < best
 
 
-@pytest.mark.slow  # ~10 s: four Gram passes per call and ~60 searches
+@pytest.mark.slow  # ~6 s: three Gram passes per call and 42 searches
 def test_heads_posterior_basis_at_one_head_is_the_single_head_table(problem):
     """The whole search at H = 1 (factors (1, d, r)) gives the single-head table."""
     X, Y, fit = problem
