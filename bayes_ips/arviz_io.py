@@ -450,7 +450,9 @@ def build_heads_inference_data(post, *, attrs: dict | None = None):
     ``kind = "posterior"``, ``heads``, ``degree``, ``multiplicity``, the
     diagnostics (JSON), ``method`` (asked for), ``sampler`` (``is`` or ``nuts``) and
     ``sampler_info`` (JSON: Pareto k, effective size, proposals and, after ``auto``
-    fell back to NUTS, ``fallback``, the reason).  ``sample_stats``: NUTS's, or
+    fell back to NUTS, ``fallback``, the reason), and how the basis was chosen:
+    ``basis`` (``evidence``, ``erm`` or ``fixed``), ``basis_K``, ``uniform_weight`` and
+    ``basis_info`` (JSON: the evidence table and its time).  ``sample_stats``: NUTS's, or
     importance sampling's ``lp`` and ``log_weight``.  No pointwise log-likelihood
     is stored for multi-head posteriors (``az.loo`` is not available for them).
     """
@@ -499,6 +501,14 @@ def build_heads_inference_data(post, *, attrs: dict | None = None):
         "sampler_info": to_json(run_info),
         **(attrs or {}),
     }
+    if "basis" in run_info:  # how the model's basis was chosen (also in sampler_info)
+        b = run_info["basis"]
+        info.update(
+            basis=b["rule"],
+            basis_K=int(b["K"]),
+            uniform_weight=float(b["uniform_weight"]),
+            basis_info=to_json(b),
+        )
     return az.from_dict(
         posterior={
             "A": post.A,

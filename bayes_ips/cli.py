@@ -479,6 +479,7 @@ def _sample_heads(args: argparse.Namespace, data) -> int:
         seed=args.seed,
         progress=True,
         ess_target=args.ess_target,
+        basis=args.basis,
     )
     attrs = {"seed": args.seed, "command": "sample", "rank": args.rank}
     save_inference_data(args.out, build_heads_inference_data(post, attrs=attrs))

@@ -219,15 +219,29 @@ POSTERIOR_K_MIN = 8
 UNIFORM_WEIGHTS = (0.0, 0.5, 1.0)  # quantile, half-and-half, equal-width knots
 
 
+def _prior_precision(DtD, tau, ridge) -> np.ndarray:
+    """``Q = D^T D / tau^2 + ridge I``; block diagonal over heads for (H, nb, nb) ``DtD``."""
+    if np.ndim(DtD) == 2:
+        return DtD / tau**2 + ridge * np.eye(DtD.shape[0])
+    from scipy.linalg import block_diag
+
+    tau = np.broadcast_to(np.asarray(tau, dtype=np.float64), (DtD.shape[0],))
+    eye = np.eye(DtD.shape[-1])
+    return block_diag(*(m / t**2 + ridge * eye for m, t in zip(DtD, tau, strict=True)))
+
+
 def _log_marginal_np(G, b, yy, n, DtD, sigma, tau, ridge, logdet_Q=None):
     """NumPy twin of :func:`bayes_ips.collapsed.collapsed_loglik` (no compilation per K).
 
+    ``DtD``: ``D^T D`` (nb, nb) with a scalar ``tau``, or one per head (H, nb, nb)
+    with ``tau`` (H,): the multi-head model's block prior precision
+    (:func:`bayes_ips.models.multihead_spline.block_precision`).
     ``logdet_Q``: ``log |Q|`` if the caller has it (from the eigenvalues of ``D^T D``).
     """
     from scipy.linalg import cho_factor, solve_triangular
 
     K = G.shape[0]
-    Q = DtD / tau**2 + ridge * np.eye(K)
+    Q = _prior_precision(DtD, tau, ridge)
     try:
         L = cho_factor(G + sigma**2 * Q, lower=True, check_finite=False)[0]
         if logdet_Q is None:
@@ -241,9 +255,7 @@ def _log_marginal_np(G, b, yy, n, DtD, sigma, tau, ridge, logdet_Q=None):
     return -0.5 * (quad + logdet + n * math.log(2.0 * math.pi))
 
 
-def log_evidence(
-    stats, penalty, y_scale: float, sigma0: float, tau0: float | None = None
-) -> dict[str, float]:
+def log_evidence(stats, penalty, y_scale: float, sigma0: float, tau0=None) -> dict[str, Any]:
     """The model's marginal likelihood at a fixed ``A``, maximised over ``sigma, tau``.
 
     ``log p(Y | A, sigma, tau) + log p(sigma) + log p(tau)`` (the coefficients
@@ -253,17 +265,26 @@ def log_evidence(
     0.01 nats.  The search starts at ``sigma0`` and at ``tau0`` if given (e.g. the
     optimum of a neighbouring basis), else at the best ``tau`` of a coarse grid.
 
+    Multi-head (:mod:`bayes_ips.models.multihead_spline`): ``penalty`` (H, nb - 2, nb)
+    holds each head's ``D_h`` and ``stats`` are those of the concatenated design
+    ``[F_1 ... F_H]``; every head has its own ``tau_h`` (HalfNormal prior each), so
+    the search is over ``H + 1`` log-parameters, started at one ``tau`` for all
+    heads (``tau0``, a scalar or one per head, or the grid's best common value).
+    With ``H = 1`` this is the single-head computation, number for number.
+
     Parameters
     ----------
     stats : GramStats (or anything with ``FtF``, ``FtY``, ``YtY``, ``n_obs``)
-    penalty : (n_basis - 2, n_basis) array, the curvature penalty ``D``
+    penalty : (n_basis - 2, n_basis) array, the curvature penalty ``D``, or
+        (H, n_basis - 2, n_basis) for H heads
     y_scale : float
     sigma0 : float, a noise estimate (e.g. ERM's)
-    tau0 : float, optional
+    tau0 : float or (H,) array, optional
 
     Returns
     -------
-    dict with ``log_evidence``, ``sigma`` and ``tau``.
+    dict with ``log_evidence``, ``sigma`` and ``tau`` (a float; a list of H floats
+    for a multi-head ``penalty``).
     """
     from scipy.optimize import minimize
 
@@ -272,30 +293,35 @@ def log_evidence(
     G, b = np.asarray(stats.FtF), np.asarray(stats.FtY)
     yy, n = float(stats.YtY), float(stats.n_obs)
     D = np.asarray(penalty)
-    DtD = D.T @ D
+    heads = D.ndim == 3
+    DtD = np.swapaxes(D, -1, -2) @ D
     ridge = 1.0 / (KAPPA * y_scale) ** 2
     lam = np.clip(np.linalg.eigvalsh(DtD), 0.0, None)  # log |Q| for every tau from these
 
     def neg(z):
-        sigma, tau = math.exp(z[0]), math.exp(z[1])
-        logdet_Q = float(np.log(lam / tau**2 + ridge).sum())
+        sigma = math.exp(z[0])
+        tau = np.array([math.exp(t) for t in z[1:]]) if heads else math.exp(z[1])
+        t2 = np.asarray(tau)[:, None] ** 2 if heads else tau**2
+        logdet_Q = float(np.log(lam / t2 + ridge).sum())
         ll = _log_marginal_np(G, b, yy, n, DtD, sigma, tau, ridge, logdet_Q)
-        prior = sum(z[i] - x**2 / (2.0 * y_scale**2) for i, x in enumerate((sigma, tau)))
+        prior = sum(zi - math.exp(zi) ** 2 / (2.0 * y_scale**2) for zi in z)
         return -(ll + prior) if math.isfinite(ll) else math.inf
 
+    H = D.shape[0] if heads else 1
     ls0 = math.log(max(sigma0, 1e-6 * y_scale))
     if tau0 is None:
         grid = math.log(y_scale) + np.arange(-8.0, 3.0)
-        lt0 = min(grid, key=lambda lt: neg((ls0, lt)))
+        lt0 = np.full(H, min(grid, key=lambda lt: neg([ls0] + [lt] * H)))
     else:
-        lt0 = math.log(tau0)
-    res = minimize(neg, [ls0, lt0], method="Nelder-Mead", options={"xatol": 1e-3, "fatol": 1e-2})
-    return {"log_evidence": -float(res.fun), "sigma": math.exp(res.x[0]), "tau": math.exp(res.x[1])}
+        lt0 = np.broadcast_to(np.log(np.asarray(tau0, dtype=np.float64)), (H,))
+    res = minimize(neg, [ls0, *lt0], method="Nelder-Mead", options={"xatol": 1e-3, "fatol": 1e-2})
+    tau = [math.exp(t) for t in res.x[1:]] if heads else math.exp(res.x[1])
+    return {"log_evidence": -float(res.fun), "sigma": math.exp(res.x[0]), "tau": tau}
 
 
 def posterior_basis(
-    X, Y, U, V, degree: int, sigma0: float, chunk: int, k_max: int | None = None
-) -> tuple[Knots, list[dict[str, float]]]:
+    X, Y, U, V, degree: int, sigma0: float, chunk: int, k_max: int | None = None, scores=None
+) -> tuple[Knots, list[dict[str, Any]]]:
     """The Bayesian model's basis: the K and knot placement of largest marginal likelihood.
 
     Candidates are the placements of :data:`UNIFORM_WEIGHTS`
@@ -313,21 +339,41 @@ def posterior_basis(
     (error 1.78e-4 against ERM's 1.38e-4, coverage 0.76; uncapped K = 96 at
     quantile knots: 1.14e-4, coverage 0.82).
 
+    Multi-head (``U, V`` of shape (H, d, r), :mod:`bayes_ips.models.multihead_spline`):
+    one K and one placement for all heads, each head's knots placed by that rule
+    on its own training scores (``scores``: H arrays that replace them, e.g. all
+    heads' scores pooled for one shared basis) and its penalty in units of their
+    sd; the evidence is the collapsed multi-head model's, maximised over ``sigma``
+    and every head's ``tau_h`` (:func:`log_evidence`).  The finest K keeps 25
+    observations per coefficient in all: ``H K <= n / 25``.
+
     Returns
     -------
-    knots : Knots
+    knots : Knots ((H, K + 1) breaks for H heads)
     table : list of dict (``K``, ``uniform_weight``, ``log_evidence``, ``sigma``,
         ``tau``, ``chosen``), one per candidate.
     """
+    import jax
+    import jax.numpy as jnp
     from threadpoolctl import threadpool_limits
 
     from bayes_ips.gauge import gauge_factors
 
-    S = np.asarray(off_diagonal_scores(X, U, V, KNOT_SAMPLES))
-    scale = float(S.std())
+    heads = np.ndim(U) == 3
+    if heads:
+        H = np.shape(U)[0]
+        if scores is None:
+            scores = [off_diagonal_scores(X, U[h], V[h], KNOT_SAMPLES) for h in range(H)]
+        S = [np.asarray(s) for s in scores]
+        scale = [float(s.std()) for s in S]
+        Un, Vn = jax.vmap(gauge_factors)(jnp.asarray(U), jnp.asarray(V))
+    else:
+        H = 1
+        S = np.asarray(off_diagonal_scores(X, U, V, KNOT_SAMPLES) if scores is None else scores)
+        scale = float(S.std())
+        Un, Vn = gauge_factors(U, V)
     y_scale = float(np.sqrt(np.mean(np.asarray(Y) ** 2)))
-    Un, Vn = gauge_factors(U, V)
-    ceiling = int(np.size(Y)) // OBS_PER_INTERVAL
+    ceiling = int(np.size(Y)) // (OBS_PER_INTERVAL * H)
     fine_k = max([k for k in POSTERIOR_FINE_K if k <= ceiling], default=min(POSTERIOR_FINE_K))
     top = fine_k if k_max is None else max(POSTERIOR_K_MIN, min(fine_k, int(k_max)))
     grid = [k for k in range(POSTERIOR_K_MIN, top + 1) if fine_k % k == 0]
@@ -340,7 +386,8 @@ def posterior_basis(
             X, Y, Un, Vn, S, scale, y_scale, fine_k, grid, degree, sigma0, chunk, table, layouts
         )
     if not table:  # no placement could be nested: ERM's quantile knots at the finest K
-        knots = make_knots(quantile_breaks(S, fine_k), degree, 1)
+        per = [make_knots(quantile_breaks(s, fine_k), degree, 1) for s in (S if heads else [S])]
+        knots = _stack(per) if heads else per[0]
         return knots, [{"K": int(knots.n_intervals), "uniform_weight": 0.0, "chosen": True}]
     pick = int(np.argmax([t["log_evidence"] for t in table]))
     for i, t in enumerate(table):
@@ -348,25 +395,49 @@ def posterior_basis(
     return layouts[pick], table
 
 
+def _stack(knots: list[Knots]) -> Knots:
+    """Per-head layouts of one K as one :class:`Knots` with (H, K + 1) breaks."""
+    import jax.numpy as jnp
+
+    if len({k.n_intervals for k in knots}) != 1:  # ties merged some head's breakpoints
+        raise ValueError("the heads' knots must share K")
+    return Knots(jnp.stack([jnp.asarray(k.breaks) for k in knots]), knots[0].degree, 1)
+
+
 def _evidence_tables(
     X, Y, Un, Vn, S, scale, y_scale, fine_k, grid, degree, sigma0, chunk, table, layouts
 ) -> None:
-    """Append the evidence of every (placement, K) to ``table`` and its knots to ``layouts``."""
+    """Append the evidence of every (placement, K) to ``table`` and its knots to ``layouts``.
+
+    Multi-head when ``Un`` is (H, d, r): ``S`` and ``scale`` are then per head, each
+    head's coarse layouts nest in its own finest one, and the refinement of the
+    concatenated basis is block diagonal.
+    """
+    from scipy.linalg import block_diag
+
     from bayes_ips.collapsed import curvature_penalty
     from bayes_ips.pairwise import GramStats
 
+    heads = np.ndim(Un) == 3
+    Ss, scales = (S, scale) if heads else ([S], [scale])
     for w in UNIFORM_WEIGHTS:
-        fine = make_knots(mixed_breaks(S, fine_k, w), degree, 1)
-        if fine.n_intervals != fine_k:  # ties merged quantile breakpoints: not nested
+        fines = [make_knots(mixed_breaks(s, fine_k, w), degree, 1) for s in Ss]
+        if any(f.n_intervals != fine_k for f in fines):  # ties merged breakpoints: not nested
             continue
-        st = gram(Un, Vn, X, Y, fine, chunk)
+        st = gram(Un, Vn, X, Y, _stack(fines) if heads else fines[0], chunk)
         G, b = np.asarray(st.FtF), np.asarray(st.FtY)
-        breaks = np.asarray(fine.breaks)
-        coarse = [make_knots(breaks[:: fine_k // K], degree, 1) for K in grid]
+        coarse, Ts = [], []  # per head: the coarse layouts and their refinement matrices
+        for f in fines:
+            breaks = np.asarray(f.breaks)
+            coarse.append([make_knots(breaks[:: fine_k // K], degree, 1) for K in grid])
+            Ts.append(refinement_matrices(coarse[-1], f))
         tau = None  # each K's search starts at the previous K's tau
-        for K, knots, T in zip(grid, coarse, refinement_matrices(coarse, fine), strict=True):
+        for i, K in enumerate(grid):
+            T = block_diag(*(t[i] for t in Ts)) if heads else Ts[0][i]
+            per = [c[i] for c in coarse]
+            D = [curvature_penalty(kn, sc) for kn, sc in zip(per, scales, strict=True)]
             stats = GramStats(T.T @ G @ T, T.T @ b, st.YtY, st.n_obs, st.n_outside)
-            ev = log_evidence(stats, curvature_penalty(knots, scale), y_scale, sigma0, tau)
+            ev = log_evidence(stats, np.stack(D) if heads else D[0], y_scale, sigma0, tau)
             table.append({"K": K, "uniform_weight": w, **ev})
-            layouts.append(knots)
+            layouts.append(_stack(per) if heads else per[0])
             tau = ev["tau"]

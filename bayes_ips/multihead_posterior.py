@@ -2,9 +2,12 @@
 
 :func:`sample_heads_posterior` takes a fitted ``G(x, y) = sum_h phi_h(x^T A_h y)``
 (a ``HeadsFit`` of :func:`bayes_ips.multihead.fit_erm_heads`, or anything with its
-fields ``A, U, V, coef, knots, info``), places each head's knots at quantiles of
-that head's training scores (:func:`bayes_ips.models.multihead_spline.heads_setup`)
-and samples the collapsed model as the single-head posterior is sampled
+fields ``A, U, V, coef, knots, info``), chooses the model's basis by its marginal
+likelihood at the fit's factors (one K and knot placement for all heads, each
+head's knots on that head's training scores: :func:`bayes_ips.kselect.posterior_basis`;
+``basis="erm"``: the fit's K at quantiles of each head's scores,
+:func:`bayes_ips.models.multihead_spline.heads_setup`) and samples the collapsed
+model as the single-head posterior is sampled
 (:func:`bayes_ips.inference.fit_posterior`, whose pieces it shares).  By default
 (``method="auto"``): the Laplace approximation at the posterior mode found from the
 fit's factors (at rank 1 in the gnomonic charts of every head's factor directions:
@@ -51,7 +54,7 @@ from bayes_ips.collapsed import conditional_c, sample_conditional_c
 from bayes_ips.diagnostics import convergence
 from bayes_ips.errors import check_xy
 from bayes_ips.gauge import gauge_factors
-from bayes_ips.inference import SamplerConfig, fallback_reason
+from bayes_ips.inference import BASES, SamplerConfig, fallback_reason
 from bayes_ips.models.multihead_spline import block_precision, heads_setup, multihead_spline
 from bayes_ips.multihead import best_permutation
 from bayes_ips.pairs import eval_pairs, off_diagonal_scores
@@ -399,6 +402,7 @@ def sample_heads_posterior(
     ess_target: int | None = None,
     max_proposals: int = 8000,
     proposal_df: float | None = None,
+    basis: str = "evidence",
 ) -> HeadsPosterior:
     """The collapsed multi-head model's posterior, started at ``fit``; aligned summaries.
 
@@ -436,7 +440,7 @@ def sample_heads_posterior(
     chains, warmup, draws : int
         ``warmup`` is NUTS's only; ``draws`` per chain (resampled ones for ``is``).
     n_intervals : int, optional
-        Knot intervals per head; default: the fit's.
+        Knot intervals per head, at quantile knots; default: chosen by ``basis``.
     seed : int, optional
         Recorded in the diagnostics.
     progress : bool
@@ -448,8 +452,8 @@ def sample_heads_posterior(
         (a check of the alignment: such chains differ by a head permutation).
         Default: every chain in the fit's order.
     shared_knots : bool
-        Place every head's knots at quantiles of all heads' scores pooled (one
-        basis for all heads) instead of each head's own.  Only then is a head
+        Place every head's knots on all heads' scores pooled (one basis for all
+        heads) instead of each head's own.  Only then is a head
         permutation an exact symmetry of the posterior: with per-head knots a
         chain whose heads are swapped carries each function on the other head's
         basis, a nearby but different posterior (measured on the slow test's data:
@@ -459,6 +463,14 @@ def sample_heads_posterior(
         Importance sampling's settings, as :class:`bayes_ips.inference.SamplerConfig`'s
         (``ess_target`` None: 100 per chain; ``proposal_df`` None: twice the
         proposal's dimension, at least 8).
+    basis : {"evidence", "erm"}
+        How the basis is chosen when ``n_intervals`` is None, as the single-head
+        ``SamplerConfig.basis``: ``"evidence"`` (default) the K and knot placement
+        (quantile, half-and-half or equal-width, one for all heads) of largest
+        marginal likelihood of the collapsed multi-head model at the fit's factors
+        (:func:`bayes_ips.kselect.posterior_basis`); ``"erm"`` the fit's K at
+        quantiles of each head's scores.  ``info["basis"]``: ``rule``, ``K``,
+        ``uniform_weight``, ``erm_K`` and, for the evidence, its ``table`` and ``time_s``.
 
     Returns
     -------
@@ -470,20 +482,22 @@ def sample_heads_posterior(
         raise InputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if head_orders is not None and method != "nuts":
         raise InputError("head_orders starts NUTS chains: it needs method='nuts'")
+    if basis not in BASES:
+        raise InputError(f"unknown basis {basis!r}; choose from {', '.join(BASES)}")
     X, Y = check_xy(X, Y)
     k_init, k_run, k_c, k_eval = jax.random.split(key, 4)
     t0 = time.perf_counter()
     H, d, r = np.shape(fit.U)
-    K = int(n_intervals or fit.knots.n_intervals)
     scores = [off_diagonal_scores(X, fit.U[h], fit.V[h], max_samples=4000) for h in range(H)]
     if shared_knots:
         scores = [np.concatenate(scores)] * H
-    setup = heads_setup(Y, scores, K, fit.knots.degree)
+    setup, basis_info = _basis_setup(X, Y, fit, scores, n_intervals, basis)
     knots, y_scale = setup["knots"], setup["y_scale"]
+    K = int(knots.n_intervals)
     data = dict(knots=knots, penalty=jnp.asarray(setup["penalty"]), y_scale=jnp.asarray(y_scale))
     model = _bound_model(H, r)
     Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
-    info: dict = {"method": method}
+    info: dict = {"method": method, "basis": basis_info}
     start, first = None, None
     if method in ("auto", "is"):
         cfg = SamplerConfig(
@@ -550,6 +564,39 @@ def sample_heads_posterior(
         s, extra, unflat(cm), unflat(cd), unflat(bm), knots, fit, X, k_eval, t0, K, seed, info,
         wall, masses,
     )  # fmt: skip
+
+
+def _basis_setup(X, Y, fit, scores, n_intervals, basis) -> tuple[dict, dict]:
+    """The model's data keywords and how its basis was chosen (``info["basis"]``).
+
+    ``n_intervals`` given: that K at quantile knots (``rule = "fixed"``); else
+    ``basis="erm"``: the fit's K at quantile knots; ``basis="evidence"``: the K and
+    placement of largest marginal likelihood at the fit's factors and noise
+    (:func:`bayes_ips.kselect.posterior_basis`, one K and placement for all heads,
+    each head's knots on its own ``scores``), with its table and time.
+    """
+    degree, erm_k = fit.knots.degree, int(fit.knots.n_intervals)
+    t0 = time.perf_counter()
+    if n_intervals is not None or basis == "erm":
+        K = int(n_intervals or erm_k)
+        setup = heads_setup(Y, scores, K, degree)
+        rule = "erm" if n_intervals is None else "fixed"
+        return setup, {"rule": rule, "K": K, "uniform_weight": 0.0, "erm_K": erm_k}
+    from bayes_ips.kselect import posterior_basis
+
+    sigma0 = float(fit.info["sigma_hat"])
+    knots, table = posterior_basis(X, Y, fit.U, fit.V, degree, sigma0, DEFAULT_CHUNK, scores=scores)
+    setup = heads_setup(Y, scores, knots.n_intervals, degree, knots=knots)
+    chosen = next(t for t in table if t["chosen"])
+    info = {
+        "rule": "evidence",
+        "K": int(knots.n_intervals),
+        "uniform_weight": float(chosen["uniform_weight"]),
+        "erm_K": erm_k,
+        "table": table,
+        "time_s": time.perf_counter() - t0,
+    }
+    return setup, info
 
 
 def _importance(key, model, X, Y, data, fit, y_scale, cfg, draws, progress):

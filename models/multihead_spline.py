@@ -57,7 +57,7 @@ def block_precision(penalty, tau, y_scale):
     return Qs, jax.scipy.linalg.block_diag(*Qs)
 
 
-def heads_setup(Y, scores_per_head, n_intervals: int, degree: int = 3) -> dict:
+def heads_setup(Y, scores_per_head, n_intervals: int, degree: int = 3, knots=None) -> dict:
     """The data keywords of :func:`multihead_spline`, per head as in ``model_setup``.
 
     Parameters
@@ -68,6 +68,10 @@ def heads_setup(Y, scores_per_head, n_intervals: int, degree: int = 3) -> dict:
     n_intervals : int
         Intervals per head (one K for all heads: the kernel stacks the breaks).
     degree : int
+    knots : Knots, optional
+        (H, K + 1) breaks chosen elsewhere (e.g. by the model's marginal likelihood,
+        :func:`bayes_ips.kselect.posterior_basis`); default: each head's K at
+        quantiles of its scores.  The penalties are in units of each head's score sd.
 
     Returns
     -------
@@ -75,9 +79,12 @@ def heads_setup(Y, scores_per_head, n_intervals: int, degree: int = 3) -> dict:
     ``y_scale`` (float, RMS(Y)).
     """
     breaks, penalty = [], []
-    for s in scores_per_head:
+    for h, s in enumerate(scores_per_head):
         s = np.asarray(s)
-        kn = make_knots(quantile_breaks(s, n_intervals), degree, 1)
+        if knots is None:
+            kn = make_knots(quantile_breaks(s, n_intervals), degree, 1)
+        else:
+            kn = Knots(jnp.asarray(knots.breaks)[h], knots.degree, knots.multiplicity)
         breaks.append(np.asarray(kn.breaks))
         penalty.append(curvature_penalty(kn, float(np.std(s))))
     return {

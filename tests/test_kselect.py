@@ -3,6 +3,7 @@
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from bayes_ips.models.lowrank_spline import KAPPA
@@ -12,9 +13,9 @@ from bayes_ips.erm import ERMConfig, fit_erm
 from bayes_ips.gauge import gauge_factors
 from bayes_ips.kselect import _log_marginal_np, log_evidence, posterior_basis
 from bayes_ips.pairs import off_diagonal_scores
-from bayes_ips.pairwise import gram
+from bayes_ips.pairwise import design, gram
 from bayes_ips.simulate import make_truth, simulate
-from bayes_ips.spline import make_knots, mixed_breaks
+from bayes_ips.spline import Knots, make_knots, mixed_breaks
 
 jax.config.update("jax_enable_x64", True)
 
@@ -113,3 +114,115 @@ def test_posterior_basis_nested_statistics_equal_a_direct_pass(problem):
     small = {(t["K"], t["uniform_weight"]): t["log_evidence"] for t in table if t["K"] <= 16}
     for t in capped_table:
         assert t["log_evidence"] == pytest.approx(small[t["K"], t["uniform_weight"]], abs=1e-9)
+
+
+# ------------------------------------------------------------ the multi-head evidence
+
+# Closed form against closed form: the same arithmetic up to the Gram pass's order of
+# summation (stacked heads against a single head), so round-off of the O(1e4) objective
+ONE_HEAD_TOL = 1e-8  # nats
+
+
+def test_heads_evidence_at_one_head_equals_the_single_head_evidence(problem):
+    """H = 1 through the multi-head path (factors (1, d, r), stacked knots, a penalty
+    per head) against the single-head evidence on the same data and basis."""
+    X, Y, fit = problem
+    S = off_diagonal_scores(X, fit.U, fit.V)
+    knots = make_knots(mixed_breaks(S, 16, 0.5), 3, 1)
+    D = curvature_penalty(knots, float(np.std(S)))
+    ys = float(np.sqrt(np.mean(Y**2)))
+    one = log_evidence(_stats(X, Y, fit, knots), D, ys, fit.info["sigma_hat"])
+    Un, Vn = gauge_factors(fit.U, fit.V)
+    stacked = Knots(jnp.asarray(knots.breaks)[None], 3, 1)
+    st = gram(Un[None], Vn[None], X, Y, stacked)
+    many = log_evidence(st, D[None], ys, fit.info["sigma_hat"])
+    assert many["log_evidence"] == pytest.approx(one["log_evidence"], abs=ONE_HEAD_TOL)
+    assert many["sigma"] == pytest.approx(one["sigma"], rel=1e-6)
+    assert many["tau"][0] == pytest.approx(one["tau"], rel=1e-6)
+
+
+def _two_head_problem(M=30, N=4, d=3, K=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, (M, N, d))
+    U, V = rng.normal(size=(2, d, 1)), rng.normal(size=(2, d, 1))
+    Un, Vn = jax.vmap(gauge_factors)(jnp.asarray(U), jnp.asarray(V))
+    Un, Vn = np.asarray(Un), np.asarray(Vn)
+    S = [np.asarray(off_diagonal_scores(X, Un[h], Vn[h])) for h in range(2)]
+    per = [make_knots(mixed_breaks(s, K, w), 3, 1) for s, w in zip(S, (0.0, 1.0), strict=True)]
+    knots = Knots(jnp.stack([jnp.asarray(k.breaks) for k in per]), 3, 1)
+    D = np.stack([curvature_penalty(k, float(np.std(s))) for k, s in zip(per, S, strict=True)])
+    F = np.asarray(design(Un, Vn, X, knots)).reshape(M * N, -1)
+    Y = np.tanh(F @ rng.normal(size=F.shape[1])).reshape(M, N) + 0.1 * rng.normal(size=(M, N))
+    return X, Y, Un, Vn, knots, D, F
+
+
+@pytest.mark.slow  # ~5.4 s, mostly compiling the explicit design
+def test_heads_marginal_equals_a_naive_gaussian_likelihood():
+    """Two heads, fixed sigma and tau_h: the NumPy evidence (and the model's JAX
+    likelihood) against ``log N(Y; 0, sigma^2 I + F Q^-1 F^T)`` built naively from
+    the explicit design ``F = [F_1 F_2]`` (n = 120) and ``Q = blockdiag(Q_1, Q_2)``.
+    Two routes to one number in float64: to round-off."""
+    from bayes_ips.models.multihead_spline import block_precision
+
+    X, Y, Un, Vn, knots, D, F = _two_head_problem()
+    st = gram(Un, Vn, X, Y, knots)
+    y = Y.ravel()
+    ys = 0.8
+    ridge = 1.0 / (KAPPA * ys) ** 2
+    DtD = np.swapaxes(D, 1, 2) @ D
+    for sigma, tau in [(0.1, (1.0, 0.3)), (0.5, (0.01, 2.0)), (0.05, (20.0, 20.0))]:
+        nb = D.shape[2]
+        Q = np.zeros((2 * nb, 2 * nb))
+        for h in range(2):
+            block = slice(h * nb, (h + 1) * nb)
+            Q[block, block] = DtD[h] / tau[h] ** 2 + ridge * np.eye(nb)
+        cov = sigma**2 * np.eye(len(y)) + F @ np.linalg.solve(Q, F.T)
+        sign, logdet = np.linalg.slogdet(cov)
+        naive = -0.5 * (y @ np.linalg.solve(cov, y) + logdet + len(y) * math.log(2 * math.pi))
+        got = _log_marginal_np(
+            np.asarray(st.FtF), np.asarray(st.FtY), float(st.YtY), float(st.n_obs),
+            DtD, sigma, np.asarray(tau), ridge,
+        )  # fmt: skip
+        _, Qj = block_precision(jnp.asarray(D), jnp.asarray(tau), ys)
+        model = float(collapsed_loglik(st, sigma, Qj))
+        assert sign > 0
+        assert got == pytest.approx(naive, rel=1e-9, abs=1e-7)
+        assert model == pytest.approx(naive, rel=1e-9, abs=1e-7)
+
+
+def test_heads_log_evidence_is_a_maximum_over_sigma_and_every_tau():
+    """The reported optimum of the (H + 1)-parameter search: its objective is the
+    reported number and moving any one log-parameter lowers it."""
+    X, Y, Un, Vn, knots, D, _ = _two_head_problem(M=60)
+    st = gram(Un, Vn, X, Y, knots)
+    ys = float(np.sqrt(np.mean(Y**2)))
+    ev = log_evidence(st, D, ys, 0.1)
+    assert len(ev["tau"]) == 2
+    ridge = 1.0 / (KAPPA * ys) ** 2
+    args = (np.asarray(st.FtF), np.asarray(st.FtY), float(st.YtY), float(st.n_obs))
+    DtD = np.swapaxes(D, 1, 2) @ D
+
+    def objective(z):
+        s, t = math.exp(z[0]), np.exp(z[1:])
+        prior = sum(v - math.exp(v) ** 2 / (2 * ys**2) for v in z)
+        return _log_marginal_np(*args, DtD, s, t, ridge) + prior
+
+    z0 = np.log([ev["sigma"], *ev["tau"]])
+    best = objective(z0)
+    assert best == pytest.approx(ev["log_evidence"], rel=1e-12)
+    for i, step in [(0, 0.05), (0, -0.05), (1, 0.3), (1, -0.3), (2, 0.3), (2, -0.3)]:
+        assert objective(z0 + step * np.eye(3)[i]) < best
+
+
+@pytest.mark.slow  # ~6 s: three Gram passes per call and 42 searches
+def test_heads_posterior_basis_at_one_head_is_the_single_head_table(problem):
+    """The whole search at H = 1 (factors (1, d, r)) gives the single-head table."""
+    X, Y, fit = problem
+    knots, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
+    hk, htable = posterior_basis(X, Y, fit.U[None], fit.V[None], 3, fit.info["sigma_hat"], 64)
+    assert [(t["K"], t["uniform_weight"], t["chosen"]) for t in htable] == [
+        (t["K"], t["uniform_weight"], t["chosen"]) for t in table
+    ]
+    for a, b in zip(htable, table, strict=True):
+        assert a["log_evidence"] == pytest.approx(b["log_evidence"], abs=ONE_HEAD_TOL)
+    np.testing.assert_allclose(np.asarray(hk.breaks)[0], np.asarray(knots.breaks), rtol=1e-12)

@@ -199,6 +199,7 @@ def test_best_permutation_hungarian_matches_enumeration():
     [
         ({"method": "imh"}, "unknown method 'imh'; choose from auto, is, nuts"),
         ({"method": "auto", "head_orders": np.array([[0, 1]])}, "needs method='nuts'"),
+        ({"basis": "gcv"}, "unknown basis 'gcv'; choose from evidence, erm"),
     ],
 )
 def test_bad_method_is_one_line(kw, match):
@@ -348,6 +349,20 @@ def test_same_seed_same_numbers(two_heads, is_post):
         np.testing.assert_array_equal(getattr(again, name), getattr(is_post, name))
     np.testing.assert_array_equal(again.info["draw_index"], is_post.info["draw_index"])
     assert again.info["khat"] == is_post.info["khat"]
+    assert again.info["basis"]["table"] == is_post.info["basis"]["table"]  # the basis search too
+
+
+@pytest.mark.slow
+def test_erm_basis_is_the_fits_k_at_quantile_knots(two_heads):
+    """``basis="erm"``: the fit's K at each head's score quantiles (the earlier default)."""
+    X, Y, fit = two_heads
+    post = sample_heads_posterior(jax.random.PRNGKey(0), X, Y, fit, basis="erm", **IS_KW)
+    scores = [off_diagonal_scores(X, fit.U[h], fit.V[h], max_samples=4000) for h in range(2)]
+    want = heads_setup(Y, scores, fit.knots.n_intervals)["knots"]
+    np.testing.assert_array_equal(np.asarray(post.knots.breaks), np.asarray(want.breaks))
+    assert post.info["basis"] == {
+        "rule": "erm", "K": 8, "uniform_weight": 0.0, "erm_K": 8,
+    }  # fmt: skip
 
 
 @pytest.mark.slow
@@ -365,6 +380,7 @@ def test_auto_falls_back_to_nuts_and_says_so(two_heads, capsys, tmp_path):
         load_inference_data,
         save_inference_data,
     )
+    from bayes_ips.io import to_json
     from bayes_ips.multihead_posterior import heads_posterior_from_idata
 
     X, Y, fit = two_heads
@@ -388,3 +404,10 @@ def test_auto_falls_back_to_nuts_and_says_so(two_heads, capsys, tmp_path):
     assert idata.attrs["sampler"] == "nuts" and idata.attrs["method"] == "auto"
     assert json.loads(idata.attrs["sampler_info"])["fallback"] == info["fallback"]
     assert heads_posterior_from_idata(idata).info["fallback"] == info["fallback"]
+    # how the basis was chosen (the default: by the marginal likelihood)
+    basis = info["basis"]
+    assert basis["rule"] == "evidence" and basis["K"] == post.knots.n_intervals
+    assert idata.attrs["basis"] == "evidence" and idata.attrs["basis_K"] == basis["K"]
+    assert idata.attrs["uniform_weight"] == basis["uniform_weight"]
+    assert json.loads(idata.attrs["basis_info"])["table"] == json.loads(to_json(basis["table"]))
+    assert heads_posterior_from_idata(idata).info["basis"]["K"] == basis["K"]

@@ -84,6 +84,19 @@ def test_a_two_head_posterior_cell():
         assert "fallback" in rec and rec["divergences"] >= 0
     assert rec["error"] > 0 and rec["erm_error"] > 0 and 0 <= rec["band_coverage"] <= 1
     assert rec["head_cos_min"] > 0.9 and math.isfinite(rec["rhat_max"])
+    # the default basis: chosen by the marginal likelihood, recorded as the IPS task's
+    assert rec["basis"] == "evidence" and rec["basis_time_s"] > 0
+    assert rec["uniform_weight"] in (0.0, 0.5, 1.0) and rec["K"] >= 8 and rec["erm_K"] >= 2
+
+
+def test_posterior_basis_reaches_the_multi_head_cells():
+    """``[bayes_pm] basis`` is in the H >= 2 cells' settings (``erm``, the legacy basis,
+    left out of the spec as the IPS task leaves it out), which ``run_cell`` passes on."""
+    raw = _raw(estimators=["bayes_pm"], heads=[2], M=[150], repetitions=1)
+    for basis, want in (("evidence", "evidence"), ("erm", None)):
+        raw["bayes_pm"] = {"basis": basis}
+        (cell,) = heads.make_cells(parse_config(raw))
+        assert cell.spec["settings"]["bayes"].get("basis") == want
 
 
 @pytest.mark.slow  # two ERM fits (~8 s); the fast tier checks the specs are the IPS specs

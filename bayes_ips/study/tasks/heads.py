@@ -29,11 +29,16 @@ sample the collapsed multi-head model from the cell's multi-head ERM fit
 ``method`` (``auto``: Laplace-PSIS with a NUTS fall back, ``is`` or ``nuts``; a spec
 that names none is NUTS, as the IPS task's), ``chains``, ``warmup``, ``draws``,
 ``n_intervals``, ``khat_max``, ``ess_target``, ``max_proposals``, ``proposal_df``,
-``level`` and ``n_band_pairs``) and are scored, like the IPS task's, against that
+``level``, ``n_band_pairs`` and ``basis`` (``evidence``: the K and knot placement of
+largest marginal likelihood, one for all heads; ``erm``: the ERM fit's K at quantile
+knots; a spec that names none is ``erm``, as the IPS task's)) and are scored, like
+the IPS task's, against that
 ERM fit on the same held-out pairs.  Their records say how they were sampled as
 the IPS task's do: ``sampler``, and ``khat``, ``is_ess``, ``n_proposals`` (importance
 sampling), or ``divergences`` (NUTS) with ``fallback`` (why) and the first
-attempt's ``khat``, ``is_ess``, ``n_proposals`` after a fall back.
+attempt's ``khat``, ``is_ess``, ``n_proposals`` after a fall back; and how the basis
+was chosen, as the IPS task's: ``basis`` (``evidence``, ``erm`` or ``fixed``), ``K`` and
+``n_basis`` (the model's, per head), ``uniform_weight``, ``basis_time_s``, with ``erm_K``.
 """
 
 from __future__ import annotations
@@ -206,10 +211,10 @@ def run_cell(spec: dict) -> dict:
         "theory_lhs": tc["lhs"],
         "theory_rhs": tc["rhs"],
         "erm_time_s": t_erm,
-        **more,
         "K": fit.info["K"],
         "degree": fit.info["degree"],
         "n_basis": fit.info["n_basis"],
+        **more,  # a posterior's K and n_basis are its model's (ERM's K as erm_K)
         "sigma_hat": fit.info["sigma_hat"],
         "n_outside": fit.info["n_outside"],
         "head_cos_min": min(rep["head_cosines_to_truth"]),
@@ -247,6 +252,7 @@ def _bayes_fields(spec, truth, X, Y, fit, k_nuts, k_eval, k_band) -> dict:
         ess_target=b.get("ess_target"),
         max_proposals=b.get("max_proposals", 8000),
         proposal_df=b.get("proposal_df"),
+        basis=b.get("basis", ips.LEGACY_BASIS),
     )
     t_nuts = time.perf_counter() - t0
     err = l2_error(k_eval, post.predict, truth, spec["n_eval_pairs"], **ips._error_target(spec))
@@ -255,8 +261,15 @@ def _bayes_fields(spec, truth, X, Y, fit, k_nuts, k_eval, k_band) -> dict:
     lo, hi = post.band(x, y, level=b["level"])
     g = np.asarray(g_true(truth, x, y))
     dg = post.diagnostics
+    basis = post.info["basis"]
     return {
         **_sampler_fields(post.info),
+        "basis": basis["rule"],
+        "uniform_weight": basis["uniform_weight"],
+        "basis_time_s": basis.get("time_s", 0.0),
+        "K": int(post.knots.n_intervals),
+        "n_basis": int(post.coef.shape[-1]),
+        "erm_K": basis["erm_K"],
         **ips._error_fields(spec, err),
         "erm_error": erm_err.error,
         "band_width": float(np.mean(hi - lo)),
