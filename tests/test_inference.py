@@ -32,6 +32,7 @@ def _data(seed, M=200, N=5, d=2):
     return truth, np.asarray(X), np.asarray(Y)
 
 
+@pytest.mark.slow  # ~11 s of compilation; the model's shapes are also exercised by every fit
 def test_prior_predictive_has_the_right_shapes():
     truth, X, Y = _data(0, M=70, N=4)  # the shapes of the tests below: ERM compiled once
     erm = fit_erm(jax.random.PRNGKey(0), X, Y, ERMConfig(n_intervals=5, restarts=1))
@@ -319,6 +320,7 @@ def test_auto_falls_back_to_nuts_when_the_proposal_does_not_fit_and_says_so(caps
     assert any("Pareto k" in p for p in report["problems"])
 
 
+@pytest.mark.slow  # ~17 s: two whole posterior runs (a property of cost, not of numbers)
 def test_a_second_dataset_of_the_same_shapes_compiles_nothing_new():
     """The mode search, the Hessian and the proposal evaluation are compiled once per shapes."""
     from bayes_ips.laplace import _mode_and_hessian
