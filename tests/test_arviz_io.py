@@ -30,7 +30,7 @@ def _ar1(rng, shape, rho):
     "chains,draws,rho,runs",
     [
         (2, 500, 0.0, 5),
-        (4, 300, 0.6, 5),
+        pytest.param(4, 300, 0.6, 5, marks=pytest.mark.slow),  # ~8 s (fast-tier budget)
         pytest.param(2, 500, 0.0, 60, marks=pytest.mark.slow),
         pytest.param(4, 300, 0.8, 60, marks=pytest.mark.slow),
     ],

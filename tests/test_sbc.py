@@ -91,6 +91,7 @@ def test_design_prior_is_symmetric_fixed_and_covers_every_score():
     assert again.penalty_scale == prior.penalty_scale
 
 
+@pytest.mark.slow  # ~7 s of compilation (fast-tier budget; the SBC script test is slow too)
 def test_draw_truth_gives_a_unit_norm_A_and_data_of_the_right_shape():
     design = SBCDesign(M=20, N=4)
     prior = design_prior(design)

@@ -88,7 +88,11 @@ REQUIRED = ["estimator", "d", "beta", "N", "rank", "slope", "slope_lo", "slope_h
     [
         # ~21 s, and the report-only test below reads its records: both slow (budget)
         pytest.param("rate_vs_dimension", "Spread of the slopes over d", marks=pytest.mark.slow),
-        ("rate_vs_smoothness", "Do smoother phi* give steeper slopes?"),
+        # ~21 s: slow tier too (fast-tier budget; the study machinery every script
+        # drives is tested fast in tests/study)
+        pytest.param(
+            "rate_vs_smoothness", "Do smoother phi* give steeper slopes?", marks=pytest.mark.slow
+        ),
         # the sampler's run, ~21 s: slow tier (the posterior itself is tested fast in
         # test_inference, the report's panels in study/test_figures; the paired-ratio
         # figure and the contraction table only here)

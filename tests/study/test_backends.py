@@ -87,7 +87,7 @@ def _ended_within(pid: int, seconds: float) -> bool:
 
 @pytest.mark.parametrize(
     "sig",
-    ["SIGKILL", pytest.param("SIGINT", marks=pytest.mark.slow)],  # SIGINT: slow tier (budget)
+    [pytest.param(s, marks=pytest.mark.slow) for s in ("SIGKILL", "SIGINT")],  # budget
 )
 def test_pool_workers_end_with_a_killed_driver(tmp_path, sig):
     """A killed study driver leaves no worker running its cell."""
@@ -188,6 +188,7 @@ def test_pool_ends_a_cell_past_the_timeout_and_the_others_finish():
     assert took < 120  # not the 600 s of the hung cell (worker start-up included)
 
 
+@pytest.mark.slow  # ~7 s of worker start-up (fast-tier budget)
 def test_a_dying_worker_fails_its_cell_only():
     import os
 
@@ -248,6 +249,7 @@ def test_dask_worker_ends_itself_past_the_timeout():
     assert out[0][1].startswith("KilledWorker") and "cell timeout is 2 s" in out[0][1]
 
 
+@pytest.mark.slow  # ~4 s of worker start-up (fast-tier budget)
 def test_pool_workers_end_when_the_consumer_fails_mid_run():
     """The driver raising while it handles an outcome (e.g. a full disk) leaves no worker."""
     import multiprocessing

@@ -126,6 +126,7 @@ def test_report_only_computes_nothing_and_reports_what_is_there(tiny, reference,
     assert not (tmp_path / "empty" / "results.nc").exists()
 
 
+@pytest.mark.slow  # ~7 s (fast-tier budget; resumption is also what every sliced study does)
 def test_kill_mid_run_then_rerun_gives_exactly_the_uninterrupted_records(tiny, reference, tmp_path):
     config, path = tiny
     ref, _ = reference
