@@ -12,6 +12,10 @@ import pytest
 from bayes_ips.cli import main
 from bayes_ips.single_location.io import load_dataset, load_pgd_fit
 
+# The single-location CLI end to end (~27 s, mostly a fit and a posterior in subprocesses):
+# slow tier (fast-tier budget; the library paths are tested fast in test_slr_*.py).
+pytestmark = pytest.mark.slow
+
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 M, D = 200, 10

@@ -141,6 +141,7 @@ def test_uniform_starts_end_at_the_truth_or_at_the_swapped_point(seed):
     assert truth or swap
 
 
+@pytest.mark.slow  # ~5 s (fast-tier budget)
 def test_the_swapped_point_predicts_better_than_the_truth_when_lambda_is_free():
     """The reason for the moment start: at its best lambda, T(v*, k*) has the lower risk.
 
@@ -159,6 +160,7 @@ def test_the_swapped_point_predicts_better_than_the_truth_when_lambda_is_free():
     assert gap.mean() > Z * gap.std(ddof=1) / math.sqrt(len(gap))
 
 
+@pytest.mark.slow  # ~5 s, a property of cost (fast-tier budget)
 def test_no_recompilation_for_a_second_fit_of_the_same_shape():
     t, X, Y = _data(6)  # the shapes of the recovery tests: compiled once per session
     fit_pgd(jax.random.PRNGKey(0), X, Y)

@@ -33,6 +33,10 @@ from bayes_ips.single_location.posterior import (
 from bayes_ips.single_location.risk import excess_risk
 from bayes_ips.single_location.simulate import make_truth, simulate
 
+# Three NUTS chains from three starts (~34 s in all): slow tier (fast-tier budget; the
+# attention's symmetries are tested fast in test_slr_attention.py).
+pytestmark = pytest.mark.slow
+
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 CONCENTRATION = 0.9  # |kappa|, |nu| of the aligned posterior mean direction (the bound)

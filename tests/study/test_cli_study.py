@@ -76,6 +76,7 @@ def test_unwritable_study_folder(tmp_path, capsys):
         os.chmod(locked, 0o700)
 
 
+@pytest.mark.slow  # ~26 s: a whole study through the CLI (fast-tier budget)
 def test_study_runs_reports_failures_and_exits_1(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(TINY)
