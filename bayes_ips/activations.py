@@ -307,8 +307,10 @@ def phi_eval(spec: PhiSpec, u: ArrayLike) -> jax.Array:
         return out
     if spec.family == "bspline":
         P = int(spec.params["degree"])
+        # the truth keeps the boundary polynomial beyond its knots ("poly"), so
+        # that simulated data stay what they were before the linear tail
         knots = make_knots(
-            np.linspace(-_BSPLINE_RANGE, _BSPLINE_RANGE, _BSPLINE_INTERVALS + 1), P, 1
+            np.linspace(-_BSPLINE_RANGE, _BSPLINE_RANGE, _BSPLINE_INTERVALS + 1), P, 1, "poly"
         )
         return jnp.tanh(z) + spline_eval(z, jnp.asarray(spec.params["coef"]), knots)
     if spec.family == "weierstrass":

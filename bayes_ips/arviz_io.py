@@ -291,7 +291,7 @@ def posterior_from_idata(idata):
     """Rebuild a :class:`bayes_ips.posterior.Posterior` from a saved InferenceData."""
     from bayes_ips.errors import InputError
     from bayes_ips.posterior import Posterior
-    from bayes_ips.spline import make_knots
+    from bayes_ips.spline import make_knots, saved_tail
 
     p = idata.posterior
     for name in ("A", "sigma", "tau", "c_mean", "c_draw"):
@@ -304,6 +304,7 @@ def posterior_from_idata(idata):
             idata.constant_data["breaks"].values,
             int(idata.attrs["degree"]),
             int(idata.attrs["multiplicity"]),
+            saved_tail(idata.attrs),  # "poly" for files from before the linear tail
         )
     except (KeyError, ValueError) as e:
         raise InputError(f"corrupt posterior file: {e}") from None
@@ -495,6 +496,7 @@ def build_heads_inference_data(post, *, attrs: dict | None = None):
         "heads": H,
         "degree": int(post.knots.degree),
         "multiplicity": int(post.knots.multiplicity),
+        "tail": str(post.knots.tail),
         "diagnostics": to_json(post.diagnostics),
         "method": run_info.get("method", "nuts"),
         "sampler": run_info.get("sampler", "nuts"),

@@ -431,6 +431,7 @@ def _fit_info(config: ERMConfig, shape, n_a, knots, st, loss, table, results, be
         "n_basis": int(n_basis(knots)),
         "degree": config.resolved_degree(),
         "multiplicity": config.multiplicity,
+        "tail": knots.tail,
         "k_rule": "fixed" if config.n_intervals is not None else config.k_rule,
         "k_table": table,
         "start_losses": [res[0] for res in results],

@@ -1064,6 +1064,7 @@ def sample_posterior(
         "config": dataclasses.asdict(config),
         "degree": int(run.knots.degree),
         "multiplicity": int(run.knots.multiplicity),
+        "tail": str(run.knots.tail),
         "y_scale": run.y_scale,
         "wall_time_s": run.wall_time_s,
         "method": config.method,

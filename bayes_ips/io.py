@@ -12,10 +12,13 @@ Pairs ``.npz``
 Fit netCDF
     An xarray Dataset with everything needed to predict: ``A`` (dim, dim_col),
     ``U``, ``V`` (dim, rank), ``coef`` (basis), ``breaks`` (brk), and attributes
-    ``kind``, ``degree``, ``multiplicity``, ``config`` and ``info`` (JSON) and
-    ``seed`` (:func:`fit_to_dataset`, :func:`fit_from_dataset`).
+    ``kind``, ``degree``, ``multiplicity``, ``tail``, ``config`` and ``info``
+    (JSON) and ``seed`` (:func:`fit_to_dataset`, :func:`fit_from_dataset`).  A file
+    without ``tail`` (written before it existed) loads with ``tail = "poly"``, the
+    extrapolation it was fitted with.
 Fit reference
-    The same variables as nested lists, with ``degree`` and ``multiplicity``: a
+    The same variables as nested lists, with ``degree``, ``multiplicity`` and
+    ``tail`` (optional, as in a fit netCDF): a
     JSON dict kept inside another file (the ERM start in a posterior's ``erm``
     attribute; :func:`fit_reference`, :func:`fit_from_reference`).
 
@@ -44,7 +47,7 @@ from bayes_ips.erm import ERMConfig, ERMFit
 from bayes_ips.errors import InputError, check_output_dir, check_xy
 from bayes_ips.multihead import HeadsFit, stack_knots
 from bayes_ips.simulate import HeadsTruth, NoiseLaw, TokenLaw, Truth
-from bayes_ips.spline import make_knots
+from bayes_ips.spline import make_knots, saved_tail
 
 __all__ = [
     "Dataset",
@@ -303,7 +306,7 @@ FIT_VARIABLES = {
     "coef": ("basis",),
     "breaks": ("brk",),
 }
-KNOT_ATTRS = ("degree", "multiplicity")
+KNOT_ATTRS = ("degree", "multiplicity", "tail")
 
 
 def fit_to_dataset(fit: ERMFit | HeadsFit) -> xr.Dataset:
@@ -318,7 +321,7 @@ def fit_to_dataset(fit: ERMFit | HeadsFit) -> xr.Dataset:
     xarray.Dataset
         ``A`` (dim, dim_col), ``U``, ``V`` (dim, rank), ``coef`` (basis), ``breaks``
         (brk); attributes ``kind = "erm"``, ``bayes_ips_version``, ``degree``,
-        ``multiplicity``, ``seed``, and ``config`` and ``info`` as JSON.  A
+        ``multiplicity``, ``tail``, ``seed``, and ``config`` and ``info`` as JSON.  A
         multi-head fit (:class:`bayes_ips.multihead.HeadsFit`) has a leading
         ``head`` dimension on every variable and the attribute ``heads``.
     """
@@ -339,6 +342,7 @@ def fit_to_dataset(fit: ERMFit | HeadsFit) -> xr.Dataset:
             "bayes_ips_version": __version__,
             "degree": int(fit.knots.degree),
             "multiplicity": int(fit.knots.multiplicity),
+            "tail": str(fit.knots.tail),
             "seed": int(fit.seed),
             "config": to_json(dataclasses.asdict(fit.config)),
             "info": to_json(fit.info),
@@ -384,6 +388,7 @@ def fit_from_dataset(
         else:
             config, info, seed = ERMConfig(), {}, -1
         heads = "head" in ds["A"].dims
+        tail = saved_tail(ds.attrs)  # "poly" for files from before the linear tail
         if heads:
             H = int(ds.attrs["heads"])
             breaks = np.asarray(ds["breaks"].values)
@@ -391,13 +396,16 @@ def fit_from_dataset(
                 if ds[key].dims[0] != "head" or ds[key].shape[0] != H:
                     raise ValueError(f"{key!r} does not have {H} heads")
             per_head = [
-                make_knots(b, int(ds.attrs["degree"]), int(ds.attrs["multiplicity"]))
+                make_knots(b, int(ds.attrs["degree"]), int(ds.attrs["multiplicity"]), tail)
                 for b in breaks
             ]
             knots = stack_knots(per_head)
         else:
             knots = make_knots(
-                ds["breaks"].values, int(ds.attrs["degree"]), int(ds.attrs["multiplicity"])
+                ds["breaks"].values,
+                int(ds.attrs["degree"]),
+                int(ds.attrs["multiplicity"]),
+                tail,
             )
     except (KeyError, ValueError) as e:
         raise InputError(f"{source}: corrupt fit attributes: {e}") from None
@@ -423,8 +431,8 @@ def fit_reference(fit: ERMFit) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``A``, ``U``, ``V``, ``coef``, ``breaks`` (lists) and ``degree``,
-        ``multiplicity`` (int).
+        ``A``, ``U``, ``V``, ``coef``, ``breaks`` (lists), ``degree``,
+        ``multiplicity`` (int) and ``tail`` (str).
     """
     ds = fit_to_dataset(fit)
     ref: dict[str, Any] = {name: ds[name].values.tolist() for name in FIT_VARIABLES}
@@ -444,7 +452,9 @@ def fit_from_reference(ref: str | dict, *, source: str = "the file") -> ERMFit:
         ref = json.loads(ref) if isinstance(ref, str) else ref
         ds = xr.Dataset(
             {name: (dims, np.asarray(ref[name])) for name, dims in FIT_VARIABLES.items()},
-            attrs={"kind": "erm", **{key: ref[key] for key in KNOT_ATTRS}},
+            # a reference from before the linear tail has no "tail": "poly"
+            attrs={"kind": "erm", **{key: ref[key] for key in KNOT_ATTRS if key != "tail"}}
+            | ({"tail": ref["tail"]} if "tail" in ref else {}),
         )
         return fit_from_dataset(ds, source=source, provenance=False)
     except (TypeError, KeyError, ValueError) as err:

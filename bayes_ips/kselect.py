@@ -118,9 +118,10 @@ def refinement_matrix(coarse: Knots, fine: Knots) -> np.ndarray:
     The coarse B-splines lie in the fine spline space.  Both bases are evaluated
     (SciPy) at ``s + 1`` points inside every fine interval, which determine a
     spline of the fine space, and ``T`` solves that consistent least-squares
-    system; the extrapolation beyond the end knots is the same polynomial, so the
-    identity holds for every score.  ``ValueError`` when the residual shows that
-    the knots are not nested.
+    system.  The identity holds for every score with either tail: beyond the end
+    knots both sides continue as the same polynomial (``"poly"``), or linearly
+    with the same value and slope at the end knots (``"linear"``).  ``ValueError``
+    when the residual shows that the knots are not nested.
 
     Returns
     -------
@@ -401,7 +402,8 @@ def _stack(knots: list[Knots]) -> Knots:
 
     if len({k.n_intervals for k in knots}) != 1:  # ties merged some head's breakpoints
         raise ValueError("the heads' knots must share K")
-    return Knots(jnp.stack([jnp.asarray(k.breaks) for k in knots]), knots[0].degree, 1)
+    k0 = knots[0]
+    return Knots(jnp.stack([jnp.asarray(k.breaks) for k in knots]), k0.degree, 1, k0.tail)
 
 
 def _evidence_tables(

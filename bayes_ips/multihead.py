@@ -69,15 +69,17 @@ def check_heads(heads, d: int | None = None) -> int:
 
 def stack_knots(knots: list[Knots]) -> Knots:
     """One :class:`Knots` with ``(H, K + 1)`` breaks from per-head layouts of one K."""
-    if len({(k.n_intervals, k.degree, k.multiplicity) for k in knots}) != 1:
-        raise ValueError("the heads' knots must share K, degree and multiplicity")
+    if len({(k.n_intervals, k.degree, k.multiplicity, k.tail) for k in knots}) != 1:
+        raise ValueError("the heads' knots must share K, degree, multiplicity and tail")
     k0 = knots[0]
-    return Knots(jnp.stack([jnp.asarray(k.breaks) for k in knots]), k0.degree, k0.multiplicity)
+    return Knots(
+        jnp.stack([jnp.asarray(k.breaks) for k in knots]), k0.degree, k0.multiplicity, k0.tail
+    )
 
 
 def _head_knots(knots: Knots, h: int) -> Knots:
     b = knots.breaks
-    return Knots(b if b.ndim == 1 else b[h], knots.degree, knots.multiplicity)
+    return Knots(b if b.ndim == 1 else b[h], knots.degree, knots.multiplicity, knots.tail)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,6 +311,7 @@ def fit_erm_heads(
             "n_basis": nb,
             "degree": s,
             "multiplicity": m,
+            "tail": knots.tail,
             "k_rule": "fixed" if config.n_intervals is not None else config.k_rule,
             "k_table": table,
             "start_losses": [res[0] for res in results],
@@ -353,7 +356,7 @@ def _finish(U, V, knots: Knots, c: np.ndarray, st, config: ERMConfig, seed) -> H
         Vs.append(Vf)
         coefs.append(coef)
         breaks.append(np.asarray(kn.breaks))
-    knots = Knots(jnp.asarray(np.stack(breaks)), knots.degree, knots.multiplicity)
+    knots = Knots(jnp.asarray(np.stack(breaks)), knots.degree, knots.multiplicity, knots.tail)
     A = np.stack(A)
     info = {
         "heads": H,

@@ -168,12 +168,14 @@ def align_draws(
     return AlignedDraws(A, coef_p, breaks, perm, sign, shift)
 
 
-@partial(jax.jit, static_argnames=("degree", "multiplicity", "batch"))
-def _heads_flat(A, coef, breaks, x, y, degree, multiplicity, batch):
+@partial(jax.jit, static_argnames=("degree", "multiplicity", "tail", "batch"))
+def _heads_flat(A, coef, breaks, x, y, degree, multiplicity, tail, batch):
     """``phi_h(x_p^T A_h y_p)`` of flattened draws, each head on its own breaks: (S, H, P)."""
 
     def head(a, c, b):
-        return spline_eval(jnp.einsum("pi,ij,pj->p", x, a, y), c, Knots(b, degree, multiplicity))
+        return spline_eval(
+            jnp.einsum("pi,ij,pj->p", x, a, y), c, Knots(b, degree, multiplicity, tail)
+        )
 
     def one(args):
         return jax.vmap(head)(*args)
@@ -245,6 +247,7 @@ class HeadsPosterior:
             jnp.atleast_2d(jnp.asarray(y)),
             self.knots.degree,
             self.knots.multiplicity,
+            self.knots.tail,
             min(64, C * D),
         )
         return np.asarray(out).reshape(C, D, H, -1)
@@ -689,7 +692,7 @@ def heads_posterior_from_idata(idata):
 
     from bayes_ips.errors import InputError
     from bayes_ips.multihead import stack_knots
-    from bayes_ips.spline import make_knots
+    from bayes_ips.spline import make_knots, saved_tail
 
     p = idata.posterior
     names = ("A", "c_draw", "c_mean", "sigma", "tau", "A_aligned", "c_aligned", "breaks_aligned")
@@ -699,7 +702,8 @@ def heads_posterior_from_idata(idata):
     try:
         deg, mult = int(idata.attrs["degree"]), int(idata.attrs["multiplicity"])
         breaks = idata.constant_data["breaks"].values
-        knots = stack_knots([make_knots(b, deg, mult) for b in breaks])
+        tail = saved_tail(idata.attrs)  # "poly" for files from before the linear tail
+        knots = stack_knots([make_knots(b, deg, mult, tail) for b in breaks])
         x_eval = idata.constant_data["x_eval"].values
         y_eval = idata.constant_data["y_eval"].values
     except (KeyError, ValueError, AttributeError) as e:

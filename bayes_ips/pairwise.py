@@ -48,6 +48,11 @@ How it is made fast (XLA CPU):
   goes through the triangle or the scatters;
 * the reductions of :func:`gram` run over chunks of one size (no separately
   compiled last chunk), and a single chunk is not rematerialised.
+
+Scores outside the knots follow the tail rule of the knots (``Knots.tail``,
+:mod:`bayes_ips.spline`) everywhere: the piece-table kernels through
+:func:`bayes_ips.spline._piece_eval`, the triangle of :func:`gram` and
+:func:`design` by evaluating at the clamped score with a first-order term.
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ from bayes_ips.spline import (
     _interval,
     _materialise,
     _piece_eval,
+    _table_eval,
+    _tail_coord,
     full_knot_vector,
     n_basis,
     piece_coefficients,
@@ -165,7 +172,7 @@ def _vdot(a, b):
 # --------------------------------------------------------------------------- #
 
 
-def _chunk_eval(U, V, a, b, Xc, derivative):
+def _chunk_eval(U, V, a, b, Xc, derivative, tail):
     """``P = Xc U``, ``Q = Xc V`` and the spline pieces at the scores ``P Q^T``.
 
     Returns ``P, Q, k, z, phi, dphi`` (``dphi = phi'(S)`` if ``derivative``, else
@@ -174,29 +181,34 @@ def _chunk_eval(U, V, a, b, Xc, derivative):
     P = jnp.matmul(Xc, U)
     Q = jnp.matmul(Xc, V)
     S = jnp.matmul(P, jnp.swapaxes(Q, -1, -2))
-    k, z, phi, dphi = _piece_eval(S, a, b, derivative)
+    k, z, phi, dphi = _piece_eval(S, a, b, derivative, tail)
     return P, Q, k, z, phi, dphi
 
 
-def _chunk_pullback(G, Xc, U, V, P, Q, k, z, dphi, n_pieces, n_pow, b, want_x):
+def _chunk_pullback(G, Xc, U, V, P, Q, k, z, dphi, n_pieces, n_pow, b, want_x, tail):
     """Cotangents of one chunk from ``G = d loss / d phi(S)``, shape (c, N, N).
 
     Returns ``dU, dV``, ``da`` (cotangent of the (K, s + 1) piece table: one 1-d
-    segment sum per power of ``z``, each on a materialised update array) and
-    ``dX`` (``None`` unless ``want_x``).
+    segment sum per power of ``z``, each on a materialised update array; with the
+    linear tail, ``d phi / d a_p = zc^p + p zc^(p-1) dz``, see
+    :func:`bayes_ips.spline._tail_coord`) and ``dX`` (``None`` unless ``want_x``).
     """
     dS = G * dphi
     dP = jnp.matmul(dS, Q)
     dQ = jnp.matmul(jnp.swapaxes(dS, -1, -2), P)
     dU = jnp.einsum("cnd,cnr->dr", Xc, dP)
     dV = jnp.einsum("cnd,cnr->dr", Xc, dQ)
-    kf, zf = k.reshape(-1), z.reshape(-1)
+    zc, dz = _tail_coord(z, tail)
+    kf, zf = k.reshape(-1), zc.reshape(-1)
+    dzf = None if dz is None else dz.reshape(-1)
     g = G.reshape(-1)
     cols = []
     for p in range(n_pow):
+        prev = g
         if p:
             g = _materialise(g * zf, b)
-        cols.append(jax.ops.segment_sum(g, kf, n_pieces))
+        upd = g if dzf is None or not p else g + (p * dzf) * prev
+        cols.append(jax.ops.segment_sum(upd, kf, n_pieces))
     da = jnp.stack(cols, axis=1)
     dX = None
     if want_x:
@@ -204,20 +216,20 @@ def _chunk_pullback(G, Xc, U, V, P, Q, k, z, dphi, n_pieces, n_pow, b, want_x):
     return dU, dV, da, dX
 
 
-@jax.custom_jvp
-def _chunk_mean(U, V, a, b, Xc):
+@partial(jax.custom_jvp, nondiff_argnums=(5,))
+def _chunk_mean(U, V, a, b, Xc, tail):
     """(c, N) pairwise means of one chunk, for the piece table ``a``."""
-    *_, phi, _ = _chunk_eval(U, V, a, b, Xc, False)
+    *_, phi, _ = _chunk_eval(U, V, a, b, Xc, False, tail)
     return jnp.sum(phi * _offdiag(Xc.shape[-2], phi.dtype), axis=-1)
 
 
 @partial(_chunk_mean.defjvp, symbolic_zeros=True)
-def _chunk_mean_jvp(primals, tangents):
+def _chunk_mean_jvp(tail, primals, tangents):
     # Linear in the tangents, so reverse mode transposes it; the breakpoints get
     # no derivative through the local coordinate (as in ``spline.locate``).
     U, V, a, b, Xc = primals
     tU, tV, ta, _, tX = tangents
-    P, Q, k, z, phi, dphi = _chunk_eval(U, V, a, b, Xc, True)
+    P, Q, k, z, phi, dphi = _chunk_eval(U, V, a, b, Xc, True, tail)
     w = _offdiag(Xc.shape[-2], phi.dtype)
     out = jnp.sum(phi * w, axis=-1)
     tP = tQ = None
@@ -234,15 +246,11 @@ def _chunk_mean_jvp(primals, tangents):
     if tQ is not None:
         tphi = tphi + dphi * jnp.matmul(P, jnp.swapaxes(tQ, -1, -2))
     if _nonzero(ta):
-        s = a.shape[-1] - 1
-        ta_s = ta[:, s][k]
-        for p in range(s - 1, -1, -1):
-            ta_s = ta_s * z + ta[:, p][k]
-        tphi = tphi + ta_s
+        tphi = tphi + _table_eval(ta, k, z, tail, False)[0]
     return out, jnp.sum(tphi * w, axis=-1).astype(out.dtype)
 
 
-def _chunk_sq(U, V, a, b, Xc, Yc, grads, want_x, want_y):
+def _chunk_sq(U, V, a, b, Xc, Yc, grads, want_x, want_y, tail):
     """Residual sum of squares of one chunk and (if ``grads``) its gradient.
 
     ``U, V, a, b`` carry a leading head axis (``(H, d, r)``, ``(H, K, s + 1)``,
@@ -252,7 +260,7 @@ def _chunk_sq(U, V, a, b, Xc, Yc, grads, want_x, want_y):
     """
     N = Xc.shape[-2]
     H = U.shape[0]
-    heads = [_chunk_eval(U[h], V[h], a[h], b[h], Xc, grads) for h in range(H)]
+    heads = [_chunk_eval(U[h], V[h], a[h], b[h], Xc, grads, tail) for h in range(H)]
     w = _offdiag(N, heads[0][4].dtype)
     r = Yc - _sum_heads([jnp.sum(e[4] * w, axis=-1) for e in heads])
     loss = _vdot(r, r)
@@ -260,7 +268,9 @@ def _chunk_sq(U, V, a, b, Xc, Yc, grads, want_x, want_y):
         return loss, None, None, None, None, None
     G = _materialise(-2.0 * r[:, :, None] * w, b)
     outs = [
-        _chunk_pullback(G, Xc, U[h], V[h], P, Q, k, z, dphi, a.shape[1], a.shape[2], b[h], want_x)
+        _chunk_pullback(
+            G, Xc, U[h], V[h], P, Q, k, z, dphi, a.shape[1], a.shape[2], b[h], want_x, tail
+        )
         for h, (P, Q, k, z, _, dphi) in enumerate(heads)
     ]
     dU, dV, da = (jnp.stack([o[i] for o in outs]) for i in range(3))
@@ -341,11 +351,11 @@ def _reduce_chunks(body, init, arrays, chunk_size):
     return carry
 
 
-def _sq_pass(U, V, a, b, X, Y, chunk_size, grads, want_x=False, want_y=False):
+def _sq_pass(U, V, a, b, X, Y, chunk_size, tail, grads, want_x=False, want_y=False):
     """One pass over the data: the loss and, if ``grads``, its gradient."""
 
     def body(acc, chunk):
-        loss, dU, dV, da, dX, dY = _chunk_sq(U, V, a, b, *chunk, grads, want_x, want_y)
+        loss, dU, dV, da, dX, dY = _chunk_sq(U, V, a, b, *chunk, grads, want_x, want_y, tail)
         acc = jax.tree.map(jnp.add, acc, (loss, dU, dV, da))
         return acc, (dX, dY)
 
@@ -359,20 +369,20 @@ def _sq_pass(U, V, a, b, X, Y, chunk_size, grads, want_x=False, want_y=False):
     return loss, dU, dV, da, dX, dY
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(6,))
-def _sq_loss(U, V, a, b, X, Y, chunk_size):
-    return _sq_pass(U, V, a, b, X, Y, chunk_size, False)[0]
+@partial(jax.custom_jvp, nondiff_argnums=(6, 7))
+def _sq_loss(U, V, a, b, X, Y, chunk_size, tail):
+    return _sq_pass(U, V, a, b, X, Y, chunk_size, tail, False)[0]
 
 
 @partial(_sq_loss.defjvp, symbolic_zeros=True)
-def _sq_loss_jvp(chunk_size, primals, tangents):
+def _sq_loss_jvp(chunk_size, tail, primals, tangents):
     # The gradient is computed in the same pass as the value; the tangent output
     # is its inner product with the input tangents (linear, so reverse mode
     # transposes it for free).  dX, dY are only computed when X, Y are perturbed.
     U, V, a, b, X, Y = primals
     tU, tV, ta, _, tX, tY = tangents
     want_x, want_y = _nonzero(tX), _nonzero(tY)
-    loss, dU, dV, da, dX, dY = _sq_pass(U, V, a, b, X, Y, chunk_size, True, want_x, want_y)
+    loss, dU, dV, da, dX, dY = _sq_pass(U, V, a, b, X, Y, chunk_size, tail, True, want_x, want_y)
     t = jnp.zeros_like(loss)
     for g, tg in ((dU, tU), (dV, tV), (da, ta), (dX, tX), (dY, tY)):
         if _nonzero(tg):
@@ -392,7 +402,9 @@ def _crossprod(F, G=None):
     return jnp.einsum("bri,brj->ij", Fb, Gb)
 
 
-def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None, stride=None, offset=0):
+def _chunk_basis(
+    U, V, Xc, b, degree, multiplicity, derivative, keep=None, stride=None, offset=0, tail="poly"
+):
     """Scores of one chunk and the weighted B-splines that are non-zero at each.
 
     The ``s + 1`` B-splines that are non-zero at each score are evaluated by the
@@ -406,6 +418,11 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None, strid
     (see :func:`_reduce_chunks`).  ``stride`` (default ``n_basis``) is the length
     of a design row and ``offset`` the column of this basis's first function in
     it: a head's block of the concatenated multi-head design.
+
+    With ``tail = "linear"`` the triangle runs at the clamped score
+    ``Sc = clip(S, b_0, b_K)`` and each value gains ``B'(Sc) (S - Sc)`` (the
+    linear continuation); ``B'`` is then ``B'(Sc)``, constant outside, which is
+    the tail's slope.  ``"poly"`` runs it at ``S`` itself.
 
     Returns
     -------
@@ -429,11 +446,14 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None, strid
     w = jnp.broadcast_to(_offdiag(N, S.dtype), S.shape)
     if keep is not None:
         w = w * keep[:, None, None]
+    linear = tail == "linear" and s > 0
+    # the clamped score stays inside the interval k (the boundary ones' ends)
+    Sc = jnp.clip(S, b[0], b[-1]) if linear else S
     # knots t[mu + j], j = 1 - s .. s, of the span mu = s + k m of each score
     t = full_knot_vector(Knots(b, s, m))
     mu = s + jnp.arange(K) * m
-    left = [None] + [S - t[mu + 1 - j][k] for j in range(1, s + 1)]
-    right = [None] + [t[mu + j][k] - S for j in range(1, s + 1)]
+    left = [None] + [Sc - t[mu + 1 - j][k] for j in range(1, s + 1)]
+    right = [None] + [t[mu + j][k] - Sc for j in range(1, s + 1)]
     vals = [w]
     temps = []
     for j in range(1, s + 1):
@@ -456,13 +476,19 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None, strid
         first = first + offset
     idx = _materialise((rows * stride + first).reshape(-1), b)
     dvals = None
-    if derivative:
+    if derivative or linear:
         # temps[r] = B_{mu-s+1+r, s-1} w / (t_{mu+1+r} - t_{mu-s+1+r}), r = 0..s-1
         if s == 0:
             dvals = [jnp.zeros_like(w)]
         else:
             d = [-temps[0]] + [temps[r - 1] - temps[r] for r in range(1, s)] + [temps[s - 1]]
             dvals = [s * v for v in d]
+        if linear:
+            dS = S - Sc
+            vals = [v + dv * dS for v, dv in zip(vals, dvals, strict=True)]
+        if not derivative:
+            dvals = None
+    if derivative:
         vals, dvals = _materialise(
             ([v.reshape(-1) for v in vals], [v.reshape(-1) for v in dvals]), b
         )
@@ -487,7 +513,7 @@ def _scatter_rows(idx, vals, n_rows, nb, more=()):
     return F.reshape(n_rows, nb)
 
 
-def _heads_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None):
+def _heads_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None, tail="poly"):
     """:func:`_chunk_basis` of every head, into one design of ``H n_basis`` columns.
 
     ``U, V`` are ``(H, d, r)`` and ``b`` ``(H, K + 1)``: head ``h`` fills columns
@@ -497,7 +523,9 @@ def _heads_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None):
     H = U.shape[0]
     nb = n_basis(Knots(b[0], degree, multiplicity))
     parts = [
-        _chunk_basis(U[h], V[h], Xc, b[h], degree, multiplicity, derivative, keep, H * nb, h * nb)
+        _chunk_basis(
+            U[h], V[h], Xc, b[h], degree, multiplicity, derivative, keep, H * nb, h * nb, tail
+        )
         for h in range(H)
     ]
     return parts, H * nb
@@ -513,7 +541,9 @@ def _chunk_design(U, V, Xc, knots):
     """(c * N, H n_basis) design rows of one chunk, and the (c,) outside counts."""
     c, N, _ = Xc.shape
     U, V, b = _as_heads(U, V, knots.breaks)
-    parts, width = _heads_basis(U, V, Xc, b, knots.degree, knots.multiplicity, False)
+    parts, width = _heads_basis(
+        U, V, Xc, b, knots.degree, knots.multiplicity, False, tail=knots.tail
+    )
     F = _heads_scatter(parts, [p[3] for p in parts], c * N, width)
     return F, _sum_heads([p[5] for p in parts])
 
@@ -568,7 +598,9 @@ def pairwise_mean(
     U, V, a, b = _heads_pieces(U, V, coef, knots)
 
     def mean(Xc):
-        return _sum_heads([_chunk_mean(U[h], V[h], a[h], b[h], Xc) for h in range(U.shape[0])])
+        return _sum_heads(
+            [_chunk_mean(U[h], V[h], a[h], b[h], Xc, knots.tail) for h in range(U.shape[0])]
+        )
 
     if M <= chunk_size:
         return mean(X)
@@ -593,7 +625,7 @@ def _heads_pieces(U, V, coef, knots: Knots):
             f"{b.shape[0]}"
         )
     s, m = knots.degree, knots.multiplicity
-    a = jnp.stack([piece_coefficients(coef[h], Knots(b[h], s, m)) for h in range(H)])
+    a = jnp.stack([piece_coefficients(coef[h], Knots(b[h], s, m, knots.tail)) for h in range(H)])
     return U, V, a, b
 
 
@@ -624,7 +656,7 @@ def sq_loss(
     X = jnp.asarray(X)
     Y = jnp.asarray(Y)
     U, V, a, b = _heads_pieces(U, V, coef, knots)
-    return _sq_loss(U, V, a, b, X, Y, chunk_size)
+    return _sq_loss(U, V, a, b, X, Y, chunk_size, knots.tail)
 
 
 @jax.jit
@@ -646,7 +678,7 @@ def design(U: ArrayLike, V: ArrayLike, X: ArrayLike, knots: Knots) -> jax.Array:
     return F.reshape(X.shape[0], X.shape[1], -1)
 
 
-def _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tangents=None):
+def _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tail, tangents=None):
     """One pass over the chunks: ``(FtF, FtY, YtY, n_outside)`` and their tangents.
 
     ``U, V`` are ``(d, r)`` (one head) or ``(H, d, r)`` with ``b`` ``(H, K + 1)``
@@ -658,6 +690,8 @@ def _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tangents=None):
 
         tS_h = tP_h Q_h^T + P_h tQ_h^T     (tP_h = Xc tU_h + tXc U_h,  tQ_h likewise)
         tF[row_i, first_hij + l] += w_ij B'_{first_hij + l}(S_hij) tS_hij   (local support)
+
+    (``B'`` the tail's slope outside the knots, see :func:`_chunk_basis`)
         tFtF = F^T tF + (F^T tF)^T,  tFtY = tF^T y + F^T ty,  tYtY = 2 y^T ty.
 
     Returns ``(stats, tangents_out)``, ``tangents_out = (tFtF, tFtY, tYtY)`` or None.
@@ -681,7 +715,7 @@ def _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tangents=None):
         tXc = rest.pop(0) if tX is not None else None
         tYc = rest.pop(0) if tY is not None else None
         c, N, _ = Xc.shape
-        parts, _ = _heads_basis(U, V, Xc, b, degree, multiplicity, want_s, keep)
+        parts, _ = _heads_basis(U, V, Xc, b, degree, multiplicity, want_s, keep, tail)
         F = _heads_scatter(parts, [p[3] for p in parts], c * N, nb)
         if keep is not None:
             Yc = Yc * keep[:, None]
@@ -729,13 +763,13 @@ def _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tangents=None):
     return stats, tstats
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(5, 6, 7))
-def _gram(U, V, b, X, Y, chunk_size, degree, multiplicity):
-    return _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity)[0]
+@partial(jax.custom_jvp, nondiff_argnums=(5, 6, 7, 8))
+def _gram(U, V, b, X, Y, chunk_size, degree, multiplicity, tail):
+    return _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, tail)[0]
 
 
 @partial(_gram.defjvp, symbolic_zeros=True)
-def _gram_jvp(chunk_size, degree, multiplicity, primals, tangents):
+def _gram_jvp(chunk_size, degree, multiplicity, tail, primals, tangents):
     # Values and tangents in one pass; the tangents are linear in the input
     # tangents, so reverse mode transposes this rule (a second pass over the
     # chunks, which recomputes each chunk's basis when there are several), and
@@ -743,7 +777,9 @@ def _gram_jvp(chunk_size, degree, multiplicity, primals, tangents):
     # The breakpoints get no derivative, as before (``stop_gradient``): they are data.
     U, V, b, X, Y = primals
     tU, tV, _, tX, tY = (t if _nonzero(t) else None for t in tangents)
-    stats, tstats = _gram_pass(U, V, b, X, Y, chunk_size, degree, multiplicity, (tU, tV, tX, tY))
+    stats, tstats = _gram_pass(
+        U, V, b, X, Y, chunk_size, degree, multiplicity, tail, (tU, tV, tX, tY)
+    )
     tstats = tuple(t.astype(s.dtype) for t, s in zip(tstats, stats[:3], strict=True))
     return stats, tstats + (np.zeros((), dtype=jax.dtypes.float0),)
 
@@ -794,5 +830,6 @@ def gram(
         chunk_size,
         knots.degree,
         knots.multiplicity,
+        knots.tail,
     )
     return GramStats(FtF, FtY, YtY, jnp.asarray(X.shape[0] * X.shape[1], X.dtype), n_out)

@@ -15,9 +15,24 @@ polynomial; :func:`basis_polynomials` computes these pieces exactly by running t
 Cox--de Boor triangle (Piegl & Tiller, *The NURBS Book*, algorithm A2.2) on
 polynomials, and evaluation is then an interval search and a Horner step.
 
-Scores outside ``[b_0, b_K]`` are *extrapolated* with the polynomial piece of the
-boundary interval (as ``scipy.interpolate.BSpline(extrapolate=True)`` does), never
-clipped; :func:`count_outside` reports how many there are.
+Scores outside ``[b_0, b_K]`` are extrapolated, never clipped, by the rule
+``Knots.tail`` (:func:`count_outside` reports how many there are):
+
+* ``"linear"`` (the default for new fits): each basis function, hence every
+  spline, continues linearly with its value and slope at the boundary,
+  ``s(u) = s(b_K) + s'(b_K) (u - b_K)`` for ``u > b_K`` and likewise below ``b_0``
+  (the tail of a natural spline).  Held-out scores of Gaussian tokens often lie
+  beyond the outer knots, where a cubic's own extrapolation grows fast and
+  dominated the L2 error and its Monte Carlo s.e. (README, linear tail);
+* ``"poly"``: the polynomial piece of the boundary interval (as
+  ``scipy.interpolate.BSpline(extrapolate=True)`` does); the rule of the package
+  before the linear tail, kept for files saved without a ``tail``.
+
+Both rules are linear in the coefficients, and every evaluation of the basis
+(:func:`local_basis`, :func:`spline_eval`, the kernels of
+:mod:`bayes_ips.pairwise`) applies the same one: a score outside is evaluated at
+the clamped local coordinate ``zc`` with its first-order Taylor term,
+``p(zc) + p'(zc) (z - zc)`` (:func:`_tail_coord`).
 """
 
 from __future__ import annotations
@@ -30,6 +45,8 @@ import numpy as np
 from jax.typing import ArrayLike
 
 __all__ = [
+    "LEGACY_TAIL",
+    "TAILS",
     "Knots",
     "count_outside",
     "design_matrix",
@@ -43,6 +60,7 @@ __all__ = [
     "n_basis",
     "quantile_breaks",
     "reflect",
+    "saved_tail",
     "spline_eval",
 ]
 
@@ -59,23 +77,34 @@ class Knots:
         Polynomial degree ``s >= 0``.
     multiplicity : int
         Multiplicity of the interior knots, ``1 <= m <= s + 1``.
+    tail : str
+        Extrapolation beyond ``[b_0, b_K]`` (module docstring): ``"linear"``
+        (default) or ``"poly"``.
     """
 
     breaks: jax.Array
     degree: int = 3
     multiplicity: int = 1
+    tail: str = "linear"
 
     @property
     def n_intervals(self) -> int:
         return int(self.breaks.shape[-1]) - 1
 
 
+#: the extrapolation rules beyond the outer knots (module docstring)
+TAILS = ("linear", "poly")
+#: the tail of knots saved before files recorded one: they predict as they did
+LEGACY_TAIL = "poly"
+
 jax.tree_util.register_dataclass(
-    Knots, data_fields=["breaks"], meta_fields=["degree", "multiplicity"]
+    Knots, data_fields=["breaks"], meta_fields=["degree", "multiplicity", "tail"]
 )
 
 
-def make_knots(breaks: ArrayLike, degree: int = 3, multiplicity: int = 1) -> Knots:
+def make_knots(
+    breaks: ArrayLike, degree: int = 3, multiplicity: int = 1, tail: str = "linear"
+) -> Knots:
     """Validate and build a :class:`Knots`.
 
     Examples
@@ -92,6 +121,8 @@ def make_knots(breaks: ArrayLike, degree: int = 3, multiplicity: int = 1) -> Kno
         raise ValueError(
             f"knot multiplicity must be in [1, degree + 1] = [1, {degree + 1}], got {multiplicity}"
         )
+    if tail not in TAILS:
+        raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
     b = np.asarray(breaks, dtype=np.float64)
     if b.ndim != 1 or b.size < 2:
         raise ValueError("breaks must be a 1-d array with at least 2 entries")
@@ -99,7 +130,20 @@ def make_knots(breaks: ArrayLike, degree: int = 3, multiplicity: int = 1) -> Kno
         raise ValueError("breaks must be finite")
     if np.any(np.diff(b) <= 0):
         raise ValueError("breaks must be strictly increasing")
-    return Knots(jnp.asarray(b), degree, multiplicity)
+    return Knots(jnp.asarray(b), degree, multiplicity, str(tail))
+
+
+def saved_tail(attrs) -> str:
+    """The tail recorded in a file's attributes (a mapping), ``"poly"`` if absent.
+
+    Files written before the linear tail carry no ``tail``: their fits were made,
+    and must predict, with the boundary polynomial.  ``ValueError`` for an unknown
+    value.
+    """
+    tail = str(attrs.get("tail", LEGACY_TAIL))
+    if tail not in TAILS:
+        raise ValueError(f"unknown spline tail {tail!r} (expected one of {TAILS})")
+    return tail
 
 
 def n_basis(knots: Knots) -> int:
@@ -155,29 +199,66 @@ def _materialise(x, ref: jax.Array):
     return jax.lax.cond(pred, lambda t: t, lambda t: jax.tree.map(jnp.zeros_like, t), x)
 
 
-def _piece_eval(u: jax.Array, a: jax.Array, breaks: jax.Array, derivative: bool = False):
+def _tail_coord(z: jax.Array, tail: str) -> tuple[jax.Array, jax.Array | None]:
+    """Where to evaluate the local polynomial, and the distance of the linear tail.
+
+    ``tail = "poly"``: ``(z, None)``, the polynomial piece itself.  ``"linear"``:
+    ``zc = clip(z, 0, 1)`` and ``dz = z - zc``; the tail value of a piece ``p`` is
+    then ``p(zc) + p'(zc) dz``.  Inside the range ``dz = 0`` (interior intervals
+    always have ``z`` in [0, 1)); outside, ``zc`` is the boundary's end of the
+    boundary interval, so this is the linear continuation with the boundary's
+    value and slope (linear in ``u``, since ``z`` is).
+    """
+    if tail == "poly":
+        return z, None
+    if tail != "linear":
+        raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
+    zc = jnp.clip(z, 0.0, 1.0)
+    return zc, z - zc
+
+
+def _table_eval(a: jax.Array, k: jax.Array, z: jax.Array, tail: str, derivative: bool):
+    """Value (and ``d / dz``) at local coordinates ``z`` of the pieces ``a[k]``, with the tail.
+
+    ``a`` is a ``(K, s + 1)`` table of local polynomials (:func:`piece_coefficients`),
+    gathered one column at a time.  Returns ``(value, d value / dz)``, the
+    derivative ``None`` unless ``derivative``.
+    """
+    s = a.shape[-1] - 1
+    zc, dz = _tail_coord(z, tail)
+    need = derivative or dz is not None
+    out = a[:, s][k]
+    der = jnp.zeros_like(out) if need else None
+    for p in range(s - 1, -1, -1):
+        if need:
+            der = der * zc + out
+        out = out * zc + a[:, p][k]
+    if dz is not None:
+        out = out + der * dz
+    return out, der if derivative else None
+
+
+def _piece_eval(
+    u: jax.Array, a: jax.Array, breaks: jax.Array, derivative: bool = False, tail: str = "poly"
+):
     """Interval, local coordinate, value (and ``d phi / du``) of a piecewise polynomial.
 
-    ``a`` is the ``(K, s + 1)`` table of :func:`piece_coefficients`.  Used by the
-    kernels of :mod:`bayes_ips.pairwise`, which supply their own derivative rules:
-    the breakpoints get no derivative through ``z`` (as in :func:`locate`).
+    ``a`` is the ``(K, s + 1)`` table of :func:`piece_coefficients`; ``tail`` the
+    rule outside the breakpoints (:attr:`Knots.tail`).  Used by the kernels of
+    :mod:`bayes_ips.pairwise`, which supply their own derivative rules: the
+    breakpoints get no derivative through ``z`` (as in :func:`locate`).
 
     Returns
     -------
     k, z, value, and ``d value / du`` if ``derivative`` (else ``None``); all of the
-    shape of ``u`` and materialised (see :func:`_materialise`).
+    shape of ``u`` and materialised (see :func:`_materialise`).  ``z`` is the
+    unclamped local coordinate (see :func:`_tail_coord`).
     """
     b = jax.lax.stop_gradient(breaks)
-    s = a.shape[-1] - 1
     k = _interval(u, b)
     invh = (1.0 / jnp.diff(b))[k]
     z = (u - b[:-1][k]) * invh
-    out = a[:, s][k]
-    der = jnp.zeros_like(out) if derivative else None
-    for p in range(s - 1, -1, -1):
-        if derivative:
-            der = der * z + out
-        out = out * z + a[:, p][k]
+    out, der = _table_eval(a, k, z, tail, derivative)
     if derivative:
         der = der * invh
     z, out, der = _materialise((z, out, der), b)
@@ -200,7 +281,8 @@ def basis_polynomials(knots: Knots) -> jax.Array:
 
     ``P`` is computed exactly by running the Cox--de Boor triangle (A2.2) on
     polynomials: its denominators do not depend on ``u``.  The same polynomial
-    extended beyond ``[b_0, b_K]`` is the extrapolation.
+    extended beyond ``[b_0, b_K]`` is the ``"poly"`` extrapolation; the
+    ``"linear"`` tail is its first-order Taylor polynomial at the boundary.
 
     Returns
     -------
@@ -269,10 +351,16 @@ def local_basis(u: ArrayLike, knots: Knots) -> tuple[jax.Array, jax.Array]:
     s = knots.degree
     k, z = locate(u, knots)
     P = basis_polynomials(knots)
-    zp = [jnp.ones_like(z)]
+    zc, dz = _tail_coord(z, knots.tail)
+    zp = [jnp.ones_like(zc)]
     for _ in range(s):
-        zp.append(zp[-1] * z)
+        zp.append(zp[-1] * zc)
     vals = [sum(P[:, j, p][k] * zp[p] for p in range(s + 1)) for j in range(s + 1)]
+    if dz is not None:  # linear tail: + B'(zc) dz, in the local coordinate
+        vals = [
+            v + dz * sum(p * P[:, j, p][k] * zp[p - 1] for p in range(1, s + 1))
+            for j, v in enumerate(vals)
+        ]
     return k * knots.multiplicity, jnp.stack(vals, axis=-1)
 
 
@@ -293,8 +381,8 @@ def spline_eval(u: ArrayLike, coef: ArrayLike, knots: Knots) -> jax.Array:
 
     The coefficients are first turned into one polynomial per interval (a
     ``(K, s + 1)`` table, :func:`piece_coefficients`); each score then costs an
-    interval search, a gather of ``s + 1`` numbers and a Horner step.
-    Differentiable in ``u`` and ``coef``.
+    interval search, a gather of ``s + 1`` numbers and a Horner step (two, for
+    the linear tail).  Differentiable in ``u`` and ``coef``.
 
     Parameters
     ----------
@@ -306,13 +394,9 @@ def spline_eval(u: ArrayLike, coef: ArrayLike, knots: Knots) -> jax.Array:
     -------
     (...,) array
     """
-    s = knots.degree
     k, z = locate(u, knots)
     a = piece_coefficients(coef, knots)  # (K, s + 1)
-    out = a[:, s][k]
-    for p in range(s - 1, -1, -1):
-        out = out * z + a[:, p][k]
-    return out
+    return _table_eval(a, k, z, knots.tail, False)[0]
 
 
 def design_matrix(u: ArrayLike, knots: Knots) -> jax.Array:
@@ -334,14 +418,15 @@ def design_matrix(u: ArrayLike, knots: Knots) -> jax.Array:
 
 
 def count_outside(u: ArrayLike, knots: Knots) -> jax.Array:
-    """Number of scores outside ``[b_0, b_K]`` (they are extrapolated, not clipped)."""
+    """Number of scores outside ``[b_0, b_K]`` (extrapolated by ``knots.tail``, not clipped)."""
     u = jnp.asarray(u)
     return jnp.sum((u < knots.breaks[0]) | (u > knots.breaks[-1]))
 
 
 def reflect(knots: Knots, coef: ArrayLike) -> tuple[Knots, jax.Array]:
     """The basis and coefficients of ``u -> phi_c(-u)``: exact, by knot reflection."""
-    new = Knots(-knots.breaks[::-1], knots.degree, knots.multiplicity)
+    # both tails are symmetric under the reflection
+    new = Knots(-knots.breaks[::-1], knots.degree, knots.multiplicity, knots.tail)
     return new, jnp.asarray(coef)[::-1]
 
 

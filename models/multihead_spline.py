@@ -84,11 +84,11 @@ def heads_setup(Y, scores_per_head, n_intervals: int, degree: int = 3, knots=Non
         if knots is None:
             kn = make_knots(quantile_breaks(s, n_intervals), degree, 1)
         else:
-            kn = Knots(jnp.asarray(knots.breaks)[h], knots.degree, knots.multiplicity)
+            kn = Knots(jnp.asarray(knots.breaks)[h], knots.degree, knots.multiplicity, knots.tail)
         breaks.append(np.asarray(kn.breaks))
         penalty.append(curvature_penalty(kn, float(np.std(s))))
     return {
-        "knots": Knots(jnp.asarray(np.stack(breaks)), degree, 1),
+        "knots": Knots(jnp.asarray(np.stack(breaks)), degree, 1, kn.tail),
         "penalty": np.stack(penalty),
         "y_scale": float(np.sqrt(np.mean(np.asarray(Y) ** 2))),
     }

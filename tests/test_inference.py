@@ -155,6 +155,21 @@ def test_inference_data_round_trip_summary_and_loo(fitted, tmp_path):
     assert report["problems"] == [] and not report["modes"]["separated"]
 
 
+def test_a_posterior_file_without_a_tail_loads_with_the_boundary_polynomial(fitted):
+    """New posteriors are saved with their knots' tail ("linear"); a file from before
+    the tail has none and loads as "poly", the extrapolation it was sampled with."""
+    *_, idata, post = fitted
+    assert post.knots.tail == "linear" and idata.attrs["tail"] == "linear"
+    assert posterior_from_idata(idata).knots.tail == "linear"
+    attrs = dict(idata.attrs)
+    try:
+        del idata.attrs["tail"]
+        assert posterior_from_idata(idata).knots.tail == "poly"
+    finally:
+        idata.attrs.clear()
+        idata.attrs.update(attrs)
+
+
 def test_mode_check_flags_separated_chains_and_not_equivalent_ones():
     rng = np.random.default_rng(0)
     same = rng.normal(size=(3, 200, 10)) * 0.01 + np.linspace(-1, 1, 10)

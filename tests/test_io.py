@@ -245,14 +245,14 @@ def test_load_dataset_missing_and_corrupt(tmp_path):
 # ----------------------------------------------------------------------------- fits
 
 
-def _make_fit(d=4, r=2, seed=7):
+def _make_fit(d=4, r=2, seed=7, tail="linear"):
     """An ERMFit built directly (no optimisation): random rank-r A, degree 2 with
     double knots, so that every attribute of the file matters for predict."""
     rng = np.random.default_rng(seed)
     A, _ = gauge_fix(rng.normal(size=(d, r)) @ rng.normal(size=(d, r)).T)
     P, sv, Qt = np.linalg.svd(A)
     U, V = P[:, :r] * np.sqrt(sv[:r]), Qt[:r].T * np.sqrt(sv[:r])
-    knots = make_knots(np.sort(rng.uniform(-1.5, 1.5, 6)), degree=2, multiplicity=2)
+    knots = make_knots(np.sort(rng.uniform(-1.5, 1.5, 6)), degree=2, multiplicity=2, tail=tail)
     coef = rng.normal(size=n_basis(knots))
     config = ERMConfig(rank=r, degree=2, n_intervals=5, multiplicity=2, beta=2.5, restarts=2)
     info = {
@@ -287,7 +287,7 @@ def test_fit_round_trip(tmp_path):
     np.testing.assert_array_equal(back.V, fit.V)
     np.testing.assert_array_equal(back.coef, fit.coef)
     np.testing.assert_array_equal(np.asarray(back.knots.breaks), np.asarray(fit.knots.breaks))
-    assert (back.knots.degree, back.knots.multiplicity) == (2, 2)
+    assert (back.knots.degree, back.knots.multiplicity, back.knots.tail) == (2, 2, "linear")
     assert back.config == fit.config
     assert back.seed == 7
     assert back.info["K"] == 5
@@ -455,6 +455,39 @@ def _assert_same_fit_arrays(a, b):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     np.testing.assert_array_equal(np.asarray(a.knots.breaks), np.asarray(b.knots.breaks))
     assert (a.knots.degree, a.knots.multiplicity) == (b.knots.degree, b.knots.multiplicity)
+    assert a.knots.tail == b.knots.tail
+
+
+@pytest.mark.parametrize("tail", ["poly", "linear"])
+def test_fit_round_trip_keeps_the_tail(tmp_path, tail):
+    fit = _make_fit(tail=tail)
+    save_fit(tmp_path / "fit.nc", fit)
+    back = load_fit(tmp_path / "fit.nc")
+    assert back.knots.tail == tail
+    x, y = np.random.default_rng(1).uniform(-2, 2, (2, 300, 4))
+    np.testing.assert_allclose(
+        np.asarray(back.predict(x, y)), np.asarray(fit.predict(x, y)), rtol=0, atol=1e-12
+    )
+
+
+def test_a_fit_file_without_a_tail_loads_with_the_boundary_polynomial(tmp_path):
+    """Files written before the tail existed were fitted, and predict, with the
+    boundary polynomial beyond the knots: they load as tail "poly", unchanged."""
+    old = _make_fit(tail="poly")
+    ds = fit_to_dataset(old)
+    del ds.attrs["tail"]  # the layout of a file from before the tail
+    path = tmp_path / "old.nc"
+    ds.to_netcdf(path, engine="h5netcdf")
+    back = load_fit(path)
+    assert back.knots.tail == "poly"
+    x, y = np.random.default_rng(2).uniform(-2, 2, (2, 300, 4))
+    u = np.einsum("pi,ij,pj->p", x, old.A, y)
+    b = np.asarray(old.knots.breaks)
+    assert np.any(u < b[0]) and np.any(u > b[-1])  # extrapolated scores on both sides
+    np.testing.assert_array_equal(np.asarray(back.predict(x, y)), np.asarray(old.predict(x, y)))
+    # ... which the linear tail would not reproduce
+    new = dataclasses.replace(old, knots=dataclasses.replace(old.knots, tail="linear"))
+    assert np.max(np.abs(np.asarray(new.predict(x, y)) - np.asarray(old.predict(x, y)))) > 1e-3
 
 
 def test_fit_dataset_round_trip_in_memory():
@@ -470,15 +503,16 @@ def test_fit_dataset_round_trip_in_memory():
 def test_fit_reference_round_trip_through_json():
     fit = _make_fit()
     ref = fit_reference(fit)
-    assert list(ref) == ["A", "U", "V", "coef", "breaks", "degree", "multiplicity"]
+    assert list(ref) == ["A", "U", "V", "coef", "breaks", "degree", "multiplicity", "tail"]
     for back in (fit_from_reference(ref), fit_from_reference(json.dumps(ref))):
         _assert_same_fit_arrays(back, fit)
         assert back.config == ERMConfig() and back.seed == -1 and back.info == {}
 
 
 def test_fit_reference_of_the_legacy_layout_loads():
-    """A posterior file written before fit_reference: the same keys, written by hand."""
-    fit = _make_fit()
+    """A posterior file written before fit_reference: the same keys, written by hand
+    (and before the tail: it loads as "poly", the extrapolation it was made with)."""
+    fit = _make_fit(tail="poly")
     legacy = {
         "A": np.asarray(fit.A).tolist(),
         "U": np.asarray(fit.U).tolist(),
@@ -488,7 +522,7 @@ def test_fit_reference_of_the_legacy_layout_loads():
         "degree": int(fit.knots.degree),
         "multiplicity": int(fit.knots.multiplicity),
     }
-    assert fit_reference(fit) == legacy
+    assert fit_reference(fit) == legacy | {"tail": "poly"}
     _assert_same_fit_arrays(fit_from_reference(json.dumps(legacy)), fit)
 
 

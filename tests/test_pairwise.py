@@ -25,12 +25,32 @@ from bayes_ips.spline import full_knot_vector, make_knots, n_basis
 RTOL = 1e-10
 
 
+def _naive_basis(knots):
+    """The basis functions by SciPy: extrapolate=True for the "poly" tail; for the
+    "linear" tail that spline continued by its tangent at b_0 and b_K."""
+    t = np.asarray(full_knot_vector(knots))
+    nb, s = n_basis(knots), knots.degree
+    b0, bK = (float(x) for x in np.asarray(knots.breaks)[[0, -1]])
+    splines = [BSpline(t, np.eye(nb)[k], s, extrapolate=True) for k in range(nb)]
+    if knots.tail == "poly":
+        return splines
+
+    def linear(spl):
+        def f(u):
+            edge = min(max(u, b0), bK)
+            slope = spl(edge, nu=1) if s > 0 else 0.0
+            return spl(edge) + slope * (u - edge)
+
+        return f
+
+    return [linear(spl) for spl in splines]
+
+
 def _naive_design(X, U, V, knots):
     """F[m, i, k] = 1/(N-1) sum_{j != i} B_k(x_i^T U V^T x_j), by explicit loops."""
     M, N, _ = X.shape
-    t = np.asarray(full_knot_vector(knots))
     nb = n_basis(knots)
-    basis = [BSpline(t, np.eye(nb)[k], knots.degree, extrapolate=True) for k in range(nb)]
+    basis = _naive_basis(knots)
     A = U @ V.T
     F = np.zeros((M, N, nb))
     for m in range(M):
@@ -42,7 +62,14 @@ def _naive_design(X, U, V, knots):
     return F
 
 
-CASES = {"cubic": (3, 1), "pw-quadratic": (2, 3), "linear": (1, 1)}
+# (degree, multiplicity, tail): the new default tail ("linear") on three bases, and
+# the boundary polynomial of older fits ("poly") on the cubic
+CASES = {
+    "cubic": (3, 1, "linear"),
+    "pw-quadratic": (2, 3, "linear"),
+    "linear": (1, 1, "linear"),
+    "cubic-poly-tail": (3, 1, "poly"),
+}
 slow = pytest.mark.slow
 
 
@@ -56,7 +83,7 @@ def cases(*fast):
 
 @pytest.fixture(scope="module", params=list(CASES.values()), ids=list(CASES))
 def case(request):
-    degree, mult = request.param
+    degree, mult, tail = request.param
     rng = np.random.default_rng(degree)
     M, N, d, r = 13, 5, 3, 2
     X = rng.uniform(-1, 1, (M, N, d))
@@ -65,7 +92,7 @@ def case(request):
     S = np.asarray(pair_scores(X, U, V))
     # knots cover most scores; a few fall outside on purpose (extrapolation)
     lo, hi = np.quantile(S, [0.05, 0.95])
-    knots = make_knots(np.linspace(lo, hi, 6), degree, mult)
+    knots = make_knots(np.linspace(lo, hi, 6), degree, mult, tail)
     coef = rng.normal(size=n_basis(knots))
     F = _naive_design(X, U, V, knots)
     return X, Y, U, V, knots, coef, F, S
@@ -151,7 +178,7 @@ def test_new_knot_values_do_not_recompile(case):
     X, Y, U, V, knots, coef, _, _ = case
     sq_loss(U, V, coef, X, Y, knots)
     before = sq_loss._cache_size()
-    moved = make_knots(np.asarray(knots.breaks) * 1.1, knots.degree, knots.multiplicity)
+    moved = make_knots(np.asarray(knots.breaks) * 1.1, knots.degree, knots.multiplicity, knots.tail)
     sq_loss(U, V, coef * 2, X, Y, moved)
     assert sq_loss._cache_size() == before
 
@@ -164,7 +191,7 @@ def test_new_knot_values_do_not_recompile_gram_or_its_gradient(case):
     vg(U, V, knots)
     gram(U, V, X, Y, knots, 5)
     before = vg._cache_size(), gram._cache_size()
-    moved = make_knots(np.asarray(knots.breaks) * 1.1, knots.degree, knots.multiplicity)
+    moved = make_knots(np.asarray(knots.breaks) * 1.1, knots.degree, knots.multiplicity, knots.tail)
     vg(2 * U, V, moved)
     gram(U, V, X, Y, moved, 5)
     assert (vg._cache_size(), gram._cache_size()) == before
@@ -183,7 +210,7 @@ def _gram_autodiff(U, V, X, Y, knots, chunk_size):
     """``gram``'s values without its rule: derivatives by JAX autodiff through the
     Cox--de Boor triangle and the scatters (how ``gram`` was differentiated before)."""
     b, s, m = knots.breaks, knots.degree, knots.multiplicity
-    (FtF, FtY, YtY, n_out), _ = _gram_pass(U, V, b, X, Y, chunk_size, s, m)
+    (FtF, FtY, YtY, n_out), _ = _gram_pass(U, V, b, X, Y, chunk_size, s, m, knots.tail)
     return GramStats(FtF, FtY, YtY, jnp.asarray(X.shape[0] * X.shape[1], X.dtype), n_out)
 
 
@@ -192,14 +219,14 @@ def _scalar(st, G):
     return jnp.sum(G * st.FtF) + jnp.sum(jnp.cos(st.FtY)) + 0.3 * st.YtY
 
 
-def _problem(degree, mult, N, M=13, d=3, seed=0, coverage=(0.1, 0.9)):
-    """Data whose scores partly fall outside the knots (extrapolated)."""
+def _problem(degree, mult, N, M=13, d=3, seed=0, coverage=(0.1, 0.9), tail="linear"):
+    """Data whose scores partly fall outside the knots (extrapolated by ``tail``)."""
     rng = np.random.default_rng(seed)
     X = rng.uniform(-1, 1, (M, N, d))
     U, V = rng.normal(size=(d, 2)), rng.normal(size=(d, 2))
     Y = rng.normal(size=(M, N))
     S = np.asarray(pair_scores(X, U, V))[:, ~np.eye(N, dtype=bool)]
-    knots = make_knots(np.linspace(*np.quantile(S, coverage), 5), degree, mult)
+    knots = make_knots(np.linspace(*np.quantile(S, coverage), 5), degree, mult, tail)
     assert int(gram(U, V, X, Y, knots).n_outside) > 0
     return X, Y, U, V, knots
 
@@ -210,23 +237,29 @@ def _assert_close(got, ref, rtol=GRAD_RTOL):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.max(np.abs(b)))
 
 
-# Fast tier: a cubic (the model's default) on N = 5 and repeated knots on N = 2, the
-# two-token edge case; the slow tier runs every degree and multiplicity on both N
-# (~2 s of compilation each).
-_FAST_RULE = {(3, 1, 5), (2, 3, 2)}
+# Fast tier: a cubic (the model's default) on N = 5 with either tail and repeated knots
+# on N = 2, the two-token edge case; the slow tier runs every degree and multiplicity
+# on both N and both tails (~2 s of compilation each).
+_FAST_RULE = {(3, 1, 5, "linear"), (3, 1, 5, "poly"), (2, 3, 2, "linear")}
 
 
 @pytest.mark.parametrize(
-    "degree, mult, N",
+    "degree, mult, N, tail",
     [
-        pytest.param(s, m, n, marks=() if (s, m, n) in _FAST_RULE else slow)
+        pytest.param(s, m, n, tail, marks=() if (s, m, n, tail) in _FAST_RULE else slow)
         for s, m in [(0, 1), (1, 1), (2, 1), (2, 3), (3, 1), (3, 2), (4, 1), (5, 3)]
         for n in (2, 5)
+        for tail in ("linear", "poly")
     ],
 )
-def test_gram_rule_matches_autodiff(degree, mult, N):
-    """Gradients in U, V, X and Y; M = 13 in chunks of 5 (the last one overlapping)."""
-    X, Y, U, V, knots = _problem(degree, mult, N)
+def test_gram_rule_matches_autodiff(degree, mult, N, tail):
+    """Gradients in U, V, X and Y; M = 13 in chunks of 5 (the last one overlapping).
+    Scores fall on both sides outside the knots, where the rule's ``B'`` must be the
+    tail's slope."""
+    X, Y, U, V, knots = _problem(degree, mult, N, tail=tail)
+    S = np.asarray(pair_scores(X, U, V))[:, ~np.eye(N, dtype=bool)]
+    b = np.asarray(knots.breaks)
+    assert np.any(S < b[0]) and np.any(S > b[-1])
     G = np.random.default_rng(2).normal(size=(n_basis(knots),) * 2)
 
     def loss(fn):

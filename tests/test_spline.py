@@ -1,5 +1,6 @@
 """The B-spline basis against scipy.interpolate.BSpline."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from bayes_ips.spline import (
     n_basis,
     quantile_breaks,
     reflect,
+    saved_tail,
     spline_eval,
 )
 
@@ -25,10 +27,10 @@ RTOL = 1e-11
 ROW_RTOL = 1e-12
 
 
-def _case(seed, degree, mult, n_int=7):
+def _case(seed, degree, mult, n_int=7, tail="poly"):
     rng = np.random.default_rng(seed)
     breaks = np.sort(rng.uniform(-1, 1, n_int + 1))
-    knots = make_knots(breaks, degree, mult)
+    knots = make_knots(breaks, degree, mult, tail)
     coef = rng.normal(size=n_basis(knots))
     # inside, outside on both sides, and exactly on every breakpoint
     u = np.concatenate([rng.uniform(-1.5, 1.5, 500), breaks])
@@ -95,32 +97,123 @@ def test_full_multiplicity_spans_discontinuous_piecewise_polynomials():
     assert np.max(np.abs(Bs @ cs - target(u_fit))) > 1e-3
 
 
-def test_gradient_in_u_and_coef():
-    knots, coef, u = _case(3, 3, 1)
-    u = u[(u > -1.4) & (u < 1.4)][:50]
-    from jax.test_util import check_grads
+def _naive_linear_tail(t, coef, degree, b0, bK, u):
+    """Values and ``d / du`` of the spline with linear tails, by SciPy: the
+    extrapolate=True spline inside ``[b0, bK]``, and outside the tangent line at
+    the nearer outer knot (its value and derivative there, from SciPy)."""
+    spl = BSpline(t, coef, degree, extrapolate=True)
 
-    check_grads(
-        lambda uu, cc: spline_eval(uu, cc, knots),
-        (jnp.asarray(u), jnp.asarray(coef)),
-        order=2,
-        modes=["fwd", "rev"],
+    def dspl(x):  # nu=1: splder refuses interior knots of full multiplicity
+        return spl(x, nu=1) if degree > 0 else np.zeros_like(np.asarray(x, float))
+
+    val, der = spl(u), dspl(u)
+    for b, out in ((b0, u < b0), (bK, u > bK)):
+        val = np.where(out, spl(b) + dspl(b) * (u - b), val)
+        der = np.where(out, dspl(b), der)
+    return val, der
+
+
+@pytest.mark.parametrize("degree,mult", CASES)
+def test_linear_tail_matches_naive_construction(degree, mult):
+    """Values and derivatives (in u and in the coefficients) of the linear tail
+    against SciPy's spline continued by its tangent at b_0 and b_K; inside the
+    range both tails are the same spline."""
+    knots, coef, u = _case(degree * 10 + mult + 2, degree, mult, tail="linear")
+    assert knots.tail == "linear"
+    t = np.asarray(full_knot_vector(knots))
+    b = np.asarray(knots.breaks)
+    ref, dref = _naive_linear_tail(t, coef, degree, b[0], b[-1], u)
+    got = np.asarray(spline_eval(jnp.asarray(u), jnp.asarray(coef), knots))
+    np.testing.assert_allclose(got, ref, rtol=RTOL, atol=RTOL)
+    # d / du away from the breakpoints (one-sided there for full multiplicity)
+    v = u[: -len(b)]
+    dgot = np.asarray(jax.vmap(jax.grad(lambda x: spline_eval(x, jnp.asarray(coef), knots)))(v))
+    np.testing.assert_allclose(dgot, dref[: -len(b)], rtol=1e-9, atol=1e-9)
+    # the basis: design matrix, local basis and d / dcoef all the naive basis
+    nb = n_basis(knots)
+    Bref = np.stack(
+        [_naive_linear_tail(t, np.eye(nb)[k], degree, b[0], b[-1], u)[0] for k in range(nb)],
+        axis=1,
     )
+    np.testing.assert_allclose(np.asarray(design_matrix(u, knots)), Bref, rtol=RTOL, atol=RTOL)
+    jac = np.asarray(jax.jacfwd(lambda c: spline_eval(jnp.asarray(u), c, knots))(coef))
+    np.testing.assert_allclose(jac, Bref, rtol=RTOL, atol=RTOL)
+    first, vals = local_basis(jnp.asarray(u), knots)
+    np.testing.assert_allclose(np.asarray(vals).sum(-1), 1.0, rtol=RTOL, atol=RTOL)
+    inside = (u >= b[0]) & (u <= b[-1])
+    poly = spline_eval(
+        jnp.asarray(u[inside]), jnp.asarray(coef), make_knots(b, degree, mult, "poly")
+    )
+    np.testing.assert_array_equal(got[inside], np.asarray(poly))
+
+
+@pytest.mark.parametrize("degree,mult", [(1, 1), (2, 1), (3, 1), (3, 4), (5, 3)])
+def test_linear_tail_is_continuous_with_its_slope_at_the_outer_knots(degree, mult):
+    """Value and first derivative are continuous at b_0 and b_K: the line outside,
+    carried back to the knot, meets the inside piece (the "poly" spline, equal to
+    it inside) with its value and slope there; the second derivative is zero
+    outside."""
+    knots, coef, _ = _case(degree + 40, degree, mult, tail="linear")
+    b = np.asarray(knots.breaks)
+    c = jnp.asarray(coef)
+
+    def f(x, kn=knots):
+        return spline_eval(x, c, kn)
+
+    def piece(x):
+        return f(x, make_knots(b, degree, mult, "poly"))
+
+    df = jax.grad(f)
+    for edge, out in ((b[0], -1.0), (b[-1], 1.0)):
+        for gap in (1e-9, 0.3, 2.0):
+            x = edge + out * gap
+            back = float(f(x)) - out * gap * float(df(x))  # the tangent line at the knot
+            assert back == pytest.approx(float(piece(edge)), rel=1e-10, abs=1e-10)
+            assert float(df(x)) == pytest.approx(float(jax.grad(piece)(edge)), rel=1e-10)
+            assert float(jax.grad(df)(x)) == 0.0
+
+
+def test_gradient_in_u_and_coef():
+    for tail in ("poly", "linear"):
+        knots, coef, u = _case(3, 3, 1, tail=tail)
+        u = u[(u > -1.4) & (u < 1.4)][:50]
+        from jax.test_util import check_grads
+
+        check_grads(
+            lambda uu, cc, kn=knots: spline_eval(uu, cc, kn),
+            (jnp.asarray(u), jnp.asarray(coef)),
+            order=2,
+            modes=["fwd", "rev"],
+        )
 
 
 def test_outside_scores_are_counted_and_extrapolated_not_clipped():
-    knots = make_knots(np.linspace(0, 1, 5), 3, 1)
-    coef = np.arange(n_basis(knots), dtype=float)
-    u = jnp.asarray([-0.5, 0.0, 0.5, 1.0, 1.7])
-    assert int(count_outside(u, knots)) == 2
-    vals = np.asarray(spline_eval(u, coef, knots))
-    # clipping would return phi(0) and phi(1) at -0.5 and 1.7
-    assert vals[0] != pytest.approx(vals[1]) and vals[-1] != pytest.approx(vals[-2])
+    for tail in ("poly", "linear"):
+        knots = make_knots(np.linspace(0, 1, 5), 3, 1, tail)
+        coef = np.arange(n_basis(knots), dtype=float) ** 2
+        u = jnp.asarray([-0.5, 0.0, 0.5, 1.0, 1.7])
+        assert int(count_outside(u, knots)) == 2
+        vals = np.asarray(spline_eval(u, coef, knots))
+        # clipping would return phi(0) and phi(1) at -0.5 and 1.7
+        assert vals[0] != pytest.approx(vals[1]) and vals[-1] != pytest.approx(vals[-2])
 
 
-def test_reflect_is_exact():
-    knots, coef, u = _case(7, 3, 2)
+def test_linear_tail_is_the_default_and_unknown_tails_are_refused():
+    assert make_knots([0.0, 1.0]).tail == "linear"
+    with pytest.raises(ValueError, match="tail"):
+        make_knots([0.0, 1.0], tail="cubic")
+    # files written before the tail existed carry none: they extrapolated with the piece
+    assert saved_tail({"degree": 3}) == "poly"
+    assert saved_tail({"tail": "linear"}) == "linear"
+    with pytest.raises(ValueError, match="tail"):
+        saved_tail({"tail": "spline"})
+
+
+@pytest.mark.parametrize("tail", ["poly", "linear"])
+def test_reflect_is_exact(tail):
+    knots, coef, u = _case(7, 3, 2, tail=tail)
     rk, rc = reflect(knots, coef)
+    assert rk.tail == tail
     np.testing.assert_allclose(
         np.asarray(spline_eval(jnp.asarray(-u), rc, rk)),
         np.asarray(spline_eval(jnp.asarray(u), jnp.asarray(coef), knots)),
