@@ -40,13 +40,15 @@ demo: $(STAMP)
 # The fast tier (the default: statistical checks that take minutes are marked slow), in
 # $(TEST_WORKERS) pytest-xdist workers, whole test files (or groups of files that share
 # compiled programs, tests/conftest.py) to a worker; TEST_WORKERS=0: one process.
-# The fast tier is compile-bound (tiny shapes, thousands of XLA programs), so it asks
-# LLVM for no optimisation passes: -29% of its time on test_pairwise/erm/kselect
-# (171 s -> 122 s, measured).  Still float64 with fast-math off; only the rounding of
-# multiply-adds that LLVM would fuse differs (last bits; tests/test_nuts.py builds its
-# overflow case to hold either way).  `make test-all` (CI) compiles as users do.
+# The fast tier is compile-bound (tiny shapes, thousands of XLA programs), so it compiles
+# cheaply: no LLVM optimisation passes, and XLA:CPU's older loop emitters instead of its
+# MLIR fusion emitters, which take most of the compile time.  On test_pairwise, test_erm
+# and test_kselect (one core, 2026-12-03): 145 s at the default, 60 s with both.  Still
+# float64 with fast-math off; only the rounding of multiply-adds that LLVM would fuse
+# (last bits) can differ, and tests/test_nuts.py builds its overflow case to hold either
+# way.  `make test-all` (CI) compiles as users do.
 TEST_WORKERS ?= 2
-TEST_XLA_FLAGS ?= --xla_backend_optimization_level=0
+TEST_XLA_FLAGS ?= --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false
 test: $(STAMP_DEV)
 	XLA_FLAGS="$(TEST_XLA_FLAGS) $$XLA_FLAGS" \
 		$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile

@@ -38,9 +38,19 @@ def _case(seed, degree, mult, n_int=7, tail="poly"):
 
 
 CASES = [(s, m) for s in range(0, 6) for m in sorted({1, max(1, s // 2), s + 1})]
+# Every (degree, multiplicity) compiles its own programs (~2-5 s a case and test).  The
+# fast tier runs piecewise constants, the default cubic, a full multiplicity (jumps)
+# and the highest degree; the slow tier all 16.
+FAST_CASES = {(0, 1), (3, 1), (2, 3), (5, 3)}
 
 
-@pytest.mark.parametrize("degree,mult", CASES)
+def cases():
+    return [
+        pytest.param(s, m, marks=() if (s, m) in FAST_CASES else pytest.mark.slow) for s, m in CASES
+    ]
+
+
+@pytest.mark.parametrize("degree,mult", cases())
 def test_spline_matches_scipy_including_extrapolation(degree, mult):
     knots, coef, u = _case(degree * 10 + mult, degree, mult)
     t = np.asarray(full_knot_vector(knots))
@@ -50,7 +60,7 @@ def test_spline_matches_scipy_including_extrapolation(degree, mult):
     np.testing.assert_allclose(got, ref, rtol=RTOL, atol=RTOL)
 
 
-@pytest.mark.parametrize("degree,mult", CASES)
+@pytest.mark.parametrize("degree,mult", cases())
 def test_design_matrix_matches_scipy_basis(degree, mult):
     knots, _, u = _case(degree * 10 + mult + 1, degree, mult)
     t = np.asarray(full_knot_vector(knots))
@@ -113,7 +123,7 @@ def _naive_linear_tail(t, coef, degree, b0, bK, u):
     return val, der
 
 
-@pytest.mark.parametrize("degree,mult", CASES)
+@pytest.mark.parametrize("degree,mult", cases())
 def test_linear_tail_matches_naive_construction(degree, mult):
     """Values and derivatives (in u and in the coefficients) of the linear tail
     against SciPy's spline continued by its tangent at b_0 and b_K; inside the
@@ -147,7 +157,11 @@ def test_linear_tail_matches_naive_construction(degree, mult):
     np.testing.assert_array_equal(got[inside], np.asarray(poly))
 
 
-@pytest.mark.parametrize("degree,mult", [(1, 1), (2, 1), (3, 1), (3, 4), (5, 3)])
+@pytest.mark.parametrize(
+    "degree,mult",
+    [(1, 1), (3, 1), (3, 4)]
+    + [pytest.param(s, m, marks=pytest.mark.slow) for s, m in [(2, 1), (5, 3)]],
+)
 def test_linear_tail_is_continuous_with_its_slope_at_the_outer_knots(degree, mult):
     """Value and first derivative are continuous at b_0 and b_K: the line outside,
     carried back to the knot, meets the inside piece (the "poly" spline, equal to
@@ -173,18 +187,19 @@ def test_linear_tail_is_continuous_with_its_slope_at_the_outer_knots(degree, mul
             assert float(jax.grad(df)(x)) == 0.0
 
 
-def test_gradient_in_u_and_coef():
-    for tail in ("poly", "linear"):
-        knots, coef, u = _case(3, 3, 1, tail=tail)
-        u = u[(u > -1.4) & (u < 1.4)][:50]
-        from jax.test_util import check_grads
+# second-order checks, forward and reverse (~6 s per tail): the old tail in the slow tier
+@pytest.mark.parametrize("tail", ["linear", pytest.param("poly", marks=pytest.mark.slow)])
+def test_gradient_in_u_and_coef(tail):
+    from jax.test_util import check_grads
 
-        check_grads(
-            lambda uu, cc, kn=knots: spline_eval(uu, cc, kn),
-            (jnp.asarray(u), jnp.asarray(coef)),
-            order=2,
-            modes=["fwd", "rev"],
-        )
+    knots, coef, u = _case(3, 3, 1, tail=tail)
+    u = u[(u > -1.4) & (u < 1.4)][:50]
+    check_grads(
+        lambda uu, cc: spline_eval(uu, cc, knots),
+        (jnp.asarray(u), jnp.asarray(coef)),
+        order=2,
+        modes=["fwd", "rev"],
+    )
 
 
 def test_outside_scores_are_counted_and_extrapolated_not_clipped():
