@@ -53,9 +53,10 @@ test: $(STAMP_DEV)
 	XLA_FLAGS="$(TEST_XLA_FLAGS) $$XLA_FLAGS" \
 		$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
-# Everything, the slow tier included (what CI runs).
+# Everything, the slow tier included (what CI runs), in the same pytest-xdist workers,
+# compiled at XLA's default settings, as users run it.
 test-all: $(STAMP_DEV)
-	$(BIN)/python -m pytest -q --durations=15 -m "slow or not slow"
+	$(BIN)/python -m pytest -q --durations=15 -m "slow or not slow" -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check bayes_ips models analyses tests

@@ -103,7 +103,7 @@ def gram_autodiff(U, V, X, Y, knots, chunk_size):
     from bayes_ips.pairwise import GramStats, _gram_pass
 
     b, s, m = knots.breaks, knots.degree, knots.multiplicity
-    (FtF, FtY, YtY, n_out), _ = _gram_pass(U, V, b, X, Y, chunk_size, s, m)
+    (FtF, FtY, YtY, n_out), _ = _gram_pass(U, V, b, X, Y, chunk_size, s, m, knots.tail)
     return GramStats(FtF, FtY, YtY, jnp.asarray(X.shape[0] * X.shape[1], X.dtype), n_out)
 
 
