@@ -96,6 +96,9 @@ class Knots:
 TAILS = ("linear", "poly")
 #: the tail of knots saved before files recorded one: they predict as they did
 LEGACY_TAIL = "poly"
+#: the tail of every new fit's knots (``make_knots`` without a ``tail``).  Records made
+#: before the linear tail (2026-12-03) are reproduced with this set to ``LEGACY_TAIL``.
+DEFAULT_TAIL = "linear"
 
 jax.tree_util.register_dataclass(
     Knots, data_fields=["breaks"], meta_fields=["degree", "multiplicity", "tail"]
@@ -103,7 +106,7 @@ jax.tree_util.register_dataclass(
 
 
 def make_knots(
-    breaks: ArrayLike, degree: int = 3, multiplicity: int = 1, tail: str = "linear"
+    breaks: ArrayLike, degree: int = 3, multiplicity: int = 1, tail: str | None = None
 ) -> Knots:
     """Validate and build a :class:`Knots`.
 
@@ -121,6 +124,8 @@ def make_knots(
         raise ValueError(
             f"knot multiplicity must be in [1, degree + 1] = [1, {degree + 1}], got {multiplicity}"
         )
+    if tail is None:  # new knots: the package's default, read at call time
+        tail = DEFAULT_TAIL
     if tail not in TAILS:
         raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
     b = np.asarray(breaks, dtype=np.float64)

@@ -136,7 +136,7 @@ def test_the_frozen_chain_cell_now_mixes():
 
 # slow: one NUTS posterior cell of the paper (~15 s) and its ERM start.
 @pytest.mark.slow
-def test_a_committed_paper_record_is_reproduced_by_the_current_code():
+def test_a_committed_paper_record_is_reproduced_by_the_current_code(monkeypatch):
     """The cell d = 1, M = 250, rep 1 of ``paper_nuts.toml``, run again from its
     committed spec (issue 17: the refactors kept behaviour).
 
@@ -151,8 +151,12 @@ def test_a_committed_paper_record_is_reproduced_by_the_current_code():
     (Measured: error 1.1e-4 relative, coverage 0 apart.)"""
     import json
 
+    from bayes_ips import spline
     from bayes_ips.study import run_cell
 
+    # the record predates the linear tail (the default since 2026-12-03), which moves
+    # this cell's ERM error by 3.7% (7.17e-4 -> 6.91e-4): reproduced with its own tail
+    monkeypatch.setattr(spline, "DEFAULT_TAIL", spline.LEGACY_TAIL)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.path.join(
         root, "analyses", "results", "paper_records", "records",
