@@ -402,9 +402,7 @@ def _crossprod(F, G=None):
     return jnp.einsum("bri,brj->ij", Fb, Gb)
 
 
-def _chunk_basis(
-    U, V, Xc, b, degree, multiplicity, derivative, keep=None, stride=None, offset=0, tail="poly"
-):
+def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep, stride, offset, tail):
     """Scores of one chunk and the weighted B-splines that are non-zero at each.
 
     The ``s + 1`` B-splines that are non-zero at each score are evaluated by the
@@ -513,7 +511,7 @@ def _scatter_rows(idx, vals, n_rows, nb, more=()):
     return F.reshape(n_rows, nb)
 
 
-def _heads_basis(U, V, Xc, b, degree, multiplicity, derivative, keep=None, tail="poly"):
+def _heads_basis(U, V, Xc, b, degree, multiplicity, derivative, keep, tail):
     """:func:`_chunk_basis` of every head, into one design of ``H n_basis`` columns.
 
     ``U, V`` are ``(H, d, r)`` and ``b`` ``(H, K + 1)``: head ``h`` fills columns
@@ -542,7 +540,7 @@ def _chunk_design(U, V, Xc, knots):
     c, N, _ = Xc.shape
     U, V, b = _as_heads(U, V, knots.breaks)
     parts, width = _heads_basis(
-        U, V, Xc, b, knots.degree, knots.multiplicity, False, tail=knots.tail
+        U, V, Xc, b, knots.degree, knots.multiplicity, False, None, knots.tail
     )
     F = _heads_scatter(parts, [p[3] for p in parts], c * N, width)
     return F, _sum_heads([p[5] for p in parts])

@@ -243,9 +243,7 @@ def _table_eval(a: jax.Array, k: jax.Array, z: jax.Array, tail: str, derivative:
     return out, der if derivative else None
 
 
-def _piece_eval(
-    u: jax.Array, a: jax.Array, breaks: jax.Array, derivative: bool = False, tail: str = "poly"
-):
+def _piece_eval(u: jax.Array, a: jax.Array, breaks: jax.Array, derivative: bool, tail: str):
     """Interval, local coordinate, value (and ``d phi / du``) of a piecewise polynomial.
 
     ``a`` is the ``(K, s + 1)`` table of :func:`piece_coefficients`; ``tail`` the
