@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +47,7 @@ from bayes_ips.kselect import (
     K_RULES,
     _knots_for,
     k_candidates,
+    k_extension,
     k_grid,
     refinement_matrices,
     refinement_matrix,
@@ -227,6 +229,28 @@ def _optimise(theta0, X, Y, knots, ridge, d, r, chunk, max_steps, tol):
 _optimise_jit = jax.jit(_optimise, static_argnames=("d", "r", "chunk", "max_steps"))
 
 
+@partial(jax.jit, static_argnames=("d", "r", "chunk"))
+def _loss_at(theta, X, Y, knots, ridge, d, r, chunk):
+    return _projected_loss(theta, (X, Y, knots, ridge, d, r, chunk))
+
+
+def _fit_direction(theta0, X, Y, knots, ridge, d, r, chunk, max_steps, tol):
+    """BFGS over the factors, or nothing where ``A`` has no free direction.
+
+    At ``d = r = 1`` the normalised ``A`` is +-1 and the sign is the reflection
+    ``phi(-s)`` of the spline (a gauge), so the profiled loss is constant in the
+    factors: BFGS would only wander along the flat scale (up to ``max_steps``
+    Gram passes, minutes at large K and M, for nothing).
+
+    Returns
+    -------
+    theta, loss, steps
+    """
+    if r * (2 * d - r) - 1 == 0:
+        return theta0, _loss_at(theta0, X, Y, knots, ridge, d, r, chunk), 0
+    return _optimise_jit(theta0, X, Y, knots, ridge, d, r, chunk, max_steps, tol)
+
+
 def _moment_start(X: np.ndarray, Y: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     """Linearised moment estimate: regress Y_i on vec(x_i xbar_{-i}^T), truncate to rank r.
 
@@ -309,7 +333,9 @@ def fit_erm(
 
     # 2. choose K at the pilot A, refit A with it, re-place the knots
     U, V = _factors(theta, d, r)
-    K, table = select_k(Xj, Yj, U, V, grid, s, m, config.ridge, n_a, chunk_size)
+    gcv_grid = config.n_intervals is None and config.k_rule == "gcv"
+    extend_to = k_extension(n_obs) if gcv_grid else None
+    K, table = select_k(Xj, Yj, U, V, grid, s, m, config.ridge, n_a, chunk_size, extend_to)
     U, V, knots, c, st, steps2 = _refit(theta, Xj, Yj, K, config, chunk_size)
     loss = float(sq_loss(U, V, c, Xj, Yj, knots, chunk_size)) / n_obs
     # the coercivity constant of the fitted space (gauge-invariant: computed before it)
@@ -351,7 +377,7 @@ def _multi_start(key, X, Y, config: ERMConfig, k_pilot: int, chunk_size: int, pr
         U0 = jnp.asarray(theta0[: d * r].reshape(d, r))
         V0 = jnp.asarray(theta0[d * r :].reshape(d, r))
         knots = _knots_for(Xj, gauge_factors(U0, V0)[0], V0, k_pilot, s, m)
-        theta, loss, steps = _optimise_jit(
+        theta, loss, steps = _fit_direction(
             jnp.asarray(theta0),
             Xj,
             Yj,
@@ -378,7 +404,7 @@ def _refit(theta, Xj, Yj, K: int, config: ERMConfig, chunk_size: int):
     s, m = config.resolved_degree(), config.multiplicity
     U, V = _factors(theta, d, r)
     knots = _knots_for(Xj, U, V, K, s, m)
-    theta, _, steps = _optimise_jit(
+    theta, _, steps = _fit_direction(
         theta, Xj, Yj, knots, config.ridge, d, r, chunk_size, config.max_steps, config.tol
     )
     U, V = _factors(theta, d, r)

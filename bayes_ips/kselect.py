@@ -4,7 +4,8 @@
   the divisors of the finest K the data allow;
 * :func:`select_k`: GCV of every candidate at a fitted ``A``, all from one Gram
   pass at the finest K (:func:`_gcv_table`, through the nested spline spaces of
-  :func:`refinement_matrices`);
+  :func:`refinement_matrices`), the grid's top doubled (up to :data:`K_CEILING`,
+  as the data allow) while GCV's minimum sits on it;
 * :func:`theory_k`: the theory's rule ``K ~ (M / log M)^{1/(2 beta + 1)}``, and
   :func:`theory_condition`, the theory's condition on ``r d``;
 * :func:`_knots_for`: the knots of a given K, at empirical quantiles of the scores;
@@ -29,6 +30,7 @@ from bayes_ips.spline import Knots, make_knots, mixed_breaks, quantile_breaks
 __all__ = [
     "K_RULES",
     "k_candidates",
+    "k_extension",
     "k_grid",
     "log_evidence",
     "posterior_basis",
@@ -57,7 +59,8 @@ def theory_condition(M: int, d: int, rank: int, beta: float | None) -> dict[str,
 
 # Finest grids: numbers with many divisors, spread roughly geometrically.
 FINE_K = (4, 6, 8, 12, 16, 24, 36, 48, 60, 96, 120, 180, 240)
-K_MAX = 240  # the cost of a Gram pass grows like n_basis^2 (F^T F is dense)
+K_MAX = 240  # the first grid's ceiling: a Gram pass costs ~ n_basis^2 (F^T F is dense)
+K_CEILING = 960  # GCV's grid doubles up to here while its minimum is at the grid's top
 OBS_PER_INTERVAL = 25  # the finest K leaves at least this many observations per interval
 
 
@@ -197,10 +200,30 @@ def k_grid(
     return k_candidates(n_obs)
 
 
-def select_k(X, Y, U, V, grid, s, m, ridge, n_a, chunk) -> tuple[int, list[dict[str, float]]]:
-    """The K of ``grid`` with the smallest GCV at the factors ``U, V``, and the GCV table."""
+def k_extension(n_obs: int, n_max: int = K_CEILING) -> int:
+    """The finest K that GCV's grid may be extended to: ``min(n_max, n_obs / 25)``."""
+    return int(min(n_max, n_obs // OBS_PER_INTERVAL))
+
+
+def select_k(
+    X, Y, U, V, grid, s, m, ridge, n_a, chunk, extend_to: int | None = None
+) -> tuple[int, list[dict[str, float]]]:
+    """The K of ``grid`` with the smallest GCV at the factors ``U, V``, and the GCV table.
+
+    With ``extend_to``, a minimum at the grid's finest K is not trusted as the
+    optimum: the grid's top is doubled (one more Gram pass at the doubled K) for
+    as long as GCV keeps choosing the top and the doubled K stays within
+    ``extend_to``.  Rough phi* (Hoelder exponent below 1, or many kinks) want K to
+    grow like ``M^{1/(2 beta + 1)}`` with a large constant, and a fixed ceiling
+    (:data:`K_MAX`) becomes the error's floor; smooth phi* stop at the first grid
+    and pay nothing.
+    """
     table = _gcv_table(X, Y, U, V, grid, s, m, ridge, n_a, chunk)
-    return table[int(np.argmin([t["gcv"] for t in table]))]["K"], table
+    best = int(np.argmin([t["gcv"] for t in table]))
+    while extend_to is not None and best == len(table) - 1 and 2 * table[-1]["K"] <= extend_to:
+        table = table + _gcv_table(X, Y, U, V, [2 * table[-1]["K"]], s, m, ridge, n_a, chunk)
+        best = int(np.argmin([t["gcv"] for t in table]))
+    return table[best]["K"], table
 
 
 # ------------------------------------------------------------ the posterior's own basis

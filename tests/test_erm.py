@@ -145,6 +145,62 @@ def test_theory_bookkeeping():
     assert max(k_candidates(10**6)) == 240
 
 
+def test_d1_skips_bfgs_because_the_profiled_loss_is_flat_in_the_factors():
+    """At d = r = 1, A = +-1 after normalising, and -1 is phi's reflection: nothing to fit."""
+    from bayes_ips.gauge import gauge_factors
+
+    truth = make_truth(jax.random.PRNGKey(7), 1, 1, phi="sin", noise_sd=0.1)
+    X, Y = simulate(jax.random.PRNGKey(8), truth, 200, 4)
+    X, Y = np.asarray(X), np.asarray(Y)
+    fit = fit_erm(jax.random.PRNGKey(9), X, Y, ERMConfig(n_intervals=6, restarts=2))
+    assert fit.info["bfgs_steps"] == [0, 0, 0]
+    losses = []
+    for u, v in ([1.0, 1.0], [0.3, -2.0], [-4.0, -0.1]):  # A = +1, -1 (the reflection), +1
+        Ug, Vg = gauge_factors(jnp.full((1, 1), u), jnp.full((1, 1), v))  # as fit_erm does
+        knots = _knots_for(jnp.asarray(X), Ug, Vg, 6, 3, 1)
+        args = (jnp.asarray(X), jnp.asarray(Y), knots, 1e-6, 1, 1, 2048)
+        losses.append(float(_projected_loss(jnp.asarray([u, v]), args)))
+    # knots at the scores' quantiles reflect with the scores: equal up to rounding
+    np.testing.assert_allclose(losses, losses[0], rtol=1e-9)
+    # and the fit is good: sin on 6 intervals, 800 noisy outputs (noise variance ~ 0.01)
+    assert l2_error(jax.random.PRNGKey(10), fit.predict, truth, 4000).relative < 0.05
+
+
+def test_gcv_grid_doubles_its_top_only_while_gcv_chooses_it(problem):
+    """A rough phi* pushes GCV to the grid's top: the grid grows, each new K as a direct pass."""
+    from bayes_ips.gauge import gauge_factors
+    from bayes_ips.kselect import _gcv, k_extension, select_k
+
+    truth, X, Y, fit = problem
+    # smooth phi* (tanh): GCV's minimum is inside the data's grid, nothing is added
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    grid = k_candidates(X.shape[0] * X.shape[1])
+    U, V = gauge_factors(jnp.asarray(fit.U), jnp.asarray(fit.V))
+    K, table = select_k(Xj, Yj, U, V, grid, 3, 1, 1e-6, 4, 2048, extend_to=10**6)
+    assert [row["K"] for row in table] == grid and K < max(grid)
+    # rough phi* (Hoelder 1/2 at every point) on the same tokens, a grid capped at 8
+    rough = make_truth(jax.random.PRNGKey(1), 3, 1, phi="weierstrass", beta=0.5, noise_sd=0.1)
+    Xr, Yr = simulate(jax.random.PRNGKey(101), rough, 500, 6)
+    P, sv, Qt = np.linalg.svd(np.asarray(rough.A))
+    U, V = gauge_factors(jnp.asarray(P[:, :1]), jnp.asarray(Qt[:1].T))
+    top = k_extension(3000)
+    assert top == 3000 // 25
+    K, table = select_k(Xr, Yr, U, V, [2, 4, 8], 3, 1, 1e-6, 4, 2048, extend_to=top)
+    ks = [row["K"] for row in table]
+    assert ks[:4] == [2, 4, 8, 16]  # GCV wanted more than 8 intervals
+    assert all(b == 2 * a for a, b in zip(ks[2:], ks[3:], strict=False)) and ks[-1] <= top
+    gcv = [row["gcv"] for row in table]
+    best = int(np.argmin(gcv))
+    assert K == ks[best]
+    # it stopped because the minimum moved inside, or because doubling would pass the top
+    assert best < len(ks) - 1 or 2 * ks[-1] > top
+    for row in table[3:]:
+        ref = _gcv(Xr, Yr, U, V, _knots_for(Xr, U, V, row["K"], 3, 1), 1e-6, 4, 2048)
+        assert row["gcv"] == pytest.approx(ref["gcv"], rel=1e-9)
+    # without a ceiling (a fixed grid) nothing is added
+    assert [r["K"] for r in select_k(Xr, Yr, U, V, [2, 4, 8], 3, 1, 1e-6, 4, 2048)[1]] == [2, 4, 8]
+
+
 @pytest.mark.slow  # fast-tier budget (5 min on 2 cores); CI runs it
 def test_k_rules_are_honoured(problem):
     _, X, Y, _ = problem
