@@ -723,7 +723,7 @@ def run_cell(spec: dict) -> dict:
     relieve_map_pressure()
     from bayes_ips.erm import fit_erm
     from bayes_ips.kselect import theory_condition
-    from bayes_ips.metrics import l2_error
+    from bayes_ips.metrics import l2_error, outside_knots
 
     t0 = time.perf_counter()
     truth, X, Y, key = cell_data(spec)
@@ -753,9 +753,19 @@ def run_cell(spec: dict) -> dict:
         "erm_time_s": t_erm,
     }
     if kind == "erm":
-        err = l2_error(k_eval, erm.predict, truth, spec["n_eval_pairs"], **_error_target(spec))
+        err = l2_error(
+            k_eval,
+            erm.predict,
+            truth,
+            spec["n_eval_pairs"],
+            stratum=outside_knots(erm.A, erm.knots),  # where the fit extrapolates
+            **_error_target(spec),
+        )
         rec.update(
             **_error_fields(spec, err),
+            error_n_screened=err.n_screened,
+            error_n_stratum=err.n_stratum,
+            tail=erm.info["tail"],
             K=erm.info["K"],
             degree=erm.info["degree"],
             n_basis=erm.info["n_basis"],
