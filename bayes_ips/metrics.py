@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayes_ips.pairwise import padded_size
 from bayes_ips.simulate import Truth, g_true, sample_pairs
 
 __all__ = ["L2Error", "l2_error", "outside_knots"]
@@ -198,7 +199,7 @@ def _screened(key, predict, truth, stratum, n_pairs, screen, batch):
         return np.zeros(0), screen * n_pairs
     x, y = np.concatenate(xs), np.concatenate(ys)
     n = x.shape[0]
-    size = max(64, 1 << (n - 1).bit_length())
+    size = padded_size(n)
     pad = np.zeros((size - n, x.shape[1]), x.dtype)  # zero tokens: any valid pair, dropped below
     sq, _ = _squared_errors(
         jnp.asarray(np.concatenate([x, pad])),

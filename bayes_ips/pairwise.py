@@ -137,6 +137,12 @@ class GramStats(NamedTuple):
     n_outside: jax.Array
 
 
+def padded_size(n: int, smallest: int = 64) -> int:
+    """``n`` rounded up to a power of two (at least ``smallest``): inputs of varying
+    length padded to it compile few shapes of a jitted function."""
+    return max(smallest, 1 << (max(n, 1) - 1).bit_length())
+
+
 def pair_scores(X: ArrayLike, U: ArrayLike, V: ArrayLike) -> jax.Array:
     """Scores ``S[..., i, j] = x_i^T U V^T x_j``.
 

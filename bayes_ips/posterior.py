@@ -27,7 +27,7 @@ from jax.typing import ArrayLike
 
 from bayes_ips.collapsed import conditional_c, pspline_precision, sample_conditional_c
 from bayes_ips.models.lowrank_spline import KAPPA, gauge_factors
-from bayes_ips.pairwise import DEFAULT_CHUNK, gram, pairwise_mean
+from bayes_ips.pairwise import DEFAULT_CHUNK, gram, padded_size, pairwise_mean
 from bayes_ips.spline import Knots, spline_eval
 
 __all__ = [
@@ -297,7 +297,7 @@ def unique_draws(A: ArrayLike, coef: ArrayLike) -> tuple[np.ndarray, np.ndarray,
         return_inverse=True,
     )
     # padded (with copies of the first) to a power of two, at most S: few compiled shapes
-    size = min(S, max(64, 1 << (len(first) - 1).bit_length()))
+    size = min(S, padded_size(len(first)))
     first = np.concatenate([first, np.full(size - len(first), first[0])])
     return A[first], coef[first], inverse.ravel()
 
