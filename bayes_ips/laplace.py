@@ -61,6 +61,7 @@ __all__ = [
     "mvt_sample",
     "sphere_chart",
     "unravel",
+    "widened",
 ]
 
 
@@ -303,6 +304,18 @@ def laplace_approx(mode: np.ndarray, hessian: np.ndarray, floor: float = 1e-6) -
     w = np.maximum(np.abs(w), floor * np.abs(w).max())
     cov = (Q / w) @ Q.T
     return LaplaceApprox(np.asarray(mode, dtype=float), cov, np.linalg.cholesky(cov))
+
+
+def widened(approx: LaplaceApprox, idx, factor: float) -> LaplaceApprox:
+    """``approx`` with its spread along coordinates ``idx`` multiplied by ``factor``.
+
+    The deviations from the mode are scaled by ``T = diag(1, ..., factor, ...)``: the
+    covariance becomes ``T cov T`` and the Cholesky factor ``T chol`` (still lower
+    triangular), so the correlations are kept.
+    """
+    T = np.ones(approx.mean.shape[0])
+    T[np.asarray(idx)] = factor
+    return LaplaceApprox(approx.mean, T[:, None] * approx.cov * T, T[:, None] * approx.chol)
 
 
 def mvt_sample(key: jax.Array, approx: LaplaceApprox, df: float, n: int) -> jax.Array:

@@ -611,6 +611,7 @@ def _importance(key, model, X, Y, data, fit, y_scale, cfg, draws, progress):
     """
     from bayes_ips.inference import (
         IMH_BATCH,
+        _n_tau,
         importance_sample,
         laplace_at,
         proposal_samples,
@@ -632,7 +633,7 @@ def _importance(key, model, X, Y, data, fit, y_scale, cfg, draws, progress):
 
     res = importance_sample(
         k_prop, k_c, approx, df, chart, evaluate, cfg.is_ess_target(), cfg.max_proposals,
-        cfg.khat_max, progress, label="heads is",
+        cfg.khat_max, progress, label="heads is", n_tau=_n_tau(layout),
     )  # fmt: skip
     flat, A, pe, cm, cd, bm = res.proposals
     idx = resample_chains(k_res, res.log_smoothed, cfg.chains, draws)
