@@ -260,25 +260,53 @@ def mode_and_hessian(
     return np.asarray(x), np.asarray(H), int(n), bool(ok), layout
 
 
-@partial(jax.jit, static_argnames=("model", "layout", "max_steps", "tol"))
 def _mode_and_hessian(
     flat0, rest, model_args, model_kwargs, chart, *, model, layout, max_steps, tol
 ):
-    from numpyro.infer.util import potential_energy
-
-    def pe(flat):
-        if chart is None:
-            return potential_energy(model, model_args, model_kwargs, unravel(flat, layout, rest))
-        point = unravel(chart_to_flat(flat, chart), layout, rest)
-        return potential_energy(model, model_args, model_kwargs, point) - chart_log_jacobian(
-            flat, chart
-        )
-
     # BFGS in coordinates whitened by the Hessian at the start (x = x0 + T z,
     # T^T H0 T = I up to the eigenvalue floor): the angular directions of the
     # factors are ~1e3 times stiffer than the others, which took BFGS from an
-    # identity start ~230 steps at d = 5; whitened, it needs a few tens.
-    w, Q = jnp.linalg.eigh(jax.hessian(pe)(flat0))
+    # identity start ~230 steps at d = 5; whitened, it needs a few tens.  The
+    # Hessian is one compiled program called twice (inlined twice into one
+    # program, it doubled the compile time of the Laplace step, ~12 s at d = 1).
+    args = (rest, model_args, model_kwargs, chart)
+    H0 = _hessian(flat0, *args, model=model, layout=layout)
+    x, n, ok = _bfgs(flat0, H0, *args, model=model, layout=layout, max_steps=max_steps, tol=tol)
+    return x, _hessian(x, *args, model=model, layout=layout), n, ok
+
+
+def _potential(flat, rest, model_args, model_kwargs, chart, model, layout):
+    """The potential energy at flattened sites (or chart coordinates, less the log Jacobian)."""
+    from numpyro.infer.util import potential_energy
+
+    if chart is None:
+        return potential_energy(model, model_args, model_kwargs, unravel(flat, layout, rest))
+    point = unravel(chart_to_flat(flat, chart), layout, rest)
+    return potential_energy(model, model_args, model_kwargs, point) - chart_log_jacobian(
+        flat, chart
+    )
+
+
+@partial(jax.jit, static_argnames=("model", "layout"))
+def _hessian(flat, rest, model_args, model_kwargs, chart, *, model, layout):
+    pe = partial(
+        _potential,
+        rest=rest,
+        model_args=model_args,
+        model_kwargs=model_kwargs,
+        chart=chart,
+        model=model,
+        layout=layout,
+    )
+    return jax.hessian(pe)(flat)
+
+
+@partial(jax.jit, static_argnames=("model", "layout", "max_steps", "tol"))
+def _bfgs(flat0, H0, rest, model_args, model_kwargs, chart, *, model, layout, max_steps, tol):
+    def pe(flat):
+        return _potential(flat, rest, model_args, model_kwargs, chart, model, layout)
+
+    w, Q = jnp.linalg.eigh(H0)
     w = jnp.abs(w)
     T = Q / jnp.sqrt(jnp.maximum(w, 1e-6 * jnp.max(w)))
     sol = optx.minimise(
@@ -289,7 +317,7 @@ def _mode_and_hessian(
         throw=False,
     )
     x = flat0 + T @ sol.value
-    return x, jax.hessian(pe)(x), sol.stats["num_steps"], (sol.result == optx.RESULTS.successful)
+    return x, sol.stats["num_steps"], (sol.result == optx.RESULTS.successful)
 
 
 def laplace_approx(mode: np.ndarray, hessian: np.ndarray, floor: float = 1e-6) -> LaplaceApprox:

@@ -342,7 +342,7 @@ def test_auto_falls_back_to_nuts_when_the_proposal_does_not_fit_and_says_so(caps
 @pytest.mark.slow  # ~17 s: two whole posterior runs (a property of cost, not of numbers)
 def test_a_second_dataset_of_the_same_shapes_compiles_nothing_new():
     """The mode search, the Hessian and the proposal evaluation are compiled once per shapes."""
-    from bayes_ips.laplace import _mode_and_hessian
+    from bayes_ips.laplace import _bfgs, _hessian
     from bayes_ips.posterior import evaluate_proposals
 
     cfg = SamplerConfig(chains=2, warmup=10, draws=20, n_intervals=4)
@@ -350,7 +350,9 @@ def test_a_second_dataset_of_the_same_shapes_compiles_nothing_new():
     for seed in (11, 12):
         truth, X, Y = _data(seed, M=70, N=4, d=2)
         sample_posterior(jax.random.PRNGKey(seed), X, Y, cfg, n_eval=8, progress=False)
-        sizes.append((_mode_and_hessian._cache_size(), evaluate_proposals._cache_size()))
+        sizes.append(
+            (_bfgs._cache_size(), _hessian._cache_size(), evaluate_proposals._cache_size())
+        )
     assert sizes[0] == sizes[1]
 
 
