@@ -23,6 +23,11 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 # The main job on the embedded local default: a small rate study (ERM and the Bayesian
 # posterior mean, two d, three M) on a local pool of 2 processes, then one dataset
 # through the whole command line: ERM fit, posterior, diagnostics and figures.
+# The demo is small and compile-bound: XLA:CPU's loop emitters compile it ~1.5x faster
+# (bayes_ips.use_loop_emitters; analyses/benchmarks/RESULTS.md).  DEMO_EMITTERS=fusion
+# for XLA's default.
+DEMO_EMITTERS ?= loop
+demo: export BAYES_IPS_XLA_EMITTERS = $(DEMO_EMITTERS)
 demo: $(STAMP)
 	@mkdir -p $(OUT)
 	$(BIN)/bayes-ips study analyses/configs/quick.toml --out-dir $(OUT)/quick --processes 2

@@ -4,7 +4,8 @@ The model: ``Y_i = 1/(N-1) sum_{j != i} phi(X_i^T A X_j) + noise`` with ``A = U 
 low rank and ``phi`` a spline.  Only ``g(x, y) = phi(x^T A y)`` is identifiable.
 
 float64 is not switched on by importing this package: entry points (the CLI,
-scripts, tests) call :func:`enable_x64`.
+scripts, tests) call :func:`enable_x64`.  With ``BAYES_IPS_XLA_EMITTERS=loop``,
+importing it chooses how XLA:CPU compiles (:func:`use_loop_emitters`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,63 @@ CACHE_ENV = "BAYES_IPS_JAX_CACHE"
 # (default 0.5).  The test suite sets 0, so that its CLI and worker subprocesses load
 # every program another subprocess compiled, small ones included.
 CACHE_MIN_SECS_ENV = "BAYES_IPS_JAX_CACHE_MIN_SECS"
+
+
+EMITTERS_ENV = "BAYES_IPS_XLA_EMITTERS"  # "fusion" (XLA's default) or "loop"
+_LOOP_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+# jaxlib releases checked to accept the flag: XLA aborts on a flag it does not know,
+# so with another jaxlib the setting is left to XLA_FLAGS.
+_LOOP_EMITTERS_JAXLIB = ((0, 10),)
+
+
+def use_loop_emitters() -> bool:
+    """With ``BAYES_IPS_XLA_EMITTERS=loop``, have XLA:CPU compile with its loop emitters.
+
+    Work at small sizes (demos, tests, scripts on one small dataset) is mostly XLA
+    compilation, and XLA:CPU's older loop emitters compile ~1.4-1.8x faster than its
+    MLIR fusion emitters, with the same numbers to the digits printed; but the
+    posterior's proposal evaluation runs ~20% slower with them at M = 8000, so they
+    are not the default (``analyses/benchmarks/bench_xla_flags.py``,
+    ``analyses/benchmarks/RESULTS.md``).  Adds ``--xla_cpu_use_fusion_emitters=false``
+    to ``XLA_FLAGS`` unless ``XLA_FLAGS`` already sets that flag, the installed jaxlib
+    is not one checked to accept it, or JAX's backend has already started (XLA reads
+    its flags once).  Called when the package is imported; ``make demo`` sets it.
+
+    Returns whether the flag was added.
+    """
+    import sys
+    from importlib import metadata
+
+    if os.environ.get(EMITTERS_ENV, "fusion").strip().lower() != "loop":
+        return False
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_use_fusion_emitters" in flags:
+        return False
+    try:
+        major, minor = (int(p) for p in metadata.version("jaxlib").split(".")[:2])
+    except (metadata.PackageNotFoundError, ValueError):
+        return False
+    if (major, minor) not in _LOOP_EMITTERS_JAXLIB:
+        return False
+    if "jax" in sys.modules:
+        try:
+            from jax._src import xla_bridge
+
+            if xla_bridge._backends:  # started: the flags were read already
+                return False
+        except (ImportError, AttributeError):
+            return False
+    os.environ["XLA_FLAGS"] = f"{flags} {_LOOP_EMITTERS}".strip()
+    return True
+
+
+def check_emitters_setting() -> None:
+    """A one-line error for an unknown ``BAYES_IPS_XLA_EMITTERS`` (entry points call it)."""
+    raw = os.environ.get(EMITTERS_ENV, "fusion")
+    if raw.strip().lower() not in ("loop", "fusion"):
+        from bayes_ips.errors import InputError
+
+        raise InputError(f"{EMITTERS_ENV}={raw!r}: expected 'loop' or 'fusion'")
 
 
 def enable_x64() -> None:
@@ -105,4 +163,13 @@ def configure_jax_before_import() -> None:
             os.environ[name.upper()] = str(value)
 
 
-__all__ = ["__version__", "configure_jax_before_import", "enable_compilation_cache", "enable_x64"]
+__all__ = [
+    "__version__",
+    "check_emitters_setting",
+    "configure_jax_before_import",
+    "enable_compilation_cache",
+    "enable_x64",
+    "use_loop_emitters",
+]
+
+use_loop_emitters()

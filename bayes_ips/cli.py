@@ -796,11 +796,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    from bayes_ips import enable_compilation_cache, enable_x64
+    from bayes_ips import check_emitters_setting, enable_compilation_cache, enable_x64
     from bayes_ips.errors import InputError
 
     enable_x64()
     try:
+        check_emitters_setting()
         enable_compilation_cache()
         return int(args.func(args) or 0)
     except InputError as e:
