@@ -30,6 +30,7 @@ from bayes_ips.spline import Knots, make_knots, mixed_breaks, quantile_breaks
 __all__ = [
     "K_RULES",
     "k_candidates",
+    "extend_while_top",
     "k_extension",
     "k_grid",
     "log_evidence",
@@ -219,9 +220,27 @@ def select_k(
     and pay nothing.
     """
     table = _gcv_table(X, Y, U, V, grid, s, m, ridge, n_a, chunk)
+    return extend_while_top(
+        table, extend_to, lambda ks: _gcv_table(X, Y, U, V, ks, s, m, ridge, n_a, chunk)
+    )
+
+
+def extend_while_top(
+    table: list[dict], extend_to: int | None, score, allowed=lambda K: True
+) -> tuple[int, list[dict]]:
+    """The GCV table's best K, doubling the table's top while GCV chooses the top.
+
+    ``score(ks)`` gives the table rows of the Ks ``ks``; a doubled K is scored only
+    while it is ``<= extend_to`` and ``allowed(K)`` (e.g. enough observations for the
+    multi-head fit's parameters).  ``extend_to=None``: the table as it is.  Shared by
+    :func:`select_k` and :func:`bayes_ips.multihead.fit_erm_heads`.
+    """
     best = int(np.argmin([t["gcv"] for t in table]))
-    while extend_to is not None and best == len(table) - 1 and 2 * table[-1]["K"] <= extend_to:
-        table = table + _gcv_table(X, Y, U, V, [2 * table[-1]["K"]], s, m, ridge, n_a, chunk)
+    while extend_to is not None and best == len(table) - 1:
+        K2 = 2 * table[-1]["K"]
+        if K2 > extend_to or not allowed(K2):
+            break
+        table = table + score([K2])
         best = int(np.argmin([t["gcv"] for t in table]))
     return table[best]["K"], table
 

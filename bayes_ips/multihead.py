@@ -40,7 +40,14 @@ from jax.typing import ArrayLike
 from bayes_ips.erm import ERMConfig, _gauged, _moment_start, solve_coefficients
 from bayes_ips.errors import InputError, check_xy
 from bayes_ips.gauge import gauge_factors
-from bayes_ips.kselect import _gcv_score, _knots_for, k_grid, refinement_matrices
+from bayes_ips.kselect import (
+    _gcv_score,
+    _knots_for,
+    extend_while_top,
+    k_extension,
+    k_grid,
+    refinement_matrices,
+)
 from bayes_ips.pairwise import DEFAULT_CHUNK, gram, sq_loss
 from bayes_ips.spline import Knots, make_knots, n_basis, spline_eval
 
@@ -290,8 +297,16 @@ def fit_erm_heads(
 
     # 2. K by GCV at the pilot factors, refit with it, knots at the final factors
     U, V = _unpack(theta, H, d, r)
-    table = _gcv_table(Xj, Yj, U, V, grid, s, m, config.ridge, n_a, chunk_size)
-    K = table[int(np.argmin([t["gcv"] for t in table]))]["K"]
+    # GCV's grid grows past its top while GCV chooses the top (as for one head,
+    # bayes_ips.kselect.select_k), as long as the heads' parameters stay within
+    # half the observations
+    gcv_grid = config.n_intervals is None and config.k_rule == "gcv"
+    K, table = extend_while_top(
+        _gcv_table(Xj, Yj, U, V, grid, s, m, config.ridge, n_a, chunk_size),
+        k_extension(n_obs) if gcv_grid else None,
+        lambda ks: _gcv_table(Xj, Yj, U, V, ks, s, m, config.ridge, n_a, chunk_size),
+        lambda K: H * (s + 1 + (K - 1) * m) + n_a <= n_obs // 2,
+    )
     knots = _heads_knots(Xj, U, V, K, s, m)
     theta, _, steps2 = _optimise_jit(
         theta, Xj, Yj, knots, config.ridge, H, d, r, chunk_size, config.max_steps, config.tol

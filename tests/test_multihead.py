@@ -118,3 +118,65 @@ def test_two_heads_recovered_within_4x_of_the_oracle():
     err_oracle = np.mean((np.asarray(oracle.predict(x, y)) - g) ** 2)
     assert err <= 4 * err_oracle, (err, err_oracle)
     assert err < 0.01 * g.var()
+
+
+def _rough_heads():
+    rough = (
+        lambda u: np.abs(np.sin(6 * u)) ** 0.5,
+        lambda u: np.sign(np.sin(5 * u)) * np.abs(np.sin(5 * u)) ** 0.5,
+    )
+    return _two_heads(500, N=6, d=2, noise=0.05, phis=rough)
+
+
+def test_heads_gcv_grid_doubles_its_top_while_gcv_chooses_it():
+    """Two rough heads (Hoelder 1/2 kinks) at their true factors: from a grid capped at
+    8, GCV wants more, the grid doubles (each added K scored as its own Gram pass at
+    its own knots), and stops at the ceiling or when the minimum moves inside; a
+    parameter limit stops it too."""
+    import jax.numpy as jnp
+
+    from bayes_ips.kselect import _gcv_score, extend_while_top
+    from bayes_ips.multihead import _gcv_table, _heads_knots
+    from bayes_ips.pairwise import gram
+
+    X, Y, A, _, _ = _rough_heads()
+    U = jnp.asarray(np.stack([np.linalg.svd(a)[0][:, :1] for a in A]))
+    V = jnp.asarray(np.stack([np.linalg.svd(a)[2][:1].T * np.linalg.svd(a)[1][0] for a in A]))
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+
+    def score(ks):
+        return _gcv_table(Xj, Yj, U, V, ks, 3, 1, 1e-6, 4, 2048)
+
+    top = 120
+    K, table = extend_while_top(score([2, 4, 8]), top, score)
+    ks = [row["K"] for row in table]
+    assert ks[:4] == [2, 4, 8, 16] and ks[-1] <= top  # GCV wanted more than 8 intervals
+    best = int(np.argmin([row["gcv"] for row in table]))
+    assert K == ks[best] and (best < len(ks) - 1 or 2 * ks[-1] > top)
+    for row in table[3:]:
+        st = gram(U, V, Xj, Yj, _heads_knots(Xj, U, V, row["K"], 3, 1), 2048)
+        ref = _gcv_score(
+            np.asarray(st.FtF), np.asarray(st.FtY), float(st.YtY), float(st.n_obs), 1e-6, 4,
+            row["K"],
+        )  # fmt: skip
+        assert row["gcv"] == pytest.approx(ref["gcv"], rel=1e-9)
+    # a parameter limit (or no ceiling) stops the doubling where it stands
+    _, capped = extend_while_top(score([2, 4, 8]), top, score, allowed=lambda K: K <= 16)
+    assert [row["K"] for row in capped][-1] == 16
+    assert len(extend_while_top(score([2, 4, 8]), None, score)[1]) == 3
+
+
+@pytest.mark.slow  # ~20 s: a two-head fit
+def test_fit_erm_heads_extends_gcvs_grid(monkeypatch):
+    """The wiring: with GCV's grid capped at 8 (monkeypatched), a rough two-head fit's
+    K table goes past 8; with a fixed K it stays that K."""
+    import bayes_ips.multihead as mh
+
+    X, Y, *_ = _rough_heads()
+    monkeypatch.setattr(mh, "k_grid", lambda *a: [2, 4, 8])
+    fit = fit_erm_heads(jax.random.PRNGKey(0), X, Y, ERMConfig(rank=1, restarts=1), heads=2)
+    assert max(row["K"] for row in fit.info["k_table"]) > 8, fit.info["k_table"]
+    monkeypatch.setattr(mh, "k_grid", lambda *a: [8])
+    cfg = ERMConfig(rank=1, restarts=1, n_intervals=8)
+    fit = fit_erm_heads(jax.random.PRNGKey(0), X, Y, cfg, heads=2)
+    assert [row["K"] for row in fit.info["k_table"]] == [8]
