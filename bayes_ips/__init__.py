@@ -32,10 +32,10 @@ def use_loop_emitters() -> bool:
     """With ``BAYES_IPS_XLA_EMITTERS=loop``, have XLA:CPU compile with its loop emitters.
 
     Work at small sizes (demos, tests, scripts on one small dataset) is mostly XLA
-    compilation, and XLA:CPU's older loop emitters compile ~1.4-1.8x faster than its
-    MLIR fusion emitters, with the same numbers to the digits printed; but the
-    posterior's proposal evaluation runs ~20% slower with them at M = 8000, so they
-    are not the default (``analyses/benchmarks/bench_xla_flags.py``,
+    compilation, and XLA:CPU's older loop emitters compile it 1.2-1.6x faster than
+    its MLIR fusion emitters, with the same numbers to the digits printed; but the
+    posterior's proposal evaluation ran 16% slower with them at d = 5, M = 8000, so
+    they are not the default (``analyses/benchmarks/bench_xla_flags.py``,
     ``analyses/benchmarks/RESULTS.md``).  Adds ``--xla_cpu_use_fusion_emitters=false``
     to ``XLA_FLAGS`` unless ``XLA_FLAGS`` already sets that flag, the installed jaxlib
     is not one checked to accept it, or JAX's backend has already started (XLA reads

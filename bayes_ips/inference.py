@@ -630,7 +630,8 @@ def laplace_at(model, model_args: tuple, data_kwargs: dict, start: dict):
 # exponential tail towards tau -> 0 (HalfNormal: density ~ tau, i.e. e^{log tau}),
 # much heavier than the Laplace fit: its weights then blow up there (Pareto k 0.83 on
 # a d = 1, M = 150 cell of `make demo`).  The mixture's density bounds them; on a
-# well-fitted posterior it costs a few percent of effective size.
+# well-fitted posterior it costs ~8% of the effective size per proposal (0.93 -> 0.85
+# on paper cells at d = 5; analyses/RESULTS.md, "The Laplace proposal's log tau tail").
 DEFENSIVE_SHARE = 0.2
 DEFENSIVE_WIDEN = 3.0
 
@@ -675,8 +676,10 @@ def _draw_proposals(key, approx, df: float, n: int, chart, n_tau: int = 0):
 
 def _n_tau(layout: tuple) -> int:
     """The number of ``log tau`` coordinates in a flattened layout (they come last)."""
-    assert layout[-1][0] == "tau"
-    return int(np.prod(layout[-1][1]))
+    name, shape = layout[-1]
+    if name != "tau":
+        raise ValueError(f"expected the log tau sites last in the layout, got {name!r}")
+    return int(np.prod(shape))
 
 
 def _proposal_run(
