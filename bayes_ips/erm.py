@@ -47,7 +47,7 @@ from bayes_ips.kselect import (
     K_RULES,
     _knots_for,
     k_candidates,
-    k_extension,
+    k_extension_for,
     k_grid,
     refinement_matrices,
     refinement_matrix,
@@ -333,8 +333,7 @@ def fit_erm(
 
     # 2. choose K at the pilot A, refit A with it, re-place the knots
     U, V = _factors(theta, d, r)
-    gcv_grid = config.n_intervals is None and config.k_rule == "gcv"
-    extend_to = k_extension(n_obs) if gcv_grid else None
+    extend_to = k_extension_for(n_obs, config.n_intervals, config.k_rule)
     K, table = select_k(Xj, Yj, U, V, grid, s, m, config.ridge, n_a, chunk_size, extend_to)
     U, V, knots, c, st, steps2 = _refit(theta, Xj, Yj, K, config, chunk_size)
     loss = float(sq_loss(U, V, c, Xj, Yj, knots, chunk_size)) / n_obs

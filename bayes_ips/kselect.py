@@ -32,6 +32,7 @@ __all__ = [
     "k_candidates",
     "extend_while_top",
     "k_extension",
+    "k_extension_for",
     "k_grid",
     "log_evidence",
     "posterior_basis",
@@ -204,6 +205,12 @@ def k_grid(
 def k_extension(n_obs: int, n_max: int = K_CEILING) -> int:
     """The finest K that GCV's grid may be extended to: ``min(n_max, n_obs / 25)``."""
     return int(min(n_max, n_obs // OBS_PER_INTERVAL))
+
+
+def k_extension_for(n_obs: int, n_intervals: int | None, k_rule: str) -> int | None:
+    """How far GCV's grid may grow (:func:`k_extension`), or None where K is not GCV's
+    grid (a fixed ``n_intervals`` or the theory's K): ``extend_to`` of :func:`select_k`."""
+    return k_extension(n_obs) if n_intervals is None and k_rule == "gcv" else None
 
 
 def select_k(

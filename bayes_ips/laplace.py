@@ -289,15 +289,9 @@ def _potential(flat, rest, model_args, model_kwargs, chart, model, layout):
 
 @partial(jax.jit, static_argnames=("model", "layout"))
 def _hessian(flat, rest, model_args, model_kwargs, chart, *, model, layout):
-    pe = partial(
-        _potential,
-        rest=rest,
-        model_args=model_args,
-        model_kwargs=model_kwargs,
-        chart=chart,
-        model=model,
-        layout=layout,
-    )
+    def pe(f):
+        return _potential(f, rest, model_args, model_kwargs, chart, model, layout)
+
     return jax.hessian(pe)(flat)
 
 

@@ -44,7 +44,7 @@ from bayes_ips.kselect import (
     _gcv_score,
     _knots_for,
     extend_while_top,
-    k_extension,
+    k_extension_for,
     k_grid,
     refinement_matrices,
 )
@@ -265,7 +265,11 @@ def fit_erm_heads(
     n_obs = M * N
     n_a = H * (r * (2 * d - r) - 1)
     grid = k_grid(n_obs, M, config.n_intervals, config.k_rule, config.beta)
-    grid = [K for K in grid if H * (s + 1 + (K - 1) * m) + n_a <= n_obs // 2] or [min(grid)]
+
+    def fits(K):  # the heads' parameters at K within half the observations
+        return H * (s + 1 + (K - 1) * m) + n_a <= n_obs // 2
+
+    grid = [K for K in grid if fits(K)] or [min(grid)]
     n_params = H * (s + 1 + (min(grid) - 1) * m) + n_a
     if n_obs < 2 * n_params:
         raise InputError(
@@ -298,14 +302,12 @@ def fit_erm_heads(
     # 2. K by GCV at the pilot factors, refit with it, knots at the final factors
     U, V = _unpack(theta, H, d, r)
     # GCV's grid grows past its top while GCV chooses the top (as for one head,
-    # bayes_ips.kselect.select_k), as long as the heads' parameters stay within
-    # half the observations
-    gcv_grid = config.n_intervals is None and config.k_rule == "gcv"
+    # bayes_ips.kselect.select_k), as long as the heads' parameters fit
     K, table = extend_while_top(
         _gcv_table(Xj, Yj, U, V, grid, s, m, config.ridge, n_a, chunk_size),
-        k_extension(n_obs) if gcv_grid else None,
+        k_extension_for(n_obs, config.n_intervals, config.k_rule),
         lambda ks: _gcv_table(Xj, Yj, U, V, ks, s, m, config.ridge, n_a, chunk_size),
-        lambda K: H * (s + 1 + (K - 1) * m) + n_a <= n_obs // 2,
+        fits,
     )
     knots = _heads_knots(Xj, U, V, K, s, m)
     theta, _, steps2 = _optimise_jit(
