@@ -107,6 +107,7 @@ def _erm_config(args: argparse.Namespace, d: int):
         multiplicity=args.knot_multiplicity,
         beta=args.beta,
         restarts=args.restarts,
+        knot_placement=args.knot_placement,
     )
     s = cfg.resolved_degree()
     n_int = args.n_intervals
@@ -693,6 +694,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--n-intervals", type=positive_int, help="number of knot intervals K")
     f.add_argument("--k-rule", default="gcv", help="gcv (default) | theory")
     f.add_argument("--knot-multiplicity", type=positive_int, default=1)
+    f.add_argument(
+        "--knot-placement",
+        default="quantile",
+        help="quantile (default) | auto (GCV also chooses knots mixed with equal widths)",
+    )
     f.add_argument("--beta", type=finite_float, help="smoothness of phi*, if known")
     f.add_argument("--restarts", type=positive_int, default=4)
     f.add_argument("--heads", type=positive_int, default=1, help="number of heads H (default 1)")

@@ -45,13 +45,15 @@ from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.gauge import gauge_factors
 from bayes_ips.kselect import (
     K_RULES,
+    KNOT_PLACEMENTS,
     _knots_for,
     k_candidates,
     k_extension_for,
     k_grid,
+    placement_weights,
     refinement_matrices,
     refinement_matrix,
-    select_k,
+    select_basis,
     theory_condition,
     theory_k,
 )
@@ -96,6 +98,12 @@ class ERMConfig:
         the theory's condition ``r d <= (M / log M)^{1/(2 beta + 1)}``.
     restarts : int
         Number of starts (the first is the moment estimate).
+    knot_placement : {"quantile", "auto"}
+        ``quantile`` (default): knots at empirical quantiles of the scores.
+        ``auto``: GCV also chooses among the quantile layout and its mixtures with
+        the uniform law (:data:`bayes_ips.kselect.ERM_UNIFORM_WEIGHTS`), which put
+        narrower intervals where the scores thin out at the ends of their range
+        (opt-in: measured on few cases so far, see analyses/RESULTS.md).
     ridge : float
         Relative ridge: ``lam = ridge * trace(F^T F) / n_basis``.
     max_steps : int
@@ -111,6 +119,7 @@ class ERMConfig:
     multiplicity: int = 1
     beta: float | None = None
     restarts: int = 4
+    knot_placement: str = "quantile"
     ridge: float = 1e-8
     max_steps: int = 300
     tol: float = 1e-8
@@ -119,6 +128,11 @@ class ERMConfig:
         check_rank(self.rank, d)
         if self.k_rule not in K_RULES:
             raise InputError(f"unknown K rule {self.k_rule!r}; choose from {', '.join(K_RULES)}")
+        if self.knot_placement not in KNOT_PLACEMENTS:
+            raise InputError(
+                f"unknown knot placement {self.knot_placement!r}; "
+                f"choose from {', '.join(KNOT_PLACEMENTS)}"
+            )
         if self.beta is not None and not (self.beta > 0):
             raise InputError(f"beta must be > 0, got {self.beta}")
         if self.k_rule == "theory" and self.n_intervals is None and self.beta is None:
@@ -331,11 +345,14 @@ def fit_erm(
     best = int(np.nanargmin([res[0] for res in results]))
     theta = jnp.asarray(results[best][1])
 
-    # 2. choose K at the pilot A, refit A with it, re-place the knots
+    # 2. choose K (and the knots' placement) at the pilot A, refit A with it, re-place the knots
     U, V = _factors(theta, d, r)
     extend_to = k_extension_for(n_obs, config.n_intervals, config.k_rule)
-    K, table = select_k(Xj, Yj, U, V, grid, s, m, config.ridge, n_a, chunk_size, extend_to)
-    U, V, knots, c, st, steps2 = _refit(theta, Xj, Yj, K, config, chunk_size)
+    weights = placement_weights(config.knot_placement)
+    K, w, table = select_basis(
+        Xj, Yj, U, V, grid, s, m, config.ridge, n_a, chunk_size, extend_to, weights
+    )
+    U, V, knots, c, st, steps2 = _refit(theta, Xj, Yj, K, config, chunk_size, w)
     loss = float(sq_loss(U, V, c, Xj, Yj, knots, chunk_size)) / n_obs
     # the coercivity constant of the fitted space (gauge-invariant: computed before it)
     coerc = coercivity_constant(st.FtF, n_obs, pair_gram(X, U, V, knots))
@@ -344,6 +361,7 @@ def fit_erm(
     A, Uf, Vf, knots, coef = _gauged(U, V, knots, c, r)
 
     info = _fit_info(config, X.shape, n_a, knots, st, loss, table, results, best, steps2)
+    info["uniform_weight"] = w
     info.update(coerc.as_dict())
     return ERMFit(A, Uf, Vf, coef, knots, config, -1 if seed is None else int(seed), info)
 
@@ -392,8 +410,10 @@ def _multi_start(key, X, Y, config: ERMConfig, k_pilot: int, chunk_size: int, pr
     return results
 
 
-def _refit(theta, Xj, Yj, K: int, config: ERMConfig, chunk_size: int):
+def _refit(theta, Xj, Yj, K: int, config: ERMConfig, chunk_size: int, w: float = 0.0):
     """Refit A with ``K`` intervals, re-place the knots at it and solve for the coefficients.
+
+    ``w`` is the knots' uniform weight (:func:`bayes_ips.kselect._knots_for`).
 
     Returns
     -------
@@ -402,12 +422,12 @@ def _refit(theta, Xj, Yj, K: int, config: ERMConfig, chunk_size: int):
     d, r = Xj.shape[2], config.rank
     s, m = config.resolved_degree(), config.multiplicity
     U, V = _factors(theta, d, r)
-    knots = _knots_for(Xj, U, V, K, s, m)
+    knots = _knots_for(Xj, U, V, K, s, m, w)
     theta, _, steps = _fit_direction(
         theta, Xj, Yj, knots, config.ridge, d, r, chunk_size, config.max_steps, config.tol
     )
     U, V = _factors(theta, d, r)
-    knots = _knots_for(Xj, U, V, K, s, m)
+    knots = _knots_for(Xj, U, V, K, s, m, w)
     st = gram(U, V, Xj, Yj, knots, chunk_size)
     c, _ = solve_coefficients(st.FtF, st.FtY, config.ridge)
     return U, V, knots, c, st, steps

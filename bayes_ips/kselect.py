@@ -8,11 +8,14 @@
   as the data allow) while GCV's minimum sits on it;
 * :func:`theory_k`: the theory's rule ``K ~ (M / log M)^{1/(2 beta + 1)}``, and
   :func:`theory_condition`, the theory's condition on ``r d``;
-* :func:`_knots_for`: the knots of a given K, at empirical quantiles of the scores;
+* :func:`select_basis`: :func:`select_k` over knot placements too (quantile and
+  mixtures with the uniform law, :data:`ERM_UNIFORM_WEIGHTS`);
+* :func:`_knots_for`: the knots of a given K, at empirical quantiles of the scores
+  (or of their mixture with the uniform law);
 * :func:`posterior_basis`: the Bayesian model's own basis (K and knot placement)
   of largest marginal likelihood (:func:`log_evidence`).
 
-:func:`bayes_ips.erm.fit_erm` picks the rule (:func:`k_grid`) and calls :func:`select_k`;
+:func:`bayes_ips.erm.fit_erm` picks the rule (:func:`k_grid`) and calls :func:`select_basis`;
 :func:`bayes_ips.inference.fit_posterior` calls :func:`posterior_basis`.
 """
 
@@ -38,6 +41,8 @@ __all__ = [
     "posterior_basis",
     "refinement_matrices",
     "refinement_matrix",
+    "placement_weights",
+    "select_basis",
     "select_k",
     "theory_condition",
     "theory_k",
@@ -86,9 +91,48 @@ def k_candidates(n_obs: int, n_max: int = K_MAX) -> list[int]:
 KNOT_SAMPLES = 4000  # samples whose scores place the knots
 
 
-def _knots_for(X, U, V, K: int, degree: int, multiplicity: int) -> Knots:
-    breaks = quantile_breaks(off_diagonal_scores(X, U, V, KNOT_SAMPLES), K)
-    return make_knots(breaks, degree, multiplicity)
+def _knots_for(
+    X, U, V, K: int, degree: int, multiplicity: int, uniform_weight: float = 0.0
+) -> Knots:
+    """The knots of ``K`` intervals at the scores of ``U, V``: at their quantiles
+    (``uniform_weight = 0``) or at those of their mixture with the uniform law
+    (:func:`bayes_ips.spline.mixed_breaks`)."""
+    S = off_diagonal_scores(X, U, V, KNOT_SAMPLES)
+    return make_knots(mixed_breaks(S, K, uniform_weight), degree, multiplicity)
+
+
+# ERM's knot placements (``ERMConfig.knot_placement``): ``quantile`` (the default), or
+# ``auto``, where GCV also chooses among mixtures of the scores' law with the uniform
+# law.  Equal-mass (quantile) intervals grow wide where the scores' density vanishes,
+# at the ends of their range; for a phi* rough everywhere the bias there then
+# dominates the L2(rho) error: squared bias ~ w^(2 beta) on the last interval's mass
+# 1/K, with w ~ K^(-1/(a+1)) for a density vanishing like t^a at the end, so the
+# error falls like M^(-(1 + 2 beta/(a+1)) / (2 + 2 beta/(a+1))), not at the minimax
+# rate (analyses/RESULTS.md, "Knots where the scores thin out").  Equal-width knots
+# (weight 1) are left out, and a mixed layout counts only if every interval holds at
+# least 2 (s + 1) training scores (:func:`_fewest_scores`): where the scores thin out
+# at d = 5, intervals with 0-2 scores left the (barely ridged) coefficients there
+# free to swing, up to |c| = 46, and with them the linear tail's slope (held-out
+# errors 4.2e-3 at weight 0.5 and K = 80, 0.34 at weight 1 and K = 30, against 1.0e-4
+# at weight 0.5 and K = 24, all at the true A), while GCV, on the training data,
+# hardly saw it.
+ERM_UNIFORM_WEIGHTS = (0.0, 0.25, 0.5)
+KNOT_PLACEMENTS = ("quantile", "auto")
+
+
+def min_interval_scores(degree: int) -> int:
+    """The fewest training scores a mixed layout's interval may hold: ``2 (s + 1)``."""
+    return 2 * (degree + 1)
+
+
+def _fewest_scores(S: np.ndarray, breaks) -> int:
+    """The fewest of the scores ``S`` in one interval of ``breaks``."""
+    return int(np.histogram(S, np.asarray(breaks))[0].min())
+
+
+def placement_weights(placement: str) -> tuple[float, ...]:
+    """The uniform weights GCV chooses among for a ``knot_placement``."""
+    return ERM_UNIFORM_WEIGHTS if placement == "auto" else (0.0,)
 
 
 def _gcv_score(G, b, yy, n, ridge, n_a, K) -> dict[str, float]:
@@ -167,28 +211,48 @@ def refinement_matrices(coarse: list[Knots], fine: Knots) -> list[np.ndarray]:
     return out
 
 
-def _gcv_table(X, Y, U, V, grid, s, m, ridge, n_a, chunk) -> list[dict[str, float]]:
+def _gcv_table(
+    X, Y, U, V, grid, s, m, ridge, n_a, chunk, uniform_weight: float = 0.0
+) -> list[dict[str, float]]:
     """GCV for every K of the grid from one pass over the data.
 
-    The candidates divide the finest K, so their quantile breakpoints are every
-    ``(K_fine / K)``-th breakpoint of the finest layout: their spline spaces are
-    nested in the finest one, ``F_K = F_fine T_K``, and ``F_K^T F_K = T_K^T (F^T F) T_K``
-    exactly.  (Falls back to one pass per K when ties in the scores merged
-    breakpoints of the finest layout.)
+    The candidates divide the finest K, so their breakpoints are every
+    ``(K_fine / K)``-th breakpoint of the finest layout (quantile or mixed, see
+    :func:`_knots_for`): their spline spaces are nested in the finest one,
+    ``F_K = F_fine T_K``, and ``F_K^T F_K = T_K^T (F^T F) T_K`` exactly.  (Falls back
+    to one pass per K when ties in the scores merged breakpoints of the finest
+    layout.)  A mixed layout (``uniform_weight > 0``) with an interval of fewer than
+    :func:`min_interval_scores` training scores gets GCV ``inf`` (``"thin": True``).
     """
+    w = float(uniform_weight)
+    S = np.asarray(off_diagonal_scores(X, U, V, KNOT_SAMPLES))
+    S_all = np.asarray(off_diagonal_scores(X, U, V, None)).ravel() if w > 0 else S
+
+    def row(G, b, yy, n, kn: Knots) -> dict[str, Any]:
+        r = {**_gcv_score(G, b, yy, n, ridge, n_a, kn.n_intervals), "uniform_weight": w}
+        if w > 0 and _fewest_scores(S_all, kn.breaks) < min_interval_scores(s):
+            r.update(gcv=math.inf, thin=True)
+        return r
+
     fine_k = max(grid)
-    fine = _knots_for(X, U, V, fine_k, s, m)
+    fine = make_knots(mixed_breaks(S, fine_k, w), s, m)
     if fine.n_intervals != fine_k or any(fine_k % K for K in grid):
-        return [_gcv(X, Y, U, V, _knots_for(X, U, V, K, s, m), ridge, n_a, chunk) for K in grid]
+        table = []
+        for K in grid:
+            kn = make_knots(mixed_breaks(S, K, w), s, m)
+            st = gram(U, V, X, Y, kn, chunk)
+            G, b = np.asarray(st.FtF), np.asarray(st.FtY)
+            table.append(row(G, b, float(st.YtY), float(st.n_obs), kn))
+        return table
     st = gram(U, V, X, Y, fine, chunk)
     G, b = np.asarray(st.FtF), np.asarray(st.FtY)
     yy, n = float(st.YtY), float(st.n_obs)
     breaks = np.asarray(fine.breaks)
     coarse = [make_knots(breaks[:: fine_k // K], s, m) for K in grid]
-    table = []
-    for K, T in zip(grid, refinement_matrices(coarse, fine), strict=True):
-        table.append(_gcv_score(T.T @ G @ T, T.T @ b, yy, n, ridge, n_a, K))
-    return table
+    return [
+        row(T.T @ G @ T, T.T @ b, yy, n, kn)
+        for kn, T in zip(coarse, refinement_matrices(coarse, fine), strict=True)
+    ]
 
 
 def k_grid(
@@ -216,20 +280,39 @@ def k_extension_for(n_obs: int, n_intervals: int | None, k_rule: str) -> int | N
 def select_k(
     X, Y, U, V, grid, s, m, ridge, n_a, chunk, extend_to: int | None = None
 ) -> tuple[int, list[dict[str, float]]]:
-    """The K of ``grid`` with the smallest GCV at the factors ``U, V``, and the GCV table.
+    """The K of ``grid`` with the smallest GCV at the factors ``U, V`` (quantile
+    knots), and the GCV table: :func:`select_basis` with the quantile layout only."""
+    K, _, table = select_basis(X, Y, U, V, grid, s, m, ridge, n_a, chunk, extend_to)
+    return K, table
 
-    With ``extend_to``, a minimum at the grid's finest K is not trusted as the
-    optimum: the grid's top is doubled (one more Gram pass at the doubled K) for
-    as long as GCV keeps choosing the top and the doubled K stays within
-    ``extend_to``.  Rough phi* (Hoelder exponent below 1, or many kinks) want K to
-    grow like ``M^{1/(2 beta + 1)}`` with a large constant, and a fixed ceiling
-    (:data:`K_MAX`) becomes the error's floor; smooth phi* stop at the first grid
-    and pay nothing.
+
+def select_basis(
+    X, Y, U, V, grid, s, m, ridge, n_a, chunk, extend_to: int | None = None, weights=(0.0,)
+) -> tuple[int, float, list[dict[str, float]]]:
+    """The K of ``grid`` and the knot placement with the smallest GCV at ``U, V``.
+
+    One table per uniform weight of ``weights`` (:func:`_gcv_table`; 0: quantile
+    knots), each from one Gram pass at its finest K.  With ``extend_to``, a minimum
+    at a table's finest K is not trusted as the optimum: its top is doubled (one
+    more Gram pass at the doubled K) for as long as GCV keeps choosing the top and
+    the doubled K stays within ``extend_to``.  Rough phi* (Hoelder exponent below
+    1, or many kinks) want K to grow like ``M^{1/(2 beta + 1)}`` with a large
+    constant, and a fixed ceiling (:data:`K_MAX`) becomes the error's floor;
+    smooth phi* stop at the first grid and pay nothing.
+
+    Returns
+    -------
+    K, uniform_weight, table (every row, with its ``uniform_weight``)
     """
-    table = _gcv_table(X, Y, U, V, grid, s, m, ridge, n_a, chunk)
-    return extend_while_top(
-        table, extend_to, lambda ks: _gcv_table(X, Y, U, V, ks, s, m, ridge, n_a, chunk)
-    )
+    table: list[dict[str, Any]] = []
+    for w in weights:
+
+        def score(ks, w=w):
+            return _gcv_table(X, Y, U, V, ks, s, m, ridge, n_a, chunk, w)
+
+        table += extend_while_top(score(grid), extend_to, score)[1]
+    best = table[int(np.argmin([t["gcv"] for t in table]))]
+    return int(best["K"]), float(best["uniform_weight"]), table
 
 
 def extend_while_top(

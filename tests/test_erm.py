@@ -11,6 +11,7 @@ from bayes_ips.erm import ERMConfig, _projected_loss, fit_erm, solve_coefficient
 from bayes_ips.errors import InputError
 from bayes_ips.kselect import _knots_for, k_candidates, theory_condition, theory_k
 from bayes_ips.metrics import l2_error
+from bayes_ips.pairs import off_diagonal_scores
 from bayes_ips.pairwise import gram
 from bayes_ips.simulate import make_truth, simulate
 from bayes_ips.spline import spline_eval
@@ -273,3 +274,74 @@ def test_gcv_from_one_fine_pass_equals_one_pass_per_k(problem, s, m):
     np.testing.assert_allclose(design_matrix(u, fine) @ T, design_matrix(u, coarse), atol=1e-10)
     with pytest.raises(ValueError, match="not nested"):
         refinement_matrix(make_knots([-1.0, 0.1, 1.0], 3, 1), fine)
+
+
+def test_select_basis_over_mixed_placements(problem):
+    """GCV over (K, knot placement): each placement's table equals direct Gram passes at its
+    nested layouts, the choice is the smallest GCV of all, and the quantile-only choice is
+    select_k's."""
+    from bayes_ips.gauge import gauge_factors
+    from bayes_ips.kselect import ERM_UNIFORM_WEIGHTS, _gcv, select_basis, select_k
+    from bayes_ips.spline import make_knots, mixed_breaks
+
+    _, X, Y, fit = problem
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    U, V = gauge_factors(jnp.asarray(fit.U), jnp.asarray(fit.V))
+    grid = [2, 4, 8]
+    K, w, table = select_basis(Xj, Yj, U, V, grid, 3, 1, 1e-8, 4, 2048, None, ERM_UNIFORM_WEIGHTS)
+    assert [(r["uniform_weight"], r["K"]) for r in table] == [
+        (x, k) for x in ERM_UNIFORM_WEIGHTS for k in grid
+    ]
+    best = min(table, key=lambda r: r["gcv"])
+    assert (K, w) == (best["K"], best["uniform_weight"])
+    S = np.asarray(off_diagonal_scores(Xj, U, V, 4000))
+    for x in ERM_UNIFORM_WEIGHTS[1:]:
+        fine = np.asarray(mixed_breaks(S, 8, x))
+        assert np.ptp(np.diff(fine)) > 0  # not the quantile layout's widths
+        for row in (r for r in table if r["uniform_weight"] == x):
+            ref = _gcv(Xj, Yj, U, V, make_knots(fine[:: 8 // row["K"]], 3, 1), 1e-8, 4, 2048)
+            assert not row.get("thin") and row["gcv"] == pytest.approx(ref["gcv"], rel=1e-7)
+    K0, t0 = select_k(Xj, Yj, U, V, grid, 3, 1, 1e-8, 4, 2048)
+    quant = [r for r in table if r["uniform_weight"] == 0.0]
+    assert K0 == min(quant, key=lambda r: r["gcv"])["K"]
+    assert [r["gcv"] for r in t0] == [r["gcv"] for r in quant]
+
+
+def test_knot_placement_is_validated_and_recorded(problem):
+    """An unknown placement is refused; ``auto`` records the weight its knots were placed by."""
+    truth, X, Y, _ = problem
+    with pytest.raises(InputError, match="unknown knot placement 'equal'"):
+        ERMConfig(knot_placement="equal").validate(3)
+    fit = fit_erm(jax.random.PRNGKey(3), X, Y, ERMConfig(knot_placement="auto", restarts=1))
+    w = fit.info["uniform_weight"]
+    assert w in (0.0, 0.25, 0.5)
+    rows = [r for r in fit.info["k_table"] if r["K"] == fit.info["K"]]
+    assert min(rows, key=lambda r: r["gcv"])["uniform_weight"] == w
+    # the knots are the chosen placement's at the fitted factors (up to the gauge's reflection)
+    ref = np.asarray(_knots_for(jnp.asarray(X), fit.U, fit.V, fit.info["K"], 3, 1, w).breaks)
+    got = np.asarray(fit.knots.breaks)
+    assert np.allclose(got, ref, rtol=1e-8, atol=1e-10) or np.allclose(got, -ref[::-1], atol=1e-10)
+
+
+def test_mixed_layouts_with_thin_intervals_are_refused(problem):
+    """A mixed layout whose interval holds fewer than 2 (s + 1) training scores gets GCV inf;
+    the quantile layouts of the same K are kept."""
+    from bayes_ips.gauge import gauge_factors
+    from bayes_ips.kselect import _gcv_table, min_interval_scores
+    from bayes_ips.spline import make_knots, mixed_breaks
+
+    _, X, Y, fit = problem
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    U, V = gauge_factors(jnp.asarray(fit.U), jnp.asarray(fit.V))
+    S = np.asarray(off_diagonal_scores(Xj, U, V))
+    grid = [4, 16, 64]
+    mixed = _gcv_table(Xj, Yj, U, V, grid, 3, 1, 1e-8, 4, 2048, 0.5)
+    fine = np.asarray(mixed_breaks(S, 64, 0.5))
+    fewest = [np.histogram(S, fine[:: 64 // K])[0].min() for K in grid]
+    assert min_interval_scores(3) == 8
+    assert fewest[0] >= 8 > fewest[-1]  # the case holds both kinds
+    for row, few in zip(mixed, fewest, strict=True):
+        assert (row["gcv"] == math.inf) == (few < 8) == bool(row.get("thin"))
+    quantile = _gcv_table(Xj, Yj, U, V, grid, 3, 1, 1e-8, 4, 2048)
+    assert all(math.isfinite(r["gcv"]) and "thin" not in r for r in quantile)
+    assert make_knots(fine, 3, 1).n_intervals == 64
