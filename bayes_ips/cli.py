@@ -151,9 +151,11 @@ def cmd_fit_erm(args: argparse.Namespace) -> int:
             f"(M / log M)^(1/(2 beta + 1)) = {tc['rhs']:.2f}"
         )
     )
+    w = fit.info.get("uniform_weight", 0.0)
+    placed = "quantile knots" if w == 0 else f"knots mixed with uniform weight {w:g}"
     print(
-        f"wrote {args.out}: K = {fit.info['K']} intervals ({fit.info['k_rule']}), degree "
-        f"{fit.info['degree']}, train MSE {fit.info['train_mse']:.4g}, "
+        f"wrote {args.out}: K = {fit.info['K']} intervals ({fit.info['k_rule']}, {placed}), "
+        f"degree {fit.info['degree']}, train MSE {fit.info['train_mse']:.4g}, "
         f"sigma_hat {fit.info['sigma_hat']:.4g}, {fit.info['wall_time_s']:.1f} s; "
         f"theory condition {cond}; coercivity c_H {fit.info['c_H']:.4g} "
         f"(1/(N-1) = {1 / (fit.info['N'] - 1):.4g})"

@@ -381,6 +381,7 @@ BAD_INPUT = {
         "too few",
     ),
     "fit-unknown-k-rule": (_fit_case("--k-rule", "aic"), "'aic'"),
+    "fit-unknown-knot-placement": (_fit_case("--knot-placement", "equal"), "'equal'"),
     "fit-theory-without-beta": (_fit_case("--k-rule", "theory"), "needs beta"),
     "fit-impossible-n-basis": (
         _fit_case("--degree", "3", "--n-basis", "2"),
