@@ -648,8 +648,7 @@ def _draw_proposals(key, approx, df: float, n: int, chart, n_tau: int = 0):
     surface measure for the directions (the chart's density over its Jacobian).
     """
     from bayes_ips.laplace import (
-        chart_log_jacobian,
-        chart_to_flat,
+        charts_to_flat,
         mvt_logpdf,
         mvt_sample,
         widened,
@@ -669,9 +668,8 @@ def _draw_proposals(key, approx, df: float, n: int, chart, n_tau: int = 0):
         )
     if chart is None:
         return z, np.asarray(log_q)
-    flat = jax.vmap(lambda x: chart_to_flat(x, chart))(z)
-    log_q = log_q - jax.vmap(lambda x: chart_log_jacobian(x, chart))(z)
-    return flat, np.asarray(log_q)
+    flat, log_j = charts_to_flat(z, chart)
+    return flat, np.asarray(log_q - log_j)
 
 
 def _n_tau(layout: tuple) -> int:

@@ -174,6 +174,14 @@ def chart_log_jacobian(z: jax.Array, chart: SphereChart) -> jax.Array:
     return -0.5 * (k + 1) * jnp.sum(jnp.log1p(jnp.sum(zu**2, -1)) + jnp.log1p(jnp.sum(zv**2, -1)))
 
 
+@jax.jit
+def charts_to_flat(z: jax.Array, chart: SphereChart) -> tuple[jax.Array, jax.Array]:
+    """:func:`chart_to_flat` and :func:`chart_log_jacobian` of the rows of ``z``, compiled
+    once per shape (run eagerly, their vmaps were traced anew at every call)."""
+    flat = jax.vmap(chart_to_flat, in_axes=(0, None))(z, chart)
+    return flat, jax.vmap(chart_log_jacobian, in_axes=(0, None))(z, chart)
+
+
 def chart_point(flat: np.ndarray, chart: SphereChart) -> np.ndarray:
     """The chart coordinates of a model point whose directions lie in the charts' hemispheres."""
     cu, cv, Bu, Bv = (np.asarray(a) for a in _stacked(chart))
