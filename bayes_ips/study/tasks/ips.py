@@ -708,10 +708,11 @@ def run_cell(spec: dict) -> dict:
     """Compute one cell's record (a flat JSON-able dict).
 
     Every record holds the L2(rho) error of its estimator with its Monte Carlo
-    standard error, K and the degree used, the coercivity constant ``c_H`` of its
-    hypothesis space on the training tokens (``c_H_dim``: the span it was taken
-    over; records written before it existed lack both, which read as NaN), the
-    theory's condition, timings, and
+    standard error, K and the degree used (an ERM record also the knots' uniform
+    weight, 0 for quantile knots; records before it read as NaN), the coercivity
+    constant ``c_H`` of its hypothesis space on the training tokens (``c_H_dim``:
+    the span it was taken over; records written before it existed lack both, which
+    read as NaN), the theory's condition, timings, and
     for ``bayes_pm`` the posterior's own error distribution, the mean width and
     the coverage of the pointwise credible band, and convergence diagnostics.
     """
@@ -773,6 +774,7 @@ def run_cell(spec: dict) -> dict:
             n_outside=erm.info["n_outside"],
             c_H=erm.info["c_H"],
             c_H_dim=erm.info["c_H_dim"],
+            uniform_weight=erm.info["uniform_weight"],  # the knots' placement (0: quantile)
         )
     else:
         rec.update(_bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band))
