@@ -698,8 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--knot-multiplicity", type=positive_int, default=1)
     f.add_argument(
         "--knot-placement",
-        default="quantile",
-        help="quantile (default) | auto (GCV also chooses knots mixed with equal widths)",
+        default="auto",
+        help="auto (default: GCV also chooses knots mixed with equal widths) | quantile",
     )
     f.add_argument("--beta", type=finite_float, help="smoothness of phi*, if known")
     f.add_argument("--restarts", type=positive_int, default=4)

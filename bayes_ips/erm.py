@@ -99,11 +99,14 @@ class ERMConfig:
     restarts : int
         Number of starts (the first is the moment estimate).
     knot_placement : {"quantile", "auto"}
-        ``quantile`` (default): knots at empirical quantiles of the scores.
-        ``auto``: GCV also chooses among the quantile layout and its mixtures with
-        the uniform law (:data:`bayes_ips.kselect.ERM_UNIFORM_WEIGHTS`), which put
-        narrower intervals where the scores thin out at the ends of their range
-        (opt-in: measured on few cases so far, see analyses/RESULTS.md).
+        ``auto`` (default): GCV chooses among the quantile layout and its mixtures
+        with the uniform law (:data:`bayes_ips.kselect.ERM_UNIFORM_WEIGHTS`), which
+        put narrower intervals where the scores thin out at the ends of their range.
+        ``quantile``:
+        knots at empirical quantiles of the scores (the package's layout before
+        2026-12-04, and that of the committed paper studies; analyses/RESULTS.md,
+        "Knots where the scores thin out").  Single-head ERM only: multi-head ERM
+        places quantile knots.
     ridge : float
         Relative ridge: ``lam = ridge * trace(F^T F) / n_basis``.
     max_steps : int
@@ -119,7 +122,7 @@ class ERMConfig:
     multiplicity: int = 1
     beta: float | None = None
     restarts: int = 4
-    knot_placement: str = "quantile"
+    knot_placement: str = "auto"
     ridge: float = 1e-8
     max_steps: int = 300
     tol: float = 1e-8

@@ -101,9 +101,9 @@ def _knots_for(
     return make_knots(mixed_breaks(S, K, uniform_weight), degree, multiplicity)
 
 
-# ERM's knot placements (``ERMConfig.knot_placement``): ``quantile`` (the default), or
-# ``auto``, where GCV also chooses among mixtures of the scores' law with the uniform
-# law.  Equal-mass (quantile) intervals grow wide where the scores' density vanishes,
+# ERM's knot placements (``ERMConfig.knot_placement``): ``auto`` (the default), where
+# GCV also chooses among mixtures of the scores' law with the uniform law, or
+# ``quantile``.  Equal-mass (quantile) intervals grow wide where the scores' density vanishes,
 # at the ends of their range; for a phi* rough everywhere the bias there then
 # dominates the L2(rho) error: squared bias ~ w^(2 beta) on the last interval's mass
 # 1/K, with w ~ K^(-1/(a+1)) for a density vanishing like t^a at the end, so the

@@ -42,3 +42,19 @@ def test_a_study_cell_and_fit_erm_fit_the_same_model(tmp_path, capsys, beta, deg
     study_fit = fit_erm(jax.random.PRNGKey(0), X, Y, ips.cell_erm_config(cell.spec))
     np.testing.assert_array_equal(study_fit.coef, cli_fit.coef)
     np.testing.assert_array_equal(study_fit.A, cli_fit.A)
+
+
+def test_knot_placement_in_cell_specs():
+    """A config's ERM knot placement reaches its cells' fits; "quantile", the placement of
+    the specs written before "auto" became the default, is the one a spec leaves out (so
+    their hashes and records stay), and a spec without the key fits quantile knots."""
+    default = ips.make_cells(parse_config(RAW))[0].spec
+    assert default["settings"]["knot_placement"] == "auto"
+    assert ips.cell_erm_config(default).knot_placement == "auto"
+    raw = {**RAW, "erm": {**RAW["erm"], "knot_placement": "quantile"}}
+    legacy = ips.make_cells(parse_config(raw))[0].spec
+    assert "knot_placement" not in legacy["settings"]
+    assert ips.cell_erm_config(legacy).knot_placement == "quantile"
+    assert {k: v for k, v in default["settings"].items() if k != "knot_placement"} == legacy[
+        "settings"
+    ]

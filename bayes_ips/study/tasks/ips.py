@@ -189,6 +189,7 @@ _SAMPLER_STUDY_SET = ("rank", "degree")
 _SAMPLER_STUDY_DEFAULTS = {"draws": 300}  # shorter chains than the CLI's
 LEGACY_METHOD = "nuts"  # the sampler of cell specs that name none
 LEGACY_BASIS = "erm"  # the model basis of cell specs that name none
+LEGACY_KNOT_PLACEMENT = "quantile"  # ERM's knot placement in cell specs that name none
 
 # fold_in tags of the key tree (fixed forever: changing one changes every number)
 _PHI, _A, _DATA, _FIT, _NUTS, _EVAL, _BAND = 0, 1, 2, 10, 11, 12, 13
@@ -251,7 +252,13 @@ class PosteriorSettings:
 
 
 def _erm_dict(erm: ERMConfig) -> dict[str, Any]:
-    return settings_dict(erm, _ERM_SPEC_KEYS, exclude=_ERM_STUDY_SET)
+    out = settings_dict(erm, _ERM_SPEC_KEYS, exclude=_ERM_STUDY_SET)
+    # Specs from before "auto" became the default placed quantile knots: "quantile"
+    # is the one placement a spec leaves out (their hashes stay), every other is written.
+    out.pop("knot_placement", None)
+    if erm.knot_placement != LEGACY_KNOT_PLACEMENT:
+        out["knot_placement"] = erm.knot_placement
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -701,6 +708,7 @@ def cell_erm_config(spec: dict) -> ERMConfig:
     settings, so a study cell and the command fit the same model.
     """
     settings = spec["settings"] if _kind(spec) == "erm" else spec["settings"]["erm"]
+    settings = {"knot_placement": LEGACY_KNOT_PLACEMENT, **settings}  # see _erm_dict
     return ERMConfig(rank=spec["rank"], beta=_phi_entry(spec).finite_beta, **settings)
 
 
