@@ -97,7 +97,8 @@ class ERMConfig:
         Smoothness of phi*, if known: used by ``k_rule="theory"`` and to report
         the theory's condition ``r d <= (M / log M)^{1/(2 beta + 1)}``.
     restarts : int
-        Number of starts (the first is the moment estimate).
+        Number of starts: the linearised moment estimate, the second-moment
+        estimate (from 2 on), then random starts.
     knot_placement : {"quantile", "auto"}
         ``auto`` (default): GCV chooses among the quantile layout and its mixtures
         with the uniform law (:data:`bayes_ips.kselect.ERM_UNIFORM_WEIGHTS`), which
@@ -292,13 +293,49 @@ def _moment_start(X: np.ndarray, Y: np.ndarray, rank: int) -> tuple[np.ndarray, 
     return P[:, :rank] * root, Qt[:rank].T * root
 
 
+def _second_moment_start(X: np.ndarray, Y: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Second-moment estimate of A's column and row spaces (for phi with phi'(0) ~ 0).
+
+    The quadratic part of ``phi`` gives ``E[Y_i | x_i] ~ x_i^T A Sigma A^T x_i`` and
+    ``E[Y_i | x_j] ~ x_j^T A^T Sigma A x_j / (N - 1)`` (``Sigma`` the tokens'
+    covariance), so the ``Y``-weighted second moments of ``x_i`` and of its partners,
+
+        B_U = mean_i (Y_i - Ybar) x_i x_i^T,
+        B_V = mean_i (Y_i - Ybar) mean_{j != i} x_j x_j^T,
+
+    have ``U``'s and ``V``'s spans as their leading eigenvectors (by |eigenvalue|;
+    exactly for Gaussian tokens by Stein's identity, up to a kurtosis term on the
+    diagonal otherwise).  The linearised :func:`_moment_start` sees ``phi'(0) A``
+    and fails where ``phi`` is near-even at 0: at d = 30 on the minimax study's
+    beta = 0.5 Weierstrass cells its directions had |cos| 0.02-0.69 with the truth,
+    these 0.90-1.00 (u) and 0.70-1.00 (v) from M = 250 on (analyses/RESULTS.md).
+    With rank > 1 the pairing of the columns of U and V is arbitrary (BFGS sets it).
+    O(M N d^2).
+    """
+    M, N, d = X.shape
+    y = Y - Y.mean()
+    Xc = X - X.reshape(-1, d).mean(axis=0)
+    B_u = np.einsum("mn,mni,mnj->ij", y, Xc, Xc) / y.size
+    partners = (y.sum(axis=1, keepdims=True) - y) / (N - 1)  # sum of the partners' Y, per j
+    B_v = np.einsum("mn,mni,mnj->ij", partners, Xc, Xc) / y.size
+    out = []
+    for B in (B_u, B_v):
+        lam, E = np.linalg.eigh(0.5 * (B + B.T))
+        out.append(E[:, np.argsort(-np.abs(lam))[:rank]])
+    return out[0], out[1]
+
+
 def _starts(
     key: jax.Array, X: np.ndarray, Y: np.ndarray, rank: int, restarts: int
 ) -> list[np.ndarray]:
+    """``restarts`` starts: the linearised moment estimate, the second-moment estimate
+    (from 2 starts on), then random ones (the first ``restarts - 2`` of the ``restarts
+    - 1`` keys the random starts took before the second-moment start existed)."""
     d = X.shape[2]
-    U0, V0 = _moment_start(X, Y, rank)
-    starts = [np.concatenate([U0.ravel(), V0.ravel()])]
-    for k in jax.random.split(key, restarts - 1) if restarts > 1 else []:
+    starts = [np.concatenate([a.ravel() for a in _moment_start(X, Y, rank)])]
+    if restarts > 1:
+        starts.append(np.concatenate([a.ravel() for a in _second_moment_start(X, Y, rank)]))
+    for k in jax.random.split(key, restarts - 1)[: restarts - 2] if restarts > 2 else []:
         starts.append(np.asarray(jax.random.normal(k, (2 * d * rank,))))
     return starts
 

@@ -346,3 +346,50 @@ def test_mixed_layouts_with_thin_intervals_are_refused(problem):
     quantile = _gcv_table(Xj, Yj, U, V, grid, 3, 1, 1e-8, 4, 2048)
     assert all(math.isfinite(r["gcv"]) and "thin" not in r for r in quantile)
     assert make_knots(fine, 3, 1).n_intervals == 64
+
+
+def test_second_moment_start_finds_the_directions_of_an_even_phi():
+    """For an even phi* (a Weierstrass sum with zero phases) the linearised moment start
+    sees nothing (phi'(0) A = 0 in expectation), while the second moments of the tokens
+    weighted by Y point along u and v (Stein's identity for Gaussian tokens).  Tolerance:
+    |cos| > 0.95 at M = 2000 (the estimate's error is O(d / sqrt(M N)) ~ 0.05 here); the
+    linear start's directions are at chance level, |cos| ~ 1/sqrt(d) ~ 0.35 (< 0.6)."""
+    import dataclasses
+
+    from bayes_ips.erm import _moment_start, _second_moment_start
+
+    d = 8
+    truth = make_truth(jax.random.PRNGKey(4), d, 1, phi="weierstrass", beta=1.5, tokens="gaussian")
+    phases = [0.0] * len(truth.phi.params["phases"])
+    phi = dataclasses.replace(truth.phi, params={**truth.phi.params, "phases": phases})
+    truth = dataclasses.replace(truth, phi=phi)
+    X, Y = (np.asarray(a) for a in simulate(jax.random.PRNGKey(5), truth, 2000, 6))
+    P, _, Qt = np.linalg.svd(np.asarray(truth.A))
+    u, v = P[:, 0], Qt[0]
+
+    def cos(a, b):
+        a = np.ravel(a)
+        return abs(a @ b) / np.linalg.norm(a)
+
+    U2, V2 = _second_moment_start(X, Y, 1)
+    assert cos(U2, u) > 0.95 and cos(V2, v) > 0.95
+    U1, V1 = _moment_start(X, Y, 1)
+    assert cos(U1, u) < 0.6 or cos(V1, v) < 0.6
+
+
+def test_starts_keep_the_random_starts_they_had():
+    """restarts = 4: the moment start, the second-moment start, then the first two of the
+    three random starts that restarts = 4 drew before the second-moment start existed."""
+    from bayes_ips.erm import _moment_start, _second_moment_start, _starts
+
+    truth = make_truth(jax.random.PRNGKey(1), 3, 1, phi="tanh", tokens="cube", noise_sd=0.1)
+    X, Y = (np.asarray(a) for a in simulate(jax.random.PRNGKey(101), truth, 100, 6))
+    key = jax.random.PRNGKey(9)
+    starts = _starts(key, X, Y, 1, 4)
+    assert len(starts) == 4 and len(_starts(key, X, Y, 1, 1)) == 1
+    np.testing.assert_array_equal(starts[0], np.concatenate(_moment_start(X, Y, 1)).ravel())
+    np.testing.assert_array_equal(
+        starts[1], np.concatenate([a.ravel() for a in _second_moment_start(X, Y, 1)])
+    )
+    for k, s in zip(jax.random.split(key, 3)[:2], starts[2:], strict=True):
+        np.testing.assert_array_equal(s, np.asarray(jax.random.normal(k, (6,))))
