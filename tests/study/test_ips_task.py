@@ -37,7 +37,9 @@ def test_a_study_cell_and_fit_erm_fit_the_same_model(tmp_path, capsys, beta, deg
     assert rec["K"] == cli_fit.info["K"] and rec["n_basis"] == cli_fit.info["n_basis"]
     assert rec["sigma_hat"] == cli_fit.info["sigma_hat"]
     assert (rec["c_H"], rec["c_H_dim"]) == (cli_fit.info["c_H"], cli_fit.info["c_H_dim"])
-    assert rec["uniform_weight"] == cli_fit.info["uniform_weight"] == 0.0  # quantile knots
+    # both placed the knots by the default rule ("auto") and took the same layout
+    assert cli_fit.config.knot_placement == "auto"
+    assert rec["uniform_weight"] == cli_fit.info["uniform_weight"]
     # the study's fit itself (run_cell's, whose record carries no coefficients)
     study_fit = fit_erm(jax.random.PRNGKey(0), X, Y, ips.cell_erm_config(cell.spec))
     np.testing.assert_array_equal(study_fit.coef, cli_fit.coef)
