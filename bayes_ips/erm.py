@@ -308,7 +308,7 @@ def _second_moment_start(X: np.ndarray, Y: np.ndarray, rank: int) -> tuple[np.nd
     diagonal otherwise).  The linearised :func:`_moment_start` sees ``phi'(0) A``
     and fails where ``phi`` is near-even at 0: at d = 30 on the minimax study's
     beta = 0.5 Weierstrass cells its directions had |cos| 0.02-0.69 with the truth,
-    these 0.90-1.00 (u) and 0.70-1.00 (v) from M = 250 on (analyses/RESULTS.md).
+    these 0.98-1.00 (u) and 0.79-1.00 (v) from M = 250 on (analyses/RESULTS.md).
     With rank > 1 the pairing of the columns of U and V is arbitrary (BFGS sets it).
     O(M N d^2).
     """
@@ -316,7 +316,7 @@ def _second_moment_start(X: np.ndarray, Y: np.ndarray, rank: int) -> tuple[np.nd
     y = Y - Y.mean()
     Xc = X - X.reshape(-1, d).mean(axis=0)
     B_u = np.einsum("mn,mni,mnj->ij", y, Xc, Xc) / y.size
-    partners = (y.sum(axis=1, keepdims=True) - y) / (N - 1)  # sum of the partners' Y, per j
+    partners = (y.sum(axis=1, keepdims=True) - y) / (N - 1)  # mean of the partners' Y, per j
     B_v = np.einsum("mn,mni,mnj->ij", partners, Xc, Xc) / y.size
     out = []
     for B in (B_u, B_v):

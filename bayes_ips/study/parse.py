@@ -232,15 +232,22 @@ def dataclass_settings(
 
 
 def settings_dict(
-    config: Any, always: Iterable[str], exclude: Iterable[str] = ()
+    config: Any,
+    always: Iterable[str],
+    exclude: Iterable[str] = (),
+    legacy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The fields ``always`` of a config dataclass, plus every other field off its default.
 
     This is the form a study writes into cell specs and its config hash: adding
     a field (with a default) to the class changes no existing hash, and setting
     it in a config does.  Fields in ``exclude`` (those the study sets itself,
-    recorded elsewhere in the spec) are left out.
+    recorded elsewhere in the spec) are left out.  A field of ``legacy`` (name ->
+    value) is compared with that value instead of its default: the value specs
+    meant before the field existed, or before its default changed, so that
+    their hashes stay (a spec without the field reads as it).
     """
+    legacy = legacy or {}
     always = tuple(always)
     skip = set(always) | set(exclude)
     out = {k: getattr(config, k) for k in always}
@@ -250,6 +257,7 @@ def settings_dict(
         default = f.default
         if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
+        default = legacy.get(f.name, default)
         v = getattr(config, f.name)
         if default is dataclasses.MISSING or v != default:
             out[f.name] = v

@@ -190,6 +190,10 @@ _SAMPLER_STUDY_DEFAULTS = {"draws": 300}  # shorter chains than the CLI's
 LEGACY_METHOD = "nuts"  # the sampler of cell specs that name none
 LEGACY_BASIS = "erm"  # the model basis of cell specs that name none
 LEGACY_KNOT_PLACEMENT = "quantile"  # ERM's knot placement in cell specs that name none
+# what a spec without these settings meant (settings_dict's ``legacy``): specs from
+# before the sampler's method, the evidence basis and the "auto" knots keep their hashes
+_SAMPLER_LEGACY = {"method": LEGACY_METHOD, "basis": LEGACY_BASIS}
+_ERM_LEGACY = {"knot_placement": LEGACY_KNOT_PLACEMENT}
 
 # fold_in tags of the key tree (fixed forever: changing one changes every number)
 _PHI, _A, _DATA, _FIT, _NUTS, _EVAL, _BAND = 0, 1, 2, 10, 11, 12, 13
@@ -238,27 +242,14 @@ class PosteriorSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """The settings a cell spec holds (see :func:`~bayes_ips.study.parse.settings_dict`)."""
-        out = settings_dict(self.sampler, _SAMPLER_SPEC_KEYS, exclude=_SAMPLER_STUDY_SET)
-        # Specs from before the method existed were NUTS: "nuts" is the one method a
-        # spec leaves out (their hashes stay), every other one is written.
-        out.pop("method", None)
-        if self.sampler.method != LEGACY_METHOD:
-            out["method"] = self.sampler.method
-        # Likewise the basis: specs from before the evidence rule used ERM's.
-        out.pop("basis", None)
-        if self.sampler.basis != LEGACY_BASIS:
-            out["basis"] = self.sampler.basis
+        out = settings_dict(
+            self.sampler, _SAMPLER_SPEC_KEYS, exclude=_SAMPLER_STUDY_SET, legacy=_SAMPLER_LEGACY
+        )
         return {**out, "level": self.level, "n_band_pairs": self.n_band_pairs}
 
 
 def _erm_dict(erm: ERMConfig) -> dict[str, Any]:
-    out = settings_dict(erm, _ERM_SPEC_KEYS, exclude=_ERM_STUDY_SET)
-    # Specs from before "auto" became the default placed quantile knots: "quantile"
-    # is the one placement a spec leaves out (their hashes stay), every other is written.
-    out.pop("knot_placement", None)
-    if erm.knot_placement != LEGACY_KNOT_PLACEMENT:
-        out["knot_placement"] = erm.knot_placement
-    return out
+    return settings_dict(erm, _ERM_SPEC_KEYS, exclude=_ERM_STUDY_SET, legacy=_ERM_LEGACY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -708,7 +699,7 @@ def cell_erm_config(spec: dict) -> ERMConfig:
     settings, so a study cell and the command fit the same model.
     """
     settings = spec["settings"] if _kind(spec) == "erm" else spec["settings"]["erm"]
-    settings = {"knot_placement": LEGACY_KNOT_PLACEMENT, **settings}  # see _erm_dict
+    settings = {**_ERM_LEGACY, **settings}  # what a spec without them meant
     return ERMConfig(rank=spec["rank"], beta=_phi_entry(spec).finite_beta, **settings)
 
 
@@ -818,7 +809,7 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
     from bayes_ips.simulate import g_true, sample_pairs
 
     b = spec["settings"]["bayes"]
-    sampler = {"method": LEGACY_METHOD, "basis": LEGACY_BASIS}
+    sampler = dict(_SAMPLER_LEGACY)
     sampler.update((k, v) for k, v in b.items() if k not in ("level", "n_band_pairs"))
     cfg = SamplerConfig(rank=spec["rank"], degree=erm.info["degree"], **sampler)
     t0 = time.perf_counter()
