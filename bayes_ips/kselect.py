@@ -38,6 +38,7 @@ __all__ = [
     "k_extension_for",
     "k_grid",
     "log_evidence",
+    "merge_thin",
     "posterior_basis",
     "refinement_matrices",
     "refinement_matrix",
@@ -96,9 +97,14 @@ def _knots_for(
 ) -> Knots:
     """The knots of ``K`` intervals at the scores of ``U, V``: at their quantiles
     (``uniform_weight = 0``) or at those of their mixture with the uniform law
-    (:func:`bayes_ips.spline.mixed_breaks`)."""
+    (:func:`bayes_ips.spline.mixed_breaks`), thin intervals merged (:func:`merge_thin`,
+    counted on all the scores of ``X``)."""
     S = off_diagonal_scores(X, U, V, KNOT_SAMPLES)
-    return make_knots(mixed_breaks(S, K, uniform_weight), degree, multiplicity)
+    breaks = mixed_breaks(S, K, uniform_weight)
+    if uniform_weight > 0:
+        S_all = np.asarray(off_diagonal_scores(X, U, V, None)).ravel()
+        breaks = merge_thin(breaks, S_all, min_interval_scores(degree))
+    return make_knots(breaks, degree, multiplicity)
 
 
 # ERM's knot placements (``ERMConfig.knot_placement``): ``auto`` (the default), where
@@ -109,13 +115,16 @@ def _knots_for(
 # 1/K, with w ~ K^(-1/(a+1)) for a density vanishing like t^a at the end, so the
 # error falls like M^(-(1 + 2 beta/(a+1)) / (2 + 2 beta/(a+1))), not at the minimax
 # rate (analyses/RESULTS.md, "Knots where the scores thin out").  Equal-width knots
-# (weight 1) are left out, and a mixed layout counts only if every interval holds at
-# least 2 (s + 1) training scores (:func:`_fewest_scores`): where the scores thin out
-# at d = 5, intervals with 0-2 scores left the (barely ridged) coefficients there
-# free to swing, up to |c| = 46, and with them the linear tail's slope (held-out
-# errors 4.2e-3 at weight 0.5 and K = 80, 0.34 at weight 1 and K = 30, against 1.0e-4
-# at weight 0.5 and K = 24, all at the true A), while GCV, on the training data,
-# hardly saw it.
+# (weight 1) are left out, and every interval of a mixed layout must hold at least
+# 2 (s + 1) training scores: where the scores thin out at d = 5, intervals with 0-2
+# scores left the (barely ridged) coefficients there free to swing, up to |c| = 46,
+# and with them the linear tail's slope (held-out errors 4.2e-3 at weight 0.5 and
+# K = 80, 0.34 at weight 1 and K = 30, against 1.0e-4 at weight 0.5 and K = 24, all at
+# the true A), while GCV, on the training data, hardly saw it.  Thin intervals are
+# merged into their neighbours towards the median (:func:`merge_thin`; until
+# 2026-12-04 such a layout was refused): with unbounded score tails (d = 30) the
+# uniform share's range grows with the sample and every mixed layout had thin ends,
+# so GCV fell back to quantile knots (analyses/RESULTS.md, "Thin ends merged").
 ERM_UNIFORM_WEIGHTS = (0.0, 0.25, 0.5)
 KNOT_PLACEMENTS = ("quantile", "auto")
 
@@ -123,6 +132,33 @@ KNOT_PLACEMENTS = ("quantile", "auto")
 def min_interval_scores(degree: int) -> int:
     """The fewest training scores a mixed layout's interval may hold: ``2 (s + 1)``."""
     return 2 * (degree + 1)
+
+
+def merge_thin(breaks, S: np.ndarray, min_count: int) -> np.ndarray:
+    """``breaks`` with each thin interval merged into its neighbour towards the scores' median.
+
+    While an interval holds fewer than ``min_count`` of the scores ``S``, the thinnest
+    one loses its inner breakpoint (the one on the side of the median of ``S``); the
+    outer ends stay.  Where the scores have unbounded (e.g. exponential) tails, the
+    uniform share of a mixed layout spreads over a range that grows with the sample,
+    and its outermost intervals hold a few scores or none: merged, they become wide
+    end intervals like those of quantile knots, and the rest of the layout is kept.
+    A layout with no thin interval is returned unchanged; the result is a subset of
+    ``breaks``, so its spline space is nested in that of ``breaks``.
+    """
+    b = np.asarray(breaks, dtype=np.float64)
+    counts = list(np.histogram(S, b)[0])
+    keep = list(range(len(b)))
+    med = float(np.median(S))
+    while len(counts) > 1 and min(counts) < min_count:
+        i = int(np.argmin(counts))  # interval i spans keep[i] .. keep[i + 1]
+        inner = i + 1 if b[keep[i + 1]] <= med else i  # the breakpoint towards the median
+        if inner == 0 or inner == len(keep) - 1:  # an end: merge inwards instead
+            inner = 1 if inner == 0 else len(keep) - 2
+        j = inner - 1  # intervals j and j + 1 become one
+        counts[j : j + 2] = [counts[j] + counts[j + 1]]
+        del keep[inner]
+    return b[keep]
 
 
 def _fewest_scores(S: np.ndarray, breaks) -> int:
@@ -221,37 +257,46 @@ def _gcv_table(
     :func:`_knots_for`): their spline spaces are nested in the finest one,
     ``F_K = F_fine T_K``, and ``F_K^T F_K = T_K^T (F^T F) T_K`` exactly.  (Falls back
     to one pass per K when ties in the scores merged breakpoints of the finest
-    layout.)  A mixed layout (``uniform_weight > 0``) with an interval of fewer than
-    :func:`min_interval_scores` training scores gets GCV ``inf`` (``"thin": True``).
+    layout.)  A mixed layout (``uniform_weight > 0``) has its intervals of fewer than
+    :func:`min_interval_scores` training scores merged (:func:`merge_thin`, a subset
+    of the same breakpoints: still nested); its row then says ``n_intervals``.  One
+    still thin after merging (too few scores in all) gets GCV ``inf`` (``"thin"``).
     """
     w = float(uniform_weight)
     S = np.asarray(off_diagonal_scores(X, U, V, KNOT_SAMPLES))
     S_all = np.asarray(off_diagonal_scores(X, U, V, None)).ravel() if w > 0 else S
 
-    def row(G, b, yy, n, kn: Knots) -> dict[str, Any]:
-        r = {**_gcv_score(G, b, yy, n, ridge, n_a, kn.n_intervals), "uniform_weight": w}
+    def row(G, b, yy, n, kn: Knots, K: int) -> dict[str, Any]:
+        r = {**_gcv_score(G, b, yy, n, ridge, n_a, K), "uniform_weight": w}
+        if kn.n_intervals != K:
+            r["n_intervals"] = kn.n_intervals  # thin intervals merged
         if w > 0 and _fewest_scores(S_all, kn.breaks) < min_interval_scores(s):
             r.update(gcv=math.inf, thin=True)
         return r
+
+    def repaired(breaks) -> np.ndarray:
+        if w > 0:
+            return merge_thin(breaks, S_all, min_interval_scores(s))
+        return np.asarray(breaks)
 
     fine_k = max(grid)
     fine = make_knots(mixed_breaks(S, fine_k, w), s, m)
     if fine.n_intervals != fine_k or any(fine_k % K for K in grid):
         table = []
         for K in grid:
-            kn = make_knots(mixed_breaks(S, K, w), s, m)
+            kn = make_knots(repaired(mixed_breaks(S, K, w)), s, m)
             st = gram(U, V, X, Y, kn, chunk)
             G, b = np.asarray(st.FtF), np.asarray(st.FtY)
-            table.append(row(G, b, float(st.YtY), float(st.n_obs), kn))
+            table.append(row(G, b, float(st.YtY), float(st.n_obs), kn, K))
         return table
     st = gram(U, V, X, Y, fine, chunk)
     G, b = np.asarray(st.FtF), np.asarray(st.FtY)
     yy, n = float(st.YtY), float(st.n_obs)
     breaks = np.asarray(fine.breaks)
-    coarse = [make_knots(breaks[:: fine_k // K], s, m) for K in grid]
+    coarse = [make_knots(repaired(breaks[:: fine_k // K]), s, m) for K in grid]
     return [
-        row(T.T @ G @ T, T.T @ b, yy, n, kn)
-        for kn, T in zip(coarse, refinement_matrices(coarse, fine), strict=True)
+        row(T.T @ G @ T, T.T @ b, yy, n, kn, K)
+        for kn, T, K in zip(coarse, refinement_matrices(coarse, fine), grid, strict=True)
     ]
 
 

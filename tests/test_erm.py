@@ -324,11 +324,13 @@ def test_knot_placement_is_validated_and_recorded(problem):
     assert np.allclose(got, ref, rtol=1e-8, atol=1e-10) or np.allclose(got, -ref[::-1], atol=1e-10)
 
 
-def test_mixed_layouts_with_thin_intervals_are_refused(problem):
-    """A mixed layout whose interval holds fewer than 2 (s + 1) training scores gets GCV inf;
-    the quantile layouts of the same K are kept."""
+def test_mixed_layouts_with_thin_intervals_are_merged(problem):
+    """A mixed layout whose intervals hold fewer than 2 (s + 1) training scores has them
+    merged towards the median (:func:`merge_thin`), and its GCV equals a direct Gram pass
+    at the merged layout; layouts without thin intervals and the quantile layouts are kept
+    as they are."""
     from bayes_ips.gauge import gauge_factors
-    from bayes_ips.kselect import _gcv_table, min_interval_scores
+    from bayes_ips.kselect import _gcv, _gcv_table, merge_thin, min_interval_scores
     from bayes_ips.spline import make_knots, mixed_breaks
 
     _, X, Y, fit = problem
@@ -341,11 +343,37 @@ def test_mixed_layouts_with_thin_intervals_are_refused(problem):
     fewest = [np.histogram(S, fine[:: 64 // K])[0].min() for K in grid]
     assert min_interval_scores(3) == 8
     assert fewest[0] >= 8 > fewest[-1]  # the case holds both kinds
-    for row, few in zip(mixed, fewest, strict=True):
-        assert (row["gcv"] == math.inf) == (few < 8) == bool(row.get("thin"))
+    for row, few, K in zip(mixed, fewest, grid, strict=True):
+        merged = merge_thin(fine[:: 64 // K], S, 8)
+        assert np.histogram(S, merged)[0].min() >= 8
+        assert (row.get("n_intervals", K) < K) == (few < 8) == (len(merged) - 1 < K)
+        ref = _gcv(Xj, Yj, U, V, make_knots(merged, 3, 1), 1e-8, 4, 2048)
+        assert math.isfinite(row["gcv"]) and not row.get("thin")
+        assert row["gcv"] == pytest.approx(ref["gcv"], rel=1e-7)
     quantile = _gcv_table(Xj, Yj, U, V, grid, 3, 1, 1e-8, 4, 2048)
-    assert all(math.isfinite(r["gcv"]) and "thin" not in r for r in quantile)
-    assert make_knots(fine, 3, 1).n_intervals == 64
+    assert all(math.isfinite(r["gcv"]) and "n_intervals" not in r for r in quantile)
+
+
+def test_merge_thin_against_a_naive_count():
+    """merge_thin keeps the ends and a subset of the breakpoints, leaves every interval with
+    >= min_count scores, merges only the thin tails of exponential-tailed scores (the
+    central breakpoints survive), and returns a layout without thin intervals unchanged."""
+    from bayes_ips.kselect import merge_thin
+    from bayes_ips.spline import mixed_breaks
+
+    rng = np.random.default_rng(0)
+    S = rng.laplace(size=20000) * rng.laplace(size=20000)  # products: exponential tails
+    b = mixed_breaks(S, 80, 0.5)
+    counts = np.array([np.sum((S >= lo) & (S <= hi)) for lo, hi in zip(b[:-1], b[1:], strict=True)])
+    assert counts.min() < 8  # thin intervals in the stretched tails
+    m = merge_thin(b, S, 8)
+    assert set(m) <= set(b) and m[0] == b[0] and m[-1] == b[-1]
+    naive = [np.sum((S >= lo) & (S < hi)) for lo, hi in zip(m[:-1], m[1:], strict=True)]
+    assert min(naive) >= 8
+    central = b[(b > np.quantile(S, 0.05)) & (b < np.quantile(S, 0.95))]
+    assert set(central) <= set(m)  # only the tails were merged
+    q = mixed_breaks(S, 20, 0.0)  # quantile knots: 1000 scores each
+    np.testing.assert_array_equal(merge_thin(q, S, 8), q)
 
 
 def test_second_moment_start_finds_the_directions_of_an_even_phi():
