@@ -259,7 +259,8 @@ def _gcv_table(
     to one pass per K when ties in the scores merged breakpoints of the finest
     layout.)  A mixed layout (``uniform_weight > 0``) has its intervals of fewer than
     :func:`min_interval_scores` training scores merged (:func:`merge_thin`, a subset
-    of the same breakpoints: still nested); its row then says ``n_intervals``.  One
+    of the same breakpoints: still nested).  A row whose layout has fewer intervals
+    than its ``K`` (merged, or tied breakpoints) says so in ``n_intervals``.  One
     still thin after merging (too few scores in all) gets GCV ``inf`` (``"thin"``).
     """
     w = float(uniform_weight)
@@ -269,7 +270,7 @@ def _gcv_table(
     def row(G, b, yy, n, kn: Knots, K: int) -> dict[str, Any]:
         r = {**_gcv_score(G, b, yy, n, ridge, n_a, K), "uniform_weight": w}
         if kn.n_intervals != K:
-            r["n_intervals"] = kn.n_intervals  # thin intervals merged
+            r["n_intervals"] = kn.n_intervals  # thin intervals merged, or tied breakpoints
         if w > 0 and _fewest_scores(S_all, kn.breaks) < min_interval_scores(s):
             r.update(gcv=math.inf, thin=True)
         return r
