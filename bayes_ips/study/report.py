@@ -227,6 +227,7 @@ def prediction_rows(rows: list[dict], families: dict[str, str]) -> list[dict]:
             {
                 **{k: r[k] for k in ("estimator", "phi", "beta", "d", "slope")},
                 **{k: r[k] for k in ("slope_lo", "slope_hi")},
+                **{k: r.get(k, math.nan) for k in ("slope_holds", "M_holds_min")},
                 "family": fam,
                 **pred,
                 "nearer": nearer,
@@ -240,14 +241,16 @@ def _predictions_markdown(pred: list[dict]) -> list[str]:
         return "-" if isinstance(v, float) and math.isnan(v) else f"{v:.3f}"
 
     lines = [
-        "| estimator | phi | d | slope | 95% CI | minimax -2b/(2b+1) | "
-        "isolated singularity -(2b+1)/(2b+2) | nearer |",
-        "|---|---|---|---|---|---|---|---|",
+        "| estimator | phi | d | slope | 95% CI | slope where the condition holds (from M) | "
+        "minimax -2b/(2b+1) | isolated singularity -(2b+1)/(2b+2) | nearer |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in pred:
         ci = "-" if math.isnan(r["slope_lo"]) else f"[{r['slope_lo']:.3f}, {r['slope_hi']:.3f}]"
+        sh = r.get("slope_holds", math.nan)
+        held = "-" if math.isnan(sh) else f"{sh:.3f} ({r['M_holds_min']})"
         lines.append(
-            f"| {r['estimator']} | {r['phi']} | {r['d']} | {r['slope']:.3f} | {ci} | "
+            f"| {r['estimator']} | {r['phi']} | {r['d']} | {r['slope']:.3f} | {ci} | {held} | "
             f"{f(r['minimax'])} | {f(r['singularity'])} | {r['nearer']} |"
         )
     return lines
@@ -294,6 +297,13 @@ def _summary(kind, ds, rows, band_rows, config, result, pairs=None, pred=()) -> 
         lines.append(
             f"{n_ok} of {len(gaps)} slopes lie within {GOAL_SLOPE_GAP} of theory "
             f"(largest gap {max(gaps):.3f})."
+        )
+    held = [r for r in rows if math.isfinite(r.get("slope_holds", math.nan))]
+    if held:
+        n_ok = sum(abs(r["slope_holds"] - r["theory"]) <= GOAL_SLOPE_GAP for r in held)
+        lines.append(
+            f"Where the theory's condition holds (at least two M): {n_ok} of {len(held)} "
+            f"slopes (`slope_holds`) lie within {GOAL_SLOPE_GAP} of theory."
         )
     if band_rows:
         lines += ["", "## Credible-band width (posterior contraction; theory: half the slope)", ""]

@@ -83,3 +83,22 @@ def test_single_repetition_gives_no_interval():
     ds, _, _ = _dataset(-0.8, reps=1)
     (row,) = fit_slopes(ds)
     assert math.isnan(row["slope_lo"]) and math.isnan(row["slope_hi"])
+
+
+def test_slope_where_the_theory_holds_fits_only_those_cells():
+    """A curve that bends onto its rate: the first two M carry an extra error and fail
+    the condition; ``slope_holds`` is the least-squares slope of the others alone."""
+    ds, M, err = _dataset(-0.8)
+    err = err.copy()
+    err[:2] *= 5.0
+    ds["error"][0, 0, 0] = err
+    ds["theory_holds"][0, 0, 0, :2] = 0.0
+    (row,) = fit_slopes(ds, n_boot=50)
+    x = np.repeat(np.log(M[2:]), err.shape[1])
+    ref = stats.linregress(x, np.log(err[2:]).ravel())
+    assert row["slope_holds"] == pytest.approx(ref.slope, rel=1e-12)
+    assert row["M_holds_min"] == 1000 and row["theory_holds_cells"] == 3 * err.shape[1]
+    assert row["slope"] < row["slope_holds"] - 0.2  # the bend steepens the all-cells fit
+    ds["theory_holds"][0, 0, 0, :4] = 0.0  # one M left: no slope
+    (row,) = fit_slopes(ds, n_boot=50)
+    assert math.isnan(row["slope_holds"]) and row["M_holds_min"] == 4000
