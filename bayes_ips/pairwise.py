@@ -52,7 +52,8 @@ How it is made fast (XLA CPU):
 Scores outside the knots follow the tail rule of the knots (``Knots.tail``,
 :mod:`bayes_ips.spline`) everywhere: the piece-table kernels through
 :func:`bayes_ips.spline._piece_eval`, the triangle of :func:`gram` and
-:func:`design` by evaluating at the clamped score with a first-order term.
+:func:`design` by evaluating at the clamped score (with a first-order term for the
+linear tail, with none and a zero slope for the flat one).
 """
 
 from __future__ import annotations
@@ -426,7 +427,8 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep, stride, of
     With ``tail = "linear"`` the triangle runs at the clamped score
     ``Sc = clip(S, b_0, b_K)`` and each value gains ``B'(Sc) (S - Sc)`` (the
     linear continuation); ``B'`` is then ``B'(Sc)``, constant outside, which is
-    the tail's slope.  ``"poly"`` runs it at ``S`` itself.
+    the tail's slope.  ``"flat"`` runs it at ``Sc`` with ``B' = 0`` outside, and
+    ``"poly"`` at ``S`` itself.
 
     Returns
     -------
@@ -451,8 +453,9 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep, stride, of
     if keep is not None:
         w = w * keep[:, None, None]
     linear = tail == "linear" and s > 0
+    flat = tail == "flat"
     # the clamped score stays inside the interval k (the boundary ones' ends)
-    Sc = jnp.clip(S, b[0], b[-1]) if linear else S
+    Sc = jnp.clip(S, b[0], b[-1]) if linear or flat else S
     # knots t[mu + j], j = 1 - s .. s, of the span mu = s + k m of each score
     t = full_knot_vector(Knots(b, s, m))
     mu = s + jnp.arange(K) * m
@@ -492,6 +495,9 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep, stride, of
             vals = [v + dv * dS for v, dv in zip(vals, dvals, strict=True)]
         if not derivative:
             dvals = None
+        elif flat:  # constant beyond the knots: no slope there
+            inside = (S >= b[0]) & (S <= b[-1])
+            dvals = [jnp.where(inside, dv, 0.0) for dv in dvals]
     if derivative:
         vals, dvals = _materialise(
             ([v.reshape(-1) for v in vals], [v.reshape(-1) for v in dvals]), b

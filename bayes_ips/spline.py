@@ -15,24 +15,31 @@ polynomial; :func:`basis_polynomials` computes these pieces exactly by running t
 Cox--de Boor triangle (Piegl & Tiller, *The NURBS Book*, algorithm A2.2) on
 polynomials, and evaluation is then an interval search and a Horner step.
 
-Scores outside ``[b_0, b_K]`` are extrapolated, never clipped, by the rule
-``Knots.tail`` (:func:`count_outside` reports how many there are):
+Scores outside ``[b_0, b_K]`` are extrapolated by the rule ``Knots.tail``
+(:func:`count_outside` reports how many there are):
 
-* ``"linear"`` (the default for new fits): each basis function, hence every
-  spline, continues linearly with its value and slope at the boundary,
-  ``s(u) = s(b_K) + s'(b_K) (u - b_K)`` for ``u > b_K`` and likewise below ``b_0``
-  (the tail of a natural spline).  Held-out scores of Gaussian tokens often lie
-  beyond the outer knots, where a cubic's own extrapolation grows fast and
-  dominated the L2 error and its Monte Carlo s.e. (README, linear tail);
+* ``"flat"`` (the default for new fits): each basis function, hence every spline,
+  keeps its boundary value, ``s(u) = s(b_K)`` for ``u > b_K`` and likewise below
+  ``b_0``.  The outer knots are the extremes of the training scores, so the end
+  intervals hold few of them and the slope there is the least determined thing
+  the fit has: continued linearly, a slope that swings multiplies its error by the
+  distance out.  On the minimax study's worst cells a few held-out pairs beyond the
+  knots (~1e-4 of them) made 80-85% of the linear tail's squared error; the flat
+  tail cut those cells' errors 3-5x and was better or equal in 27 of 30 cells of
+  five other problems (``analyses/RESULTS.md``, "The tail beyond the outer knots");
+* ``"linear"``: each basis function continues linearly with its value and slope at
+  the boundary, ``s(u) = s(b_K) + s'(b_K) (u - b_K)`` (the tail of a natural
+  spline); the default from 2026-12-03 to 2026-12-04;
 * ``"poly"``: the polynomial piece of the boundary interval (as
   ``scipy.interpolate.BSpline(extrapolate=True)`` does); the rule of the package
   before the linear tail, kept for files saved without a ``tail``.
 
-Both rules are linear in the coefficients, and every evaluation of the basis
+Every rule is linear in the coefficients, and every evaluation of the basis
 (:func:`local_basis`, :func:`spline_eval`, the kernels of
 :mod:`bayes_ips.pairwise`) applies the same one: a score outside is evaluated at
-the clamped local coordinate ``zc`` with its first-order Taylor term,
-``p(zc) + p'(zc) (z - zc)`` (:func:`_tail_coord`).
+the clamped local coordinate ``zc`` (``"flat"``), with its first-order Taylor term
+``p(zc) + p'(zc) (z - zc)`` (``"linear"``), or at ``z`` itself (``"poly"``;
+:func:`_tail_coord`).
 """
 
 from __future__ import annotations
@@ -78,14 +85,14 @@ class Knots:
     multiplicity : int
         Multiplicity of the interior knots, ``1 <= m <= s + 1``.
     tail : str
-        Extrapolation beyond ``[b_0, b_K]`` (module docstring): ``"linear"``
-        (default) or ``"poly"``.
+        Extrapolation beyond ``[b_0, b_K]`` (module docstring): ``"flat"``
+        (what :func:`make_knots` gives new fits), ``"linear"`` or ``"poly"``.
     """
 
     breaks: jax.Array
     degree: int = 3
     multiplicity: int = 1
-    tail: str = "linear"
+    tail: str = "flat"
 
     @property
     def n_intervals(self) -> int:
@@ -93,12 +100,13 @@ class Knots:
 
 
 #: the extrapolation rules beyond the outer knots (module docstring)
-TAILS = ("linear", "poly")
+TAILS = ("flat", "linear", "poly")
 #: the tail of knots saved before files recorded one: they predict as they did
 LEGACY_TAIL = "poly"
 #: the tail of every new fit's knots (``make_knots`` without a ``tail``).  Records made
-#: before the linear tail (2026-12-03) are reproduced with this set to ``LEGACY_TAIL``.
-DEFAULT_TAIL = "linear"
+#: before the linear tail (2026-12-03) are reproduced with this set to ``LEGACY_TAIL``,
+#: those made before the flat tail (2026-12-04, session 14) with ``"linear"``.
+DEFAULT_TAIL = "flat"
 
 jax.tree_util.register_dataclass(
     Knots, data_fields=["breaks"], meta_fields=["degree", "multiplicity", "tail"]
@@ -207,7 +215,9 @@ def _materialise(x, ref: jax.Array):
 def _tail_coord(z: jax.Array, tail: str) -> tuple[jax.Array, jax.Array | None]:
     """Where to evaluate the local polynomial, and the distance of the linear tail.
 
-    ``tail = "poly"``: ``(z, None)``, the polynomial piece itself.  ``"linear"``:
+    ``tail = "poly"``: ``(z, None)``, the polynomial piece itself.  ``"flat"``:
+    ``(clip(z, 0, 1), None)``, the boundary value (its derivative in ``u`` is zero
+    outside, which :func:`_table_eval` applies).  ``"linear"``:
     ``zc = clip(z, 0, 1)`` and ``dz = z - zc``; the tail value of a piece ``p`` is
     then ``p(zc) + p'(zc) dz``.  Inside the range ``dz = 0`` (interior intervals
     always have ``z`` in [0, 1)); outside, ``zc`` is the boundary's end of the
@@ -216,10 +226,10 @@ def _tail_coord(z: jax.Array, tail: str) -> tuple[jax.Array, jax.Array | None]:
     """
     if tail == "poly":
         return z, None
-    if tail != "linear":
+    if tail not in TAILS:
         raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
     zc = jnp.clip(z, 0.0, 1.0)
-    return zc, z - zc
+    return zc, (z - zc if tail == "linear" else None)
 
 
 def _table_eval(a: jax.Array, k: jax.Array, z: jax.Array, tail: str, derivative: bool):
@@ -240,6 +250,8 @@ def _table_eval(a: jax.Array, k: jax.Array, z: jax.Array, tail: str, derivative:
         out = out * zc + a[:, p][k]
     if dz is not None:
         out = out + der * dz
+    if derivative and tail == "flat":  # constant beyond the boundary
+        der = jnp.where((z >= 0.0) & (z <= 1.0), der, 0.0)
     return out, der if derivative else None
 
 

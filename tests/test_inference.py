@@ -156,11 +156,11 @@ def test_inference_data_round_trip_summary_and_loo(fitted, tmp_path):
 
 
 def test_a_posterior_file_without_a_tail_loads_with_the_boundary_polynomial(fitted):
-    """New posteriors are saved with their knots' tail ("linear"); a file from before
+    """New posteriors are saved with their knots' tail ("flat"); a file from before
     the tail has none and loads as "poly", the extrapolation it was sampled with."""
     *_, idata, post = fitted
-    assert post.knots.tail == "linear" and idata.attrs["tail"] == "linear"
-    assert posterior_from_idata(idata).knots.tail == "linear"
+    assert post.knots.tail == "flat" and idata.attrs["tail"] == "flat"
+    assert posterior_from_idata(idata).knots.tail == "flat"
     attrs = dict(idata.attrs)
     try:
         del idata.attrs["tail"]

@@ -83,8 +83,8 @@ def test_oracle_reproduces_splines_exactly_and_centres_heads():
     X, Y, A, G, rng = _two_heads(120, N=5, d=3, noise=0.0, phis=phis)
     fit = fit_oracle_heads(X, Y, A, 4, ridge=1e-13)  # a tiny ridge: only the null direction
     x, y = rng.uniform(-1, 1, (500, 3)), rng.uniform(-1, 1, (500, 3))
-    # inside every head's knots: beyond them the (default) linear tail continues the
-    # spline by its tangent, not by the cubic
+    # inside every head's knots: beyond them the tail (flat by default) holds the
+    # boundary value, not the cubic's
     u = np.einsum("pi,hij,pj->hp", x, np.asarray(fit.A), y)
     b = np.asarray(fit.knots.breaks)
     inside = np.all((u >= b[:, :1]) & (u <= b[:, -1:]), axis=0)

@@ -27,7 +27,8 @@ RTOL = 1e-10
 
 def _naive_basis(knots):
     """The basis functions by SciPy: extrapolate=True for the "poly" tail; for the
-    "linear" tail that spline continued by its tangent at b_0 and b_K."""
+    "linear" tail that spline continued by its tangent at b_0 and b_K; for the
+    "flat" tail its value at the nearer of them."""
     t = np.asarray(full_knot_vector(knots))
     nb, s = n_basis(knots), knots.degree
     b0, bK = (float(x) for x in np.asarray(knots.breaks)[[0, -1]])
@@ -38,6 +39,8 @@ def _naive_basis(knots):
     def linear(spl):
         def f(u):
             edge = min(max(u, b0), bK)
+            if knots.tail == "flat":
+                return spl(edge)
             slope = spl(edge, nu=1) if s > 0 else 0.0
             return spl(edge) + slope * (u - edge)
 
@@ -62,9 +65,10 @@ def _naive_design(X, U, V, knots):
     return F
 
 
-# (degree, multiplicity, tail): the new default tail ("linear") on three bases, and
-# the boundary polynomial of older fits ("poly") on the cubic
+# (degree, multiplicity, tail): the linear tail on three bases, the default tail
+# ("flat") and the boundary polynomial of older fits ("poly") on the cubic
 CASES = {
+    "cubic-flat-tail": (3, 1, "flat"),
     "cubic": (3, 1, "linear"),
     "pw-quadratic": (2, 3, "linear"),
     "linear": (1, 1, "linear"),
@@ -240,7 +244,7 @@ def _assert_close(got, ref, rtol=GRAD_RTOL):
 # Fast tier: a cubic (the model's default) on N = 5 with either tail and repeated knots
 # on N = 2, the two-token edge case; the slow tier runs every degree and multiplicity
 # on both N and both tails (~2 s of compilation each).
-_FAST_RULE = {(3, 1, 5, "linear"), (3, 1, 5, "poly"), (2, 3, 2, "linear")}
+_FAST_RULE = {(3, 1, 5, "flat"), (3, 1, 5, "linear"), (3, 1, 5, "poly"), (2, 3, 2, "linear")}
 
 
 @pytest.mark.parametrize(
@@ -249,13 +253,13 @@ _FAST_RULE = {(3, 1, 5, "linear"), (3, 1, 5, "poly"), (2, 3, 2, "linear")}
         pytest.param(s, m, n, tail, marks=() if (s, m, n, tail) in _FAST_RULE else slow)
         for s, m in [(0, 1), (1, 1), (2, 1), (2, 3), (3, 1), (3, 2), (4, 1), (5, 3)]
         for n in (2, 5)
-        for tail in ("linear", "poly")
+        for tail in ("flat", "linear", "poly")
     ],
 )
 def test_gram_rule_matches_autodiff(degree, mult, N, tail):
     """Gradients in U, V, X and Y; M = 13 in chunks of 5 (the last one overlapping).
     Scores fall on both sides outside the knots, where the rule's ``B'`` must be the
-    tail's slope."""
+    tail's slope (zero for the flat tail)."""
     X, Y, U, V, knots = _problem(degree, mult, N, tail=tail)
     S = np.asarray(pair_scores(X, U, V))[:, ~np.eye(N, dtype=bool)]
     b = np.asarray(knots.breaks)
@@ -359,7 +363,7 @@ def heads():
         breaks.append(np.linspace(lo, hi, 5))
         per_head.append(make_knots(breaks[-1], 3, 1))
     knots = make_knots(breaks[0], 3, 1)
-    knots = type(knots)(jnp.asarray(np.stack(breaks)), 3, 1)
+    knots = type(knots)(jnp.asarray(np.stack(breaks)), 3, 1, knots.tail)
     coef = rng.normal(size=(H, n_basis(per_head[0])))
     F = np.concatenate([_naive_design(X, U[h], V[h], per_head[h]) for h in range(H)], axis=-1)
     return X, Y, U, V, knots, per_head, coef, F

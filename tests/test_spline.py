@@ -202,7 +202,42 @@ def test_gradient_in_u_and_coef(tail):
     )
 
 
+@pytest.mark.parametrize("degree,mult", [(1, 1), (3, 1), (3, 4), (2, 3)])
+def test_flat_tail_matches_naive_construction(degree, mult):
+    """The flat tail against SciPy's spline at the nearer outer knot: values, d / du
+    (zero outside), the design matrix, the local basis and d / dcoef; inside the
+    range it is the same spline as the other tails."""
+    knots, coef, u = _case(degree * 10 + mult + 5, degree, mult, tail="flat")
+    t = np.asarray(full_knot_vector(knots))
+    b = np.asarray(knots.breaks)
+    uc = np.clip(u, b[0], b[-1])
+    assert np.any(u < b[0]) and np.any(u > b[-1])
+    spl = BSpline(t, coef, degree, extrapolate=True)
+    got = np.asarray(spline_eval(jnp.asarray(u), jnp.asarray(coef), knots))
+    np.testing.assert_allclose(got, spl(uc), rtol=RTOL, atol=RTOL)
+    v = u[: -len(b)]  # away from the breakpoints
+    dgot = np.asarray(jax.vmap(jax.grad(lambda x: spline_eval(x, jnp.asarray(coef), knots)))(v))
+    out = (v < b[0]) | (v > b[-1])
+    assert np.all(dgot[out] == 0.0)
+    dref = spl(v[~out], nu=1) if degree > 0 else np.zeros((~out).sum())
+    np.testing.assert_allclose(dgot[~out], dref, rtol=1e-9, atol=1e-9)
+    nb = n_basis(knots)
+    Bref = np.stack([BSpline(t, np.eye(nb)[k], degree)(uc) for k in range(nb)], axis=1)
+    np.testing.assert_allclose(np.asarray(design_matrix(u, knots)), Bref, rtol=RTOL, atol=RTOL)
+    jac = np.asarray(jax.jacfwd(lambda c: spline_eval(jnp.asarray(u), c, knots))(coef))
+    np.testing.assert_allclose(jac, Bref, rtol=RTOL, atol=RTOL)
+    first, vals = local_basis(jnp.asarray(u), knots)
+    np.testing.assert_allclose(np.asarray(vals).sum(-1), 1.0, rtol=RTOL, atol=RTOL)
+
+
 def test_outside_scores_are_counted_and_extrapolated_not_clipped():
+    knots = make_knots(np.linspace(0, 1, 5), 3, 1, "flat")
+    coef = np.arange(n_basis(knots), dtype=float) ** 2
+    u = jnp.asarray([-0.5, 0.0, 0.5, 1.0, 1.7])
+    assert int(count_outside(u, knots)) == 2
+    vals = np.asarray(spline_eval(u, coef, knots))
+    # the flat tail is what clipping would give: phi(0) and phi(1) at -0.5 and 1.7
+    assert vals[0] == pytest.approx(vals[1]) and vals[-1] == pytest.approx(vals[-2])
     for tail in ("poly", "linear"):
         knots = make_knots(np.linspace(0, 1, 5), 3, 1, tail)
         coef = np.arange(n_basis(knots), dtype=float) ** 2
@@ -213,18 +248,19 @@ def test_outside_scores_are_counted_and_extrapolated_not_clipped():
         assert vals[0] != pytest.approx(vals[1]) and vals[-1] != pytest.approx(vals[-2])
 
 
-def test_linear_tail_is_the_default_and_unknown_tails_are_refused():
-    assert make_knots([0.0, 1.0]).tail == "linear"
+def test_flat_tail_is_the_default_and_unknown_tails_are_refused():
+    assert make_knots([0.0, 1.0]).tail == "flat"
     with pytest.raises(ValueError, match="tail"):
         make_knots([0.0, 1.0], tail="cubic")
     # files written before the tail existed carry none: they extrapolated with the piece
     assert saved_tail({"degree": 3}) == "poly"
     assert saved_tail({"tail": "linear"}) == "linear"
+    assert saved_tail({"tail": "flat"}) == "flat"
     with pytest.raises(ValueError, match="tail"):
         saved_tail({"tail": "spline"})
 
 
-@pytest.mark.parametrize("tail", ["poly", "linear"])
+@pytest.mark.parametrize("tail", ["poly", "linear", "flat"])
 def test_reflect_is_exact(tail):
     knots, coef, u = _case(7, 3, 2, tail=tail)
     rk, rc = reflect(knots, coef)
