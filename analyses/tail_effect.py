@@ -54,7 +54,7 @@ def cell_spec(args, seed: int, rep: int) -> dict:
         "noise": args.noise,
         "noise_law": "gaussian",
         "estimator": "erm",
-        "settings": {},
+        "settings": {"knot_placement": args.knot_placement},
     }
 
 
@@ -91,6 +91,13 @@ def main(argv=None) -> None:
     p.add_argument("--reps", type=int, nargs="+", default=[0])
     p.add_argument("--pairs", type=int, default=20000)
     p.add_argument("--tails", nargs="+", default=["poly", "linear", "flat"])
+    p.add_argument(
+        "--knot-placement",
+        default="auto",
+        choices=["auto", "quantile"],
+        help="ERM's knots: the package's default (auto, as the minimax study's erm_mixed) "
+        "or quantile (the study specs' default before 2026-12-04, as the first table)",
+    )
     p.add_argument("--out")
     args = p.parse_args(argv)
     if args.family == "bspline":

@@ -25,8 +25,8 @@ Scores outside ``[b_0, b_K]`` are extrapolated by the rule ``Knots.tail``
   the fit has: continued linearly, a slope that swings multiplies its error by the
   distance out.  On the minimax study's worst cells a few held-out pairs beyond the
   knots (~1e-4 of them) made 80-85% of the linear tail's squared error; the flat
-  tail cut those cells' errors 3-5x and was better or equal in 27 of 30 cells of
-  five other problems (``analyses/RESULTS.md``, "The tail beyond the outer knots");
+  tail cut the worst cells' errors 3-5x and was better or equal in 33 of 34 cells
+  of seven problems (``analyses/RESULTS.md``, "The flat tail");
 * ``"linear"``: each basis function continues linearly with its value and slope at
   the boundary, ``s(u) = s(b_K) + s'(b_K) (u - b_K)`` (the tail of a natural
   spline); the default from 2026-12-03 to 2026-12-04;
