@@ -495,9 +495,11 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep, stride, of
             vals = [v + dv * dS for v, dv in zip(vals, dvals, strict=True)]
         if not derivative:
             dvals = None
-        elif flat:  # constant beyond the knots: no slope there
-            inside = (S >= b[0]) & (S <= b[-1])
-            dvals = [jnp.where(inside, dv, 0.0) for dv in dvals]
+        elif flat:  # constant beyond the knots: no slope there, half of it on them
+            on_edge = (S == b[0]) | (S == b[-1])
+            inside = (S > b[0]) & (S < b[-1])
+            wf = jnp.where(inside, 1.0, jnp.where(on_edge, 0.5, 0.0)).astype(S.dtype)
+            dvals = [dv * wf for dv in dvals]
     if derivative:
         vals, dvals = _materialise(
             ([v.reshape(-1) for v in vals], [v.reshape(-1) for v in dvals]), b

@@ -232,6 +232,15 @@ def _tail_coord(z: jax.Array, tail: str) -> tuple[jax.Array, jax.Array | None]:
     return zc, (z - zc if tail == "linear" else None)
 
 
+def _flat_slope_weight(k: jax.Array, z: jax.Array, K: int) -> jax.Array:
+    """What multiplies the slope under the flat tail: 1 inside, 0 beyond the outer knots,
+    1/2 exactly on them (the kink; JAX's convention for ``clip`` at its bounds, and what
+    central differences give there)."""
+    on_edge = ((k == 0) & (z == 0.0)) | ((k == K - 1) & (z == 1.0))
+    outside = (z < 0.0) | (z > 1.0)
+    return jnp.where(outside, 0.0, jnp.where(on_edge, 0.5, 1.0)).astype(z.dtype)
+
+
 def _table_eval(a: jax.Array, k: jax.Array, z: jax.Array, tail: str, derivative: bool):
     """Value (and ``d / dz``) at local coordinates ``z`` of the pieces ``a[k]``, with the tail.
 
@@ -251,7 +260,7 @@ def _table_eval(a: jax.Array, k: jax.Array, z: jax.Array, tail: str, derivative:
     if dz is not None:
         out = out + der * dz
     if derivative and tail == "flat":  # constant beyond the boundary
-        der = jnp.where((z >= 0.0) & (z <= 1.0), der, 0.0)
+        der = der * _flat_slope_weight(k, z, a.shape[0])
     return out, der if derivative else None
 
 

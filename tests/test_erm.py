@@ -119,10 +119,11 @@ def test_envelope_gradient_is_the_gradient_of_the_projected_loss(problem):
         3,
         1,
     )
-    # _knots_for puts the outer knots at the extreme scores, where the (default) flat
-    # tail leaves a kink (slope B'(b_K) inside, zero outside) that central differences
-    # straddle; widened by 1% the knots hold every score strictly inside, where the
-    # loss is smooth and the envelope theorem is what is checked.
+    # _knots_for puts the outer knots at the extreme scores (to rounding: just inside or
+    # just outside), where the (default) flat tail has a kink (slope inside, none
+    # outside) that central differences straddle; widened by 1% the knots hold every
+    # score strictly inside, where the loss is smooth and the envelope theorem is what
+    # is checked.
     b = np.asarray(knots.breaks)
     pad = 0.01 * (b[-1] - b[0])
     knots = make_knots(np.concatenate([[b[0] - pad], b[1:-1], [b[-1] + pad]]), 3, 1)

@@ -1,6 +1,8 @@
 """The one pairwise kernel against a naive NumPy double loop with SciPy's B-splines,
 and the derivative rule of ``gram`` against JAX autodiff and finite differences."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -406,6 +408,10 @@ def test_heads_gram_rule_matches_autodiff(heads):
 @pytest.mark.slow  # finite differences of the one-pass loss rule with heads (~3 s)
 def test_heads_loss_gradient_against_finite_differences(heads):
     X, Y, U, V, knots, _, coef, _ = heads
+    # the linear tail: the flat one's kink at the outer knots (some of the 5% of scores
+    # beyond them lie within a step of it) is what central differences cannot take;
+    # the flat rule is checked against autodiff (test_heads_gram_rule_matches_autodiff)
+    knots = dataclasses.replace(knots, tail="linear")
     check_grads(
         lambda U, V, c: sq_loss(U, V, c, X, Y, knots, chunk_size=4),
         (U, V, coef),
