@@ -316,3 +316,21 @@ def test_mixed_breaks_interpolate_between_quantiles_and_equal_widths():
         np.testing.assert_allclose(mixed_breaks(s, 48, w)[::6], mixed_breaks(s, 8, w), rtol=1e-12)
     with pytest.raises(ValueError, match="uniform_weight"):
         mixed_breaks(s, 8, 1.5)
+
+
+def test_flat_tail_takes_half_the_slope_exactly_on_the_outer_knots():
+    """The kink of the flat tail: slope inside, none outside, half of it on the knot
+    (JAX's ``clip`` convention, and what central differences give there)."""
+    knots, coef, _ = _case(11, 3, 1, tail="flat")
+    b = np.asarray(knots.breaks)
+    c = jnp.asarray(coef)
+    poly = make_knots(b, 3, 1, "poly")
+    for edge, step in ((b[0], -1e-3), (b[-1], 1e-3)):
+        slope = float(jax.grad(lambda x: spline_eval(x, c, poly))(edge))
+        assert float(jax.grad(lambda x: spline_eval(x, c, knots))(edge)) == pytest.approx(
+            0.5 * slope, rel=1e-12
+        )
+        assert float(jax.grad(lambda x: spline_eval(x, c, knots))(edge + step)) == 0.0
+        assert float(jax.grad(lambda x: spline_eval(x, c, knots))(edge - step)) == pytest.approx(
+            float(jax.grad(lambda x: spline_eval(x, c, poly))(edge - step)), rel=1e-12
+        )
