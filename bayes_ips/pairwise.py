@@ -69,6 +69,7 @@ from jax.typing import ArrayLike
 
 from bayes_ips.spline import (
     Knots,
+    _flat_slope_weight,
     _interval,
     _materialise,
     _piece_eval,
@@ -496,9 +497,7 @@ def _chunk_basis(U, V, Xc, b, degree, multiplicity, derivative, keep, stride, of
         if not derivative:
             dvals = None
         elif flat:  # constant beyond the knots: no slope there, half of it on them
-            on_edge = (S == b[0]) | (S == b[-1])
-            inside = (S > b[0]) & (S < b[-1])
-            wf = jnp.where(inside, 1.0, jnp.where(on_edge, 0.5, 0.0)).astype(S.dtype)
+            wf = _flat_slope_weight(S, b[0], b[-1])
             dvals = [dv * wf for dv in dvals]
     if derivative:
         vals, dvals = _materialise(

@@ -217,7 +217,7 @@ def _tail_coord(z: jax.Array, tail: str) -> tuple[jax.Array, jax.Array | None]:
 
     ``tail = "poly"``: ``(z, None)``, the polynomial piece itself.  ``"flat"``:
     ``(clip(z, 0, 1), None)``, the boundary value (its derivative in ``u`` is zero
-    outside, which :func:`_table_eval` applies).  ``"linear"``:
+    outside, which :func:`_piece_eval` applies).  ``"linear"``:
     ``zc = clip(z, 0, 1)`` and ``dz = z - zc``; the tail value of a piece ``p`` is
     then ``p(zc) + p'(zc) dz``.  Inside the range ``dz = 0`` (interior intervals
     always have ``z`` in [0, 1)); outside, ``zc`` is the boundary's end of the
@@ -232,13 +232,14 @@ def _tail_coord(z: jax.Array, tail: str) -> tuple[jax.Array, jax.Array | None]:
     return zc, (z - zc if tail == "linear" else None)
 
 
-def _flat_slope_weight(k: jax.Array, z: jax.Array, K: int) -> jax.Array:
-    """What multiplies the slope under the flat tail: 1 inside, 0 beyond the outer knots,
-    1/2 exactly on them (the kink; JAX's convention for ``clip`` at its bounds, and what
-    central differences give there)."""
-    on_edge = ((k == 0) & (z == 0.0)) | ((k == K - 1) & (z == 1.0))
-    outside = (z < 0.0) | (z > 1.0)
-    return jnp.where(outside, 0.0, jnp.where(on_edge, 0.5, 1.0)).astype(z.dtype)
+def _flat_slope_weight(u: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
+    """What multiplies ``d / du`` of a spline under the flat tail at scores ``u``: 1
+    inside ``(lo, hi)``, 0 beyond, 1/2 exactly on ``lo`` or ``hi`` (the kink; JAX's
+    convention for ``clip`` at its bounds, and what central differences give there).
+    Shared by :func:`_piece_eval` and the Gram kernel's triangle."""
+    inside = (u > lo) & (u < hi)
+    on_edge = (u == lo) | (u == hi)
+    return jnp.where(inside, 1.0, jnp.where(on_edge, 0.5, 0.0)).astype(u.dtype)
 
 
 def _table_eval(a: jax.Array, k: jax.Array, z: jax.Array, tail: str, derivative: bool):
@@ -259,8 +260,6 @@ def _table_eval(a: jax.Array, k: jax.Array, z: jax.Array, tail: str, derivative:
         out = out * zc + a[:, p][k]
     if dz is not None:
         out = out + der * dz
-    if derivative and tail == "flat":  # constant beyond the boundary
-        der = der * _flat_slope_weight(k, z, a.shape[0])
     return out, der if derivative else None
 
 
@@ -285,6 +284,8 @@ def _piece_eval(u: jax.Array, a: jax.Array, breaks: jax.Array, derivative: bool,
     out, der = _table_eval(a, k, z, tail, derivative)
     if derivative:
         der = der * invh
+        if tail == "flat":  # constant beyond the boundary
+            der = der * _flat_slope_weight(u, b[0], b[-1])
     z, out, der = _materialise((z, out, der), b)
     return k, z, out, der
 
