@@ -84,3 +84,14 @@ def test_profile_posterior_tiny(capsys, tmp_path):
         assert all(v > 0 for v in row["warm"].values())
         assert row["info"]["n_proposals"] % 100 == 0
     assert (tmp_path / "p.json").exists() and "inference_data" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # every benchmark runs in the slow tier (fast-tier budget)
+def test_bench_crossprod_tiny(capsys):
+    mod = _load("bench_crossprod")
+    argv = ["--setting", "40", "7", "--setting", "64", "10", "--repeats", "1"]
+    out = mod.main(mod.parse_args(argv))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("best_over_package=")
+    assert [r["K"] for r in out["settings"]] == [7, 10]
+    assert all(r["ms"]["package"] > 0 for r in out["settings"])
