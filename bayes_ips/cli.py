@@ -751,7 +751,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--ess-target",
         type=positive_int,
-        help="IS: draw proposals until their effective size reaches this (default 100 per chain)",
+        help="IS: draw proposals until their effective size reaches this (default 100)",
     )
     m.add_argument("--init", default="erm", help="erm (default) | prior")
     m.add_argument(

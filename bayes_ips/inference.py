@@ -18,7 +18,9 @@ Three samplers, chosen by ``SamplerConfig.method``:
     Laplace proposal and Pareto-smoothed importance sampling (PSIS, Vehtari et
     al. 2024): the mode and Hessian as for ``"imh"``, Student-t proposals drawn
     in rounds of :data:`IS_ROUND` until the PSIS effective sample size reaches
-    ``ess_target`` (100 per chain by default, the bound ``diagnose`` checks), each
+    ``ess_target`` (100 by default, the bound ``diagnose`` checks:
+    :data:`bayes_ips.diagnostics.IS_ESS_MIN`) and the Pareto k is within the limit
+    for that many proposals (:func:`bayes_ips.diagnostics.khat_limit`), each
     costing one pass over the data that also gives the conditional of ``c``.
     The output chains are the proposals split into ``chains`` independent groups,
     each resampled (systematic resampling of its smoothed weights) to ``draws``
@@ -41,7 +43,8 @@ Three samplers, chosen by ``SamplerConfig.method``:
     ``khat_max`` (0.7, Vehtari et al. 2024) or the mode search fails; what
     happened is printed and stored (``run.info["fallback"]``, and the
     InferenceData's attributes).  It also falls back when the effective sample
-    size stays below its target after ``max_proposals`` proposals.
+    size stays below its target, or the Pareto k above the limit for the number
+    of proposals, after ``max_proposals`` proposals.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayes_ips import nuts
-from bayes_ips.diagnostics import ESS_MIN_PER_CHAIN
+from bayes_ips.diagnostics import IS_ESS_MIN
 from bayes_ips.erm import ERMConfig, ERMFit, fit_erm
 from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.io import fit_reference
@@ -130,7 +133,8 @@ class SamplerConfig:
         ``auto`` falls back to NUTS when the proposals' Pareto k exceeds it.
     ess_target : int or None
         ``is`` draws proposals until their PSIS effective sample size reaches this;
-        None: 100 per chain (``diagnose``'s bound, Vehtari et al. 2021).
+        None: :data:`bayes_ips.diagnostics.IS_ESS_MIN` (100, ``diagnose``'s bound:
+        the Monte Carlo error of a posterior mean is then at most 0.1 posterior sd).
     max_proposals : int
         ``is`` stops there; ``auto`` then falls back to NUTS if the target is not met.
     """
@@ -210,7 +214,7 @@ class SamplerConfig:
     def is_ess_target(self) -> int:
         """The effective sample size ``is`` draws proposals for."""
         if self.ess_target is None:
-            return ESS_MIN_PER_CHAIN * self.chains
+            return IS_ESS_MIN
         return int(self.ess_target)
 
 
@@ -223,7 +227,7 @@ class SamplerConfig:
 # the number of proposals is set by the effective-size target, not by the draws.
 DEFAULT_WARMUP = {"nuts": 500, "imh": 50, "is": 0}
 DEFAULT_DRAWS = {"nuts": 500, "imh": 600, "is": 250}
-IS_ROUND = 100  # proposals per round of ``is`` (one compiled program per data shape)
+IS_ROUND = 50  # proposals per round of ``is`` (one compiled program per data shape)
 
 
 @dataclasses.dataclass
@@ -897,13 +901,15 @@ def importance_sample(
 
     Proposals are drawn (:func:`_draw_proposals`) and evaluated in rounds of
     :data:`IS_ROUND` until the PSIS effective sample size of all of them reaches
-    ``target``, their Pareto k exceeds ``khat_max`` (no point in more), or
-    ``max_proposals`` were drawn.  ``evaluate(flat, keys)`` returns a tuple whose
+    ``target`` with a Pareto k within the limit for their number
+    (:func:`bayes_ips.diagnostics.khat_limit`: 0.5 for 100 proposals), until their
+    Pareto k exceeds ``khat_max`` (no point in more), or until ``max_proposals``
+    were drawn.  ``evaluate(flat, keys)`` returns a tuple whose
     second entry is the potential energy of each proposal (the first and the rest
     are kept: gauge-fixed ``A``, conditionals of ``c``, ...).  Shared by the single-
     and the multi-head samplers.
     """
-    from bayes_ips.diagnostics import psis_weights
+    from bayes_ips.diagnostics import khat_limit, psis_weights
 
     rounds: list[tuple] = []
     khat, ess, lw_s = float("inf"), 0.0, None
@@ -927,7 +933,7 @@ def importance_sample(
                 f"(target {target})",
                 flush=True,
             )
-        if ess >= target or not khat <= khat_max:
+        if (ess >= target and khat <= khat_limit(n, khat_max)) or not khat <= khat_max:
             break
     *parts, log_w = (np.concatenate(p) for p in zip(*rounds, strict=True))
     if lw_s is None:  # max_proposals below the target
@@ -955,10 +961,18 @@ def resample_chains(key, log_smoothed: np.ndarray, chains: int, draws: int) -> n
 def fallback_reason(info: dict, khat_max: float) -> str | None:
     """Why ``auto`` should not trust an importance sample (None when it should).
 
-    Pareto k above ``khat_max``, or the effective size short of its target.
+    Pareto k above ``khat_max`` or above the limit for the number of proposals
+    (:func:`bayes_ips.diagnostics.khat_limit`), or the effective size short of its
+    target.
     """
+    from bayes_ips.diagnostics import khat_limit
+
     if not info["khat"] <= khat_max:
         return f"Pareto k {info['khat']:.2f} > {khat_max}"
+    n = info["n_proposals"]
+    limit = khat_limit(n, khat_max)
+    if not info["khat"] <= limit:
+        return f"Pareto k {info['khat']:.2f} > {limit:.2f}, the limit for {n} proposals"
     if info["is_ess"] < info["ess_target"]:
         return (
             f"effective size {info['is_ess']:.0f} < {info['ess_target']} "

@@ -227,7 +227,7 @@ def mode_and_hessian(
     sites: Sequence[str],
     *,
     max_steps: int = 500,
-    tol: float = 1e-9,
+    tol: float = 1e-6,
     chart: SphereChart | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int, bool, tuple]:
     """Minimise the potential energy of a NumPyro model from ``point`` (BFGS), then its Hessian.
@@ -236,6 +236,13 @@ def mode_and_hessian(
     coordinates, on the potential of the directions (the model's at radius
     ``sqrt(d)`` minus the chart's log Jacobian), from the chart point of ``point``;
     the mode and Hessian returned are in chart coordinates.
+
+    ``tol`` is BFGS's relative and absolute tolerance (Cauchy: on the whitened
+    coordinates and the potential).  The mode only centres the proposals of the
+    importance and independence samplers, which correct any offset exactly, so it
+    need not be exact: on three held-out problems 1e-6 took 14-22 steps where 1e-9
+    took 46-70 (0.5-1.3 s more at K = 96-192), with the same Pareto k and effective
+    size.
 
     ``model`` must be a stable, hashable callable (a function, or a cached
     ``functools.partial``): it keys the one compiled program, and the data in

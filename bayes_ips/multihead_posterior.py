@@ -464,7 +464,7 @@ def sample_heads_posterior(
         mixed).
     khat_max, ess_target, max_proposals, proposal_df
         Importance sampling's settings, as :class:`bayes_ips.inference.SamplerConfig`'s
-        (``ess_target`` None: 100 per chain; ``proposal_df`` None: twice the
+        (``ess_target`` None: 100; ``proposal_df`` None: twice the
         proposal's dimension, at least 8).
     basis : {"evidence", "erm"}
         How the basis is chosen when ``n_intervals`` is None, as the single-head

@@ -1,6 +1,7 @@
 """Laplace-proposal importance sampling (``method="is"``): resampling, PSIS, stopping, fallback."""
 
 import dataclasses
+import math
 
 import arviz as az
 import jax
@@ -9,7 +10,7 @@ import pytest
 import scipy.stats as st
 
 from bayes_ips import inference
-from bayes_ips.diagnostics import psis_weights
+from bayes_ips.diagnostics import IS_ESS_MIN, khat_limit, psis_weights
 from bayes_ips.inference import IS_ROUND, SamplerConfig, fit_posterior, systematic_resample
 from bayes_ips.laplace import laplace_approx, widened
 from bayes_ips.simulate import make_truth, simulate
@@ -104,6 +105,16 @@ def test_defensive_proposals_bound_the_weights_of_the_log_tau_tail():
     assert max(k[1]) < 0.3, k[1]
 
 
+def test_khat_limit_is_the_sample_size_bound_of_vehtari_et_al():
+    """``min(khat_max, 1 - 1 / log10(S))``: S = 10^(1 / (1 - k)) draws make k reliable."""
+    for k in (0.3, 0.5, 0.6, 0.65):
+        S = 10 ** (1 / (1 - k))
+        assert khat_limit(math.ceil(S * 1.01)) > k > khat_limit(math.floor(S * 0.99))
+    assert khat_limit(100) == pytest.approx(0.5) and khat_limit(1000) == pytest.approx(2 / 3)
+    assert khat_limit(10**6) == 0.7 and khat_limit(10**6, khat_max=0.5) == 0.5
+    assert khat_limit(9) == -math.inf
+
+
 @pytest.fixture(scope="module")
 def small():
     return _data(21)
@@ -117,11 +128,13 @@ def test_importance_sampling_stops_at_its_target_and_resamples_each_chain_from_i
     n = info["n_proposals"]
     assert run.method == "is" and post.shape == (3, 50) and n % IS_ROUND == 0
     assert info["is_ess"] >= 150 and info["khat"] <= 0.7
-    # it stopped at the first round that reached the target
+    assert info["khat"] <= khat_limit(n)
+    # it stopped at the first round that reached the target with a reliable Pareto k
     lw = info["log_weights"]
     assert lw.shape == (n,)
     if n > IS_ROUND:
-        assert psis_weights(lw[: n - IS_ROUND])[2] < 150
+        _, k_before, ess_before = psis_weights(lw[: n - IS_ROUND])
+        assert ess_before < 150 or k_before > khat_limit(n - IS_ROUND)
     idx = info["draw_index"]
     assert idx.shape == (3, 50)
     assert np.all(idx % 3 == np.arange(3)[:, None])  # chain c resamples proposals c, c+3, ...
@@ -165,8 +178,8 @@ class _Called(Exception):
 
 
 def test_auto_falls_back_to_nuts_when_the_target_size_is_out_of_reach(small, monkeypatch, capsys):
-    """One round of proposals cannot reach an effective size of 400: ``auto`` runs NUTS
-    from the Laplace mode (here a stand-in that records how it was called)."""
+    """One round of proposals (50) cannot reach an effective size of 100: ``auto`` runs
+    NUTS from the Laplace mode (here a stand-in that records how it was called)."""
     truth, X, Y = small
 
     def fake_nuts(key, X, Y, config, **kw):
@@ -183,7 +196,7 @@ def test_auto_falls_back_to_nuts_when_the_target_size_is_out_of_reach(small, mon
     run, _ = fit_posterior(
         jax.random.PRNGKey(0), X, Y, dataclasses.replace(cfg, method="is"), progress=False
     )
-    assert run.method == "is" and run.info["is_ess"] < 400 == run.info["ess_target"]
+    assert run.method == "is" and run.info["is_ess"] < IS_ESS_MIN == run.info["ess_target"]
 
 
 @pytest.mark.parametrize(

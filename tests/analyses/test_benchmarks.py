@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bayes_ips.inference import IS_ROUND
+
 BENCH = Path(__file__).resolve().parents[2] / "analyses" / "benchmarks"
 
 
@@ -82,7 +84,7 @@ def test_profile_posterior_tiny(capsys, tmp_path):
     for row in rows:
         assert set(row["cold"]) == set(row["warm"]) == stages
         assert all(v > 0 for v in row["warm"].values())
-        assert row["info"]["n_proposals"] % 100 == 0
+        assert row["info"]["n_proposals"] % IS_ROUND == 0
     assert (tmp_path / "p.json").exists() and "inference_data" in capsys.readouterr().out
 
 
