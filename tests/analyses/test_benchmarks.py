@@ -97,3 +97,16 @@ def test_bench_crossprod_tiny(capsys):
     assert lines[-1].startswith("best_over_package=")
     assert [r["K"] for r in out["settings"]] == [7, 10]
     assert all(r["ms"]["package"] > 0 for r in out["settings"])
+
+
+@pytest.mark.slow  # four programs compiled, each timed once
+def test_bench_host_gram_tiny(capsys, monkeypatch):
+    """The host-BLAS pass must agree with the package's (the script checks it before
+    timing) and print its ratio line."""
+    mod = _load("bench_host_gram")
+    monkeypatch.setattr(mod, "SETTINGS", (("tiny", 2, 60, 4, 8, "gaussian"),))
+    out = mod.main(argparse.Namespace(repeats=1, seed=0))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("host_pass_speedup=") and lines[0].lstrip().startswith("tiny")
+    r = out["settings"][0]
+    assert r["rows"] == 240 and r["n_basis"] == 11 and r["pass_speedup"] > 0
