@@ -12,13 +12,14 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+with open(ROOT / "pyproject.toml", "rb") as _f:
+    SETUPTOOLS = tomllib.load(_f)["tool"]["setuptools"]
 
 
 def _source_packages() -> set[str]:
-    with open(ROOT / "pyproject.toml", "rb") as f:
-        package_dir = tomllib.load(f)["tool"]["setuptools"]["package-dir"]
+    """Dotted names of the folders with an ``__init__.py`` under each ``package-dir`` root."""
     found = set()
-    for name, folder in package_dir.items():
+    for name, folder in SETUPTOOLS["package-dir"].items():
         base = ROOT / folder
         for init in base.rglob("__init__.py"):
             rel = init.parent.relative_to(base).parts
@@ -27,13 +28,13 @@ def _source_packages() -> set[str]:
 
 
 def test_every_source_package_is_listed():
-    with open(ROOT / "pyproject.toml", "rb") as f:
-        listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    listed = set(SETUPTOOLS["packages"])
     source = _source_packages()
     assert source - listed == set(), f"packages missing from pyproject: {sorted(source - listed)}"
     assert listed - source == set(), f"listed packages without a folder: {sorted(listed - source)}"
 
 
 def test_models_map_to_bayes_ips_models():
-    assert "bayes_ips.models" in _source_packages()
-    assert not any(p == "models" or p.startswith("models.") for p in _source_packages())
+    source = _source_packages()
+    assert "bayes_ips.models" in source
+    assert not any(p == "models" or p.startswith("models.") for p in source)
