@@ -522,7 +522,8 @@ def _basis_words(run) -> str:
         return words
     w = basis["uniform_weight"]
     where = {0.0: "quantile", 1.0: "equal-width"}.get(w, f"{w:g} equal-width / quantile")
-    return f"{words} ({where} knots, by marginal likelihood; ERM's K = {basis['erm_K']})"
+    prior = ", first-difference prior" if basis.get("penalty_order", 2) == 1 else ""
+    return f"{words} ({where} knots{prior}, by marginal likelihood; ERM's K = {basis['erm_K']})"
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:

@@ -46,6 +46,7 @@ __all__ = [
     "collapsed_loglik",
     "conditional_c",
     "curvature_penalty",
+    "difference_penalty",
     "greville",
     "pspline_precision",
     "sample_conditional_c",
@@ -70,12 +71,27 @@ def curvature_penalty(knots: Knots, scale: float) -> np.ndarray:
     local spacing.  Exactly zero on linear functions.  Repeated Greville points
     (knot multiplicity > 1) are separated by a tiny spacing.
     """
+    return difference_penalty(knots, scale, 2)
+
+
+def difference_penalty(knots: Knots, scale: float, order: int = 2) -> np.ndarray:
+    """``(n_basis - order, n_basis)`` matrix ``D`` with ``||D c||^2 ~ int (phi^(order))^2 dz``.
+
+    ``order = 2``: :func:`curvature_penalty` (zero on linear functions).  ``order = 1``:
+    first divided differences at the Greville abscissae weighted by the square root of
+    their spacing, ``sum_k (c_{k+1} - c_k)^2 / h_k ~ int phi'(z)^2 dz`` (the random-walk
+    prior; zero on constants only), the prior for a phi* rough at every point.
+    """
+    if order not in (1, 2):
+        raise ValueError(f"difference order must be 1 or 2, got {order!r}")
     xi = greville(knots) / scale
     nb = xi.shape[0]
-    if nb < 3:
+    if nb < order + 1:
         return np.zeros((0, nb))
     h = np.maximum(np.diff(xi), 1e-6 * (xi[-1] - xi[0]))
     D1 = (np.eye(nb)[1:] - np.eye(nb)[:-1]) / h[:, None]  # first divided differences
+    if order == 1:
+        return D1 * np.sqrt(h)[:, None]
     mid = 0.5 * (h[1:] + h[:-1])
     D2 = (D1[1:] - D1[:-1]) / mid[:, None]
     return D2 * np.sqrt(mid)[:, None]

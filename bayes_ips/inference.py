@@ -276,7 +276,7 @@ def evidence_setup(X, Y, fit: ERMFit, degree: int) -> tuple[dict, dict]:
     """
     import time
 
-    from bayes_ips.collapsed import curvature_penalty
+    from bayes_ips.collapsed import difference_penalty
     from bayes_ips.kselect import posterior_basis
     from bayes_ips.pairwise import DEFAULT_CHUNK
 
@@ -285,21 +285,25 @@ def evidence_setup(X, Y, fit: ERMFit, degree: int) -> tuple[dict, dict]:
         X, Y, fit.U, fit.V, degree, float(fit.info["sigma_hat"]), DEFAULT_CHUNK
     )
     scale = float(np.std(off_diagonal_scores(X, fit.U, fit.V, max_samples=4000)))
+    chosen = next(t for t in table if t["chosen"])
+    order = int(chosen.get("order", 2))
     setup = {
         "knots": knots,
-        "penalty": curvature_penalty(knots, scale),
+        "penalty": difference_penalty(knots, scale, order),
         "y_scale": float(np.sqrt(np.mean(np.asarray(Y) ** 2))),
     }
-    chosen = next(t for t in table if t["chosen"])
     info = {
         "rule": "evidence",
         "K": chosen["K"],
         "uniform_weight": chosen["uniform_weight"],
+        "penalty_order": order,
         "erm_K": int(fit.info["K"]),
         "penalty_scale": scale,
         "table": table,
         "time_s": time.perf_counter() - t0,
     }
+    if "order_cv" in chosen:  # the cross-validated comparison of the two orders
+        info["order_cv"] = chosen["order_cv"]
     return setup, info
 
 
@@ -386,19 +390,22 @@ class FixedPrior:
     knots : Knots
         The basis of phi; it must cover every score ``x^T A y`` the data can produce.
     penalty_scale : float
-        The units of the curvature penalty (:func:`bayes_ips.collapsed.curvature_penalty`).
+        The units of the penalty (:func:`bayes_ips.collapsed.difference_penalty`).
     y_scale : float
         The scale of the priors of sigma, tau and c (:mod:`bayes_ips.models.lowrank_spline`).
+    penalty_order : int
+        The penalty's difference order: 2 (curvature, the default) or 1.
     """
 
     knots: Knots
     penalty_scale: float
     y_scale: float = 1.0
+    penalty_order: int = 2
 
     def penalty(self) -> np.ndarray:
-        from bayes_ips.collapsed import curvature_penalty
+        from bayes_ips.collapsed import difference_penalty
 
-        return curvature_penalty(self.knots, float(self.penalty_scale))
+        return difference_penalty(self.knots, float(self.penalty_scale), self.penalty_order)
 
 
 @dataclasses.dataclass
@@ -1039,7 +1046,9 @@ def _fit_posterior(k_run, k_rb, X, Y, config, *, erm, seed, progress, prior=None
             t_first, first = run.wall_time_s, run.info
             erm = run.erm
             if prior is None and "basis" in first:  # the same basis, not chosen again
-                prior = FixedPrior(run.knots, first["basis"]["penalty_scale"], run.y_scale)
+                b0 = first["basis"]
+                order = int(b0.get("penalty_order", 2))
+                prior = FixedPrior(run.knots, b0["penalty_scale"], run.y_scale, order)
         if progress:
             print(f"auto: the Laplace proposal does not fit ({fallback}): running NUTS", flush=True)
         run = run_nuts(

@@ -400,6 +400,23 @@ POSTERIOR_FINE_K = (48, 96, 192)  # candidates: the divisors >= 8 of the finest 
 POSTERIOR_K_MIN = 8
 UNIFORM_WEIGHTS = (0.0, 0.5, 1.0)  # quantile, half-and-half, equal-width knots
 
+# The prior's difference order.  The curvature prior (order 2) shrinks towards
+# functions far smoother than a phi* rough at every point (a beta = 0.5 Weierstrass
+# sum); there its evidence asks for the finest basis it is allowed, and the bias it
+# leaves is of the order of its own bands.  The evidence cannot choose the order:
+# the weak ridge on the penalty's null space (constants for order 1, lines for
+# order 2; prior sd KAPPA * y_scale) adds an Occam factor that depends on KAPPA, not
+# on the data, and on the 16 paper cells it took first differences in 16 of 16
+# with worse error and coverage (analyses/RESULTS.md, session 16).  So the order is
+# switched only when the curvature prior's evidence sits at the largest K allowed
+# (the sign that its smoothness is wrong for these data), and then only if
+# first differences predict held-out sequences better: K-fold cross-validation of
+# the squared error over sequences, each prior at its own evidence-best K and
+# (sigma, tau), first differences taken when they are better by more than
+# ORDER_CV_SE standard errors of the paired fold differences.
+ORDER_CV_FOLDS = 10  # folds of sequences (the remainder of M / 10 left out of the comparison)
+ORDER_CV_SE = 2.0  # standard errors by which order 1 must win (the usual 2-s.e. rule)
+
 
 def _prior_precision(DtD, tau, ridge) -> np.ndarray:
     """``Q = D^T D / tau^2 + ridge I``; block diagonal over heads for (H, nb, nb) ``DtD``."""
@@ -502,7 +519,16 @@ def log_evidence(stats, penalty, y_scale: float, sigma0: float, tau0=None) -> di
 
 
 def posterior_basis(
-    X, Y, U, V, degree: int, sigma0: float, chunk: int, k_max: int | None = None, scores=None
+    X,
+    Y,
+    U,
+    V,
+    degree: int,
+    sigma0: float,
+    chunk: int,
+    k_max: int | None = None,
+    scores=None,
+    rough_order: bool = True,
 ) -> tuple[Knots, list[dict[str, Any]]]:
     """The Bayesian model's basis: the K and knot placement of largest marginal likelihood.
 
@@ -521,6 +547,13 @@ def posterior_basis(
     (error 1.78e-4 against ERM's 1.38e-4, coverage 0.76; uncapped K = 96 at
     quantile knots: 1.14e-4, coverage 0.82).
 
+    The prior's difference order (``order`` in the table): the curvature penalty
+    (2), unless its evidence's best K is the largest of the grid and
+    ``rough_order``; then first differences (1) are scored on the same grid too,
+    and taken, at their own evidence-best (placement, K), when they beat the
+    curvature prior's choice in cross-validation (:func:`order_cv`, the rule by
+    :data:`ORDER_CV_SE`; the comparison goes into the chosen row as ``order_cv``).
+
     Multi-head (``U, V`` of shape (H, d, r), :mod:`bayes_ips.models.multihead_spline`):
     one K and one placement for all heads, each head's knots placed by that rule
     on its own training scores (``scores``: H arrays that replace them, e.g. all
@@ -532,8 +565,8 @@ def posterior_basis(
     Returns
     -------
     knots : Knots ((H, K + 1) breaks for H heads)
-    table : list of dict (``K``, ``uniform_weight``, ``log_evidence``, ``sigma``,
-        ``tau``, ``chosen``), one per candidate.
+    table : list of dict (``K``, ``uniform_weight``, ``order``, ``log_evidence``,
+        ``sigma``, ``tau``, ``chosen``), one per candidate.
     """
     import jax
     import jax.numpy as jnp
@@ -564,17 +597,97 @@ def posterior_basis(
     # worker pool, any other job), OpenBLAS's threads at K = 195 took 144 ms per
     # Cholesky against 0.1 ms on one thread (measured, load 2.5 on 2 cores).
     with threadpool_limits(limits=1, user_api="blas"):
-        _evidence_tables(
-            X, Y, Un, Vn, S, scale, y_scale, fine_k, grid, degree, sigma0, chunk, table, layouts
-        )
+        placements = _placements(X, Y, Un, Vn, S, fine_k, grid, degree, chunk)
+        _evidence_tables(placements, heads, scale, y_scale, grid, sigma0, table, layouts)
     if not table:  # no placement could be nested: ERM's quantile knots at the finest K
         per = [make_knots(quantile_breaks(s, fine_k), degree, 1) for s in (S if heads else [S])]
         knots = _stack(per) if heads else per[0]
-        return knots, [{"K": int(knots.n_intervals), "uniform_weight": 0.0, "chosen": True}]
+        row = {"K": int(knots.n_intervals), "uniform_weight": 0.0, "order": 2, "chosen": True}
+        return knots, [row]
     pick = int(np.argmax([t["log_evidence"] for t in table]))
+    cv = None
+    if rough_order and not heads and table[pick]["K"] == max(grid):
+        # the curvature prior wants every interval it may have: try first differences
+        with threadpool_limits(limits=1, user_api="blas"):
+            n2 = len(table)
+            _evidence_tables(placements, heads, scale, y_scale, grid, sigma0, table, layouts, 1)
+            pick1 = n2 + int(np.argmax([t["log_evidence"] for t in table[n2:]]))
+            # each candidate through its placement's finest layout (one compiled
+            # shape for the fold passes, shared when the placements agree)
+            fine = {w: (make_knots(mixed_breaks(S, fine_k, w), degree, 1), Ts[0])
+                    for w, _, _, Ts in placements}  # fmt: skip
+            cands = []
+            for i in (pick, pick1):
+                f, Ts = fine[table[i]["uniform_weight"]]
+                cands.append((layouts[i], table[i], f, Ts[grid.index(table[i]["K"])]))
+            cv = order_cv(X, Y, Un, Vn, cands, scale, y_scale, chunk)
+            if cv["mse_diff"] < -ORDER_CV_SE * cv["se"]:
+                pick = pick1
     for i, t in enumerate(table):
         t["chosen"] = i == pick
+    if cv is not None:
+        table[pick]["order_cv"] = cv
     return layouts[pick], table
+
+
+def order_cv(X, Y, Un, Vn, cands, scale: float, y_scale: float, chunk: int) -> dict[str, Any]:
+    """K-fold cross-validated squared error of two priors' posterior means (given ``A``).
+
+    ``cands``: two ``(knots, entry)`` pairs, ``entry`` a row of
+    :func:`posterior_basis`'s table (its ``order``, ``sigma`` and ``tau``), or
+    ``(knots, entry, fine, T)`` with ``knots`` nested in the layout ``fine`` by the
+    refinement matrix ``T`` (:func:`refinement_matrices`): the folds' Gram passes
+    are then made at ``fine`` (once for candidates with the same ``fine``).  The
+    sequences are split into :data:`ORDER_CV_FOLDS` contiguous folds of equal size;
+    for each fold the posterior mean of ``c`` given the other folds (at the entry's
+    ``sigma, tau``) predicts the fold's responses.
+
+    Returns
+    -------
+    dict with ``cv_mse`` (per observation, one per candidate), ``mse_diff`` (the
+    second's minus the first's, the mean over folds of the per-observation
+    difference), ``se`` (its standard error over folds) and ``folds``.
+    """
+    from scipy.linalg import cho_factor, cho_solve
+
+    from bayes_ips.collapsed import difference_penalty
+    from bayes_ips.models.lowrank_spline import KAPPA
+
+    F = ORDER_CV_FOLDS
+    size = int(np.shape(X)[0]) // F
+    if size < 1:
+        raise ValueError(f"order_cv needs at least {F} sequences")
+    ridge = 1.0 / (KAPPA * y_scale) ** 2
+    sse = np.zeros((len(cands), F))
+    n_f = np.zeros(F)
+    passes: dict[int, list] = {}  # the folds' statistics per layout passed over
+    for j, cand in enumerate(cands):
+        kn, ent = cand[0], cand[1]
+        fine, T = (cand[2], np.asarray(cand[3])) if len(cand) > 2 else (kn, None)
+        if id(fine) not in passes:
+            passes[id(fine)] = [
+                gram(
+                    Un, Vn, X[f * size : (f + 1) * size], Y[f * size : (f + 1) * size], fine, chunk
+                )
+                for f in range(F)
+            ]
+        st = passes[id(fine)]
+        Gs = [np.asarray(s.FtF) if T is None else T.T @ np.asarray(s.FtF) @ T for s in st]
+        bs = [np.asarray(s.FtY) if T is None else T.T @ np.asarray(s.FtY) for s in st]
+        D = difference_penalty(kn, scale, ent["order"])
+        Q = _prior_precision(D.T @ D, ent["tau"], ridge)
+        G, b = sum(Gs), sum(bs)
+        for f in range(F):
+            c = cho_solve(cho_factor(G - Gs[f] + ent["sigma"] ** 2 * Q), b - bs[f])
+            sse[j, f] = float(st[f].YtY) - 2.0 * c @ bs[f] + c @ Gs[f] @ c
+            n_f[f] = float(st[f].n_obs)
+    diff = (sse[1] - sse[0]) / n_f
+    return {
+        "cv_mse": [float(v) for v in sse.sum(axis=1) / n_f.sum()],
+        "mse_diff": float(diff.mean()),
+        "se": float(diff.std(ddof=1) / math.sqrt(F)),
+        "folds": F,
+    }
 
 
 def _stack(knots: list[Knots]) -> Knots:
@@ -587,40 +700,55 @@ def _stack(knots: list[Knots]) -> Knots:
     return Knots(jnp.stack([jnp.asarray(k.breaks) for k in knots]), k0.degree, 1, k0.tail)
 
 
-def _evidence_tables(
-    X, Y, Un, Vn, S, scale, y_scale, fine_k, grid, degree, sigma0, chunk, table, layouts
-) -> None:
-    """Append the evidence of every (placement, K) to ``table`` and its knots to ``layouts``.
+def _placements(X, Y, Un, Vn, S, fine_k, grid, degree, chunk) -> list[tuple]:
+    """One Gram pass per knot placement of :data:`UNIFORM_WEIGHTS` at the finest K.
 
-    Multi-head when ``Un`` is (H, d, r): ``S`` and ``scale`` are then per head, each
-    head's coarse layouts nest in its own finest one, and the refinement of the
-    concatenated basis is block diagonal.
+    Returns, per placement that nests (ties can merge breakpoints): its weight, the
+    pass's statistics, and per head the coarse layouts of ``grid`` and their
+    refinement matrices.  Multi-head when ``Un`` is (H, d, r): ``S`` is then per
+    head, and each head's coarse layouts nest in its own finest one.
     """
-    from scipy.linalg import block_diag
-
-    from bayes_ips.collapsed import curvature_penalty
-    from bayes_ips.pairwise import GramStats
-
     heads = np.ndim(Un) == 3
-    Ss, scales = (S, scale) if heads else ([S], [scale])
+    Ss = S if heads else [S]
+    out = []
     for w in UNIFORM_WEIGHTS:
         fines = [make_knots(mixed_breaks(s, fine_k, w), degree, 1) for s in Ss]
         if any(f.n_intervals != fine_k for f in fines):  # ties merged breakpoints: not nested
             continue
         st = gram(Un, Vn, X, Y, _stack(fines) if heads else fines[0], chunk)
-        G, b = np.asarray(st.FtF), np.asarray(st.FtY)
         coarse, Ts = [], []  # per head: the coarse layouts and their refinement matrices
         for f in fines:
             breaks = np.asarray(f.breaks)
             coarse.append([make_knots(breaks[:: fine_k // K], degree, 1) for K in grid])
             Ts.append(refinement_matrices(coarse[-1], f))
+        out.append((w, st, coarse, Ts))
+    return out
+
+
+def _evidence_tables(
+    placements, heads, scale, y_scale, grid, sigma0, table, layouts, order=2
+) -> None:
+    """Append the evidence of every (placement, K) to ``table`` and its knots to ``layouts``.
+
+    ``placements`` from :func:`_placements`; ``order``: the penalty's difference order.
+    Multi-head: ``scale`` per head, and the refinement of the concatenated basis is
+    block diagonal.
+    """
+    from scipy.linalg import block_diag
+
+    from bayes_ips.collapsed import difference_penalty
+    from bayes_ips.pairwise import GramStats
+
+    scales = scale if heads else [scale]
+    for w, st, coarse, Ts in placements:
+        G, b = np.asarray(st.FtF), np.asarray(st.FtY)
         tau = None  # each K's search starts at the previous K's tau
         for i, K in enumerate(grid):
             T = block_diag(*(t[i] for t in Ts)) if heads else Ts[0][i]
             per = [c[i] for c in coarse]
-            D = [curvature_penalty(kn, sc) for kn, sc in zip(per, scales, strict=True)]
+            D = [difference_penalty(kn, sc, order) for kn, sc in zip(per, scales, strict=True)]
             stats = GramStats(T.T @ G @ T, T.T @ b, st.YtY, st.n_obs, st.n_outside)
             ev = log_evidence(stats, np.stack(D) if heads else D[0], y_scale, sigma0, tau)
-            table.append({"K": K, "uniform_weight": w, **ev})
+            table.append({"K": K, "uniform_weight": w, "order": order, **ev})
             layouts.append(_stack(per) if heads else per[0])
             tau = ev["tau"]

@@ -9,6 +9,7 @@ from bayes_ips.collapsed import (
     collapsed_loglik,
     conditional_c,
     curvature_penalty,
+    difference_penalty,
     greville,
     pspline_precision,
     sample_conditional_c,
@@ -79,3 +80,32 @@ def test_curvature_penalty_vanishes_on_lines_and_measures_curvature(mult):
     # units: the penalty is in standardised scores z = u / scale, phi''(z) = scale^2 phi''(u)
     approx2 = float(np.sum((curvature_penalty(uniform, 2.0) @ c) ** 2))
     assert approx2 == pytest.approx(approx * 2.0**3, rel=1e-9)
+
+
+def test_first_difference_penalty_vanishes_on_constants_and_measures_slope():
+    """Order 1: ``||D c||^2 ~ int phi'^2``, zero on constants, in units of the scale."""
+    breaks = quantile_breaks(np.random.default_rng(2).standard_t(4, 5000), 9)
+    D = difference_penalty(make_knots(breaks, 3, 1), 1.0, 1)
+    assert D.shape == (11, 12)  # n_basis - 1 rows
+    np.testing.assert_allclose(D @ np.full(12, 0.7), 0.0, atol=1e-10)
+    uniform = make_knots(np.linspace(-2, 2, 21), 3, 1)
+    xi = greville(uniform)
+    # a line u has Greville coefficients xi_k exactly and phi' = 1: the sum of the
+    # spacings, the Greville span, which is [-2, 2] here: exactly 4
+    D1 = difference_penalty(uniform, 1.0, 1)
+    assert float(np.sum((D1 @ xi) ** 2)) == pytest.approx(4.0, rel=1e-12)
+    # u^2 has phi' = 2u: int_{-2}^{2} 4 u^2 du = 64 / 3 (a midpoint sum on 22 Greville
+    # points; measured 21.5, 0.8% off)
+    u = np.linspace(-2, 2, 4000)
+    c, *_ = np.linalg.lstsq(np.asarray(design_matrix(u, uniform)), u**2, rcond=None)
+    approx = float(np.sum((D1 @ c) ** 2))
+    assert approx == pytest.approx(64.0 / 3.0, rel=0.05)
+    # units: in z = u / scale, phi'(z) = scale phi'(u) and dz = du / scale
+    approx2 = float(np.sum((difference_penalty(uniform, 2.0, 1) @ c) ** 2))
+    assert approx2 == pytest.approx(approx * 2.0, rel=1e-9)
+    # order 2 is the curvature penalty; other orders are refused
+    np.testing.assert_array_equal(
+        difference_penalty(uniform, 1.3, 2), curvature_penalty(uniform, 1.3)
+    )
+    with pytest.raises(ValueError, match="order must be 1 or 2"):
+        difference_penalty(uniform, 1.0, 3)

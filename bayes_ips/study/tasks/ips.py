@@ -858,6 +858,7 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
         **how,
         "basis": basis.get("rule", "erm" if b.get("n_intervals") is None else "fixed"),
         "uniform_weight": basis.get("uniform_weight", 0.0),
+        "penalty_order": int(basis.get("penalty_order", 2)),
         "basis_time_s": basis.get("time_s", 0.0),
         **_error_fields(spec, err),
         "erm_error": erm_err.error,
