@@ -859,6 +859,8 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
         "basis": basis.get("rule", "erm" if b.get("n_intervals") is None else "fixed"),
         "uniform_weight": basis.get("uniform_weight", 0.0),
         "penalty_order": int(basis.get("penalty_order", 2)),
+        # where the order was questioned: first differences' CV gain in standard errors
+        "order_cv_z": _order_z(basis.get("order_cv")),
         "basis_time_s": basis.get("time_s", 0.0),
         **_error_fields(spec, err),
         "erm_error": erm_err.error,
@@ -936,3 +938,10 @@ def report(ds, out_dir: str, config: StudyConfig, result, kind: str) -> dict:
     from bayes_ips.study.report import write_ips_report
 
     return write_ips_report(ds, out_dir, config, result, kind)
+
+
+def _order_z(cv: dict | None) -> float:
+    """``-mse_diff / se`` of :func:`bayes_ips.kselect.order_cv` (NaN where not run)."""
+    if not cv or not cv.get("se"):
+        return float("nan")
+    return -float(cv["mse_diff"]) / float(cv["se"])
