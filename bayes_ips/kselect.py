@@ -414,6 +414,15 @@ UNIFORM_WEIGHTS = (0.0, 0.5, 1.0)  # quantile, half-and-half, equal-width knots
 # the squared error over sequences, each prior at its own evidence-best K and
 # (sigma, tau), first differences taken when they are better by more than
 # ORDER_CV_SE standard errors of the paired fold differences.
+# Beyond the finest K of POSTERIOR_FINE_K, where the factors cannot move: at d = 1
+# the gauge leaves A = +-1, the Gram statistics exist once per sign, and a finer
+# basis costs its K x K factorisations only (elsewhere every proposal of A is a
+# Gram pass whose dense product grows as K^2).  The chosen prior's K is doubled
+# while its evidence sits at the largest K scored, with 25 observations per
+# interval, up to POSTERIOR_FIXED_A_K_MAX: on a beta = 0.5 Weierstrass phi* the
+# evidence of first differences kept rising to K = 768 at M = 4000, its error
+# falling below ERM's (analyses/RESULTS.md, session 16).
+POSTERIOR_FIXED_A_K_MAX = 768
 ORDER_CV_FOLDS = 10  # folds of sequences (the remainder of M / 10 left out of the comparison)
 ORDER_CV_SE = 2.0  # standard errors by which order 1 must win (the usual 2-s.e. rule)
 
@@ -547,6 +556,9 @@ def posterior_basis(
     (error 1.78e-4 against ERM's 1.38e-4, coverage 0.76; uncapped K = 96 at
     quantile knots: 1.14e-4, coverage 0.82).
 
+    At d = 1 (one head), where the chosen row's K is the grid's largest, K is
+    doubled beyond it (:func:`_extend_fixed_a`, :data:`POSTERIOR_FIXED_A_K_MAX`).
+
     The prior's difference order (``order`` in the table): the curvature penalty
     (2), unless its evidence's best K is the largest of the grid and
     ``rough_order``; then first differences (1) are scored on the same grid too,
@@ -623,11 +635,64 @@ def posterior_basis(
             cv = order_cv(X, Y, Un, Vn, cands, scale, y_scale, chunk)
             if cv["mse_diff"] < -ORDER_CV_SE * cv["se"]:
                 pick = pick1
+    if not heads and np.shape(X)[-1] == 1 and table[pick]["K"] == max(grid):
+        with threadpool_limits(limits=1, user_api="blas"):
+            pick = _extend_fixed_a(
+                X,
+                Y,
+                Un,
+                Vn,
+                S,
+                scale,
+                y_scale,
+                degree,
+                sigma0,
+                chunk,
+                ceiling,
+                table,
+                layouts,
+                pick,
+            )
     for i, t in enumerate(table):
         t["chosen"] = i == pick
     if cv is not None:
         table[pick]["order_cv"] = cv
     return layouts[pick], table
+
+
+def _extend_fixed_a(
+    X, Y, Un, Vn, S, scale, y_scale, degree, sigma0, chunk, ceiling, table, layouts, pick
+) -> int:
+    """Double the chosen prior's K past the grid while its evidence sits at the top.
+
+    Every placement of :data:`UNIFORM_WEIGHTS` is scored at ``2 K`` (one Gram pass
+    each, at its own knots) with the chosen row's difference order, while ``2 K``
+    keeps 25 observations per interval and is at most :data:`POSTERIOR_FIXED_A_K_MAX`.
+    Rows are appended to ``table`` and ``layouts``; returns the index of the best
+    row of that order.
+    """
+    from bayes_ips.collapsed import difference_penalty
+
+    order = table[pick]["order"]
+    K = table[pick]["K"]
+    while 2 * K <= min(ceiling, POSTERIOR_FIXED_A_K_MAX):
+        K *= 2
+        tau = table[pick]["tau"]
+        for w in UNIFORM_WEIGHTS:
+            kn = make_knots(mixed_breaks(S, K, w), degree, 1)
+            if kn.n_intervals != K:  # ties merged breakpoints
+                continue
+            ev = log_evidence(
+                gram(Un, Vn, X, Y, kn, chunk), difference_penalty(kn, scale, order),
+                y_scale, sigma0, tau,
+            )  # fmt: skip
+            table.append({"K": K, "uniform_weight": w, "order": order, **ev})
+            layouts.append(kn)
+        rows = [i for i, t in enumerate(table) if t["order"] == order]
+        pick = max(rows, key=lambda i: table[i]["log_evidence"])
+        if table[pick]["K"] != K:
+            break
+    return pick
 
 
 def order_cv(X, Y, Un, Vn, cands, scale: float, y_scale: float, chunk: int) -> dict[str, Any]:
