@@ -319,3 +319,29 @@ def test_posterior_basis_takes_first_differences_for_a_rough_phi(rough, problem)
     _, smooth = posterior_basis(Xs, Ys, fs.U, fs.V, 3, fs.info["sigma_hat"], 64)
     assert {t["order"] for t in smooth} == {2}
     assert all("order_cv" not in t for t in smooth)
+
+
+def test_fixed_a_extension_doubles_k_while_the_evidence_sits_at_the_top(rough, monkeypatch):
+    """At d = 1 the chosen prior's K is doubled past the grid while its evidence is
+    best at the largest K scored.  With the grid cut to K <= 24 (and at most 96), the
+    rough phi* (whose evidence asks for K = 96 on the full grid) takes K = 48 and 96;
+    the rows come in that order, each a full placement set of the chosen order."""
+    import bayes_ips.kselect as ks
+
+    X, Y, fit = rough
+    monkeypatch.setattr(ks, "POSTERIOR_FINE_K", (24,))
+    monkeypatch.setattr(ks, "POSTERIOR_FIXED_A_K_MAX", 96)
+    knots, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
+    chosen = next(t for t in table if t["chosen"])
+    base = [t for t in table if t["K"] <= 24]
+    extra = [t for t in table if t["K"] > 24]
+    assert max(base, key=lambda t: t["log_evidence"])["K"] == 24  # the top of the grid
+    assert [t["K"] for t in extra] == [48] * 3 + [96] * 3  # every placement, doubled twice
+    assert {t["order"] for t in extra} == {chosen["order"]}
+    assert chosen["K"] == 96 and knots.n_intervals == 96
+    same = [t for t in table if t["order"] == chosen["order"]]
+    assert chosen["log_evidence"] == max(t["log_evidence"] for t in same)
+    # never past the 25 observations per interval (n = 2400: 96) nor the maximum
+    monkeypatch.setattr(ks, "POSTERIOR_FIXED_A_K_MAX", 48)
+    _, capped = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
+    assert max(t["K"] for t in capped) == 48
