@@ -414,6 +414,9 @@ UNIFORM_WEIGHTS = (0.0, 0.5, 1.0)  # quantile, half-and-half, equal-width knots
 # the squared error over sequences, each prior at its own evidence-best K and
 # (sigma, tau), first differences taken when they are better by more than
 # ORDER_CV_SE standard errors of the paired fold differences.
+ORDER_CV_FOLDS = 10  # folds of sequences (the remainder of M / 10 left out of the comparison)
+ORDER_CV_SE = 2.0  # standard errors by which order 1 must win (the usual 2-s.e. rule)
+
 # Beyond the finest K of POSTERIOR_FINE_K, where the factors cannot move: at d = 1
 # the gauge leaves A = +-1, the Gram statistics exist once per sign, and a finer
 # basis costs its K x K factorisations only (elsewhere every proposal of A is a
@@ -423,8 +426,6 @@ UNIFORM_WEIGHTS = (0.0, 0.5, 1.0)  # quantile, half-and-half, equal-width knots
 # evidence of first differences kept rising to K = 768 at M = 4000, its error
 # falling below ERM's (analyses/RESULTS.md, session 16).
 POSTERIOR_FIXED_A_K_MAX = 768
-ORDER_CV_FOLDS = 10  # folds of sequences (the remainder of M / 10 left out of the comparison)
-ORDER_CV_SE = 2.0  # standard errors by which order 1 must win (the usual 2-s.e. rule)
 
 
 def _prior_precision(DtD, tau, ridge) -> np.ndarray:
@@ -626,8 +627,7 @@ def posterior_basis(
             pick1 = n2 + int(np.argmax([t["log_evidence"] for t in table[n2:]]))
             # each candidate through its placement's finest layout (one compiled
             # shape for the fold passes, shared when the placements agree)
-            fine = {w: (make_knots(mixed_breaks(S, fine_k, w), degree, 1), Ts[0])
-                    for w, _, _, Ts in placements}  # fmt: skip
+            fine = {w: (fines[0], Ts[0]) for w, _, _, Ts, fines in placements}
             cands = []
             for i in (pick, pick1):
                 f, Ts = fine[table[i]["uniform_weight"]]
@@ -769,9 +769,10 @@ def _placements(X, Y, Un, Vn, S, fine_k, grid, degree, chunk) -> list[tuple]:
     """One Gram pass per knot placement of :data:`UNIFORM_WEIGHTS` at the finest K.
 
     Returns, per placement that nests (ties can merge breakpoints): its weight, the
-    pass's statistics, and per head the coarse layouts of ``grid`` and their
-    refinement matrices.  Multi-head when ``Un`` is (H, d, r): ``S`` is then per
-    head, and each head's coarse layouts nest in its own finest one.
+    pass's statistics, per head the coarse layouts of ``grid`` and their
+    refinement matrices, and per head the finest layout.  Multi-head when ``Un`` is
+    (H, d, r): ``S`` is then per head, and each head's coarse layouts nest in its own
+    finest one.
     """
     heads = np.ndim(Un) == 3
     Ss = S if heads else [S]
@@ -786,7 +787,7 @@ def _placements(X, Y, Un, Vn, S, fine_k, grid, degree, chunk) -> list[tuple]:
             breaks = np.asarray(f.breaks)
             coarse.append([make_knots(breaks[:: fine_k // K], degree, 1) for K in grid])
             Ts.append(refinement_matrices(coarse[-1], f))
-        out.append((w, st, coarse, Ts))
+        out.append((w, st, coarse, Ts, fines))
     return out
 
 
@@ -805,7 +806,7 @@ def _evidence_tables(
     from bayes_ips.pairwise import GramStats
 
     scales = scale if heads else [scale]
-    for w, st, coarse, Ts in placements:
+    for w, st, coarse, Ts, _ in placements:
         G, b = np.asarray(st.FtF), np.asarray(st.FtY)
         tau = None  # each K's search starts at the previous K's tau
         for i, K in enumerate(grid):
