@@ -612,21 +612,20 @@ def posterior_basis(
     with threadpool_limits(limits=1, user_api="blas"):
         placements = _placements(X, Y, Un, Vn, S, fine_k, grid, degree, chunk)
         _evidence_tables(placements, heads, scale, y_scale, grid, sigma0, table, layouts)
-    if not table:  # no placement could be nested: ERM's quantile knots at the finest K
-        per = [make_knots(quantile_breaks(s, fine_k), degree, 1) for s in (S if heads else [S])]
-        knots = _stack(per) if heads else per[0]
-        row = {"K": int(knots.n_intervals), "uniform_weight": 0.0, "order": 2, "chosen": True}
-        return knots, [row]
-    pick = int(np.argmax([t["log_evidence"] for t in table]))
-    cv = None
-    if rough_order and not heads and table[pick]["K"] == max(grid):
-        # the curvature prior wants every interval it may have: try first differences
-        with threadpool_limits(limits=1, user_api="blas"):
+        if not table:  # no placement could be nested: ERM's quantile knots at the finest K
+            per = [make_knots(quantile_breaks(s, fine_k), degree, 1) for s in (S if heads else [S])]
+            knots = _stack(per) if heads else per[0]
+            row = {"K": int(knots.n_intervals), "uniform_weight": 0.0, "order": 2, "chosen": True}
+            return knots, [row]
+        pick = int(np.argmax([t["log_evidence"] for t in table]))
+        cv = None
+        if rough_order and not heads and table[pick]["K"] == max(grid):
+            # the curvature prior wants every interval it may have: try first differences
             n2 = len(table)
             _evidence_tables(placements, heads, scale, y_scale, grid, sigma0, table, layouts, 1)
             pick1 = n2 + int(np.argmax([t["log_evidence"] for t in table[n2:]]))
-            # each candidate through its placement's finest layout (one compiled
-            # shape for the fold passes, shared when the placements agree)
+            # each candidate through its placement's finest layout (one compiled shape
+            # for the fold passes, shared when the placements agree)
             fine = {w: (fines[0], Ts[0]) for w, _, _, Ts, fines in placements}
             cands = []
             for i in (pick, pick1):
@@ -635,24 +634,11 @@ def posterior_basis(
             cv = order_cv(X, Y, Un, Vn, cands, scale, y_scale, chunk)
             if cv["mse_diff"] < -ORDER_CV_SE * cv["se"]:
                 pick = pick1
-    if not heads and np.shape(X)[-1] == 1 and table[pick]["K"] == max(grid):
-        with threadpool_limits(limits=1, user_api="blas"):
+        if not heads and np.shape(X)[-1] == 1 and table[pick]["K"] == max(grid):
             pick = _extend_fixed_a(
-                X,
-                Y,
-                Un,
-                Vn,
-                S,
-                scale,
-                y_scale,
-                degree,
-                sigma0,
-                chunk,
-                ceiling,
-                table,
-                layouts,
+                X, Y, Un, Vn, S, scale, y_scale, degree, sigma0, chunk, ceiling, table, layouts,
                 pick,
-            )
+            )  # fmt: skip
     for i, t in enumerate(table):
         t["chosen"] = i == pick
     if cv is not None:
