@@ -178,7 +178,7 @@ class _Called(Exception):
 
 
 def test_auto_falls_back_to_nuts_when_the_target_size_is_out_of_reach(small, monkeypatch, capsys):
-    """One round of proposals (50) cannot reach an effective size of 100: ``auto`` runs
+    """Two rounds of proposals (50) cannot reach an effective size of 100: ``auto`` runs
     NUTS from the Laplace mode (here a stand-in that records how it was called)."""
     truth, X, Y = small
 
@@ -186,7 +186,7 @@ def test_auto_falls_back_to_nuts_when_the_target_size_is_out_of_reach(small, mon
         raise _Called(kw)
 
     monkeypatch.setattr(inference, "run_nuts", fake_nuts)
-    cfg = SamplerConfig(max_proposals=IS_ROUND, n_intervals=4)
+    cfg = SamplerConfig(max_proposals=2 * IS_ROUND, n_intervals=4)
     with pytest.raises(_Called) as e:
         fit_posterior(jax.random.PRNGKey(0), X, Y, cfg)
     start = e.value.args[0]["start"]
