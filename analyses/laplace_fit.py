@@ -83,9 +83,8 @@ def main(args: argparse.Namespace) -> dict:
     r2_lin, coef = r2(np.hstack([ones, w[ok]]))
     r2_sq, _ = r2(np.hstack([ones, w[ok], w[ok] ** 2]))
     h = 1e-4
-    grad = np.array(
-        [np.diff(potential(approx.mean + np.outer([-h, h], L[:, j])))[0] / (2 * h) for j in range(P)]
-    )
+    steps = [approx.mean + np.outer([-h, h], L[:, j]) for j in range(P)]
+    grad = np.array([np.diff(potential(z2))[0] / (2 * h) for z2 in steps])
     out = {
         "d": spec["d"],
         "M": spec["M"],

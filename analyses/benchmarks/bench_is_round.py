@@ -63,7 +63,8 @@ def main(args: argparse.Namespace) -> float:
         m = {k: float(np.median(v)) for k, v in times.items()}
         ratios.append(m[25] / m[50])
         print(
-            f"{name}: ERM {m['erm']:.3f} s | rounds of 50: {m[50]:.3f} s, {m[50] / m['erm']:.2f}x ERM,"
+            f"{name}: ERM {m['erm']:.3f} s | rounds of 50: {m[50]:.3f} s,"
+            f" {m[50] / m['erm']:.2f}x ERM,"
             f" {info[50][0]} proposals, ESS {info[50][1]:.1f} | rounds of 25: {m[25]:.3f} s,"
             f" {m[25] / m['erm']:.2f}x ERM, {info[25][0]} proposals, ESS {info[25][1]:.1f}"
             f" | 25/50 {m[25] / m[50]:.3f}",

@@ -110,3 +110,19 @@ def test_bench_host_gram_tiny(capsys, monkeypatch):
     assert lines[-1].startswith("host_pass_speedup=") and lines[0].lstrip().startswith("tiny")
     r = out["settings"][0]
     assert r["rows"] == 240 and r["n_basis"] == 11 and r["pass_speedup"] > 0
+
+
+@pytest.mark.slow  # ERM and the default path at both round sizes on a tiny case, compiled
+def test_bench_is_round_tiny(capsys, monkeypatch):
+    from bayes_ips import inference
+
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    import heldout_posterior
+
+    tiny = {"tiny": ("tanh", None, "cube", 2, 100, 4, 0.1)}
+    monkeypatch.setattr(heldout_posterior, "CASES", tiny)
+    mod = _load("bench_is_round")
+    ratio = mod.main(mod.build_parser().parse_args(["--reps", "1", "--cases", "tiny"]))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("tiny: ERM") and lines[-1] == f"round25_over_round50={ratio:.3f}"
+    assert ratio > 0 and inference.IS_ROUND == IS_ROUND  # the module's round size restored

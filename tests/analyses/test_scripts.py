@@ -264,3 +264,25 @@ def test_slr_population_script(tmp_path, capsys):
     assert "population PGD" in capsys.readouterr().out
     with pytest.raises(mod.InputError, match="starts"):
         mod.main(mod.build_parser().parse_args(["--out-dir", str(tmp_path), "--starts", "0"]))
+
+
+@pytest.mark.slow  # ERM, the Laplace step and 40 proposals on a tiny cell
+def test_laplace_fit_script(tmp_path, capsys):
+    """The script reads a record's spec, may change its M, and reports the proposal's fit."""
+    settings = {
+        "bayes": {"method": "auto", "basis": "evidence", "chains": 4, "collapsed": True},
+        "erm": {"k_rule": "gcv", "restarts": 1, "multiplicity": 1},
+    }
+    spec = {
+        "M": 500, "N": 4, "d": 2, "rank": 1, "rep": 0, "seed": 5, "noise": 0.1,
+        "noise_law": "gaussian", "phi": {"family": "tanh", "beta": "inf"}, "rho": 0.0,
+        "tokens": "cube", "estimator": "bayes_pm", "task": "ips", "settings": settings,
+    }  # fmt: skip
+    path = tmp_path / "cell.json"
+    path.write_text(json.dumps({"record": {}, "spec": spec}))
+    mod = _load("laplace_fit")
+    out = mod.main(mod.build_parser().parse_args([str(path), "--M", "150", "--proposals", "40"]))
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
+    assert out["M"] == 150 and out["d"] == 2 and out["P"] == 4 and out["proposals"] == 40
+    assert 0 <= out["r2_linear"] <= out["r2_linear_square"] <= 1 and out["shift"] >= 0
+    assert out["grad_at_mode"] < 0.1  # the mode is found: a whitened gradient near 0
