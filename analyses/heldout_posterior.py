@@ -45,21 +45,33 @@ CASES = {
 }
 
 
-def run_case(name: str, seed: int, n_eval: int = 20000) -> dict:
+def case_data(name: str, seed: int):
+    """``(truth, X, Y, keys)`` of a case: its simulated data and the keys
+    ``(k_erm, k_post, k_err, k_band)`` of the fits and the error estimates."""
     import jax
+    import numpy as np
+
+    from bayes_ips.simulate import make_truth, simulate
+
+    phi, beta, tokens, d, M, N, noise = CASES[name]
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), sum(map(ord, name)))
+    k_truth, k_data, *keys = jax.random.split(key, 6)
+    truth = make_truth(k_truth, d, 1, phi=phi, beta=beta, tokens=tokens, noise_sd=noise)
+    X, Y = (np.asarray(a) for a in simulate(k_data, truth, M, N))
+    return truth, X, Y, keys
+
+
+def run_case(name: str, seed: int, n_eval: int = 20000) -> dict:
     import numpy as np
 
     from bayes_ips.erm import ERMConfig, fit_erm
     from bayes_ips.inference import SamplerConfig, sample_posterior
     from bayes_ips.metrics import l2_error
     from bayes_ips.posterior import g_draws, predict
-    from bayes_ips.simulate import g_true, make_truth, sample_pairs, simulate
+    from bayes_ips.simulate import g_true, sample_pairs
 
     phi, beta, tokens, d, M, N, noise = CASES[name]
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), sum(map(ord, name)))
-    k_truth, k_data, k_erm, k_post, k_err, k_band = jax.random.split(key, 6)
-    truth = make_truth(k_truth, d, 1, phi=phi, beta=beta, tokens=tokens, noise_sd=noise)
-    X, Y = (np.asarray(a) for a in simulate(k_data, truth, M, N))
+    truth, X, Y, (k_erm, k_post, k_err, k_band) = case_data(name, seed)
     out: dict = {"case": name, "phi": phi, "beta": beta, "tokens": tokens, "d": d, "M": M}
     out["N"], out["noise"] = N, noise
     for attempt in ("cold", "warm"):

@@ -29,21 +29,16 @@ def main(args: argparse.Namespace) -> float:
     from bayes_ips import inference
     from bayes_ips.erm import ERMConfig, fit_erm
     from bayes_ips.inference import SamplerConfig, sample_posterior
-    from bayes_ips.simulate import make_truth, simulate
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-    from heldout_posterior import CASES
+    from heldout_posterior import CASES, case_data
 
     bayes_ips.enable_x64()
     jax.config.update("jax_enable_compilation_cache", False)
     default_round = inference.IS_ROUND
     ratios = []
     for name in args.cases or list(CASES):
-        phi, beta, tokens, d, M, N, noise = CASES[name]
-        key = jax.random.fold_in(jax.random.PRNGKey(args.seed), sum(map(ord, name)))
-        k_truth, k_data, k_erm, k_post, *_ = jax.random.split(key, 6)
-        truth = make_truth(k_truth, d, 1, phi=phi, beta=beta, tokens=tokens, noise_sd=noise)
-        X, Y = (np.asarray(a) for a in simulate(k_data, truth, M, N))
+        _, X, Y, (k_erm, k_post, *_) = case_data(name, args.seed)
         times: dict = {"erm": [], 50: [], 25: []}
         info = {}
         for r in range(args.reps + 1):
