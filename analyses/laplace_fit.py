@@ -49,10 +49,7 @@ def main(args: argparse.Namespace) -> dict:
         spec["M"] = args.M
     truth, X, Y, key = ips.cell_data(spec)
     erm = fit_erm(jax.random.fold_in(key, ips._FIT), X, Y, ips.cell_erm_config(spec))
-    b = spec["settings"]["bayes"]
-    sampler = dict(ips._SAMPLER_LEGACY)  # what a spec without these settings meant, as a cell
-    sampler.update((k, v) for k, v in b.items() if k not in ("level", "n_band_pairs"))
-    cfg = inf.SamplerConfig(rank=spec["rank"], degree=erm.info["degree"], **sampler)
+    cfg = ips.cell_sampler_config(spec, erm)
     k_lap, k_prop, k_c = jax.random.split(jax.random.PRNGKey(args.seed), 3)
     st, approx, layout, chart, info = inf._laplace_step(k_lap, X, Y, cfg, erm, None)
     P = approx.mean.shape[0]

@@ -41,20 +41,24 @@ def main(args: argparse.Namespace) -> float:
         _, X, Y, (k_erm, k_post, *_) = case_data(name, args.seed)
         times: dict = {"erm": [], 50: [], 25: []}
         info = {}
-        for r in range(args.reps + 1):
-            t0 = time.perf_counter()
-            fit_erm(k_erm, X, Y, ERMConfig())
-            if r:
-                times["erm"].append(time.perf_counter() - t0)
-            for size in (50, 25) if r % 2 else (25, 50):
-                inference.IS_ROUND = size
+        try:
+            for r in range(args.reps + 1):
                 t0 = time.perf_counter()
-                fit = fit_erm(k_erm, X, Y, ERMConfig())  # what `bayes-ips sample` fits first
-                _, _, run = sample_posterior(k_post, X, Y, SamplerConfig(), erm=fit, progress=False)
+                fit_erm(k_erm, X, Y, ERMConfig())
                 if r:
-                    times[size].append(time.perf_counter() - t0)
-                info[size] = (run.info["n_proposals"], run.info["is_ess"])
-        inference.IS_ROUND = default_round
+                    times["erm"].append(time.perf_counter() - t0)
+                for size in (50, 25) if r % 2 else (25, 50):
+                    inference.IS_ROUND = size
+                    t0 = time.perf_counter()
+                    fit = fit_erm(k_erm, X, Y, ERMConfig())  # what `bayes-ips sample` fits first
+                    _, _, run = sample_posterior(
+                        k_post, X, Y, SamplerConfig(), erm=fit, progress=False
+                    )
+                    if r:
+                        times[size].append(time.perf_counter() - t0)
+                    info[size] = (run.info["n_proposals"], run.info["is_ess"])
+        finally:  # the module's round, whatever happened
+            inference.IS_ROUND = default_round
         m = {k: float(np.median(v)) for k, v in times.items()}
         ratios.append(m[25] / m[50])
         print(

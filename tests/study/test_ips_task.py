@@ -60,3 +60,25 @@ def test_knot_placement_in_cell_specs():
     assert {k: v for k, v in default["settings"].items() if k != "knot_placement"} == legacy[
         "settings"
     ]
+
+
+def test_cell_sampler_config_reads_a_spec_over_its_legacy_defaults():
+    """A bayes_pm cell's sampler config: its settings at the cell's rank and ERM degree;
+    a spec written before ``method`` and ``basis`` existed means NUTS on ERM's basis."""
+    from types import SimpleNamespace
+
+    from bayes_ips.inference import SamplerConfig
+
+    raw = {**RAW, "study": {**RAW["study"], "estimators": ["bayes_pm"]}}
+    spec = ips.make_cells(parse_config(raw))[0].spec
+    erm = SimpleNamespace(info={"degree": 4})
+    cfg = ips.cell_sampler_config(spec, erm)
+    assert (cfg.rank, cfg.degree) == (spec["rank"], 4)
+    b = spec["settings"]["bayes"]
+    assert (cfg.method, cfg.basis) == (b["method"], b["basis"])
+    old = {**spec, "settings": {**spec["settings"], "bayes": dict(b)}}
+    for key in ("method", "basis"):
+        del old["settings"]["bayes"][key]
+    legacy = ips.cell_sampler_config(old, erm)
+    assert (legacy.method, legacy.basis) == (ips.LEGACY_METHOD, ips.LEGACY_BASIS)
+    assert legacy.method != SamplerConfig().method  # the legacy meaning is not today's default

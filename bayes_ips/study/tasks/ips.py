@@ -703,6 +703,16 @@ def cell_erm_config(spec: dict) -> ERMConfig:
     return ERMConfig(rank=spec["rank"], beta=_phi_entry(spec).finite_beta, **settings)
 
 
+def cell_sampler_config(spec: dict, erm) -> SamplerConfig:
+    """The posterior sampler's config of a ``bayes_pm`` cell: its ``[bayes_pm]`` settings
+    (less the band's), read over what a spec without them meant, at the cell's rank and
+    the degree of its ERM fit ``erm``."""
+    sampler = dict(_SAMPLER_LEGACY)
+    b = spec["settings"]["bayes"]
+    sampler.update((k, v) for k, v in b.items() if k not in ("level", "n_band_pairs"))
+    return SamplerConfig(rank=spec["rank"], degree=erm.info["degree"], **sampler)
+
+
 def run_cell(spec: dict) -> dict:
     """Compute one cell's record (a flat JSON-able dict).
 
@@ -809,9 +819,7 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
     from bayes_ips.simulate import g_true, sample_pairs
 
     b = spec["settings"]["bayes"]
-    sampler = dict(_SAMPLER_LEGACY)
-    sampler.update((k, v) for k, v in b.items() if k not in ("level", "n_band_pairs"))
-    cfg = SamplerConfig(rank=spec["rank"], degree=erm.info["degree"], **sampler)
+    cfg = cell_sampler_config(spec, erm)
     t0 = time.perf_counter()
     k_run, k_rb, k_pairs, k_draw = jax.random.split(k_nuts, 4)
     run, post = _fit_posterior(k_run, k_rb, X, Y, cfg, erm=erm, seed=None, progress=False)
