@@ -539,6 +539,7 @@ def posterior_basis(
     k_max: int | None = None,
     scores=None,
     rough_order: bool = True,
+    order_check=None,
 ) -> tuple[Knots, list[dict[str, Any]]]:
     """The Bayesian model's basis: the K and knot placement of largest marginal likelihood.
 
@@ -566,6 +567,11 @@ def posterior_basis(
     and taken, at their own evidence-best (placement, K), when they beat the
     curvature prior's choice in cross-validation (:func:`order_cv`, the rule by
     :data:`ORDER_CV_SE`; the comparison goes into the chosen row as ``order_cv``).
+    ``order_check`` (optional) makes that comparison instead of :func:`order_cv` at
+    the given ``A``: called with the two candidates ``[(knots, row), (knots, row)]``
+    (the curvature prior's first), ``scale`` (the penalty's units) and ``y_scale``,
+    it returns a dict like :func:`order_cv`'s, or None for :func:`order_cv` after all
+    (``analyses/order_refit.py`` refits ``A`` on every fold this way).
 
     Multi-head (``U, V`` of shape (H, d, r), :mod:`bayes_ips.models.multihead_spline`):
     one K and one placement for all heads, each head's knots placed by that rule
@@ -631,7 +637,10 @@ def posterior_basis(
             for i in (pick, pick1):
                 f, Ts = fine[table[i]["uniform_weight"]]
                 cands.append((layouts[i], table[i], f, Ts[grid.index(table[i]["K"])]))
-            cv = order_cv(X, Y, Un, Vn, cands, scale, y_scale, chunk)
+            if order_check is not None:
+                cv = order_check([c[:2] for c in cands], scale, y_scale)
+            if cv is None:
+                cv = order_cv(X, Y, Un, Vn, cands, scale, y_scale, chunk)
             if cv["mse_diff"] < -ORDER_CV_SE * cv["se"]:
                 pick = pick1
         if not heads and np.shape(X)[-1] == 1 and table[pick]["K"] == max(grid):
@@ -699,16 +708,11 @@ def order_cv(X, Y, Un, Vn, cands, scale: float, y_scale: float, chunk: int) -> d
     second's minus the first's, the mean over folds of the per-observation
     difference), ``se`` (its standard error over folds) and ``folds``.
     """
-    from scipy.linalg import cho_factor, cho_solve
-
     from bayes_ips.collapsed import difference_penalty
-    from bayes_ips.models.lowrank_spline import KAPPA
 
     F = ORDER_CV_FOLDS
-    size = int(np.shape(X)[0]) // F
-    if size < 1:
-        raise ValueError(f"order_cv needs at least {F} sequences")
-    ridge = 1.0 / (KAPPA * y_scale) ** 2
+    size = cv_fold_size(np.shape(X)[0])
+    ridge = null_space_ridge(y_scale)
     sse = np.zeros((len(cands), F))
     n_f = np.zeros(F)
     passes: dict[int, list] = {}  # the folds' statistics per layout passed over
@@ -729,9 +733,42 @@ def order_cv(X, Y, Un, Vn, cands, scale: float, y_scale: float, chunk: int) -> d
         Q = _prior_precision(D.T @ D, ent["tau"], ridge)
         G, b = sum(Gs), sum(bs)
         for f in range(F):
-            c = cho_solve(cho_factor(G - Gs[f] + ent["sigma"] ** 2 * Q), b - bs[f])
-            sse[j, f] = float(st[f].YtY) - 2.0 * c @ bs[f] + c @ Gs[f] @ c
+            sse[j, f] = held_out_sse(G - Gs[f], b - bs[f], Gs[f], bs[f], st[f].YtY, Q, ent["sigma"])
             n_f[f] = float(st[f].n_obs)
+    return cv_summary(sse, n_f)
+
+
+def cv_fold_size(n_sequences: int) -> int:
+    """Sequences per fold of :data:`ORDER_CV_FOLDS` contiguous folds (the remainder in none)."""
+    size = int(n_sequences) // ORDER_CV_FOLDS
+    if size < 1:
+        raise ValueError(f"the order's cross-validation needs at least {ORDER_CV_FOLDS} sequences")
+    return size
+
+
+def null_space_ridge(y_scale: float) -> float:
+    """The prior precision on the penalty's null space, ``1 / (KAPPA y_scale)^2``."""
+    from bayes_ips.models.lowrank_spline import KAPPA
+
+    return 1.0 / (KAPPA * y_scale) ** 2
+
+
+def held_out_sse(G, b, G_f, b_f, yy_f, Q, sigma: float) -> float:
+    """A fold's squared error under the posterior mean of ``c`` from other data.
+
+    ``G, b``: the Gram statistics ``F^T F, F^T Y`` the mean is fitted on (prior
+    precision ``Q``, noise ``sigma``); ``G_f, b_f, yy_f`` the fold's, with ``Y^T Y``.
+    """
+    from scipy.linalg import cho_factor, cho_solve
+
+    c = cho_solve(cho_factor(np.asarray(G) + sigma**2 * Q), np.asarray(b))
+    return float(yy_f) - 2.0 * c @ np.asarray(b_f) + c @ np.asarray(G_f) @ c
+
+
+def cv_summary(sse: np.ndarray, n_f: np.ndarray) -> dict[str, Any]:
+    """Two candidates' fold errors ``sse`` (2, F) over the folds' sizes ``n_f``:
+    :func:`order_cv`'s ``cv_mse``, ``mse_diff`` (second minus first), ``se`` and ``folds``."""
+    F = sse.shape[1]
     diff = (sse[1] - sse[0]) / n_f
     return {
         "cv_mse": [float(v) for v in sse.sum(axis=1) / n_f.sum()],

@@ -310,6 +310,21 @@ def _hessian(flat, rest, model_args, model_kwargs, chart, *, model, layout):
     return jax.hessian(pe)(flat)
 
 
+def search_mode(
+    flat0, hessian, model, model_args: tuple, model_kwargs: dict, layout: tuple, *,
+    chart: SphereChart | None = None, max_steps: int = 500, tol: float = 1e-6,
+) -> tuple[np.ndarray, int, bool]:  # fmt: skip
+    """:func:`mode_and_hessian`'s search without its Hessians: BFGS from ``flat0``
+    (flattened sites, or chart coordinates with ``chart``) whitened by a given
+    ``hessian``, e.g. a mode and Hessian on other data; returns the mode found,
+    the number of steps and whether BFGS reported success."""
+    x, n, ok = _bfgs(
+        jnp.asarray(flat0), jnp.asarray(hessian), {}, model_args, model_kwargs, chart,
+        model=model, layout=layout, max_steps=max_steps, tol=tol,
+    )  # fmt: skip
+    return np.asarray(x), int(n), bool(ok)
+
+
 @partial(jax.jit, static_argnames=("model", "layout", "max_steps", "tol"))
 def _bfgs(flat0, H0, rest, model_args, model_kwargs, chart, *, model, layout, max_steps, tol):
     def pe(flat):

@@ -123,6 +123,21 @@ def test_mode_and_hessian_of_a_conjugate_model_are_exact():
     np.testing.assert_allclose(unravel(jnp.asarray(mode), layout)["mu"], mode)
 
 
+def test_search_mode_from_another_datasets_mode_finds_this_ones():
+    """BFGS whitened by a given Hessian (another dataset's mode and Hessian, the way
+    ``analyses/order_refit.py`` refits a fold) reaches the conjugate model's exact mode."""
+    from functools import partial
+
+    from bayes_ips.laplace import search_mode
+
+    model = partial(_normal_mean_model, prior_sd=2.0)
+    y0, y1 = jnp.array([1.5, -0.5]), jnp.array([0.3, 2.0])
+    mode0, H0, _, _, layout = mode_and_hessian(model, (y0,), {}, {"mu": jnp.zeros(2)}, ["mu"])
+    mode1, n, ok = search_mode(mode0, H0, model, (y1,), {}, layout)
+    np.testing.assert_allclose(mode1, np.asarray(y1) / (1 + 1 / 4.0), atol=1e-8)
+    assert ok and n >= 1
+
+
 def test_flatten_and_unravel_round_trip():
     point = {"U": jnp.arange(6.0).reshape(3, 2), "sigma": jnp.array(2.0), "z": jnp.ones(1)}
     flat, layout = flatten(point, ["sigma", "U"])
