@@ -286,8 +286,10 @@ def evidence_setup(X, Y, fit: ERMFit, degree: int) -> tuple[dict, dict]:
     from bayes_ips.pairwise import DEFAULT_CHUNK
 
     t0 = time.perf_counter()
+    # at d = 1 the gauge leaves A = +-1: A is ERM's on every fold, nothing to refit
+    check = None if np.shape(X)[-1] == 1 else partial(refit_order_cv, X, Y, fit)
     knots, table = posterior_basis(
-        X, Y, fit.U, fit.V, degree, float(fit.info["sigma_hat"]), DEFAULT_CHUNK
+        X, Y, fit.U, fit.V, degree, float(fit.info["sigma_hat"]), DEFAULT_CHUNK, order_check=check
     )
     scale = float(np.std(off_diagonal_scores(X, fit.U, fit.V, max_samples=4000)))
     chosen = next(t for t in table if t["chosen"])
@@ -310,6 +312,114 @@ def evidence_setup(X, Y, fit: ERMFit, degree: int) -> tuple[dict, dict]:
     if "order_cv" in chosen:  # the cross-validated comparison of the two orders
         info["order_cv"] = chosen["order_cv"]
     return setup, info
+
+
+def refit_order_cv(
+    X, Y, fit: ERMFit, cands: list, scale: float, y_scale: float, *,
+    start_at: str = "erm", chunk: int | None = None,
+) -> dict | None:  # fmt: skip
+    """Cross-validate two priors of phi with ``A`` refitted on every fold's complement.
+
+    How :func:`evidence_setup` confirms (at d >= 2) a win of first differences over
+    the curvature prior in :func:`bayes_ips.kselect.order_cv`, which compares them
+    at ERM's ``A``.  For each candidate ``(knots, row)`` (the row's ``order``; the
+    penalty in units of ``scale``) and each of
+    :data:`~bayes_ips.kselect.ORDER_CV_FOLDS` contiguous folds of sequences, the
+    collapsed model's posterior mode of ``(A, sigma, tau)`` on the other folds is
+    searched as the sampler's Laplace step searches the full data's (from ERM's
+    factors, BFGS whitened by the Hessian there: :func:`bayes_ips.laplace.search_mode`),
+    and the posterior mean of ``c`` at that mode predicts the fold.
+
+    At a fixed ``A`` the comparison cannot see what the prior does to ``A``: a
+    rougher phi absorbs misfit the factors would otherwise correct, and the
+    factors' posterior goes flat.  At d = 30, beta = 1.5, M = 250 first differences
+    won at ERM's ``A`` by 3.1-3.8 s.e. in 3 of 4 repetitions and made the posterior
+    mean 28-40% worse; with ``A`` refitted per fold the curvature prior wins in all 4
+    (by 1.7-7.6 s.e.), while on the rough phi* (beta = 0.5, d = 5 and 30) first
+    differences still win (analyses/RESULTS.md, session 21;
+    ``analyses/order_refit.py``).  ``start_at="mode"`` starts each fold's search at
+    the full data's mode, whitened by its Hessian: cheaper, but there a flat
+    posterior of the factors under first differences hides (it kept them ahead at
+    d = 30, beta = 1.5 in 1 of 4 repetitions).
+
+    Returns :func:`~bayes_ips.kselect.order_cv`'s dict with ``refit: start_at``,
+    the folds' BFGS steps in all and the time taken, or None when a Laplace step
+    fails (the caller then keeps the fixed-``A`` comparison).
+    """
+    import time
+
+    from bayes_ips.collapsed import difference_penalty
+    from bayes_ips.gauge import gauge_factors
+    from bayes_ips.kselect import (
+        ORDER_CV_FOLDS,
+        _prior_precision,
+        cv_fold_size,
+        cv_summary,
+        held_out_sse,
+        null_space_ridge,
+    )
+    from bayes_ips.laplace import (
+        chart_point,
+        chart_to_flat,
+        flatten,
+        search_mode,
+        sphere_chart,
+        unravel,
+    )
+    from bayes_ips.pairwise import DEFAULT_CHUNK, gram
+
+    if start_at not in ("erm", "mode"):
+        raise ValueError(f"start_at must be 'erm' or 'mode', got {start_at!r}")
+    t0 = time.perf_counter()
+    chunk = DEFAULT_CHUNK if chunk is None else chunk
+    X, Y = np.asarray(X), np.asarray(Y)
+    F, size = ORDER_CV_FOLDS, cv_fold_size(X.shape[0])
+    ridge = null_space_ridge(y_scale)
+    d, r = fit.U.shape
+    model = bound_model(r, True)
+    start = {k: v[0] for k, v in _erm_init(jax.random.PRNGKey(0), fit, y_scale, 1, 0.0).items()}
+    sites = ("U", "V", "sigma", "tau")
+    sse, n_f, steps = np.zeros((2, F)), np.zeros(F), 0
+    for j, (knots, row) in enumerate(cands):
+        D = difference_penalty(knots, scale, row["order"])
+        data = dict(knots=knots, penalty=jnp.asarray(D), y_scale=jnp.asarray(y_scale))
+        try:
+            if start_at == "mode":
+                approx, layout, chart, _ = laplace_at(
+                    model, (jnp.asarray(X), jnp.asarray(Y)), data, start
+                )
+                flat0, hessian = approx.mean, np.linalg.inv(np.asarray(approx.cov))
+            else:  # laplace_at's start and chart, each fold's Hessian at the start
+                chart = sphere_chart(start["U"], start["V"]) if r == 1 and d >= 2 else None
+                flat0, layout = flatten(start, sites)
+                if chart is not None:
+                    flat0 = chart_point(np.asarray(flat0), chart)
+                hessian = None
+            for f in range(F):
+                test = np.zeros(X.shape[0], dtype=bool)
+                test[f * size : (f + 1) * size] = True
+                X_t, Y_t = jnp.asarray(X[~test]), jnp.asarray(Y[~test])
+                z, n, _ = search_mode(flat0, hessian, model, (X_t, Y_t), data, layout, chart=chart)
+                steps += n
+                z = jnp.asarray(z)
+                m = unravel(z if chart is None else chart_to_flat(z, chart), layout)
+                Un, Vn = gauge_factors(m["U"], m["V"])
+                st, fold = (
+                    gram(Un, Vn, a, b, knots, chunk) for a, b in ((X_t, Y_t), (X[test], Y[test]))
+                )
+                Q = _prior_precision(D.T @ D, float(np.exp(m["tau"])), ridge)
+                sse[j, f] = held_out_sse(
+                    st.FtF, st.FtY, fold.FtF, fold.FtY, fold.YtY, Q, float(np.exp(m["sigma"]))
+                )
+                n_f[f] = float(fold.n_obs)
+        except (FloatingPointError, np.linalg.LinAlgError):
+            return None
+    if not np.all(np.isfinite(sse)):
+        return None
+    return {
+        **cv_summary(sse, n_f), "refit": start_at, "bfgs_steps": int(steps),
+        "time_s": time.perf_counter() - t0,
+    }  # fmt: skip
 
 
 def model_knots(X: np.ndarray, fit: ERMFit, n_intervals: int | None, degree: int) -> Knots:

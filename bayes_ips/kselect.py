@@ -567,11 +567,12 @@ def posterior_basis(
     and taken, at their own evidence-best (placement, K), when they beat the
     curvature prior's choice in cross-validation (:func:`order_cv`, the rule by
     :data:`ORDER_CV_SE`; the comparison goes into the chosen row as ``order_cv``).
-    ``order_check`` (optional) makes that comparison instead of :func:`order_cv` at
-    the given ``A``: called with the two candidates ``[(knots, row), (knots, row)]``
-    (the curvature prior's first), ``scale`` (the penalty's units) and ``y_scale``,
-    it returns a dict like :func:`order_cv`'s, or None for :func:`order_cv` after all
-    (``analyses/order_refit.py`` refits ``A`` on every fold this way).
+    ``order_check`` (optional) is asked to confirm a win of first differences there:
+    called with the two candidates ``[(knots, row), (knots, row)]`` (the curvature
+    prior's first), ``scale`` (the penalty's units) and ``y_scale``, it returns a dict
+    like :func:`order_cv`'s, whose verdict then stands (with the first comparison
+    as its ``fixed_a``), or None to keep :func:`order_cv`'s
+    (:func:`bayes_ips.inference.refit_order_cv` refits ``A`` on every fold).
 
     Multi-head (``U, V`` of shape (H, d, r), :mod:`bayes_ips.models.multihead_spline`):
     one K and one placement for all heads, each head's knots placed by that rule
@@ -637,10 +638,11 @@ def posterior_basis(
             for i in (pick, pick1):
                 f, Ts = fine[table[i]["uniform_weight"]]
                 cands.append((layouts[i], table[i], f, Ts[grid.index(table[i]["K"])]))
-            if order_check is not None:
-                cv = order_check([c[:2] for c in cands], scale, y_scale)
-            if cv is None:
-                cv = order_cv(X, Y, Un, Vn, cands, scale, y_scale, chunk)
+            cv = order_cv(X, Y, Un, Vn, cands, scale, y_scale, chunk)
+            if order_check is not None and cv["mse_diff"] < -ORDER_CV_SE * cv["se"]:
+                confirm = order_check([c[:2] for c in cands], scale, y_scale)
+                if confirm is not None:  # it decides; the first comparison is kept in it
+                    cv = {**confirm, "fixed_a": cv}
             if cv["mse_diff"] < -ORDER_CV_SE * cv["se"]:
                 pick = pick1
         if not heads and np.shape(X)[-1] == 1 and table[pick]["K"] == max(grid):

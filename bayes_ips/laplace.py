@@ -314,13 +314,19 @@ def search_mode(
     flat0, hessian, model, model_args: tuple, model_kwargs: dict, layout: tuple, *,
     chart: SphereChart | None = None, max_steps: int = 500, tol: float = 1e-6,
 ) -> tuple[np.ndarray, int, bool]:  # fmt: skip
-    """:func:`mode_and_hessian`'s search without its Hessians: BFGS from ``flat0``
-    (flattened sites, or chart coordinates with ``chart``) whitened by a given
-    ``hessian``, e.g. a mode and Hessian on other data; returns the mode found,
-    the number of steps and whether BFGS reported success."""
+    """:func:`mode_and_hessian`'s search without the Hessian at its end: BFGS from
+    ``flat0`` (flattened sites, or chart coordinates with ``chart``) whitened by
+    ``hessian`` (e.g. a mode's and Hessian on other data), or by the Hessian at
+    ``flat0`` when it is None (then the search is :func:`mode_and_hessian`'s, step
+    for step).  Returns the mode found, the number of steps and whether BFGS
+    reported success."""
+    args = ({}, model_args, model_kwargs, chart)
+    flat0 = jnp.asarray(flat0)
+    if hessian is None:
+        hessian = _hessian(flat0, *args, model=model, layout=layout)
     x, n, ok = _bfgs(
-        jnp.asarray(flat0), jnp.asarray(hessian), {}, model_args, model_kwargs, chart,
-        model=model, layout=layout, max_steps=max_steps, tol=tol,
+        flat0, jnp.asarray(hessian), *args, model=model, layout=layout, max_steps=max_steps,
+        tol=tol,
     )  # fmt: skip
     return np.asarray(x), int(n), bool(ok)
 

@@ -413,3 +413,63 @@ def test_importance_sampling_and_nuts_give_the_same_posterior():
     gap = np.abs(a["mean"] - b["mean"])
     assert np.all(gap <= Z_MC * np.sqrt(a["mcse_mean"] ** 2 + b["mcse_mean"] ** 2))
     assert np.all(np.abs(a["sd"] / b["sd"] - 1) < 0.15)
+
+
+@pytest.mark.slow  # ~30 s: 40 mode searches and their compilation
+def test_refit_order_cv_predicts_each_fold_at_its_own_laplace_mode():
+    """``refit_order_cv`` against a naive loop: for each prior and fold, the Laplace
+    step's mode (``laplace_at``, from ERM's factors) on the other folds, then the
+    posterior mean of ``c`` there from an explicit design matrix predicts the fold.
+    The same searches and the same algebra in another order: equal to round-off."""
+    import math
+
+    from bayes_ips.models.lowrank_spline import KAPPA
+
+    from bayes_ips.collapsed import difference_penalty, pspline_precision
+    from bayes_ips.gauge import gauge_factors
+    from bayes_ips.inference import _erm_init, bound_model, laplace_at, refit_order_cv
+    from bayes_ips.kselect import ORDER_CV_FOLDS
+    from bayes_ips.pairs import off_diagonal_scores
+    from bayes_ips.pairwise import design
+    from bayes_ips.spline import make_knots, quantile_breaks
+
+    truth = make_truth(jax.random.PRNGKey(7), 2, 1, phi="weierstrass", beta=0.5, noise_sd=0.1)
+    X, Y = (np.asarray(a) for a in simulate(jax.random.PRNGKey(8), truth, 205, 5))
+    fit = fit_erm(jax.random.PRNGKey(9), X, Y, ERMConfig(rank=1))
+    S = np.asarray(off_diagonal_scores(X, fit.U, fit.V, 4000))
+    scale, ys = float(S.std()), float(np.sqrt(np.mean(Y**2)))
+    knots = make_knots(quantile_breaks(S, 12), 3, 1)
+    cands = [(knots, {"order": 2}), (knots, {"order": 1})]
+    cv = refit_order_cv(X, Y, fit, cands, scale, ys)
+    assert cv["refit"] == "erm" and cv["folds"] == ORDER_CV_FOLDS
+    model = bound_model(1, True)
+    start = {k: v[0] for k, v in _erm_init(jax.random.PRNGKey(0), fit, ys, 1, 0.0).items()}
+    size = X.shape[0] // ORDER_CV_FOLDS  # 20: the last 5 sequences are in no fold
+    sse = np.zeros((2, ORDER_CV_FOLDS))
+    for j, (kn, row) in enumerate(cands):
+        D = difference_penalty(kn, scale, row["order"])
+        data = dict(knots=kn, penalty=jnp.asarray(D), y_scale=jnp.asarray(ys))
+        for f in range(ORDER_CV_FOLDS):
+            test = np.arange(f * size, (f + 1) * size)
+            train = np.setdiff1d(np.arange(X.shape[0]), test)
+            _, _, _, info = laplace_at(
+                model, (jnp.asarray(X[train]), jnp.asarray(Y[train])), data, start
+            )
+            m = info["mode"]
+            Un, Vn = gauge_factors(jnp.asarray(m["U"]), jnp.asarray(m["V"]))
+            Q = np.asarray(pspline_precision(D, float(np.exp(m["tau"])), KAPPA * ys))
+            F_tr = np.asarray(design(Un, Vn, X[train], kn)).reshape(-1, Q.shape[0])
+            c = np.linalg.solve(
+                F_tr.T @ F_tr + np.exp(2 * m["sigma"]) * Q, F_tr.T @ Y[train].ravel()
+            )
+            F_te = np.asarray(design(Un, Vn, X[test], kn)).reshape(-1, Q.shape[0])
+            sse[j, f] = np.sum((Y[test].ravel() - F_te @ c) ** 2)
+    n = size * Y.shape[1]
+    np.testing.assert_allclose(cv["cv_mse"], sse.sum(axis=1) / (n * ORDER_CV_FOLDS), rtol=1e-6)
+    diff = (sse[1] - sse[0]) / n
+    assert cv["mse_diff"] == pytest.approx(diff.mean(), rel=1e-5, abs=1e-12)
+    assert cv["se"] == pytest.approx(diff.std(ddof=1) / math.sqrt(ORDER_CV_FOLDS), rel=1e-5)
+    # from the full data's mode: the same folds, another start
+    assert refit_order_cv(X, Y, fit, cands, scale, ys, start_at="mode")["refit"] == "mode"
+    with pytest.raises(ValueError, match="start_at"):
+        refit_order_cv(X, Y, fit, cands, scale, ys, start_at="nowhere")

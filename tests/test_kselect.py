@@ -321,9 +321,10 @@ def test_posterior_basis_takes_first_differences_for_a_rough_phi(rough, problem)
     assert all("order_cv" not in t for t in smooth)
 
 
-def test_an_order_check_replaces_order_cv(rough):
-    """``order_check`` gets the two candidates (the curvature prior's first, each its
-    layout and table row) and its verdict decides; None falls back to ``order_cv``."""
+def test_an_order_check_confirms_a_win_of_first_differences(rough):
+    """Where first differences win ``order_cv`` at the given ``A``, ``order_check`` gets
+    the two candidates (the curvature prior's first, each its layout and table row)
+    and its verdict stands, the first comparison kept in it; None keeps ``order_cv``'s."""
     X, Y, fit = rough
     args = (X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
     seen = []
@@ -332,21 +333,20 @@ def test_an_order_check_replaces_order_cv(rough):
         seen.append((cands, scale, y_scale))
         return {"cv_mse": [1.0, 1.3], "mse_diff": 0.3, "se": 0.1, "folds": 10}
 
+    _, default = posterior_basis(*args)
+    first = next(r for r in default if r["chosen"])
+    assert first["order"] == 1  # order_cv's verdict on this rough phi*: first differences
     knots, table = posterior_basis(*args, order_check=against)
     chosen = next(t for t in table if t["chosen"])
     assert chosen["order"] == 2 and chosen["order_cv"]["mse_diff"] == 0.3
+    assert chosen["order_cv"]["fixed_a"] == first["order_cv"]
     ((cands, scale, ys),) = seen
     assert [row["order"] for _, row in cands] == [2, 1]
     assert cands[0][1] is chosen and cands[0][0].n_intervals == knots.n_intervals
     assert ys == pytest.approx(float(np.sqrt(np.mean(Y**2))))
-    _, default = posterior_basis(*args)
-    _, fell_back = posterior_basis(*args, order_check=lambda *a: None)
-    for t in (default, fell_back):  # order_cv's verdict: first differences (fixture's rough phi*)
-        assert next(r for r in t if r["chosen"])["order"] == 1
-    assert (
-        next(r for r in fell_back if r["chosen"])["order_cv"]
-        == next(r for r in default if r["chosen"])["order_cv"]
-    )
+    _, kept = posterior_basis(*args, order_check=lambda *a: None)
+    assert next(r for r in kept if r["chosen"])["order_cv"] == first["order_cv"]
+    assert next(r for r in kept if r["chosen"])["order"] == 1
 
 
 def test_fixed_a_extension_doubles_k_while_the_evidence_sits_at_the_top(rough, monkeypatch):
