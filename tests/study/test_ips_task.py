@@ -82,3 +82,13 @@ def test_cell_sampler_config_reads_a_spec_over_its_legacy_defaults():
     legacy = ips.cell_sampler_config(old, erm)
     assert (legacy.method, legacy.basis) == (ips.LEGACY_METHOD, ips.LEGACY_BASIS)
     assert legacy.method != SamplerConfig().method  # the legacy meaning is not today's default
+
+
+def test_order_fields_keep_the_deciding_and_the_fixed_a_comparison():
+    """A record's order fields: the deciding z and the one at ERM's A (the same where
+    nothing was refitted), NaN where the order was not questioned."""
+    fixed = {"mse_diff": -0.75, "se": 0.25}
+    assert ips.order_fields(fixed) == {"order_cv_z": 3.0, "order_cv_z_fixed": 3.0}
+    refit = {"mse_diff": 0.5, "se": 0.25, "refit": "erm", "fixed_a": fixed}
+    assert ips.order_fields(refit) == {"order_cv_z": -2.0, "order_cv_z_fixed": 3.0}
+    assert all(np.isnan(v) for v in ips.order_fields(None).values())

@@ -867,8 +867,7 @@ def _bayes_record(spec, truth, X, Y, erm, k_nuts, k_eval, k_band) -> dict:
         "basis": basis.get("rule", "erm" if b.get("n_intervals") is None else "fixed"),
         "uniform_weight": basis.get("uniform_weight", 0.0),
         "penalty_order": int(basis.get("penalty_order", 2)),
-        # where the order was questioned: first differences' CV gain in standard errors
-        "order_cv_z": _order_z(basis.get("order_cv")),
+        **order_fields(basis.get("order_cv")),
         "basis_time_s": basis.get("time_s", 0.0),
         **_error_fields(spec, err),
         "erm_error": erm_err.error,
@@ -948,8 +947,21 @@ def report(ds, out_dir: str, config: StudyConfig, result, kind: str) -> dict:
     return write_ips_report(ds, out_dir, config, result, kind)
 
 
+def order_fields(cv: dict | None) -> dict[str, float]:
+    """A record's fields of the prior's order check (the ``order_cv`` of the basis info):
+    first differences' cross-validated gain in standard errors, ``order_cv_z`` the
+    deciding one (with ``A`` refitted per fold where a win at ERM's ``A`` was
+    confirmed so) and ``order_cv_z_fixed`` the first, at ERM's ``A``; NaN where the
+    order was not questioned."""
+    return {
+        "order_cv_z": _order_z(cv),
+        "order_cv_z_fixed": _order_z(cv.get("fixed_a", cv) if cv else None),
+    }
+
+
 def _order_z(cv: dict | None) -> float:
-    """``-mse_diff / se`` of :func:`bayes_ips.kselect.order_cv` (NaN where not run)."""
+    """``-mse_diff / se`` of :func:`bayes_ips.kselect.order_cv` or of
+    :func:`bayes_ips.inference.refit_order_cv` (NaN where not run)."""
     if not cv or not cv.get("se"):
         return float("nan")
     return -float(cv["mse_diff"]) / float(cv["se"])
