@@ -310,6 +310,16 @@ def _hessian(flat, rest, model_args, model_kwargs, chart, *, model, layout):
     return jax.hessian(pe)(flat)
 
 
+def potential_hessian(
+    flat, model, model_args: tuple, model_kwargs: dict, layout: tuple, *,
+    chart: SphereChart | None = None,
+) -> np.ndarray:  # fmt: skip
+    """The Hessian of the potential at flattened sites (or chart coordinates, with
+    ``chart``): :func:`mode_and_hessian`'s compiled program."""
+    H = _hessian(jnp.asarray(flat), {}, model_args, model_kwargs, chart, model=model, layout=layout)
+    return np.asarray(H)
+
+
 def search_mode(
     flat0, hessian, model, model_args: tuple, model_kwargs: dict, layout: tuple, *,
     chart: SphereChart | None = None, max_steps: int = 500, tol: float = 1e-6,
