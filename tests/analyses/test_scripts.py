@@ -286,3 +286,44 @@ def test_laplace_fit_script(tmp_path, capsys):
     assert out["M"] == 150 and out["d"] == 2 and out["P"] == 4 and out["proposals"] == 40
     assert 0 <= out["r2_linear"] <= out["r2_linear_square"] <= 1 and out["shift"] >= 0
     assert out["grad_at_mode"] < 0.1  # the mode is found: a whitened gradient near 0
+
+
+@pytest.mark.slow  # two ERM fits, 40 mode searches and one posterior cell, on a tiny cell
+def test_order_refit_and_order_forced_scripts(tmp_path, capsys):
+    """On a phi* rough everywhere the curvature prior's evidence sits at the top of the
+    grid, so the order is questioned: ``order_refit.py`` reports first differences'
+    gain at ERM's A (a clear win on this rough phi*) and with A refitted both ways;
+    ``order_forced.py`` reruns the cell on the curvature prior and writes its record."""
+    settings = {
+        "bayes": {
+            "method": "auto",
+            "basis": "evidence",
+            "chains": 4,
+            "collapsed": True,
+            "draws": 300,
+            "level": 0.9,
+            "n_band_pairs": 500,
+        },
+        "erm": {"k_rule": "gcv", "restarts": 1, "multiplicity": 1},
+    }
+    spec = {
+        "M": 400, "N": 6, "d": 2, "rank": 1, "rep": 0, "seed": 5, "noise": 0.1,
+        "noise_law": "gaussian", "phi": {"family": "weierstrass", "beta": 0.5}, "rho": 0.0,
+        "tokens": "gaussian", "estimator": "bayes_pm", "task": "ips", "settings": settings,
+        "n_eval_pairs": 2000, "error_rse": 0.2, "error_max_pairs": 4000,
+    }  # fmt: skip
+    path = tmp_path / "cell.json"
+    path.write_text(json.dumps({"record": {}, "spec": spec}))
+    mod = _load("order_refit")
+    (row,) = mod.main(mod.build_parser().parse_args([str(path)]))
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == row
+    assert row["questioned"] and row["order"] == 1 and row["z_fixed"] > 2
+    for v in ("refit_erm", "refit_mode"):
+        assert math.isfinite(row[f"z_{v}"]) and row[f"s_{v}"] > 0
+    forced = _load("order_forced")
+    out = tmp_path / "forced"
+    (rec,) = forced.main(forced.build_parser().parse_args([str(path), "--out-dir", str(out)]))
+    doc = json.loads((out / "records" / "cell.json").read_text())
+    assert doc["forced_order"] == 2 and doc["spec"] == spec
+    assert rec["penalty_order"] == doc["record"]["penalty_order"] == 2
+    assert not list((out / "records").glob("*.tmp"))  # written whole, then renamed
