@@ -413,7 +413,11 @@ UNIFORM_WEIGHTS = (0.0, 0.5, 1.0)  # quantile, half-and-half, equal-width knots
 # first differences predict held-out sequences better: K-fold cross-validation of
 # the squared error over sequences, each prior at its own evidence-best K and
 # (sigma, tau), first differences taken when they are better by more than
-# ORDER_CV_SE standard errors of the paired fold differences.
+# ORDER_CV_SE standard errors of the paired fold differences.  That comparison is
+# made at ERM's A; at d >= 2 the default path confirms a win of first differences
+# with A refitted on every fold (bayes_ips.inference.refit_order_cv, the
+# ``order_check`` of posterior_basis): at a fixed A a rougher phi can look better
+# while it lets the factors' posterior go flat (analyses/RESULTS.md, session 21).
 ORDER_CV_FOLDS = 10  # folds of sequences (the remainder of M / 10 left out of the comparison)
 ORDER_CV_SE = 2.0  # standard errors by which order 1 must win (the usual 2-s.e. rule)
 
