@@ -366,7 +366,6 @@ def refit_order_cv(
         flatten,
         potential_hessian,
         search_mode,
-        sphere_chart,
         unravel,
     )
     from bayes_ips.pairwise import DEFAULT_CHUNK, gram
@@ -376,10 +375,10 @@ def refit_order_cv(
     t0 = time.perf_counter()
     chunk = DEFAULT_CHUNK if chunk is None else chunk
     X, Y = np.asarray(X), np.asarray(Y)
+    XY = (jnp.asarray(X), jnp.asarray(Y))  # all the data, on the device once
     F, size = ORDER_CV_FOLDS, cv_fold_size(X.shape[0])
     ridge = null_space_ridge(y_scale)
-    d, r = fit.U.shape
-    model = bound_model(r, True)
+    model = bound_model(fit.U.shape[1], True)
     start = {k: v[0] for k, v in _erm_init(jax.random.PRNGKey(0), fit, y_scale, 1, 0.0).items()}
     sites = ("U", "V", "sigma", "tau")
     sse, n_f, steps = np.zeros((2, F)), np.zeros(F), 0
@@ -388,18 +387,14 @@ def refit_order_cv(
         data = dict(knots=knots, penalty=jnp.asarray(D), y_scale=jnp.asarray(y_scale))
         try:
             if start_at == "mode":
-                approx, layout, chart, _ = laplace_at(
-                    model, (jnp.asarray(X), jnp.asarray(Y)), data, start
-                )
+                approx, layout, chart, _ = laplace_at(model, XY, data, start)
                 flat0, hessian = approx.mean, np.linalg.inv(np.asarray(approx.cov))
             else:  # laplace_at's start and chart, whitened by all the data's Hessian there
-                chart = sphere_chart(start["U"], start["V"]) if r == 1 and d >= 2 else None
+                chart = _search_chart(start)
                 flat0, layout = flatten(start, sites)
                 if chart is not None:
                     flat0 = chart_point(np.asarray(flat0), chart)
-                hessian = potential_hessian(
-                    flat0, model, (jnp.asarray(X), jnp.asarray(Y)), data, layout, chart=chart
-                )
+                hessian = potential_hessian(flat0, model, XY, data, layout, chart=chart)
             for f in range(F):
                 test = np.zeros(X.shape[0], dtype=bool)
                 test[f * size : (f + 1) * size] = True
@@ -702,6 +697,15 @@ def _laplace_step(key, X, Y, config: SamplerConfig, erm, prior):
     return st, approx, layout, chart, info
 
 
+def _search_chart(start: dict):
+    """The gnomonic charts the mode search runs in from ``start``: at rank 1 and d >= 2
+    (:func:`bayes_ips.laplace.sphere_chart`), else None."""
+    from bayes_ips.laplace import sphere_chart
+
+    d, r = np.shape(start["U"])[-2:]
+    return sphere_chart(start["U"], start["V"]) if r == 1 and d >= 2 else None
+
+
 def laplace_at(model, model_args: tuple, data_kwargs: dict, start: dict):
     """The Laplace approximation of a collapsed low-rank model from an unconstrained ``start``.
 
@@ -726,13 +730,11 @@ def laplace_at(model, model_args: tuple, data_kwargs: dict, start: dict):
         chart_covariance,
         laplace_approx,
         mode_and_hessian,
-        sphere_chart,
         unravel,
     )
     from bayes_ips.models.lowrank_spline import RADIUS_SD
 
-    d, r = np.shape(start["U"])[-2:]
-    chart = sphere_chart(start["U"], start["V"]) if r == 1 and d >= 2 else None
+    chart = _search_chart(start)
     mode, H, n_steps, ok, layout = mode_and_hessian(
         model, model_args, data_kwargs, start, ("U", "V", "sigma", "tau"), chart=chart
     )
