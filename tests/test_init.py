@@ -81,3 +81,35 @@ def test_an_unknown_emitters_setting_is_a_one_line_cli_error():
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "BAYES_IPS_XLA_EMITTERS='fast'" in lines[0], proc.stderr
+
+
+def _cache_run(cache: str, **env) -> subprocess.CompletedProcess:
+    """A fresh process that compiles one small program with the package's cache on."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "BAYES_IPS_JAX"))}
+    e.update({bayes_ips.CACHE_ENV: cache, **env})
+    code = (
+        "import bayes_ips; bayes_ips.configure_jax_before_import()\n"
+        "import jax, jax.numpy as jnp\n"
+        "print(float(jax.jit(lambda x: jnp.sin(x) * 3.0)(jnp.ones(7)).sum()))\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True)
+
+
+def test_every_program_goes_into_the_cache_by_default(tmp_path):
+    """A small program (compiled in milliseconds) is written: a later CLI run loads it."""
+    run = _cache_run(str(tmp_path / "c"))
+    assert run.returncode == 0, run.stderr
+    assert "Error" not in run.stderr, run.stderr
+    assert len(os.listdir(tmp_path / "c")) >= 1
+    # with a threshold no small program reaches, nothing is written
+    run = _cache_run(str(tmp_path / "d"), **{bayes_ips.CACHE_MIN_SECS_ENV: "60"})
+    assert run.returncode == 0, run.stderr
+    assert os.listdir(tmp_path / "d") == []
+
+
+def test_a_bad_cache_threshold_is_a_clear_error(monkeypatch):
+    from bayes_ips.errors import InputError
+
+    monkeypatch.setenv(bayes_ips.CACHE_MIN_SECS_ENV, "soon")
+    with pytest.raises(InputError, match="expected a number of seconds"):
+        bayes_ips._cache_settings("/tmp/unused")
