@@ -39,7 +39,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from bayes_ips.pairwise import GramStats
-from bayes_ips.spline import Knots, full_knot_vector, n_basis
+from bayes_ips.spline import Knots, n_basis
 
 __all__ = [
     "ConditionalC",
@@ -55,12 +55,15 @@ __all__ = [
 
 def greville(knots: Knots) -> np.ndarray:
     """Greville abscissae ``xi_k = mean(t_{k+1}, ..., t_{k+s})``: (n_basis,)."""
-    t = np.asarray(full_knot_vector(knots))
-    s = knots.degree
+    s, m = knots.degree, knots.multiplicity
+    b = np.asarray(knots.breaks, dtype=np.float64)
+    # the clamped knot vector (bayes_ips.spline.full_knot_vector) in NumPy: this runs on
+    # the host for every candidate basis, where JAX's eager dispatch costs ~8 ms a call
+    t = np.concatenate([np.repeat(b[:1], s + 1), np.repeat(b[1:-1], m), np.repeat(b[-1:], s + 1)])
     nb = n_basis(knots)
     if s == 0:
         return 0.5 * (t[:-1] + t[1:])[:nb]
-    return np.array([t[k + 1 : k + s + 1].mean() for k in range(nb)])
+    return np.lib.stride_tricks.sliding_window_view(t[1:], s)[:nb].mean(axis=1)
 
 
 def curvature_penalty(knots: Knots, scale: float) -> np.ndarray:

@@ -211,6 +211,11 @@ class ERMFit:
 
 def solve_coefficients(FtF: ArrayLike, FtY: ArrayLike, ridge: float) -> tuple[jax.Array, jax.Array]:
     """Ridge solution ``c = (F^T F + lam I)^{-1} F^T Y`` and its ``lam``."""
+    return _solve_coefficients(FtF, FtY, ridge)
+
+
+@jax.jit  # one program, not ~13 eager ones per new process
+def _solve_coefficients(FtF, FtY, ridge):
     FtF = jnp.asarray(FtF)
     nb = FtF.shape[0]
     lam = ridge * jnp.trace(FtF) / nb + 1e-300

@@ -750,7 +750,7 @@ def laplace_at(model, model_args: tuple, data_kwargs: dict, start: dict):
         "bfgs_steps": n_steps,
         "mode_ok": ok,
         "chart": chart is not None,
-        "mode": {k: np.asarray(v) for k, v in unravel(jnp.asarray(flat_mode), layout).items()},
+        "mode": unravel(np.asarray(flat_mode), layout),
         "inverse_mass": inv_mass,
     }
     return approx, layout, chart, info
@@ -850,9 +850,9 @@ def proposal_samples(flat, layout: tuple, A, idx: np.ndarray) -> dict[str, np.nd
     ``flat`` (S, P) are the proposals in the model's flattened unconstrained sites
     (``layout``), ``A`` their gauge-fixed ``A``; ``idx`` (C, D) picks the draws.
     """
-    from bayes_ips.laplace import unravel
+    from bayes_ips.laplace import unravel_rows
 
-    params = jax.vmap(lambda f: unravel(f, layout))(jnp.asarray(flat))
+    params = unravel_rows(np.asarray(flat), layout)
     take = lambda a: np.asarray(a)[idx]  # noqa: E731
     return {
         "U": take(params["U"]),

@@ -61,6 +61,7 @@ __all__ = [
     "mvt_sample",
     "sphere_chart",
     "unravel",
+    "unravel_rows",
     "widened",
 ]
 
@@ -92,6 +93,16 @@ def unravel(flat: jax.Array, layout: tuple, rest: dict | None = None) -> dict:
     for k, sh in layout:
         n = int(np.prod(sh))
         out[k] = flat[i : i + n].reshape(sh)
+        i += n
+    return out
+
+
+def unravel_rows(flat: np.ndarray, layout: tuple) -> dict[str, np.ndarray]:
+    """:func:`unravel` of every row of ``flat`` (S, P), on the host: (S, *shape) per site."""
+    out, i = {}, 0
+    for k, sh in layout:
+        n = int(np.prod(sh))
+        out[k] = flat[:, i : i + n].reshape(flat.shape[:1] + tuple(sh))
         i += n
     return out
 
@@ -182,6 +193,13 @@ def charts_to_flat(z: jax.Array, chart: SphereChart) -> tuple[jax.Array, jax.Arr
     return flat, jax.vmap(chart_log_jacobian, in_axes=(0, None))(z, chart)
 
 
+@jax.jit
+def _chart_jacobian(z: jax.Array, chart: SphereChart) -> tuple[jax.Array, jax.Array]:
+    """:func:`chart_to_flat` at ``z`` and its Jacobian, as one program (run eagerly, they
+    were ~40 small programs, each traced and lowered again by every new process)."""
+    return chart_to_flat(z, chart), jax.jacfwd(chart_to_flat)(z, chart)
+
+
 def chart_point(flat: np.ndarray, chart: SphereChart) -> np.ndarray:
     """The chart coordinates of a model point whose directions lie in the charts' hemispheres."""
     cu, cv, Bu, Bv = (np.asarray(a) for a in _stacked(chart))
@@ -206,9 +224,7 @@ def chart_covariance(
     factor's radial direction gets the spread of the model's radius prior
     (``radius_sd`` relative to ``sqrt(d)``), which the chart does not see.
     """
-    z = jnp.asarray(mode)
-    flat = np.asarray(chart_to_flat(z, chart))
-    J = np.asarray(jax.jacfwd(lambda x: chart_to_flat(x, chart))(z))
+    flat, J = (np.asarray(a) for a in _chart_jacobian(jnp.asarray(mode), chart))
     out = J @ np.asarray(cov) @ J.T
     H, d = chart.n_heads, chart.Bu.shape[-2]
     R = np.sqrt(d)
@@ -391,20 +407,31 @@ def mvt_sample(key: jax.Array, approx: LaplaceApprox, df: float, n: int) -> jax.
 
     ``df = inf`` gives the Gaussian.
     """
+    return _mvt_sample(key, approx.mean, approx.chol, float(df), int(n))
+
+
+# Compiled once per shape (run eagerly, each was ~15 small programs that every new
+# process traces and lowers again).
+@partial(jax.jit, static_argnames=("df", "n"))
+def _mvt_sample(key, mean, chol, df: float, n: int) -> jax.Array:
     kz, kg = jax.random.split(key)
-    P = approx.mean.shape[0]
+    P = mean.shape[0]
     z = jax.random.normal(kz, (n, P), dtype=jnp.float64)
     if np.isfinite(df):
         g = jax.random.gamma(kg, df / 2.0, (n,), dtype=jnp.float64) / (df / 2.0)
         z = z / jnp.sqrt(g)[:, None]
-    return jnp.asarray(approx.mean) + z @ jnp.asarray(approx.chol).T
+    return mean + z @ chol.T
 
 
 def mvt_logpdf(x: jax.Array, approx: LaplaceApprox, df: float) -> jax.Array:
     """Log density of ``t_df(mean, cov)`` at the rows of ``x``: (n,)."""
-    P = approx.mean.shape[0]
-    L = jnp.asarray(approx.chol)
-    z = jax.scipy.linalg.solve_triangular(L, (x - jnp.asarray(approx.mean)).T, lower=True)
+    return _mvt_logpdf(x, approx.mean, approx.chol, float(df))
+
+
+@partial(jax.jit, static_argnames=("df",))
+def _mvt_logpdf(x, mean, L, df: float) -> jax.Array:
+    P = mean.shape[0]
+    z = jax.scipy.linalg.solve_triangular(L, (x - mean).T, lower=True)
     q = jnp.sum(z**2, axis=0)
     half_logdet = jnp.sum(jnp.log(jnp.diag(L)))
     if not np.isfinite(df):

@@ -143,7 +143,9 @@ def make_knots(
         raise ValueError("breaks must be finite")
     if np.any(np.diff(b) <= 0):
         raise ValueError("breaks must be strictly increasing")
-    return Knots(jnp.asarray(b), degree, multiplicity, str(tail))
+    # device_put transfers; jnp.asarray would compile a copy program per shape, which a
+    # fresh process (every CLI run) traces and lowers again for each candidate basis
+    return Knots(jax.device_put(b), degree, multiplicity, str(tail))
 
 
 def saved_tail(attrs) -> str:

@@ -109,3 +109,21 @@ def test_first_difference_penalty_vanishes_on_constants_and_measures_slope():
     )
     with pytest.raises(ValueError, match="order must be 1 or 2"):
         difference_penalty(uniform, 1.0, 3)
+
+
+@pytest.mark.parametrize(
+    "degree, mult, K", [(0, 1, 5), (1, 1, 1), (2, 2, 7), (3, 1, 24), (3, 3, 6)]
+)
+def test_greville_is_the_mean_of_each_functions_inner_knots(degree, mult, K):
+    """``xi_k = mean(t_{k+1}, ..., t_{k+s})`` of the clamped knot vector, by a naive loop
+    over :func:`bayes_ips.spline.full_knot_vector` (midpoints of its spans at degree 0)."""
+    from bayes_ips.spline import full_knot_vector, n_basis
+
+    knots = make_knots(np.sort(np.random.default_rng(K).normal(size=K + 1)), degree, mult)
+    t = np.asarray(full_knot_vector(knots))
+    nb = n_basis(knots)
+    if degree == 0:
+        ref = [0.5 * (t[k] + t[k + 1]) for k in range(nb)]
+    else:
+        ref = [sum(t[k + 1 : k + degree + 1]) / degree for k in range(nb)]
+    np.testing.assert_allclose(greville(knots), ref, rtol=0, atol=1e-14)
