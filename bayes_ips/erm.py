@@ -114,6 +114,12 @@ class ERMConfig:
         BFGS steps per start.
     tol : float
         BFGS relative and absolute tolerance.
+    known_a : bool
+        Fit ``phi`` only, at the ``A`` passed to :func:`fit_erm` (an oracle for
+        studies: the error without ``A``'s estimation error, so that what learning
+        ``A`` adds, of order ``d / M``, can be told from the nonparametric rate).
+        The K rule and the knots' placement are as without it; GCV counts no
+        degrees of freedom for ``A``.
     """
 
     rank: int = 1
@@ -127,6 +133,7 @@ class ERMConfig:
     ridge: float = 1e-8
     max_steps: int = 300
     tol: float = 1e-8
+    known_a: bool = False
 
     def validate(self, d: int) -> ERMConfig:
         check_rank(self.rank, d)
@@ -354,6 +361,7 @@ def fit_erm(
     seed: int | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     progress: bool = False,
+    A: ArrayLike | None = None,
 ) -> ERMFit:
     """Fit ``g(x, y) = phi(x^T A y)`` by variable-projection ERM.
 
@@ -368,6 +376,9 @@ def fit_erm(
         Recorded in the fit (the integer the key was made from).
     progress : bool
         Show a progress bar over the starts.
+    A : (d, d) array, optional
+        The interaction matrix to fit ``phi`` at, with ``config.known_a`` (needed
+        then, refused otherwise); rank at most ``config.rank``, any scale.
 
     Returns
     -------
@@ -376,6 +387,8 @@ def fit_erm(
     X, Y = check_xy(X, Y)
     M, N, d = X.shape
     config.validate(d)
+    if config.known_a or A is not None:
+        return _fit_known_a(X, Y, config, A, seed, chunk_size)
     r = config.rank
     s = config.resolved_degree()
     m = config.multiplicity
@@ -409,6 +422,42 @@ def fit_erm(
     info["uniform_weight"] = w
     info.update(coerc.as_dict())
     return ERMFit(A, Uf, Vf, coef, knots, config, -1 if seed is None else int(seed), info)
+
+
+def _fit_known_a(X, Y, config: ERMConfig, A, seed, chunk_size: int) -> ERMFit:
+    """:func:`fit_erm` with ``A`` given (``config.known_a``): K, knots and ``c`` only."""
+    M, N, d = X.shape
+    r = config.rank
+    if not config.known_a:
+        raise InputError("an A was given but the config does not set known_a = true")
+    if A is None:
+        raise InputError("known_a = true needs the A to fit phi at")
+    A = np.asarray(A, dtype=np.float64)
+    if A.shape != (d, d) or not np.all(np.isfinite(A)):
+        raise InputError(f"the known A must be a finite ({d}, {d}) matrix, got shape {A.shape}")
+    P, sv, Qt = np.linalg.svd(A)
+    if not sv[0] > 0 or (r < d and sv[r] > 1e-8 * sv[0]):
+        raise InputError(f"the known A must be non-zero and of rank at most {r}")
+    U, V = gauge_factors(jnp.asarray(P[:, :r] * sv[:r]), jnp.asarray(Qt[:r].T))
+    s, m = config.resolved_degree(), config.multiplicity
+    n_obs = M * N
+    grid = k_grid(n_obs, M, config.n_intervals, config.k_rule, config.beta)
+    _check_enough_data(X.shape, r, s, m, 0, min(grid))
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    extend_to = k_extension_for(n_obs, config.n_intervals, config.k_rule)
+    weights = placement_weights(config.knot_placement)
+    K, w, table = select_basis(
+        Xj, Yj, U, V, grid, s, m, config.ridge, 0, chunk_size, extend_to, weights
+    )
+    knots = _knots_for(Xj, U, V, K, s, m, w)
+    st = gram(U, V, Xj, Yj, knots, chunk_size)
+    c, _ = solve_coefficients(st.FtF, st.FtY, config.ridge)
+    loss = float(sq_loss(U, V, c, Xj, Yj, knots, chunk_size)) / n_obs
+    coerc = coercivity_constant(st.FtF, n_obs, pair_gram(X, U, V, knots))
+    A_fit, Uf, Vf, knots, coef = _gauged(U, V, knots, c, r)
+    info = _fit_info(config, X.shape, 0, knots, st, loss, table, [], -1, 0)
+    info.update(uniform_weight=w, known_a=True, **coerc.as_dict())
+    return ERMFit(A_fit, Uf, Vf, coef, knots, config, -1 if seed is None else int(seed), info)
 
 
 def _factors(theta, d: int, r: int):

@@ -429,3 +429,40 @@ def test_starts_keep_the_random_starts_they_had():
     )
     for k, s in zip(jax.random.split(key, 3)[:2], starts[2:], strict=True):
         np.testing.assert_array_equal(s, np.asarray(jax.random.normal(k, (6,))))
+
+
+def test_known_a_fits_phi_as_the_hand_written_oracle_does(problem):
+    """``known_a``: ``phi`` alone at the given ``A`` (any scale), the same numbers as the
+    oracle above (quantile knots, the same K, the ridge solve); its ``A`` is the truth's
+    in the documented gauge."""
+    from bayes_ips.simulate import gauge_fix
+
+    truth, X, Y, fit = problem
+    K = fit.info["K"]
+    cfg = ERMConfig(known_a=True, n_intervals=K, knot_placement="quantile")
+    orc = fit_erm(jax.random.PRNGKey(0), X, Y, cfg, A=-3.0 * np.asarray(truth.A))
+    key = jax.random.PRNGKey(3)
+    assert l2_error(key, orc.predict, truth).error == pytest.approx(
+        _oracle_error(key, truth, X, Y, K).error, rel=1e-9
+    )
+    np.testing.assert_allclose(orc.A, gauge_fix(np.asarray(truth.A))[0], atol=1e-12)
+    assert orc.info["known_a"] and orc.info["K"] == K and orc.info["bfgs_steps"] == [0]
+    # GCV's K and placement at the true A: a fit as good as ERM's (which learns A too)
+    auto = fit_erm(jax.random.PRNGKey(0), X, Y, ERMConfig(known_a=True), A=truth.A)
+    assert l2_error(key, auto.predict, truth).relative < 0.01
+
+
+@pytest.mark.parametrize(
+    "known, A, match",
+    [
+        (True, None, "needs the A"),
+        (False, np.eye(3)[:, :1] @ np.ones((1, 3)), "does not set known_a"),
+        (True, np.ones((2, 2)), r"finite \(3, 3\) matrix"),
+        (True, np.eye(3), "rank at most 1"),
+        (True, np.full((3, 3), np.nan), "finite"),
+    ],
+)
+def test_known_a_refuses_what_it_cannot_use(problem, known, A, match):
+    _, X, Y, _ = problem
+    with pytest.raises(InputError, match=match):
+        fit_erm(jax.random.PRNGKey(0), X, Y, ERMConfig(known_a=known), A=A)

@@ -92,3 +92,35 @@ def test_order_fields_keep_the_deciding_and_the_fixed_a_comparison():
     refit = {"mse_diff": 0.5, "se": 0.25, "refit": "erm", "fixed_a": fixed}
     assert ips.order_fields(refit) == {"order_cv_z": -2.0, "order_cv_z_fixed": 3.0}
     assert all(np.isnan(v) for v in ips.order_fields(None).values())
+
+
+def test_an_erm_estimator_with_the_true_a_fits_phi_at_it():
+    """``known_a = true`` in an ERM estimator's table: the cell fits phi at the truth's A
+    (the oracle that tells A's estimation error from the nonparametric rate); its spec
+    says so (an ERM without it keeps the spec it had), and the posterior may not start
+    from it."""
+    from bayes_ips.erm import ERMConfig
+    from bayes_ips.errors import InputError
+    from bayes_ips.metrics import l2_error
+
+    raw = {
+        **RAW,
+        "study": {**RAW["study"], "estimators": ["erm", "erm_oracle"]},
+        "phi": RAW["phi"][1:],
+        "erm_oracle": {"kind": "erm", "known_a": True},
+    }
+    cells = ips.make_cells(parse_config(raw))
+    plain, oracle = (
+        next(c for c in cells if c.spec["estimator"] == e) for e in ("erm", "erm_oracle")
+    )
+    assert "known_a" not in plain.spec["settings"] and oracle.spec["settings"]["known_a"] is True
+    truth, X, Y, key = ips.cell_data(oracle.spec)
+    rec = ips.run_cell(oracle.spec)
+    fit = fit_erm(key, X, Y, ERMConfig(rank=1, beta=2.0, restarts=1, known_a=True), A=truth.A)
+    assert rec["K"] == fit.info["K"] and rec["sigma_hat"] == fit.info["sigma_hat"]
+    err = l2_error(jax.random.PRNGKey(0), fit.predict, truth)
+    assert err.relative < 0.05
+    bad = {**raw, "study": {**raw["study"], "estimators": ["bayes_pm"]}, "erm": {"known_a": True}}
+    bad.pop("erm_oracle")
+    with pytest.raises(InputError, match="start the posterior at the true A"):
+        parse_config(bad)
