@@ -425,13 +425,16 @@ def test_minimax_config_is_the_documented_grid():
 
     path = os.path.join(os.path.dirname(__file__), "..", "..", "analyses", "configs")
     cfg = load_config(os.path.join(path, "minimax.toml"))
-    assert cfg.estimators == ("erm_gcv", "erm_theory", "erm_mixed", "bayes_pm")
-    assert [cfg.erm_of(e).k_rule for e in cfg.estimators] == ["gcv", "theory", "gcv", "gcv"]
+    assert cfg.estimators == ("erm_gcv", "erm_theory", "erm_mixed", "erm_oracle", "bayes_pm")
+    rules = [cfg.erm_of(e).k_rule for e in cfg.estimators]
+    assert rules == ["gcv", "theory", "gcv", "gcv", "gcv"]
     placement = [cfg.erm_of(e).knot_placement for e in cfg.estimators]
-    assert placement == ["quantile", "quantile", "auto", "quantile"]
+    assert placement == ["quantile", "quantile", "auto", "auto", "quantile"]
+    # the oracle alone knows A (the posterior's start, [erm], does not)
+    assert [cfg.erm_of(e).known_a for e in cfg.estimators] == [False] * 3 + [True, False]
     assert cfg.pairs() == [("bayes_pm", "erm_gcv")]
     assert [(p.family, p.beta) for p in cfg.phi] == [("weierstrass", b) for b in (0.5, 1.5, 2.5)]
     assert cfg.d == (1, 5, 30) and cfg.M == (250, 500, 1000, 2000, 4000, 8000, 16000)
     assert (cfg.N, cfg.rank, cfg.noise, cfg.tokens, cfg.repetitions) == (6, 1, 0.1, "cube", 4)
     assert (cfg.error_rse, cfg.error_max_pairs) == (0.05, 32 * 20000)
-    assert cfg.n_cells == len(make_cells(cfg)) == 4 * 3 * 3 * 7 * 4
+    assert cfg.n_cells == len(make_cells(cfg)) == 5 * 3 * 3 * 7 * 4
