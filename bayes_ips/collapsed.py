@@ -39,7 +39,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from bayes_ips.pairwise import GramStats
-from bayes_ips.spline import Knots, n_basis
+from bayes_ips.spline import Knots, host_knot_vector, n_basis
 
 __all__ = [
     "ConditionalC",
@@ -55,11 +55,8 @@ __all__ = [
 
 def greville(knots: Knots) -> np.ndarray:
     """Greville abscissae ``xi_k = mean(t_{k+1}, ..., t_{k+s})``: (n_basis,)."""
-    s, m = knots.degree, knots.multiplicity
-    b = np.asarray(knots.breaks, dtype=np.float64)
-    # the clamped knot vector (bayes_ips.spline.full_knot_vector) in NumPy: this runs on
-    # the host for every candidate basis, where JAX's eager dispatch costs ~8 ms a call
-    t = np.concatenate([np.repeat(b[:1], s + 1), np.repeat(b[1:-1], m), np.repeat(b[-1:], s + 1)])
+    # on the host, for every candidate basis (JAX's eager dispatch cost ~8 ms a call)
+    s, t = knots.degree, host_knot_vector(knots)
     nb = n_basis(knots)
     if s == 0:
         return 0.5 * (t[:-1] + t[1:])[:nb]

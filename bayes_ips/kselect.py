@@ -28,7 +28,7 @@ import numpy as np
 
 from bayes_ips.pairs import off_diagonal_scores
 from bayes_ips.pairwise import gram
-from bayes_ips.spline import Knots, make_knots, mixed_breaks, quantile_breaks
+from bayes_ips.spline import Knots, host_knot_vector, make_knots, mixed_breaks, quantile_breaks
 
 __all__ = [
     "K_RULES",
@@ -225,21 +225,15 @@ def refinement_matrices(coarse: list[Knots], fine: Knots) -> list[np.ndarray]:
     from scipy.interpolate import BSpline
     from scipy.linalg import cho_factor, cho_solve
 
-    def knot_vector(kn: Knots) -> np.ndarray:  # NumPy: no compilation per layout
-        b, deg, mult = np.asarray(kn.breaks), kn.degree, kn.multiplicity
-        return np.concatenate(
-            [np.repeat(b[:1], deg + 1), np.repeat(b[1:-1], mult), np.repeat(b[-1:], deg + 1)]
-        )
-
     s = fine.degree
     bf = np.asarray(fine.breaks)
     frac = (np.arange(s + 1) + 0.5) / (s + 1)
     u = (bf[:-1, None] + np.diff(bf)[:, None] * frac).ravel()
-    Bf = BSpline.design_matrix(u, knot_vector(fine), s).toarray()
+    Bf = BSpline.design_matrix(u, host_knot_vector(fine), s).toarray()
     chol = cho_factor(Bf.T @ Bf)
     out = []
     for c in coarse:
-        Bc = BSpline.design_matrix(u, knot_vector(c), s).toarray()
+        Bc = BSpline.design_matrix(u, host_knot_vector(c), s).toarray()
         T = cho_solve(chol, Bf.T @ Bc)
         if np.abs(Bf @ T - Bc).max() > 1e-9:
             raise ValueError("the coarse knots are not nested in the fine knots")

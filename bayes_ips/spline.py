@@ -58,6 +58,7 @@ __all__ = [
     "count_outside",
     "design_matrix",
     "full_knot_vector",
+    "host_knot_vector",
     "basis_polynomials",
     "local_basis",
     "locate",
@@ -175,6 +176,15 @@ def full_knot_vector(knots: Knots) -> jax.Array:
         parts.append(jnp.repeat(b[1:-1], m))
     parts.append(jnp.repeat(b[-1:], s + 1))
     return jnp.concatenate(parts)
+
+
+def host_knot_vector(knots: Knots) -> np.ndarray:
+    """:func:`full_knot_vector` in NumPy, for code on the host: no program per shape."""
+    s, m = knots.degree, knots.multiplicity
+    b = np.asarray(knots.breaks, dtype=np.float64)
+    return np.concatenate(
+        [np.repeat(b[:1], s + 1), np.repeat(b[1:-1], m), np.repeat(b[-1:], s + 1)]
+    )
 
 
 def _interval(u: jax.Array, breaks: jax.Array) -> jax.Array:

@@ -10,6 +10,7 @@ from bayes_ips.spline import (
     count_outside,
     design_matrix,
     full_knot_vector,
+    host_knot_vector,
     local_basis,
     make_knots,
     mixed_breaks,
@@ -334,3 +335,11 @@ def test_flat_tail_takes_half_the_slope_exactly_on_the_outer_knots():
         assert float(jax.grad(lambda x: spline_eval(x, c, knots))(edge - step)) == pytest.approx(
             float(jax.grad(lambda x: spline_eval(x, c, poly))(edge - step)), rel=1e-12
         )
+
+
+@pytest.mark.parametrize("degree, mult, K", [(0, 1, 1), (1, 1, 4), (3, 1, 9), (3, 4, 3), (5, 2, 6)])
+def test_host_knot_vector_is_the_full_knot_vector(degree, mult, K):
+    knots = make_knots(np.sort(np.random.default_rng(K).normal(size=K + 1)), degree, mult)
+    t = host_knot_vector(knots)
+    assert t.shape == (n_basis(knots) + degree + 1,)
+    np.testing.assert_array_equal(t, np.asarray(full_knot_vector(knots)))
