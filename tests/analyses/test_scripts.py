@@ -327,3 +327,41 @@ def test_order_refit_and_order_forced_scripts(tmp_path, capsys):
     assert doc["forced_order"] == 2 and doc["spec"] == spec
     assert rec["penalty_order"] == doc["record"]["penalty_order"] == 2
     assert not list((out / "records").glob("*.tmp"))  # written whole, then renamed
+
+
+def test_oracle_gap_pairs_cells_and_recovers_a_parametric_gap(tmp_path, capsys):
+    """On errors built as ``a M^-r`` (A known) plus ``b n_A / M`` (A estimated) the
+    script gives back both slopes, a gap of slope -1 and the constant ``b`` at every d,
+    and a gap of 0 at d = 1; cells of one estimator only are left out."""
+    rows, b = [], 0.02
+    for beta in (0.5, 1.5):
+        r = 2 * beta / (2 * beta + 1)
+        for d in (1, 5, 30):
+            n_a = 2 * d - 2
+            for M in (250, 1000, 4000, 16000):
+                for rep in range(3):
+                    oracle = 0.3 * M**-r * (1 + 0.01 * rep)
+                    base = {"family": "weierstrass", "beta": beta, "d": d, "M": M, "rep": rep}
+                    rows.append({**base, "estimator": "erm_oracle", "rank": 1, "error": oracle})
+                    est = oracle + b * n_a / M
+                    rows.append({**base, "estimator": "erm_mixed", "rank": 1, "error": est})
+    rows.append({**base, "M": 32000, "estimator": "erm_mixed", "rank": 1, "error": 1.0})
+    path = tmp_path / "results.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    mod = _load("oracle_gap")
+    out = mod.main(mod.build_parser().parse_args([str(path), "--out-dir", str(tmp_path / "o")]))
+    summary = {(r["beta"], r["d"]): r for r in out if r["M"] == -1}
+    assert all(r["M"] != 32000 for r in out)  # no oracle cell there
+    for (_, d), r in summary.items():
+        assert r["oracle_slope"] == pytest.approx(r["minimax"], abs=1e-3)
+        if d == 1:
+            assert r["share_first"] == r["share_last"] == 0.0 and math.isnan(r["gap_slope"])
+        else:
+            assert r["gap_slope"] == pytest.approx(-1.0, abs=1e-9)
+            assert r["gap_const_last"] == pytest.approx(b, rel=1e-9)
+            assert r["slope"] < r["oracle_slope"]  # the gap steepens the estimated-A curve
+    assert (tmp_path / "o" / "oracle_gap.png").stat().st_size > 0
+    assert "| 0.5 | 30 | 58 |" in capsys.readouterr().out
