@@ -261,6 +261,8 @@ def fit_erm_heads(
     H = check_heads(heads, d)
     config = ERMConfig() if config is None else config
     config.validate(d)
+    if config.known_a:
+        raise InputError("known_a is for single-head ERM: multi-head ERM fits every head's A")
     r, s, m = config.rank, config.resolved_degree(), config.multiplicity
     n_obs = M * N
     n_a = H * (r * (2 * d - r) - 1)

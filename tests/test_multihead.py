@@ -71,6 +71,8 @@ def test_bad_heads_get_one_line_errors():
     X, Y, *_ = _two_heads(40, N=4, d=3)
     with pytest.raises(InputError, match="too few"):
         fit_erm_heads(jax.random.PRNGKey(0), X[:5], Y[:5], ERMConfig(n_intervals=8), heads=3)
+    with pytest.raises(InputError, match="known_a is for single-head ERM"):
+        fit_erm_heads(jax.random.PRNGKey(0), X, Y, ERMConfig(known_a=True), heads=2)
     with pytest.raises(InputError, match=r"shape \(H, d, d\)"):
         fit_oracle_heads(X, Y, np.eye(3), 4)
 
