@@ -62,6 +62,12 @@ def test_bad_configs_are_refused(change, match):
         parse_config(_raw(**change))
 
 
+def test_known_a_is_refused_in_a_heads_study():
+    raw = {**RAW, "erm": {**RAW["erm"], "known_a": True}}
+    with pytest.raises(InputError, match="known_a is for the single-head task"):
+        parse_config(raw)
+
+
 def test_multi_head_posterior_methods():
     """auto, is and nuts serve multi-head cells; imh (no multi-head sampler) is refused."""
     raw = {**_raw(estimators=["erm", "bayes_pm"]), "bayes_pm": {"method": "imh"}}

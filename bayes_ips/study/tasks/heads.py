@@ -111,6 +111,12 @@ def parse(raw: dict[str, Any]) -> HeadsStudyConfig:
     heads = int_list("study.heads", st.pop("heads", [1]), 1)
     st.pop("task", None)
     base = ips.parse({**raw, "study": st})
+    for e in base.estimators:
+        if base.erm_of(e).known_a:
+            raise InputError(
+                f"estimator {e!r}: known_a is for the single-head task; a heads study fits "
+                "every head's A"
+            )
     if max(heads) > 1:
         if min(base.d) == 1:
             raise InputError("heads are not distinct at d = 1: every A_h is +-1 (study.d)")
