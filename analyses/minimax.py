@@ -3,7 +3,9 @@
 phi* is a lacunary Weierstrass sum of exact Hoelder exponent beta (non-integer) at
 every point and every scale the knots resolve, so no estimator can beat the minimax
 rate M^(-2 beta / (2 beta + 1)); ERM with GCV's K, ERM with the theory's K and the
-posterior mean should all reach it, in every d.  Writes into --out-dir: summary.md
+posterior mean should all reach it, in every d.  ``erm_oracle`` (ERM at the true A)
+is the control: its slopes are the nonparametric rate without A's estimation error
+(``analyses/oracle_gap.py`` pairs it with an estimator).  Writes into --out-dir: summary.md
 (per estimator, beta and d the slope with its 95% interval beside the minimax slope,
 and for B-spline or Hoelder phi* the isolated-singularity slope
 -(2 beta + 1) / (2 beta + 2); the spread of the slopes over d), rates.png,
