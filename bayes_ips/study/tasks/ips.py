@@ -495,16 +495,6 @@ def _variants(
     return tuple(out)
 
 
-def _kind_of_name(raw: dict[str, Any]):
-    """``name -> kind`` of the estimators of a raw config (a kind is its own kind)."""
-
-    def kind(name: str) -> str:
-        table = raw.get(name)
-        return table.get("kind", name) if isinstance(table, dict) else name
-
-    return kind
-
-
 def _parse_error_target(st: dict[str, Any], n_eval: int) -> tuple[float | None, int | None]:
     """``study.error_rse`` and ``study.error_max_pairs`` (None, None when not asked for)."""
     if "error_rse" not in st:
@@ -552,13 +542,7 @@ def parse(raw: dict[str, Any]) -> StudyConfig:
     phis = _phi_entries(raw.get("phi"))
     n_eval = as_int("study.n_eval_pairs", st.get("n_eval_pairs", 20000), 100)
     error_rse, error_max_pairs = _parse_error_target(st, n_eval)
-    erm = _erm(raw.get("erm", {}), rank, min(d), phis)
-    if erm.known_a and any(k == "bayes_pm" for k in map(_kind_of_name(raw), est)):
-        raise InputError(
-            "[erm] known_a = true would start the posterior at the true A: set it in an "
-            'ERM estimator\'s own table (e.g. [erm_oracle] kind = "erm") instead'
-        )
-    return StudyConfig(
+    config = StudyConfig(
         name=study,
         seed=as_int("study.seed", st.get("seed", 0), 0),
         repetitions=as_int("study.repetitions", st.get("repetitions", 1)),
@@ -573,12 +557,18 @@ def parse(raw: dict[str, Any]) -> StudyConfig:
         tokens=tokens,
         rho=rho,
         n_eval_pairs=n_eval,
-        erm=erm,
+        erm=_erm(raw.get("erm", {}), rank, min(d), phis),
         bayes_pm=_bayes(raw.get("bayes_pm", {}), rank, min(d)),
         variants=_variants(raw, est, rank, min(d), phis),
         error_rse=error_rse,
         error_max_pairs=error_max_pairs,
     )
+    if config.erm.known_a and any(config.kind_of(e) == "bayes_pm" for e in est):
+        raise InputError(
+            "[erm] known_a = true would start the posterior at the true A: set it in an "
+            'ERM estimator\'s own table (e.g. [erm_oracle] kind = "erm") instead'
+        )
+    return config
 
 
 # ------------------------------------------------------------------------------- cells
