@@ -850,9 +850,9 @@ def proposal_samples(flat, layout: tuple, A, idx: np.ndarray) -> dict[str, np.nd
     ``flat`` (S, P) are the proposals in the model's flattened unconstrained sites
     (``layout``), ``A`` their gauge-fixed ``A``; ``idx`` (C, D) picks the draws.
     """
-    from bayes_ips.laplace import unravel_rows
+    from bayes_ips.laplace import unravel
 
-    params = unravel_rows(np.asarray(flat), layout)
+    params = unravel(np.asarray(flat), layout)
     take = lambda a: np.asarray(a)[idx]  # noqa: E731
     return {
         "U": take(params["U"]),

@@ -61,7 +61,6 @@ __all__ = [
     "mvt_sample",
     "sphere_chart",
     "unravel",
-    "unravel_rows",
     "widened",
 ]
 
@@ -87,22 +86,17 @@ def flatten(point: dict, sites: Sequence[str]) -> tuple[jax.Array, tuple]:
     return jnp.concatenate([jnp.ravel(point[k]) for k in sites]), layout
 
 
-def unravel(flat: jax.Array, layout: tuple, rest: dict | None = None) -> dict:
-    """Inverse of :func:`flatten` (``rest`` holds further sites, unchanged)."""
+def unravel(flat, layout: tuple, rest: dict | None = None) -> dict:
+    """Inverse of :func:`flatten` along the last axis (``rest`` holds further sites, unchanged).
+
+    ``flat`` of shape ``(..., P)`` (a JAX or NumPy array) gives each site the shape
+    ``(..., *shape)``: one point, or a batch of them (e.g. proposals, on the host).
+    """
     out, i = dict(rest or {}), 0
+    lead = tuple(flat.shape[:-1])
     for k, sh in layout:
         n = int(np.prod(sh))
-        out[k] = flat[i : i + n].reshape(sh)
-        i += n
-    return out
-
-
-def unravel_rows(flat: np.ndarray, layout: tuple) -> dict[str, np.ndarray]:
-    """:func:`unravel` of every row of ``flat`` (S, P), on the host: (S, *shape) per site."""
-    out, i = {}, 0
-    for k, sh in layout:
-        n = int(np.prod(sh))
-        out[k] = flat[:, i : i + n].reshape(flat.shape[:1] + tuple(sh))
+        out[k] = flat[..., i : i + n].reshape(lead + tuple(sh))
         i += n
     return out
 

@@ -147,6 +147,20 @@ def test_flatten_and_unravel_round_trip():
         np.testing.assert_array_equal(back[k], point[k])
 
 
+def test_unravel_batch_of_points_matches_one_at_a_time():
+    """A (S, P) batch (NumPy, on the host) unravels row by row as each row alone does."""
+    point = {"U": jnp.arange(6.0).reshape(3, 2), "sigma": jnp.array(2.0), "v": jnp.ones(2)}
+    _, layout = flatten(point, ["U", "sigma", "v"])
+    rows = np.random.default_rng(0).normal(size=(5, 9))
+    batch = unravel(rows, layout)
+    assert batch["U"].shape == (5, 3, 2) and batch["sigma"].shape == (5,)
+    assert batch["v"].shape == (5, 2)
+    for s in range(5):
+        one = unravel(jnp.asarray(rows[s]), layout)
+        for k in one:
+            np.testing.assert_array_equal(batch[k][s], np.asarray(one[k]))
+
+
 def test_pareto_khat_tells_a_good_proposal_from_a_light_tailed_one():
     """Proposal wider than the target: bounded weights, k < 0.5; narrower: k > 0.7."""
     x_wide = RNG.standard_t(5, 4000) * 1.5
