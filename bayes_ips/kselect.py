@@ -40,6 +40,7 @@ __all__ = [
     "log_evidence",
     "merge_thin",
     "posterior_basis",
+    "posterior_k_ceiling",
     "refinement_matrices",
     "refinement_matrix",
     "placement_weights",
@@ -392,6 +393,36 @@ def extend_while_top(
 
 POSTERIOR_FINE_K = (48, 96, 192)  # candidates: the divisors >= 8 of the finest allowed
 POSTERIOR_K_MIN = 8
+
+# How fine the model's basis may be.  ERM's ridge fit needs data in every interval
+# (OBS_PER_INTERVAL observations); the model's P-spline prior does the smoothing, so
+# a finer basis than the data could pin coefficient by coefficient costs it nothing
+# but time (it tends to the prior's continuous limit), and its K is left to the
+# evidence up to the cost caps (192 with the factors free, POSTERIOR_FIXED_A_K_MAX at
+# d = 1).  Only the knots need data: each interval keeps at least
+# POSTERIOR_SCORES_PER_INTERVAL of the M N (N - 1) pair scores, the rule of four
+# distinct covariate values per knot (Ruppert 2002, J. Comput. Graph. Stat. 11,
+# 735-757; Ruppert, Wand & Carroll 2003, sec. 5.5).  With 25 observations per
+# interval, as for ERM (before 2026-12-05, session 23), the evidence sat at that
+# ceiling on every rough phi* (a beta = 0.5 Weierstrass sum): at d = 5, M = 250 it
+# took K = 192 once allowed, which halved the posterior mean's error (0.0112 ->
+# 0.0064; ERM 0.0129) and raised its 90% bands' coverage from 0.51 to 0.76
+# (analyses/RESULTS.md, session 23).  Multi-head models keep ERM's ceiling: their
+# Gram is H K wide.
+POSTERIOR_SCORES_PER_INTERVAL = 4
+
+
+def posterior_k_ceiling(shape: tuple[int, ...], heads: int | None = None) -> int:
+    """The finest K the model's basis may take on data of ``shape`` ``(M, N, ...)``.
+
+    One head: a quarter of the ``M N (N - 1)`` pair scores
+    (:data:`POSTERIOR_SCORES_PER_INTERVAL`); ``heads = H``: ERM's
+    ``M N / (25 H)`` (:data:`OBS_PER_INTERVAL`).
+    """
+    M, N = int(shape[0]), int(shape[1])
+    if heads is None:
+        return M * N * (N - 1) // POSTERIOR_SCORES_PER_INTERVAL
+    return M * N // (OBS_PER_INTERVAL * heads)
 UNIFORM_WEIGHTS = (0.0, 0.5, 1.0)  # quantile, half-and-half, equal-width knots
 
 # The prior's difference order.  The curvature prior (order 2) shrinks towards
@@ -419,8 +450,8 @@ ORDER_CV_SE = 2.0  # standard errors by which order 1 must win (the usual 2-s.e.
 # the gauge leaves A = +-1, the Gram statistics exist once per sign, and a finer
 # basis costs its K x K factorisations only (elsewhere every proposal of A is a
 # Gram pass whose dense product grows as K^2).  The chosen prior's K is doubled
-# while its evidence sits at the largest K scored, with 25 observations per
-# interval, up to POSTERIOR_FIXED_A_K_MAX: on a beta = 0.5 Weierstrass phi* the
+# while its evidence sits at the largest K scored, within the ceiling of
+# posterior_k_ceiling, up to POSTERIOR_FIXED_A_K_MAX: on a beta = 0.5 Weierstrass phi* the
 # evidence of first differences kept rising to K = 768 at M = 4000, its error
 # falling below ERM's (analyses/RESULTS.md, session 16).
 POSTERIOR_FIXED_A_K_MAX = 768
@@ -548,8 +579,8 @@ def posterior_basis(
 
     Candidates are the placements of :data:`UNIFORM_WEIGHTS`
     (:func:`bayes_ips.spline.mixed_breaks`) times the K that divide the finest
-    allowed (the largest of :data:`POSTERIOR_FINE_K` with 25 observations per
-    interval, as for ERM; 192: 8, 12, 16, 24, 32, 48, 64, 96, 192), all at the
+    allowed (the largest of :data:`POSTERIOR_FINE_K` within
+    :func:`posterior_k_ceiling`; 192: 8, 12, 16, 24, 32, 48, 64, 96, 192), all at the
     factors ``U, V`` (an ERM fit's), with the model's penalty and
     ``y_scale = RMS(Y)``.  Each placement's coarser layouts are nested in its
     finest (every ``(K_fine / K)``-th breakpoint), so one Gram pass per placement
@@ -611,7 +642,7 @@ def posterior_basis(
         scale = float(S.std())
         Un, Vn = gauge_factors(U, V)
     y_scale = float(np.sqrt(np.mean(np.asarray(Y) ** 2)))
-    ceiling = int(np.size(Y)) // (OBS_PER_INTERVAL * H)
+    ceiling = posterior_k_ceiling(np.shape(X), H if heads else None)
     fine_k = max([k for k in POSTERIOR_FINE_K if k <= ceiling], default=min(POSTERIOR_FINE_K))
     top = fine_k if k_max is None else max(POSTERIOR_K_MIN, min(fine_k, int(k_max)))
     grid = [k for k in range(POSTERIOR_K_MIN, top + 1) if fine_k % k == 0]
@@ -667,7 +698,8 @@ def _extend_fixed_a(
 
     Every placement of :data:`UNIFORM_WEIGHTS` is scored at ``2 K`` (one Gram pass
     each, at its own knots) with the chosen row's difference order, while ``2 K``
-    keeps 25 observations per interval and is at most :data:`POSTERIOR_FIXED_A_K_MAX`.
+    is within ``ceiling`` (:func:`posterior_k_ceiling`) and at most
+    :data:`POSTERIOR_FIXED_A_K_MAX`.
     Rows are appended to ``table`` and ``layouts``; returns the index of the best
     row of that order.
     """

@@ -117,8 +117,9 @@ def test_posterior_basis_nested_statistics_equal_a_direct_pass(problem):
             fit.info["sigma_hat"],
         )
         assert direct["log_evidence"] == pytest.approx(row["log_evidence"], abs=2e-2)
-    # n = 2400 observations allow K up to 96 (25 per interval): its divisors >= 8
-    assert sorted({t["K"] for t in table}) == [8, 12, 16, 24, 32, 48, 96]
+    # 12000 pair scores (M = 400, N = 6) allow K up to 3000 (4 per interval), so the
+    # grid is every divisor >= 8 of POSTERIOR_FINE_K's largest, 192
+    assert sorted({t["K"] for t in table}) == [8, 12, 16, 24, 32, 48, 64, 96, 192]
     assert {t["uniform_weight"] for t in table} == {0.0, 0.5, 1.0}
     # k_max leaves out the larger K; the smaller ones keep their numbers
     capped, capped_table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64, 20)
@@ -127,6 +128,30 @@ def test_posterior_basis_nested_statistics_equal_a_direct_pass(problem):
     small = {(t["K"], t["uniform_weight"]): t["log_evidence"] for t in table if t["K"] <= 16}
     for t in capped_table:
         assert t["log_evidence"] == pytest.approx(small[t["K"], t["uniform_weight"]], abs=1e-9)
+
+
+def test_posterior_k_ceiling_counts_pair_scores_for_one_head_and_observations_for_heads():
+    """One head: a quarter of the M N (N - 1) pair scores; H heads: ERM's 25
+    observations per interval, shared by the H blocks.  A naive count of the pairs."""
+    import bayes_ips.kselect as ks
+
+    for M, N in ((400, 6), (37, 2), (1000, 11)):
+        pairs = sum(1 for _ in range(M) for i in range(N) for j in range(N) if i != j)
+        assert ks.posterior_k_ceiling((M, N, 3)) == pairs // 4
+        assert ks.posterior_k_ceiling((M, N, 3), heads=2) == M * N // 50
+    assert ks.POSTERIOR_SCORES_PER_INTERVAL == 4 and ks.OBS_PER_INTERVAL == 25
+
+
+def test_posterior_grid_stops_at_the_pair_score_ceiling(problem, monkeypatch):
+    """With the ceiling lowered below POSTERIOR_FINE_K's largest, the grid's finest K
+    is the largest of POSTERIOR_FINE_K within it (12000 pair scores at 125 per
+    interval: 96), so no candidate exceeds it."""
+    import bayes_ips.kselect as ks
+
+    X, Y, fit = problem
+    monkeypatch.setattr(ks, "POSTERIOR_SCORES_PER_INTERVAL", 125)
+    _, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
+    assert max(t["K"] for t in table) == 96
 
 
 # ------------------------------------------------------------ the multi-head evidence
@@ -247,7 +272,7 @@ def test_heads_posterior_basis_at_one_head_is_the_single_head_table(problem):
 @pytest.fixture(scope="module")
 def rough():
     """A phi* rough at every point (Weierstrass, beta = 0.5) at d = 1: the curvature
-    prior's evidence asks for the finest basis allowed (K = 96 at n = 2400)."""
+    prior's evidence asks for the finest basis allowed (K = 192, the grid's largest)."""
     truth = make_truth(jax.random.PRNGKey(3), 1, 1, phi="weierstrass", beta=0.5, noise_sd=0.1)
     X, Y = simulate(jax.random.PRNGKey(4), truth, 400, 6)
     X, Y = np.asarray(X), np.asarray(Y)
@@ -300,13 +325,14 @@ def test_order_cv_equals_a_naive_refit_per_fold(rough):
 def test_posterior_basis_takes_first_differences_for_a_rough_phi(rough, problem):
     """On the rough phi* the curvature prior's evidence sits at the largest K and
     first differences predict held-out folds better by many standard errors
-    (measured: 8.4 s.e.); on tanh the curvature prior's K is inside the grid, so
-    the order is not questioned.  ``rough_order=False`` keeps the curvature prior."""
+    (measured: 8.8 s.e.); on tanh the curvature prior's K is inside the grid, so
+    the order is not questioned.  ``rough_order=False`` keeps the curvature prior,
+    whose K (at d = 1) is then doubled past the grid up to POSTERIOR_FIXED_A_K_MAX."""
     X, Y, fit = rough
     knots, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
     chosen = next(t for t in table if t["chosen"])
     best2 = max((t for t in table if t["order"] == 2), key=lambda t: t["log_evidence"])
-    assert best2["K"] == 96 and {t["order"] for t in table} == {1, 2}
+    assert best2["K"] == 192 and {t["order"] for t in table} == {1, 2}
     assert chosen["order"] == 1 and knots.n_intervals == chosen["K"]
     cv = chosen["order_cv"]
     assert cv["mse_diff"] < -ORDER_CV_SE * cv["se"]
@@ -314,7 +340,7 @@ def test_posterior_basis_takes_first_differences_for_a_rough_phi(rough, problem)
     assert chosen["log_evidence"] == max(t["log_evidence"] for t in table if t["order"] == 1)
     _, plain = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64, rough_order=False)
     assert {t["order"] for t in plain} == {2}
-    assert next(t for t in plain if t["chosen"])["K"] == 96
+    assert next(t for t in plain if t["chosen"])["K"] == 768
     Xs, Ys, fs = problem
     _, smooth = posterior_basis(Xs, Ys, fs.U, fs.V, 3, fs.info["sigma_hat"], 64)
     assert {t["order"] for t in smooth} == {2}
@@ -342,7 +368,10 @@ def test_an_order_check_confirms_a_win_of_first_differences(rough):
     assert chosen["order_cv"]["fixed_a"] == first["order_cv"]
     ((cands, scale, ys),) = seen
     assert [row["order"] for _, row in cands] == [2, 1]
-    assert cands[0][1] is chosen and cands[0][0].n_intervals == knots.n_intervals
+    # the curvature prior's candidate is its grid best (192); kept, it is then doubled
+    # past the grid (d = 1) while its evidence sits at the top
+    assert cands[0][1]["order"] == 2 and cands[0][1]["K"] == cands[0][0].n_intervals == 192
+    assert chosen["K"] == knots.n_intervals == 768
     assert ys == pytest.approx(float(np.sqrt(np.mean(Y**2))))
     _, kept = posterior_basis(*args, order_check=lambda *a: None)
     assert next(r for r in kept if r["chosen"])["order_cv"] == first["order_cv"]
@@ -369,7 +398,7 @@ def test_fixed_a_extension_doubles_k_while_the_evidence_sits_at_the_top(rough, m
     assert chosen["K"] == 96 and knots.n_intervals == 96
     same = [t for t in table if t["order"] == chosen["order"]]
     assert chosen["log_evidence"] == max(t["log_evidence"] for t in same)
-    # never past the 25 observations per interval (n = 2400: 96) nor the maximum
+    # never past the maximum (the pair-score ceiling, 3000 here, is far above it)
     monkeypatch.setattr(ks, "POSTERIOR_FIXED_A_K_MAX", 48)
     _, capped = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
     assert max(t["K"] for t in capped) == 48
