@@ -395,34 +395,37 @@ POSTERIOR_FINE_K = (48, 96, 192)  # candidates: the divisors >= 8 of the finest 
 POSTERIOR_K_MIN = 8
 
 # How fine the model's basis may be.  ERM's ridge fit needs data in every interval
-# (OBS_PER_INTERVAL observations); the model's P-spline prior does the smoothing, so
-# a finer basis than the data could pin coefficient by coefficient costs it nothing
-# but time (it tends to the prior's continuous limit), and its K is left to the
-# evidence up to the cost caps (192 with the factors free, POSTERIOR_FIXED_A_K_MAX at
-# d = 1).  Only the knots need data: each interval keeps at least
-# POSTERIOR_SCORES_PER_INTERVAL of the M N (N - 1) pair scores, the rule of four
-# distinct covariate values per knot (Ruppert 2002, J. Comput. Graph. Stat. 11,
-# 735-757; Ruppert, Wand & Carroll 2003, sec. 5.5).  With 25 observations per
-# interval, as for ERM (before 2026-12-05, session 23), the evidence sat at that
-# ceiling on every rough phi* (a beta = 0.5 Weierstrass sum): at d = 5, M = 250 it
-# took K = 192 once allowed, which halved the posterior mean's error (0.0112 ->
-# 0.0064; ERM 0.0129) and raised its 90% bands' coverage from 0.51 to 0.76
-# (analyses/RESULTS.md, session 23).  Multi-head models keep ERM's ceiling: their
-# Gram is H K wide.
+# (OBS_PER_INTERVAL observations).  At d = 1, where the gauge leaves A = +-1 and the
+# posterior is over phi alone, the P-spline prior does all the smoothing: a basis
+# finer than the data could pin coefficient by coefficient costs nothing but
+# factorisations (it tends to the prior's continuous limit), so K is left to the
+# evidence up to the cost cap POSTERIOR_FIXED_A_K_MAX.  Only the knots need data:
+# each interval keeps at least POSTERIOR_SCORES_PER_INTERVAL of the M N (N - 1) pair
+# scores, the rule of four distinct covariate values per knot (Ruppert 2002,
+# J. Comput. Graph. Stat. 11, 735-757).  With ERM's 25 observations per interval
+# (before 2026-12-05, session 23) the evidence sat at that ceiling on every rough
+# phi* (a beta = 0.5 Weierstrass sum) at M <= 2000; allowed, it took K = 384-768
+# and the posterior mean's error fell by a third (analyses/RESULTS.md, session 23).
+# With the factors free (d >= 2) and for multi-head models the ceiling stays ERM's:
+# at d = 5, M = 250-500 the finer basis helped as much, but at d = 30, M = 250 it
+# took K = 192 for 48 with the same error and coverage, and the Laplace proposal
+# of A then failed (Pareto k 0.75 against 0.37): NUTS, minutes for seconds.
 POSTERIOR_SCORES_PER_INTERVAL = 4
 
 
 def posterior_k_ceiling(shape: tuple[int, ...], heads: int | None = None) -> int:
-    """The finest K the model's basis may take on data of ``shape`` ``(M, N, ...)``.
+    """The finest K the model's basis may take on data of ``shape`` ``(M, N, d)``.
 
-    One head: a quarter of the ``M N (N - 1)`` pair scores
-    (:data:`POSTERIOR_SCORES_PER_INTERVAL`); ``heads = H``: ERM's
-    ``M N / (25 H)`` (:data:`OBS_PER_INTERVAL`).
+    One head at d = 1: a quarter of the ``M N (N - 1)`` pair scores
+    (:data:`POSTERIOR_SCORES_PER_INTERVAL`); otherwise (``d >= 2``, or ``heads = H``
+    heads) ERM's ``M N / (25 H)`` (:data:`OBS_PER_INTERVAL`).
     """
-    M, N = int(shape[0]), int(shape[1])
-    if heads is None:
+    M, N, d = (int(n) for n in shape[:3])
+    if heads is None and d == 1:
         return M * N * (N - 1) // POSTERIOR_SCORES_PER_INTERVAL
-    return M * N // (OBS_PER_INTERVAL * heads)
+    return M * N // (OBS_PER_INTERVAL * (heads or 1))
+
+
 UNIFORM_WEIGHTS = (0.0, 0.5, 1.0)  # quantile, half-and-half, equal-width knots
 
 # The prior's difference order.  The curvature prior (order 2) shrinks towards
@@ -580,7 +583,8 @@ def posterior_basis(
     Candidates are the placements of :data:`UNIFORM_WEIGHTS`
     (:func:`bayes_ips.spline.mixed_breaks`) times the K that divide the finest
     allowed (the largest of :data:`POSTERIOR_FINE_K` within
-    :func:`posterior_k_ceiling`; 192: 8, 12, 16, 24, 32, 48, 64, 96, 192), all at the
+    :func:`posterior_k_ceiling`, 25 observations per interval at d >= 2; 192: 8, 12,
+    16, 24, 32, 48, 64, 96, 192), all at the
     factors ``U, V`` (an ERM fit's), with the model's penalty and
     ``y_scale = RMS(Y)``.  Each placement's coarser layouts are nested in its
     finest (every ``(K_fine / K)``-th breakpoint), so one Gram pass per placement

@@ -117,9 +117,8 @@ def test_posterior_basis_nested_statistics_equal_a_direct_pass(problem):
             fit.info["sigma_hat"],
         )
         assert direct["log_evidence"] == pytest.approx(row["log_evidence"], abs=2e-2)
-    # 12000 pair scores (M = 400, N = 6) allow K up to 3000 (4 per interval), so the
-    # grid is every divisor >= 8 of POSTERIOR_FINE_K's largest, 192
-    assert sorted({t["K"] for t in table}) == [8, 12, 16, 24, 32, 48, 64, 96, 192]
+    # at d = 3, n = 2400 observations allow K up to 96 (25 per interval): its divisors >= 8
+    assert sorted({t["K"] for t in table}) == [8, 12, 16, 24, 32, 48, 96]
     assert {t["uniform_weight"] for t in table} == {0.0, 0.5, 1.0}
     # k_max leaves out the larger K; the smaller ones keep their numbers
     capped, capped_table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64, 20)
@@ -130,25 +129,28 @@ def test_posterior_basis_nested_statistics_equal_a_direct_pass(problem):
         assert t["log_evidence"] == pytest.approx(small[t["K"], t["uniform_weight"]], abs=1e-9)
 
 
-def test_posterior_k_ceiling_counts_pair_scores_for_one_head_and_observations_for_heads():
-    """One head: a quarter of the M N (N - 1) pair scores; H heads: ERM's 25
-    observations per interval, shared by the H blocks.  A naive count of the pairs."""
+def test_posterior_k_ceiling_counts_pair_scores_at_d_1_and_observations_elsewhere():
+    """At d = 1 (A = +-1): a quarter of the M N (N - 1) pair scores; with the factors
+    free (d >= 2) or H heads: ERM's 25 observations per interval, shared by the H
+    blocks.  Against a naive count of the pairs."""
     import bayes_ips.kselect as ks
 
     for M, N in ((400, 6), (37, 2), (1000, 11)):
         pairs = sum(1 for _ in range(M) for i in range(N) for j in range(N) if i != j)
-        assert ks.posterior_k_ceiling((M, N, 3)) == pairs // 4
-        assert ks.posterior_k_ceiling((M, N, 3), heads=2) == M * N // 50
+        assert ks.posterior_k_ceiling((M, N, 1)) == pairs // 4
+        assert ks.posterior_k_ceiling((M, N, 3)) == M * N // 25
+        assert ks.posterior_k_ceiling((M, N, 1), heads=2) == M * N // 50
     assert ks.POSTERIOR_SCORES_PER_INTERVAL == 4 and ks.OBS_PER_INTERVAL == 25
 
 
-def test_posterior_grid_stops_at_the_pair_score_ceiling(problem, monkeypatch):
-    """With the ceiling lowered below POSTERIOR_FINE_K's largest, the grid's finest K
-    is the largest of POSTERIOR_FINE_K within it (12000 pair scores at 125 per
-    interval: 96), so no candidate exceeds it."""
+def test_posterior_grid_stops_at_the_pair_score_ceiling(rough, monkeypatch):
+    """At d = 1, with the ceiling lowered below POSTERIOR_FINE_K's largest, the grid's
+    finest K is the largest of POSTERIOR_FINE_K within it (12000 pair scores at 125
+    per interval: 96), and no candidate exceeds it, the doubling past the grid
+    included."""
     import bayes_ips.kselect as ks
 
-    X, Y, fit = problem
+    X, Y, fit = rough
     monkeypatch.setattr(ks, "POSTERIOR_SCORES_PER_INTERVAL", 125)
     _, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
     assert max(t["K"] for t in table) == 96
