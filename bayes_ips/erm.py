@@ -413,27 +413,30 @@ def fit_erm(
     U, V, knots, c, st, steps2 = _refit(theta, Xj, Yj, K, config, chunk_size, w)
 
     # 3. the loss, the coercivity constant, then the gauge (see _finish)
-    info = {"n_a": n_a, "table": table, "results": results, "best": best, "steps2": steps2}
-    return _finish(X, Y, config, U, V, knots, c, st, w, seed, chunk_size, info)
+    return _finish(
+        X, Y, config, U, V, knots, c, st, w, seed, chunk_size,
+        n_a=n_a, table=table, results=results, best=best, steps2=steps2,
+    )  # fmt: skip
 
 
-def _finish(X, Y, config: ERMConfig, U, V, knots, c, st, w, seed, chunk_size, fit) -> ERMFit:
+def _finish(
+    X, Y, config: ERMConfig, U, V, knots, c, st, w, seed, chunk_size, *,
+    n_a: int, table, results, best: int, steps2: int, **extra,
+) -> ERMFit:  # fmt: skip
     """The fit at ``(U, V, knots, c)`` (``st`` its Gram statistics) as an :class:`ERMFit`.
 
     The training loss and the coercivity constant of the fitted space (gauge-invariant:
     computed before the gauge), then the documented gauge: unit Frobenius norm
-    (already), sign rule, balanced factors (:func:`_gauged`).  ``fit`` holds the
-    search's record for :func:`_fit_info` (``n_a``, ``table``, ``results``, ``best``,
-    ``steps2``) and any further ``info`` entries (``known_a``).
+    (already), sign rule, balanced factors (:func:`_gauged`).  The search's record
+    (``n_a`` to ``steps2``) goes to :func:`_fit_info`; ``extra`` holds further
+    ``info`` entries (``known_a``).
     """
-    fit = dict(fit)
     n_obs = int(np.size(Y))
     loss = float(sq_loss(U, V, c, jnp.asarray(X), jnp.asarray(Y), knots, chunk_size)) / n_obs
     coerc = coercivity_constant(st.FtF, n_obs, pair_gram(X, U, V, knots))
     A, Uf, Vf, knots, coef = _gauged(U, V, knots, c, config.rank)
-    record = [fit.pop(k) for k in ("n_a", "table", "results", "best", "steps2")]
-    info = _fit_info(config, np.shape(X), record[0], knots, st, loss, *record[1:])
-    info.update(uniform_weight=w, **fit, **coerc.as_dict())
+    info = _fit_info(config, np.shape(X), n_a, knots, st, loss, table, results, best, steps2)
+    info.update(uniform_weight=w, **extra, **coerc.as_dict())
     return ERMFit(A, Uf, Vf, coef, knots, config, -1 if seed is None else int(seed), info)
 
 
@@ -465,8 +468,10 @@ def _fit_known_a(X, Y, config: ERMConfig, A, seed, chunk_size: int) -> ERMFit:
     knots = _knots_for(Xj, U, V, K, s, m, w)
     st = gram(U, V, Xj, Yj, knots, chunk_size)
     c, _ = solve_coefficients(st.FtF, st.FtY, config.ridge)
-    info = {"n_a": 0, "table": table, "results": [], "best": -1, "steps2": 0, "known_a": True}
-    return _finish(X, Y, config, U, V, knots, c, st, w, seed, chunk_size, info)
+    return _finish(
+        X, Y, config, U, V, knots, c, st, w, seed, chunk_size,
+        n_a=0, table=table, results=[], best=-1, steps2=0, known_a=True,
+    )  # fmt: skip
 
 
 def _factors(theta, d: int, r: int):

@@ -405,7 +405,7 @@ POSTERIOR_K_MIN = 8
 # J. Comput. Graph. Stat. 11, 735-757).  With ERM's 25 observations per interval
 # (before 2026-12-05, session 23) the evidence sat at that ceiling on every rough
 # phi* (a beta = 0.5 Weierstrass sum) at M <= 2000; allowed, it took K = 384-768
-# and the posterior mean's error fell by a third (analyses/RESULTS.md, session 23).
+# and the posterior mean's error fell by 9-36% (analyses/RESULTS.md, session 23).
 # With the factors free (d >= 2) and for multi-head models the ceiling stays ERM's:
 # at d = 5, M = 250-500 the finer basis helped as much, but at d = 30, M = 250 it
 # took K = 192 for 48 with the same error and coverage, and the Laplace proposal
