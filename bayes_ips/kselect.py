@@ -395,33 +395,39 @@ POSTERIOR_FINE_K = (48, 96, 192)  # candidates: the divisors >= 8 of the finest 
 POSTERIOR_K_MIN = 8
 
 # How fine the model's basis may be.  ERM's ridge fit needs data in every interval
-# (OBS_PER_INTERVAL observations).  At d = 1, where the gauge leaves A = +-1 and the
-# posterior is over phi alone, the P-spline prior does all the smoothing: a basis
-# finer than the data could pin coefficient by coefficient costs nothing but
-# factorisations (it tends to the prior's continuous limit), so K is left to the
-# evidence up to the cost cap POSTERIOR_FIXED_A_K_MAX.  Only the knots need data:
-# each interval keeps at least POSTERIOR_SCORES_PER_INTERVAL of the M N (N - 1) pair
-# scores, the rule of four distinct covariate values per knot (Ruppert 2002,
-# J. Comput. Graph. Stat. 11, 735-757).  With ERM's 25 observations per interval
-# (before 2026-12-05, session 23) the evidence sat at that ceiling on every rough
-# phi* (a beta = 0.5 Weierstrass sum) at M <= 2000; allowed, it took K = 384-768
-# and the posterior mean's error fell by 9-36% (analyses/RESULTS.md, session 23).
-# With the factors free (d >= 2) and for multi-head models the ceiling stays ERM's:
-# at d = 5, M = 250-500 the finer basis helped as much, but at d = 30, M = 250 it
-# took K = 192 for 48 with the same error and coverage, and the Laplace proposal
-# of A then failed (Pareto k 0.75 against 0.37): NUTS, minutes for seconds.
+# (OBS_PER_INTERVAL observations), and so, by default, does the model's.  At d = 1,
+# where the gauge leaves A = +-1 and the posterior is over phi alone, a prior of
+# first differences (the one taken for a phi* rough at every point, see ORDER_CV_SE)
+# may be finer: the prior does all the smoothing, and a basis finer than the data
+# could pin coefficient by coefficient costs nothing but factorisations (it tends to
+# the prior's continuous limit).  Its K is left to the evidence up to the cost cap
+# POSTERIOR_FIXED_A_K_MAX; only the knots need data: each interval keeps at least
+# POSTERIOR_SCORES_PER_INTERVAL of the M N (N - 1) pair scores, the rule of four
+# distinct covariate values per knot (Ruppert 2002, J. Comput. Graph. Stat. 11,
+# 735-757).  With ERM's ceiling the evidence of first differences sat at it on every
+# beta = 0.5 Weierstrass phi* at M <= 2000; allowed, it took K = 384-768 and the
+# posterior mean's error fell by 9-36%, its 90% band coverage rose from 0.50-0.70
+# to 0.78-0.83 (analyses/RESULTS.md, session 23).  The curvature prior keeps ERM's
+# ceiling: given the finer one (session 23) it took K = 192 for 48 on the demo's
+# smooth tanh cells, error +2-9% in 4 of 5 and 40% slower, and on beta = 1.5 it
+# changed the error by at most 2%.  With the factors free (d >= 2) and for
+# multi-head models every prior keeps ERM's ceiling: at d = 5, M = 250-500 the finer
+# basis helped as much, but at d = 30, M = 250 it took K = 192 for 48 with the same
+# error and coverage, and the Laplace proposal of A then failed (Pareto k 0.75
+# against 0.37): NUTS, minutes for seconds.
 POSTERIOR_SCORES_PER_INTERVAL = 4
 
 
-def posterior_k_ceiling(shape: tuple[int, ...], heads: int | None = None) -> int:
+def posterior_k_ceiling(shape: tuple[int, ...], heads: int | None = None, order: int = 2) -> int:
     """The finest K the model's basis may take on data of ``shape`` ``(M, N, d)``.
 
-    One head at d = 1: a quarter of the ``M N (N - 1)`` pair scores
-    (:data:`POSTERIOR_SCORES_PER_INTERVAL`); otherwise (``d >= 2``, or ``heads = H``
-    heads) ERM's ``M N / (25 H)`` (:data:`OBS_PER_INTERVAL`).
+    One head at d = 1 with a prior of first differences (``order = 1``): a quarter of
+    the ``M N (N - 1)`` pair scores (:data:`POSTERIOR_SCORES_PER_INTERVAL`);
+    otherwise (the curvature prior, ``d >= 2``, or ``heads = H`` heads) ERM's
+    ``M N / (25 H)`` (:data:`OBS_PER_INTERVAL`).
     """
     M, N, d = (int(n) for n in shape[:3])
-    if heads is None and d == 1:
+    if heads is None and d == 1 and order == 1:
         return M * N * (N - 1) // POSTERIOR_SCORES_PER_INTERVAL
     return M * N // (OBS_PER_INTERVAL * (heads or 1))
 
@@ -583,7 +589,7 @@ def posterior_basis(
     Candidates are the placements of :data:`UNIFORM_WEIGHTS`
     (:func:`bayes_ips.spline.mixed_breaks`) times the K that divide the finest
     allowed (the largest of :data:`POSTERIOR_FINE_K` within
-    :func:`posterior_k_ceiling`, 25 observations per interval at d >= 2; 192: 8, 12,
+    :func:`posterior_k_ceiling`, ERM's 25 observations per interval; 192: 8, 12,
     16, 24, 32, 48, 64, 96, 192), all at the
     factors ``U, V`` (an ERM fit's), with the model's penalty and
     ``y_scale = RMS(Y)``.  Each placement's coarser layouts are nested in its
@@ -596,8 +602,12 @@ def posterior_basis(
     (error 1.78e-4 against ERM's 1.38e-4, coverage 0.76; uncapped K = 96 at
     quantile knots: 1.14e-4, coverage 0.82).
 
-    At d = 1 (one head), where the chosen row's K is the grid's largest, K is
-    doubled beyond it (:func:`_extend_fixed_a`, :data:`POSTERIOR_FIXED_A_K_MAX`).
+    At d = 1 (one head), where first differences are taken, they are scored again on
+    the finer grid of their own ceiling (a quarter of the pair scores,
+    :func:`posterior_k_ceiling` with ``order = 1``) and the best of all their rows
+    is taken; where the chosen row's K is then the grid's largest (and no ``k_max``
+    is given), K is doubled beyond it (:func:`_extend_fixed_a`, within the chosen
+    order's ceiling and :data:`POSTERIOR_FIXED_A_K_MAX`).
 
     The prior's difference order (``order`` in the table): the curvature penalty
     (2), unless its evidence's best K is the largest of the grid and
@@ -683,11 +693,24 @@ def posterior_basis(
                     cv = {**confirm, "fixed_a": cv}
             if cv["mse_diff"] < -ORDER_CV_SE * cv["se"]:
                 pick = pick1
-        if not heads and np.shape(X)[-1] == 1 and table[pick]["K"] == max(grid):
+        fixed_a = not heads and np.shape(X)[-1] == 1
+        if fixed_a and table[pick]["order"] == 1:  # first differences' finer ceiling
+            ceiling1 = posterior_k_ceiling(np.shape(X), order=1)
+            fine1 = max([k for k in POSTERIOR_FINE_K if k <= ceiling1], default=fine_k)
+            top1 = fine1 if k_max is None else max(POSTERIOR_K_MIN, min(fine1, int(k_max)))
+            if fine1 > fine_k and top1 > top:
+                grid = [k for k in range(POSTERIOR_K_MIN, top1 + 1) if fine1 % k == 0]
+                fines = _placements(X, Y, Un, Vn, S, fine1, grid, degree, chunk)
+                _evidence_tables(fines, heads, scale, y_scale, grid, sigma0, table, layouts, 1)
+                pick = max(
+                    (i for i, t in enumerate(table) if t["order"] == 1),
+                    key=lambda i: table[i]["log_evidence"],
+                )
+        if fixed_a and k_max is None and table[pick]["K"] == max(grid):
+            cap = posterior_k_ceiling(np.shape(X), order=table[pick]["order"])
             pick = _extend_fixed_a(
-                X, Y, Un, Vn, S, scale, y_scale, degree, sigma0, chunk, ceiling, table, layouts,
-                pick,
-            )  # fmt: skip
+                X, Y, Un, Vn, S, scale, y_scale, degree, sigma0, chunk, cap, table, layouts, pick
+            )
     for i, t in enumerate(table):
         t["chosen"] = i == pick
     if cv is not None:

@@ -129,31 +129,36 @@ def test_posterior_basis_nested_statistics_equal_a_direct_pass(problem):
         assert t["log_evidence"] == pytest.approx(small[t["K"], t["uniform_weight"]], abs=1e-9)
 
 
-def test_posterior_k_ceiling_counts_pair_scores_at_d_1_and_observations_elsewhere():
-    """At d = 1 (A = +-1): a quarter of the M N (N - 1) pair scores; with the factors
-    free (d >= 2) or H heads: ERM's 25 observations per interval, shared by the H
-    blocks.  Against a naive count of the pairs."""
+def test_posterior_k_ceiling_counts_pair_scores_for_first_differences_at_d_1():
+    """First differences at d = 1 (A = +-1): a quarter of the M N (N - 1) pair
+    scores; the curvature prior, the factors free (d >= 2) or H heads: ERM's 25
+    observations per interval, shared by the H blocks.  Against a naive count."""
     import bayes_ips.kselect as ks
 
     for M, N in ((400, 6), (37, 2), (1000, 11)):
         pairs = sum(1 for _ in range(M) for i in range(N) for j in range(N) if i != j)
-        assert ks.posterior_k_ceiling((M, N, 1)) == pairs // 4
-        assert ks.posterior_k_ceiling((M, N, 3)) == M * N // 25
-        assert ks.posterior_k_ceiling((M, N, 1), heads=2) == M * N // 50
+        assert ks.posterior_k_ceiling((M, N, 1), order=1) == pairs // 4
+        assert ks.posterior_k_ceiling((M, N, 1)) == M * N // 25
+        assert ks.posterior_k_ceiling((M, N, 3), order=1) == M * N // 25
+        assert ks.posterior_k_ceiling((M, N, 1), heads=2, order=1) == M * N // 50
     assert ks.POSTERIOR_SCORES_PER_INTERVAL == 4 and ks.OBS_PER_INTERVAL == 25
 
 
-def test_posterior_grid_stops_at_the_pair_score_ceiling(rough, monkeypatch):
-    """At d = 1, with the ceiling lowered below POSTERIOR_FINE_K's largest, the grid's
-    finest K is the largest of POSTERIOR_FINE_K within it (12000 pair scores at 125
-    per interval: 96), and no candidate exceeds it, the doubling past the grid
-    included."""
+def test_first_differences_stop_at_the_pair_score_ceiling(rough, monkeypatch):
+    """At d = 1 the curvature prior's grid stops at ERM's ceiling (2400 observations:
+    96); first differences, taken on the rough phi*, are scored again up to the
+    largest of POSTERIOR_FINE_K within theirs (12000 pair scores at 50 per interval:
+    240, so 192), and the doubling past the grid stops there too (384 > 240)."""
     import bayes_ips.kselect as ks
 
     X, Y, fit = rough
-    monkeypatch.setattr(ks, "POSTERIOR_SCORES_PER_INTERVAL", 125)
-    _, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
-    assert max(t["K"] for t in table) == 96
+    monkeypatch.setattr(ks, "POSTERIOR_SCORES_PER_INTERVAL", 50)
+    knots, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
+    assert max(t["K"] for t in table if t["order"] == 2) == 96
+    assert sorted({t["K"] for t in table if t["order"] == 1}) == [
+        8, 12, 16, 24, 32, 48, 64, 96, 192
+    ]  # fmt: skip
+    assert knots.n_intervals == 192
 
 
 # ------------------------------------------------------------ the multi-head evidence
@@ -327,22 +332,23 @@ def test_order_cv_equals_a_naive_refit_per_fold(rough):
 def test_posterior_basis_takes_first_differences_for_a_rough_phi(rough, problem):
     """On the rough phi* the curvature prior's evidence sits at the largest K and
     first differences predict held-out folds better by many standard errors
-    (measured: 8.8 s.e.); on tanh the curvature prior's K is inside the grid, so
+    (measured: 8.5 s.e.); on tanh the curvature prior's K is inside the grid, so
     the order is not questioned.  ``rough_order=False`` keeps the curvature prior,
-    whose K (at d = 1) is then doubled past the grid up to POSTERIOR_FIXED_A_K_MAX."""
+    whose K stays within ERM's ceiling (96 here); first differences, at d = 1, are
+    scored up to the pair-score ceiling and doubled to POSTERIOR_FIXED_A_K_MAX."""
     X, Y, fit = rough
     knots, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
     chosen = next(t for t in table if t["chosen"])
     best2 = max((t for t in table if t["order"] == 2), key=lambda t: t["log_evidence"])
-    assert best2["K"] == 192 and {t["order"] for t in table} == {1, 2}
-    assert chosen["order"] == 1 and knots.n_intervals == chosen["K"]
+    assert best2["K"] == 96 and {t["order"] for t in table} == {1, 2}
+    assert chosen["order"] == 1 and knots.n_intervals == chosen["K"] == 768
     cv = chosen["order_cv"]
     assert cv["mse_diff"] < -ORDER_CV_SE * cv["se"]
     # the order-1 row chosen is the best of its own order by evidence
     assert chosen["log_evidence"] == max(t["log_evidence"] for t in table if t["order"] == 1)
     _, plain = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64, rough_order=False)
     assert {t["order"] for t in plain} == {2}
-    assert next(t for t in plain if t["chosen"])["K"] == 768
+    assert max(t["K"] for t in plain) == next(t for t in plain if t["chosen"])["K"] == 96
     Xs, Ys, fs = problem
     _, smooth = posterior_basis(Xs, Ys, fs.U, fs.V, 3, fs.info["sigma_hat"], 64)
     assert {t["order"] for t in smooth} == {2}
@@ -370,10 +376,9 @@ def test_an_order_check_confirms_a_win_of_first_differences(rough):
     assert chosen["order_cv"]["fixed_a"] == first["order_cv"]
     ((cands, scale, ys),) = seen
     assert [row["order"] for _, row in cands] == [2, 1]
-    # the curvature prior's candidate is its grid best (192); kept, it is then doubled
-    # past the grid (d = 1) while its evidence sits at the top
-    assert cands[0][1]["order"] == 2 and cands[0][1]["K"] == cands[0][0].n_intervals == 192
-    assert chosen["K"] == knots.n_intervals == 768
+    # the curvature prior's candidate is its grid best (96), kept within ERM's ceiling
+    assert cands[0][1]["order"] == 2 and cands[0][1]["K"] == cands[0][0].n_intervals == 96
+    assert chosen["K"] == knots.n_intervals == 96
     assert ys == pytest.approx(float(np.sqrt(np.mean(Y**2))))
     _, kept = posterior_basis(*args, order_check=lambda *a: None)
     assert next(r for r in kept if r["chosen"])["order_cv"] == first["order_cv"]
@@ -400,7 +405,7 @@ def test_fixed_a_extension_doubles_k_while_the_evidence_sits_at_the_top(rough, m
     assert chosen["K"] == 96 and knots.n_intervals == 96
     same = [t for t in table if t["order"] == chosen["order"]]
     assert chosen["log_evidence"] == max(t["log_evidence"] for t in same)
-    # never past the maximum (the pair-score ceiling, 3000 here, is far above it)
+    # never past the maximum (first differences' ceiling, 3000 here, is far above it)
     monkeypatch.setattr(ks, "POSTERIOR_FIXED_A_K_MAX", 48)
     _, capped = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
     assert max(t["K"] for t in capped) == 48
