@@ -161,6 +161,16 @@ def test_first_differences_stop_at_the_pair_score_ceiling(rough, monkeypatch):
     assert knots.n_intervals == 192
 
 
+def test_k_max_bounds_every_candidate_at_d_1(rough):
+    """``k_max`` leaves out every K above it at d = 1 too: the rescoring of first
+    differences and the doubling past the grid included (before session 24 the
+    doubling went on past it)."""
+    X, Y, fit = rough
+    knots, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64, 24)
+    assert max(t["K"] for t in table) == 24 and knots.n_intervals <= 24
+    assert {t["order"] for t in table} == {1, 2}  # the order was still questioned
+
+
 # ------------------------------------------------------------ the multi-head evidence
 
 # Closed form against closed form: the same arithmetic up to the Gram pass's order of
