@@ -656,10 +656,9 @@ def posterior_basis(
         scale = float(S.std())
         Un, Vn = gauge_factors(U, V)
     y_scale = float(np.sqrt(np.mean(np.asarray(Y) ** 2)))
-    ceiling = posterior_k_ceiling(np.shape(X), H if heads else None)
-    fine_k = max([k for k in POSTERIOR_FINE_K if k <= ceiling], default=min(POSTERIOR_FINE_K))
-    top = fine_k if k_max is None else max(POSTERIOR_K_MIN, min(fine_k, int(k_max)))
-    grid = [k for k in range(POSTERIOR_K_MIN, top + 1) if fine_k % k == 0]
+    fine_k, top, grid = _posterior_grid(
+        posterior_k_ceiling(np.shape(X), H if heads else None), k_max
+    )
     table, layouts = [], []
     # Hundreds of K x K factorisations (K <= 195): with the cores shared (a study's
     # worker pool, any other job), OpenBLAS's threads at K = 195 took 144 ms per
@@ -695,17 +694,12 @@ def posterior_basis(
                 pick = pick1
         fixed_a = not heads and np.shape(X)[-1] == 1
         if fixed_a and table[pick]["order"] == 1:  # first differences' finer ceiling
-            ceiling1 = posterior_k_ceiling(np.shape(X), order=1)
-            fine1 = max([k for k in POSTERIOR_FINE_K if k <= ceiling1], default=fine_k)
-            top1 = fine1 if k_max is None else max(POSTERIOR_K_MIN, min(fine1, int(k_max)))
+            fine1, top1, grid1 = _posterior_grid(posterior_k_ceiling(np.shape(X), order=1), k_max)
             if fine1 > fine_k and top1 > top:
-                grid = [k for k in range(POSTERIOR_K_MIN, top1 + 1) if fine1 % k == 0]
+                grid = grid1
                 fines = _placements(X, Y, Un, Vn, S, fine1, grid, degree, chunk)
                 _evidence_tables(fines, heads, scale, y_scale, grid, sigma0, table, layouts, 1)
-                pick = max(
-                    (i for i, t in enumerate(table) if t["order"] == 1),
-                    key=lambda i: table[i]["log_evidence"],
-                )
+                pick = _best_of_order(table, 1)
         if fixed_a and k_max is None and table[pick]["K"] == max(grid):
             cap = posterior_k_ceiling(np.shape(X), order=table[pick]["order"])
             pick = _extend_fixed_a(
@@ -716,6 +710,21 @@ def posterior_basis(
     if cv is not None:
         table[pick]["order_cv"] = cv
     return layouts[pick], table
+
+
+def _posterior_grid(ceiling: int, k_max: int | None) -> tuple[int, int, list[int]]:
+    """The finest K of :data:`POSTERIOR_FINE_K` within ``ceiling`` (the smallest if
+    none is), the grid's upper bound (``k_max`` if given, at least
+    :data:`POSTERIOR_K_MIN`) and the grid: the finest K's divisors within both."""
+    fine_k = max([k for k in POSTERIOR_FINE_K if k <= ceiling], default=min(POSTERIOR_FINE_K))
+    top = fine_k if k_max is None else max(POSTERIOR_K_MIN, min(fine_k, int(k_max)))
+    return fine_k, top, [k for k in range(POSTERIOR_K_MIN, top + 1) if fine_k % k == 0]
+
+
+def _best_of_order(table: list[dict[str, Any]], order: int) -> int:
+    """The index of the row of largest evidence among those of difference ``order``."""
+    rows = [i for i, t in enumerate(table) if t["order"] == order]
+    return max(rows, key=lambda i: table[i]["log_evidence"])
 
 
 def _extend_fixed_a(
@@ -747,8 +756,7 @@ def _extend_fixed_a(
             )  # fmt: skip
             table.append({"K": K, "uniform_weight": w, "order": order, **ev})
             layouts.append(kn)
-        rows = [i for i, t in enumerate(table) if t["order"] == order]
-        pick = max(rows, key=lambda i: table[i]["log_evidence"])
+        pick = _best_of_order(table, order)
         if table[pick]["K"] != K:
             break
     return pick
