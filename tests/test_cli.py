@@ -500,6 +500,19 @@ def test_failing_command_does_not_clobber_existing_output(build, tmp_path, capsy
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+def test_the_command_line_loads_no_numerics_before_a_command_needs_them():
+    """``bayes-ips --help`` and the parser (the ``slr`` group's included) import neither
+    JAX nor SciPy: each command imports what it uses, so the parser costs no seconds."""
+    code = (
+        "import sys, bayes_ips.cli as c\n"
+        "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('jax', 'scipy', 'numpyro', 'arviz') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_console_script_bad_input_one_line(tmp_path):
     exe = Path(sys.executable).parent / "bayes-ips"
     assert exe.is_file()

@@ -18,26 +18,63 @@ The names below are re-exported; the NumPyro side (``SLRSamplerConfig``,
 this namespace needs no NumPyro and the model module can import ``.attention``.
 """
 
-from bayes_ips.single_location.attention import ATTENTIONS as ATTENTIONS
-from bayes_ips.single_location.attention import attend as attend
-from bayes_ips.single_location.attention import erf_attention as erf_attention
-from bayes_ips.single_location.bayes import bayes_conditional_variance as bayes_conditional_variance
-from bayes_ips.single_location.bayes import bayes_predict as bayes_predict
-from bayes_ips.single_location.bayes import position_log_posterior as position_log_posterior
-from bayes_ips.single_location.pgd import PGDConfig as PGDConfig
-from bayes_ips.single_location.pgd import PGDFit as PGDFit
-from bayes_ips.single_location.pgd import fit_pgd as fit_pgd
-from bayes_ips.single_location.population import erf_population_risk as erf_population_risk
-from bayes_ips.single_location.risk import ExcessRisk as ExcessRisk
-from bayes_ips.single_location.risk import RiskEstimate as RiskEstimate
-from bayes_ips.single_location.risk import bayes_risk as bayes_risk
-from bayes_ips.single_location.risk import excess_risk as excess_risk
-from bayes_ips.single_location.risk import oracle_lambda as oracle_lambda
-from bayes_ips.single_location.risk import risk as risk
-from bayes_ips.single_location.simulate import SLRTruth as SLRTruth
-from bayes_ips.single_location.simulate import make_truth as make_truth
-from bayes_ips.single_location.simulate import simulate as simulate
-from bayes_ips.single_location.sphere import overlaps as overlaps
+import importlib
+import sys
+import types
+
+# name -> the submodule that defines it.  Imported on first use (PEP 562), so that the
+# command line, which registers the `slr` commands from ``.cli``, does not load JAX,
+# SciPy's integrators and the closed-form risk before a command needs them.
+_EXPORTS = {
+    "ATTENTIONS": "attention",
+    "attend": "attention",
+    "erf_attention": "attention",
+    "bayes_conditional_variance": "bayes",
+    "bayes_predict": "bayes",
+    "position_log_posterior": "bayes",
+    "PGDConfig": "pgd",
+    "PGDFit": "pgd",
+    "fit_pgd": "pgd",
+    "erf_population_risk": "population",
+    "ExcessRisk": "risk",
+    "RiskEstimate": "risk",
+    "bayes_risk": "risk",
+    "excess_risk": "risk",
+    "oracle_lambda": "risk",
+    "risk": "risk",
+    "SLRTruth": "simulate",
+    "make_truth": "simulate",
+    "simulate": "simulate",
+    "overlaps": "sphere",
+}
+
+
+def __getattr__(name: str):
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Namespace(types.ModuleType):
+    """Importing a submodule binds it on the package under its own name, and two of
+    them (``simulate``, ``risk``) share that name with the function exported here:
+    the function wins, as it did when the names were imported eagerly."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Namespace
 
 __all__ = [
     "ATTENTIONS",
