@@ -42,6 +42,13 @@ def problem():
     return X, Y, fit
 
 
+@pytest.fixture(scope="module")
+def smooth_basis(problem):
+    """``posterior_basis`` at its defaults on the tanh problem: (knots, table)."""
+    X, Y, fit = problem
+    return posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
+
+
 def _stats(X, Y, fit, knots):
     Un, Vn = gauge_factors(fit.U, fit.V)
     return gram(Un, Vn, X, Y, knots)
@@ -96,12 +103,12 @@ def test_log_evidence_is_a_maximum_over_sigma_and_tau(problem):
     assert ev["sigma"] == pytest.approx(0.1, rel=0.05)
 
 
-def test_posterior_basis_nested_statistics_equal_a_direct_pass(problem):
+def test_posterior_basis_nested_statistics_equal_a_direct_pass(problem, smooth_basis):
     """The table's evidence for coarse K comes from the finest layout's Gram pass
     through the refinement matrices; a direct pass at the coarse knots must give
     the same number (to the search's tolerance, 0.01 nats in the objective)."""
     X, Y, fit = problem
-    knots, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
+    knots, table = smooth_basis
     assert sum(t["chosen"] for t in table) == 1
     chosen = next(t for t in table if t["chosen"])
     assert chosen["log_evidence"] == max(t["log_evidence"] for t in table)
@@ -270,10 +277,10 @@ def test_heads_log_evidence_is_a_maximum_over_sigma_and_every_tau():
 
 
 @pytest.mark.slow  # ~6 s: three Gram passes per call and 42 searches
-def test_heads_posterior_basis_at_one_head_is_the_single_head_table(problem):
+def test_heads_posterior_basis_at_one_head_is_the_single_head_table(problem, smooth_basis):
     """The whole search at H = 1 (factors (1, d, r)) gives the single-head table."""
     X, Y, fit = problem
-    knots, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
+    knots, table = smooth_basis
     hk, htable = posterior_basis(X, Y, fit.U[None], fit.V[None], 3, fit.info["sigma_hat"], 64)
     assert [(t["K"], t["uniform_weight"], t["chosen"]) for t in htable] == [
         (t["K"], t["uniform_weight"], t["chosen"]) for t in table
@@ -295,6 +302,13 @@ def rough():
     X, Y = np.asarray(X), np.asarray(Y)
     fit = fit_erm(jax.random.PRNGKey(5), X, Y, ERMConfig(rank=1))
     return X, Y, fit
+
+
+@pytest.fixture(scope="module")
+def rough_basis(rough):
+    """``posterior_basis`` at its defaults on the rough phi*: (knots, table)."""
+    X, Y, fit = rough
+    return posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
 
 
 def test_order_cv_equals_a_naive_refit_per_fold(rough):
@@ -339,7 +353,7 @@ def test_order_cv_equals_a_naive_refit_per_fold(rough):
     assert cv["se"] == pytest.approx(diff.std(ddof=1) / math.sqrt(ORDER_CV_FOLDS), rel=1e-6)
 
 
-def test_posterior_basis_takes_first_differences_for_a_rough_phi(rough, problem):
+def test_posterior_basis_takes_first_differences_for_a_rough_phi(rough, rough_basis, smooth_basis):
     """On the rough phi* the curvature prior's evidence sits at the largest K and
     first differences predict held-out folds better by many standard errors
     (measured: 8.5 s.e.); on tanh the curvature prior's K is inside the grid, so
@@ -347,7 +361,7 @@ def test_posterior_basis_takes_first_differences_for_a_rough_phi(rough, problem)
     whose K stays within ERM's ceiling (96 here); first differences, at d = 1, are
     scored up to the pair-score ceiling and doubled to POSTERIOR_FIXED_A_K_MAX."""
     X, Y, fit = rough
-    knots, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
+    knots, table = rough_basis
     chosen = next(t for t in table if t["chosen"])
     best2 = max((t for t in table if t["order"] == 2), key=lambda t: t["log_evidence"])
     assert best2["K"] == 96 and {t["order"] for t in table} == {1, 2}
@@ -359,13 +373,12 @@ def test_posterior_basis_takes_first_differences_for_a_rough_phi(rough, problem)
     _, plain = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64, rough_order=False)
     assert {t["order"] for t in plain} == {2}
     assert max(t["K"] for t in plain) == next(t for t in plain if t["chosen"])["K"] == 96
-    Xs, Ys, fs = problem
-    _, smooth = posterior_basis(Xs, Ys, fs.U, fs.V, 3, fs.info["sigma_hat"], 64)
+    _, smooth = smooth_basis
     assert {t["order"] for t in smooth} == {2}
     assert all("order_cv" not in t for t in smooth)
 
 
-def test_an_order_check_confirms_a_win_of_first_differences(rough):
+def test_an_order_check_confirms_a_win_of_first_differences(rough, rough_basis):
     """Where first differences win ``order_cv`` at the given ``A``, ``order_check`` gets
     the two candidates (the curvature prior's first, each its layout and table row)
     and its verdict stands, the first comparison kept in it; None keeps ``order_cv``'s."""
@@ -377,7 +390,7 @@ def test_an_order_check_confirms_a_win_of_first_differences(rough):
         seen.append((cands, scale, y_scale))
         return {"cv_mse": [1.0, 1.3], "mse_diff": 0.3, "se": 0.1, "folds": 10}
 
-    _, default = posterior_basis(*args)
+    _, default = rough_basis
     first = next(r for r in default if r["chosen"])
     assert first["order"] == 1  # order_cv's verdict on this rough phi*: first differences
     knots, table = posterior_basis(*args, order_check=against)

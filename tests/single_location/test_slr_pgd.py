@@ -34,6 +34,11 @@ ERM_GAP_FACTOR = 4.0
 Z = 4.5
 
 
+# Three seeds for the recovery checks: the first in the fast tier, all three in CI's
+# slow tier (3000 full-batch steps at M = 2000 each, ~4 s a seed).
+SEEDS = [0] + [pytest.param(s, marks=pytest.mark.slow) for s in (1, 2)]
+
+
 def _data(seed, d=20, M=2000, L=10):
     t = make_truth(jax.random.PRNGKey(seed), d, L=L)
     X, Y, _ = simulate(jax.random.PRNGKey(100 + seed), t, M)
@@ -104,7 +109,7 @@ def test_profile_lambda_matches_a_scalar_minimiser():
     assert lam == pytest.approx(math.exp(res.x), rel=0.01)  # grid resolution 0.6%
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", SEEDS)
 def test_pgd_recovers_k_and_v(seed):
     t, X, Y = _data(seed)
     fit = fit_pgd(jax.random.PRNGKey(seed), X, Y)
@@ -129,7 +134,7 @@ def test_sgd_recovers_k_and_v():
     assert o["kappa_aligned"] > RECOVERY and o["nu_aligned"] > RECOVERY
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", SEEDS)
 def test_uniform_starts_end_at_the_truth_or_at_the_swapped_point(seed):
     """From the sphere, PGD finds +-(k*, v*) or the swapped critical point +-(v*, k*)."""
     t, X, Y = _data(seed)
