@@ -404,6 +404,13 @@ def mvt_sample(key: jax.Array, approx: LaplaceApprox, df: float, n: int) -> jax.
     return _mvt_sample(key, approx.mean, approx.chol, float(df), int(n))
 
 
+# An integer df (the samplers' default, max(8, 2P)) up to this many: the chi-square
+# mixing variable as a sum of df squared normals, the same law as the gamma draw, whose
+# rejection loop takes XLA:CPU ~2-3 s to compile (each new n and df, every process)
+# against ~0.5 s.  Above it, or for a df that is not an integer: the gamma draw.
+CHI2_BY_NORMALS_MAX_DF = 1024
+
+
 # Compiled once per shape (run eagerly, each was ~15 small programs that every new
 # process traces and lowers again).
 @partial(jax.jit, static_argnames=("df", "n"))
@@ -412,7 +419,11 @@ def _mvt_sample(key, mean, chol, df: float, n: int) -> jax.Array:
     P = mean.shape[0]
     z = jax.random.normal(kz, (n, P), dtype=jnp.float64)
     if np.isfinite(df):
-        g = jax.random.gamma(kg, df / 2.0, (n,), dtype=jnp.float64) / (df / 2.0)
+        if float(df).is_integer() and df <= CHI2_BY_NORMALS_MAX_DF:
+            e = jax.random.normal(kg, (n, int(df)), dtype=jnp.float64)
+            g = jnp.sum(e * e, axis=1) / df  # chi-square(df) / df
+        else:
+            g = jax.random.gamma(kg, df / 2.0, (n,), dtype=jnp.float64) / (df / 2.0)
         z = z / jnp.sqrt(g)[:, None]
     return mean + z @ chol.T
 

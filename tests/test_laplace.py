@@ -46,13 +46,19 @@ def test_laplace_approx_inverts_the_hessian_and_floors_flat_directions():
         laplace_approx(np.zeros(2), np.array([[1.0, np.nan], [np.nan, 1.0]]))
 
 
-def test_mvt_sample_has_the_student_t_moments():
-    """Mean and covariance ``df / (df - 2) Sigma`` of 200k draws.
+# Kolmogorov-Smirnov p-value below which a sample's law is rejected: 4 tests, so
+# false alarms at about 4e-3 per run if the law is right.
+KS_ALPHA = 1e-3
+
+
+@pytest.mark.parametrize("df", [8.0, 5.5])  # the chi-square by normals; the gamma draw
+def test_mvt_sample_has_the_student_t_moments_and_law(df):
+    """Mean and covariance ``df / (df - 2) Sigma`` of 200k draws; each standardised
+    coordinate, and the quadratic form's F law, against SciPy (KS).
 
     Tolerance: 5 Monte Carlo standard errors of each entry (the entries' s.e. are
-    computed from the draws themselves).
+    computed from the draws themselves); the laws at :data:`KS_ALPHA`.
     """
-    df = 8.0
     x = np.asarray(mvt_sample(jax.random.PRNGKey(0), APPROX, df, 200_000))
     n = len(x)
     assert np.all(np.abs(x.mean(0) - MEAN) <= 5 * x.std(0) / np.sqrt(n))
@@ -60,6 +66,10 @@ def test_mvt_sample_has_the_student_t_moments():
     prods = c[:, :, None] * c[:, None, :]
     se = prods.std(0) / np.sqrt(n)
     assert np.all(np.abs(prods.mean(0) - df / (df - 2) * COV) <= 5 * se)
+    for i in (0, 2):
+        assert st.kstest(c[:, i] / np.sqrt(COV[i, i]), st.t(df).cdf).pvalue > KS_ALPHA
+    q = np.einsum("ni,ij,nj->n", c, np.linalg.inv(COV), c) / 3  # F(3, df)
+    assert st.kstest(q, st.f(3, df).cdf).pvalue > KS_ALPHA
 
 
 def test_imh_chains_sample_the_target_exactly():
