@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from bayes_ips.models.multihead_spline import heads_setup
 
-from bayes_ips.diagnostics import IS_ESS_MIN, khat_limit
+from bayes_ips.diagnostics import IS_ESS_MIN, khat_limit, rhat_bound
 from bayes_ips.errors import InputError
 from bayes_ips.multihead_posterior import (
+    N_EVAL,
     HeadsPosterior,
     align_draws,
     best_permutation,
@@ -319,9 +320,17 @@ def test_importance_sampling_agrees_with_nuts_on_G(two_heads, is_post, nuts_post
     assert info["khat"] <= khat_limit(info["n_proposals"]) and info["is_ess"] >= IS_ESS_MIN
     assert post.shape == (2, 200) and post.A.shape == (2, 200, 2, 3, 3)
     # the aligned summaries work on the resampled draws: no relabelling (one mode),
-    # heads agree across the two independent resampled groups
-    assert post.diagnostics["permuted_chains"] == 0
-    assert post.diagnostics["heads"]["rhat_max"] < 1.05 and post.diagnostics["G"]["rhat_max"] < 1.05
+    # heads agree across the two independent resampled groups.  Each group is an
+    # importance sampler of about is_ess / 2 effective draws, so split R-hat over the
+    # 60 quantities (G and each head at the 20 pairs) scatters more than a fixed 1.05
+    # allows (~1.11 at is_ess ~ 110); its calibrated bound, from the run's own
+    # effective size, is what a healthy run stays under (a relabelled head: > 1.5).
+    dg = post.diagnostics
+    n_quantities = N_EVAL * (1 + post.A.shape[2])  # G and every head at the pairs
+    bound = float(rhat_bound(post.shape[0], info["is_ess"], n_quantities))
+    print("R-hat heads, G:", dg["heads"]["rhat_max"], dg["G"]["rhat_max"], "bound:", bound)
+    assert dg["permuted_chains"] == 0
+    assert dg["heads"]["rhat_max"] < bound and dg["G"]["rhat_max"] < bound < 1.5
     x, y = nuts_post.x_eval, nuts_post.y_eval
     np.testing.assert_array_equal(x, post.x_eval)  # the same key: the same pairs
     g_is = post.g_draws(x, y, rao_blackwell=True)
