@@ -76,25 +76,4 @@ class _Namespace(types.ModuleType):
 
 sys.modules[__name__].__class__ = _Namespace
 
-__all__ = [
-    "ATTENTIONS",
-    "ExcessRisk",
-    "PGDConfig",
-    "PGDFit",
-    "RiskEstimate",
-    "SLRTruth",
-    "attend",
-    "bayes_conditional_variance",
-    "bayes_predict",
-    "bayes_risk",
-    "erf_attention",
-    "erf_population_risk",
-    "excess_risk",
-    "fit_pgd",
-    "make_truth",
-    "oracle_lambda",
-    "overlaps",
-    "position_log_posterior",
-    "risk",
-    "simulate",
-]
+__all__ = sorted(_EXPORTS)  # the names above, in one place
