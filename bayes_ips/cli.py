@@ -531,50 +531,43 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     from bayes_ips.arviz_io import load_inference_data, plot_ppc, plot_rank, posterior_from_idata
     from bayes_ips.diagnostics import diagnose
-    from bayes_ips.errors import InputError
-    from bayes_ips.io import atomic_write, fit_from_reference, load_dataset
+    from bayes_ips.io import atomic_dir, fit_from_reference, load_dataset
     from bayes_ips.pairs import off_diagonal
     from bayes_ips.plots import plot_phi_band
     from bayes_ips.posterior import phi_band
     from bayes_ips.simulate import HeadsTruth
 
     out = args.out_dir
-    if not os.path.isdir(out):
-        try:
-            os.makedirs(out)
-        except OSError as e:
-            raise InputError(f"cannot create {out}: {e.strerror}") from None
     idata = load_inference_data(args.post)
     heads = "heads" in idata.attrs  # a multi-head posterior: no phi band, no y_rep
     post = None if heads else posterior_from_idata(idata)
     table, report = diagnose(idata)
-    with atomic_write(os.path.join(out, "summary.csv")) as tmp:
-        table.to_csv(tmp)
-    with atomic_write(os.path.join(out, "diagnostics.json")) as tmp, open(tmp, "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    plots = (
-        (("rank.png", plot_rank),) if heads else (("rank.png", plot_rank), ("ppc.png", plot_ppc))
-    )
-    for name, fn in plots:
-        with atomic_write(os.path.join(out, name)) as tmp:
-            fn(idata, tmp + ".png")
-            os.replace(tmp + ".png", tmp)
-    if heads:
-        return _report_diagnosis(args, out, table, report, "summary.csv diagnostics.json rank.png")
-    # phi band against ERM (and the truth), in the ERM's gauge
-    erm = fit_from_reference(idata.attrs.get("erm"), source="the posterior file")
-    A_ref = erm.A
-    X = idata.constant_data["X"].values
-    S = off_diagonal(np.einsum("mid,de,mje->mij", X[:2000], A_ref, X[:2000])).ravel()
-    grid = np.linspace(*np.quantile(S, [0.005, 0.995]), 300)
-    band = phi_band(post, grid, A_ref)
-    truth = load_dataset(args.truth).truth if args.truth else None
-    if isinstance(truth, HeadsTruth):  # no single phi* to draw in the band
-        truth = None
-    fig = plot_phi_band(band, grid, erm=erm, truth=truth, A_ref=A_ref, scores=S)
-    with atomic_write(os.path.join(out, "phi_band.png")) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")
-    files = "summary.csv diagnostics.json rank.png ppc.png phi_band.png"
+    # every file is made in a temporary folder and moved into `out` at the end:
+    # a command that fails leaves `out` as it was (not even created)
+    with atomic_dir(out) as tmp:
+        table.to_csv(os.path.join(tmp, "summary.csv"))
+        with open(os.path.join(tmp, "diagnostics.json"), "w") as f:
+            json.dump(report, f, indent=2, default=float)
+        plots = (("rank.png", plot_rank),)
+        if not heads:
+            plots += (("ppc.png", plot_ppc),)
+        for name, fn in plots:
+            fn(idata, os.path.join(tmp, name))
+        if heads:
+            files = "summary.csv diagnostics.json rank.png"
+        else:  # phi band against ERM (and the truth), in the ERM's gauge
+            erm = fit_from_reference(idata.attrs.get("erm"), source="the posterior file")
+            A_ref = erm.A
+            X = idata.constant_data["X"].values
+            S = off_diagonal(np.einsum("mid,de,mje->mij", X[:2000], A_ref, X[:2000])).ravel()
+            grid = np.linspace(*np.quantile(S, [0.005, 0.995]), 300)
+            band = phi_band(post, grid, A_ref)
+            truth = load_dataset(args.truth).truth if args.truth else None
+            if isinstance(truth, HeadsTruth):  # no single phi* to draw in the band
+                truth = None
+            fig = plot_phi_band(band, grid, erm=erm, truth=truth, A_ref=A_ref, scores=S)
+            fig.savefig(os.path.join(tmp, "phi_band.png"), dpi=130, format="png")
+            files = "summary.csv diagnostics.json rank.png ppc.png phi_band.png"
     return _report_diagnosis(args, out, table, report, files)
 
 

@@ -115,6 +115,40 @@ def atomic_write(path: str | os.PathLike) -> Iterator[str]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary folder for a command's output files; move them into ``path`` on success.
+
+    The temporary folder sits in the nearest existing ancestor of ``path`` (the same
+    file system, so each move is a rename).  On success ``path`` is created if needed
+    and every file is moved into it (each replacing a file of the same name); on any
+    error the temporary folder is removed, and ``path`` is neither created nor touched.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise InputError(f"cannot write into {path}: it is a file, not a folder")
+    parent = os.path.dirname(path)
+    while not os.path.isdir(parent):
+        parent = os.path.dirname(parent)
+    try:
+        tmp = tempfile.mkdtemp(prefix=".tmp-", suffix=os.path.basename(path), dir=parent)
+    except OSError as e:
+        raise InputError(f"cannot create {path}: {e.strerror}") from None
+    try:
+        yield tmp
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create {path}: {e.strerror}") from None
+        for name in sorted(os.listdir(tmp)):
+            os.chmod(os.path.join(tmp, name), 0o666 & ~_umask())
+            os.replace(os.path.join(tmp, name), os.path.join(path, name))
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

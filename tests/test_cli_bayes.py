@@ -1,6 +1,7 @@
 """CLI round trip of the Bayesian commands: sample, diagnose, predict, evaluate."""
 
 import json
+import os
 import warnings
 
 import numpy as np
@@ -60,6 +61,17 @@ def test_diagnose_writes_table_and_figures_and_strict_fails_short_runs(posterior
     names = pd.read_csv(out / "summary.csv", index_col=0).index
     assert len(names) > 0
     assert all(n.startswith(("A[", "sigma", "tau", "g_eval[")) for n in names)
+
+
+def test_diagnose_that_fails_leaves_no_output_folder(posterior_file, tmp_path, capsys):
+    """A file that is no posterior: a one-line error, exit code 2, and no folder made."""
+    _, data, _ = posterior_file
+    erm = tmp_path / "erm.nc"
+    assert main(["fit-erm", str(data), "--seed", "0", "--out", str(erm)]) == 0
+    out = tmp_path / "diag"
+    assert main(["diagnose", str(erm), "--out-dir", str(out)]) == 2
+    assert "has no posterior group" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["erm.nc"]
 
 
 def test_predict_and_evaluate_posterior(posterior_file, capsys):

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -16,6 +17,7 @@ from bayes_ips.erm import ERMConfig, ERMFit
 from bayes_ips.errors import InputError
 from bayes_ips.io import (
     Dataset,
+    atomic_dir,
     atomic_write,
     fit_from_dataset,
     fit_from_reference,
@@ -351,6 +353,50 @@ def test_atomic_write_failure_keeps_existing_target(tmp_path):
             raise Boom
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_atomic_dir_failure_creates_nothing(tmp_path):
+    out = tmp_path / "new" / "diag"  # neither folder exists yet
+    with pytest.raises(Boom):
+        with atomic_dir(out) as tmp:
+            assert os.path.dirname(tmp) == str(tmp_path)  # in the nearest existing ancestor
+            (Path(tmp) / "summary.csv").write_text("half of the outputs")
+            raise Boom
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_dir_failure_leaves_an_existing_folder_as_it_was(tmp_path):
+    out = tmp_path / "diag"
+    out.mkdir()
+    (out / "summary.csv").write_text("old")
+    with pytest.raises(Boom):
+        with atomic_dir(out) as tmp:
+            (Path(tmp) / "summary.csv").write_text("new")
+            (Path(tmp) / "rank.png").write_bytes(b"new")
+            raise Boom
+    assert os.listdir(out) == ["summary.csv"] and (out / "summary.csv").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["diag"]
+
+
+def test_atomic_dir_success_moves_every_file_in(tmp_path):
+    out = tmp_path / "a" / "b"
+    with atomic_dir(out) as tmp:
+        (Path(tmp) / "x.json").write_text("1")
+        (Path(tmp) / "y.png").write_bytes(b"2")
+    assert sorted(os.listdir(out)) == ["x.json", "y.png"]
+    assert sorted(os.listdir(tmp_path)) == ["a"] and os.listdir(tmp_path / "a") == ["b"]
+    (out / "x.json").write_text("old")
+    with atomic_dir(out) as tmp:
+        (Path(tmp) / "x.json").write_text("new")
+    assert (out / "x.json").read_text() == "new" and (out / "y.png").read_bytes() == b"2"
+
+
+def test_atomic_dir_refuses_a_file_in_the_folder_s_place(tmp_path):
+    (tmp_path / "diag").write_text("a file")
+    with pytest.raises(InputError, match="it is a file"):
+        with atomic_dir(tmp_path / "diag"):
+            pass
+    assert sorted(os.listdir(tmp_path)) == ["diag"]
 
 
 def test_atomic_write_success(tmp_path):
