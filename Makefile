@@ -27,7 +27,7 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 # (bayes_ips.use_loop_emitters; analyses/benchmarks/RESULTS.md).  DEMO_EMITTERS=fusion
 # for XLA's default.  It also compiles without LLVM's optimisation passes, as the fast
 # test tier does: the quick study's cells took 135 s of cell time against 195 s (study
-# 81 s against 111 s of wall time, 2026-12-06), with the same errors to 7 digits
+# 81 s against 111 s of wall time, 2026-12-06), with the same errors to 6 digits
 # (float64 throughout; only the rounding of fused multiply-adds differs).  DEMO_XLA_FLAGS=
 # (empty) compiles as XLA's default does.  Programs compiled this way are cached apart
 # (JAX's cache key holds the XLA flags), so they never serve a run with other flags.
