@@ -33,6 +33,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -144,8 +145,6 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
             os.chmod(os.path.join(tmp, name), 0o666 & ~_umask())
             os.replace(os.path.join(tmp, name), os.path.join(path, name))
     finally:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
 
 
