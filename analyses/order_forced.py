@@ -21,12 +21,12 @@ import argparse
 import functools
 import json
 import os
-import tempfile
 
 
 def main(args: argparse.Namespace) -> list[dict]:
     import bayes_ips
     import bayes_ips.kselect as ks
+    from bayes_ips.io import atomic_write
     from bayes_ips.study.tasks import ips
 
     bayes_ips.enable_x64()
@@ -41,10 +41,9 @@ def main(args: argparse.Namespace) -> list[dict]:
                 spec = json.load(f)["spec"]
             rec = ips.run_cell(spec)
             doc = {"record": rec, "spec": spec, "forced_order": 2}
-            fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f)
-            os.replace(tmp, os.path.join(out_dir, os.path.basename(path)))
+            with atomic_write(os.path.join(out_dir, os.path.basename(path))) as tmp:
+                with open(tmp, "w") as f:
+                    json.dump(doc, f)
             keys = ("d", "M", "rep", "error", "erm_error", "band_coverage", "sampler", "khat")
             row = {"record": os.path.basename(path), **{k: rec.get(k) for k in keys}}
             row.update(K=rec["K"], penalty_order=rec["penalty_order"], s=rec["wall_time_s"])

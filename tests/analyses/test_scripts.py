@@ -326,7 +326,8 @@ def test_order_refit_and_order_forced_scripts(tmp_path, capsys):
     doc = json.loads((out / "records" / "cell.json").read_text())
     assert doc["forced_order"] == 2 and doc["spec"] == spec
     assert rec["penalty_order"] == doc["record"]["penalty_order"] == 2
-    assert not list((out / "records").glob("*.tmp"))  # written whole, then renamed
+    # written whole, then renamed: no temporary file left beside the record
+    assert [p.name for p in (out / "records").iterdir()] == ["cell.json"]
 
 
 def test_oracle_gap_pairs_cells_and_recovers_a_parametric_gap(tmp_path, capsys):
