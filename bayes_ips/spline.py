@@ -502,13 +502,18 @@ def quantile_breaks(
     if u.size > max_points:
         u = np.random.default_rng(seed).choice(u, max_points, replace=False)
     q = np.quantile(u, np.linspace(0.0, 1.0, n_intervals + 1))
-    q[0], q[-1] = lo, hi
-    # merge breakpoints closer than a tiny fraction of the range
+    return _merge_ties(q, lo, hi)
+
+
+def _merge_ties(q: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``q`` (non-decreasing) with its ends set to ``lo``, ``hi`` and every breakpoint
+    closer than a tiny fraction of the range to the previous one (or to ``hi``)
+    dropped: the tied quantiles of discrete scores."""
     tol = 1e-9 * (hi - lo)
-    keep = [q[0]]
+    keep = [lo]
     for x in q[1:-1]:
         if x - keep[-1] > tol and hi - x > tol:
-            keep.append(x)
+            keep.append(float(x))
     keep.append(hi)
     return np.asarray(keep)
 
@@ -534,8 +539,9 @@ def mixed_breaks(
 
     Returns
     -------
-    (n_intervals + 1,) float64 numpy array (``w = 0``: possibly fewer, see
-    :func:`quantile_breaks`).
+    (K' + 1,) float64 numpy array, K' <= n_intervals: fewer where ties in the scores
+    (discrete token laws) put several breakpoints on one value, merged as in
+    :func:`quantile_breaks`.
     """
     w = float(uniform_weight)
     if not 0.0 <= w <= 1.0:
@@ -553,8 +559,7 @@ def mixed_breaks(
         u = np.random.default_rng(seed).choice(u, max_points, replace=False)
     u = np.sort(np.concatenate([[lo, hi], u]))
     # the mixture's distribution function at the sorted scores (the empirical part
-    # interpolated linearly, as np.quantile does): strictly increasing for w > 0
+    # interpolated linearly, as np.quantile does).  Its inverse is flat across a tie
+    # (discrete token laws), so breakpoints there coincide and are merged.
     F = (1.0 - w) * np.arange(u.size) / (u.size - 1) + w * (u - lo) / (hi - lo)
-    b = np.interp(np.linspace(0.0, 1.0, n_intervals + 1), F, u)
-    b[0], b[-1] = lo, hi
-    return b
+    return _merge_ties(np.interp(np.linspace(0.0, 1.0, n_intervals + 1), F, u), lo, hi)

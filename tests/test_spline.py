@@ -319,6 +319,31 @@ def test_mixed_breaks_interpolate_between_quantiles_and_equal_widths():
         mixed_breaks(s, 8, 1.5)
 
 
+@pytest.mark.parametrize("w", [0.0, 0.25, 0.5, 0.9, 1.0])
+def test_mixed_breaks_merge_the_ties_of_discrete_scores(w):
+    """Scores of a discrete token law (Rademacher tokens: products of sums of +-1)
+    take few values, each a jump of the mixture's distribution function; breakpoints
+    that fall in one jump coincide and are merged, so make_knots accepts the layout.
+    With weight on equal widths (w = 0.9, 1) the jumps are small and nothing ties."""
+    rng = np.random.default_rng(3)
+    s = rng.choice([-1.0, 1.0], (4000, 3)).sum(1) * rng.choice([-1.0, 1.0], (4000, 3)).sum(1)
+    b = mixed_breaks(s, 48, w)
+    assert np.all(np.diff(b) > 0) and b[0] == s.min() and b[-1] == s.max()
+    assert make_knots(b, 3, 1).n_intervals == b.size - 1
+    # every distinct quantile of the mixture is kept, each once
+    q = np.unique(np.interp(np.linspace(0, 1, 49), *_mixture_cdf(s, w)))
+    np.testing.assert_array_equal(b, q)
+    if w <= 0.5:  # the jumps hold several of the 48 quantiles: fewer intervals than asked
+        assert b.size < 49
+
+
+def _mixture_cdf(s, w):
+    """(F, u): the mixture's distribution function at the sorted scores (as mixed_breaks)."""
+    u = np.sort(np.concatenate([[s.min(), s.max()], s]))
+    F = (1 - w) * np.arange(u.size) / (u.size - 1) + w * (u - u[0]) / (u[-1] - u[0])
+    return F, u
+
+
 def test_flat_tail_takes_half_the_slope_exactly_on_the_outer_knots():
     """The kink of the flat tail: slope inside, none outside, half of it on the knot
     (JAX's ``clip`` convention, and what central differences give there)."""
