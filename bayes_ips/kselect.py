@@ -390,9 +390,20 @@ def extend_while_top(
 # 14): on the 16 paper cells of analyses/RESULTS.md it halved the held-out Hoelder-1.5
 # case's cost (K = 24 at 0.05 nats below K = 96), but took K = 16 for 24 on a d = 1,
 # M = 1000 cell, whose bands then covered 0.72 of held-out pairs against 0.88.
+#
+# Nor below POSTERIOR_K_MIN = 32 intervals: a P-spline's basis should be generous and
+# leave the smoothing to its penalty (Eilers and Marx 1996; Ruppert 2002, J. Comput.
+# Graph. Stat. 11, 735-757, takes min(35, distinct scores / 4) knots).  Conditional on
+# the basis the bands say nothing of what a coarse basis cannot represent.  With the
+# grid starting at 8, on 29 problems built outside the package (analyses/
+# heldout_external.py) the evidence took K = 8-24 for smooth and kinked phi* (tanh,
+# ReLU, a steep sigmoid, cos, sinc) whose 90% bands then covered 0.64-0.79 of held-out
+# pairs in 7 runs; from 32 up, 1 run stayed below 0.8 (0.75, sinc at d = 1 and low
+# signal to noise), at +1.7% posterior-mean error on average over the 19 runs whose
+# K changed (2026-12-06, session 27, analyses/RESULTS.md).
 
-POSTERIOR_FINE_K = (48, 96, 192)  # candidates: the divisors >= 8 of the finest allowed
-POSTERIOR_K_MIN = 8
+POSTERIOR_FINE_K = (48, 96, 192)  # candidates: the divisors >= POSTERIOR_K_MIN of the finest
+POSTERIOR_K_MIN = 32
 
 # How fine the model's basis may be.  ERM's ridge fit needs data in every interval
 # (OBS_PER_INTERVAL observations), and so, by default, does the model's.  At d = 1,
@@ -589,14 +600,15 @@ def posterior_basis(
     Candidates are the placements of :data:`UNIFORM_WEIGHTS`
     (:func:`bayes_ips.spline.mixed_breaks`) times the K that divide the finest
     allowed (the largest of :data:`POSTERIOR_FINE_K` within
-    :func:`posterior_k_ceiling`, ERM's 25 observations per interval; 192: 8, 12,
-    16, 24, 32, 48, 64, 96, 192), all at the
+    :func:`posterior_k_ceiling`, ERM's 25 observations per interval), from
+    :data:`POSTERIOR_K_MIN` on (192: 32, 48, 64, 96, 192), all at the
     factors ``U, V`` (an ERM fit's), with the model's penalty and
     ``y_scale = RMS(Y)``.  Each placement's coarser layouts are nested in its
     finest (every ``(K_fine / K)``-th breakpoint), so one Gram pass per placement
     gives every K's statistics (:func:`refinement_matrices`); each candidate then
     costs a two-parameter search (:func:`log_evidence`).  ``k_max`` (optional)
-    leaves out the K above it.  The default path sets none: capping K at ERM's
+    leaves out the K above it (all but the grid's smallest if it is below that,
+    :func:`_posterior_grid`).  The default path sets none: capping K at ERM's
     GCV K (at least 48) made the held-out B-spline-2 case 3.6 times cheaper
     (K 96 against 192, same error) but the rough Hoelder-0.8 case worse than ERM
     (error 1.78e-4 against ERM's 1.38e-4, coverage 0.76; uncapped K = 96 at
@@ -715,10 +727,14 @@ def posterior_basis(
 def _posterior_grid(ceiling: int, k_max: int | None) -> tuple[int, int, list[int]]:
     """The finest K of :data:`POSTERIOR_FINE_K` within ``ceiling`` (the smallest if
     none is), the grid's upper bound (``k_max`` if given, at least
-    :data:`POSTERIOR_K_MIN`) and the grid: the finest K's divisors within both."""
+    :data:`POSTERIOR_K_MIN`) and the grid: the finest K's divisors from
+    :data:`POSTERIOR_K_MIN` to that bound, or the smallest of them if none is within
+    it (48 for ``k_max = 40``)."""
     fine_k = max([k for k in POSTERIOR_FINE_K if k <= ceiling], default=min(POSTERIOR_FINE_K))
     top = fine_k if k_max is None else max(POSTERIOR_K_MIN, min(fine_k, int(k_max)))
-    return fine_k, top, [k for k in range(POSTERIOR_K_MIN, top + 1) if fine_k % k == 0]
+    divisors = [k for k in range(POSTERIOR_K_MIN, fine_k + 1) if fine_k % k == 0] or [fine_k]
+    grid = [k for k in divisors if k <= top] or divisors[:1]
+    return fine_k, max(grid), grid
 
 
 def _best_of_order(table: list[dict[str, Any]], order: int) -> int:

@@ -124,14 +124,14 @@ def test_posterior_basis_nested_statistics_equal_a_direct_pass(problem, smooth_b
             fit.info["sigma_hat"],
         )
         assert direct["log_evidence"] == pytest.approx(row["log_evidence"], abs=2e-2)
-    # at d = 3, n = 2400 observations allow K up to 96 (25 per interval): its divisors >= 8
-    assert sorted({t["K"] for t in table}) == [8, 12, 16, 24, 32, 48, 96]
+    # at d = 3, n = 2400 observations allow K up to 96 (25 per interval): its divisors >= 32
+    assert sorted({t["K"] for t in table}) == [32, 48, 96]
     assert {t["uniform_weight"] for t in table} == {0.0, 0.5, 1.0}
     # k_max leaves out the larger K; the smaller ones keep their numbers
-    capped, capped_table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64, 20)
-    assert sorted({t["K"] for t in capped_table}) == [8, 12, 16]
-    assert capped.n_intervals <= 16
-    small = {(t["K"], t["uniform_weight"]): t["log_evidence"] for t in table if t["K"] <= 16}
+    capped, capped_table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64, 50)
+    assert sorted({t["K"] for t in capped_table}) == [32, 48]
+    assert capped.n_intervals <= 48
+    small = {(t["K"], t["uniform_weight"]): t["log_evidence"] for t in table if t["K"] <= 48}
     for t in capped_table:
         assert t["log_evidence"] == pytest.approx(small[t["K"], t["uniform_weight"]], abs=1e-9)
 
@@ -162,10 +162,22 @@ def test_first_differences_stop_at_the_pair_score_ceiling(rough, monkeypatch):
     monkeypatch.setattr(ks, "POSTERIOR_SCORES_PER_INTERVAL", 50)
     knots, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
     assert max(t["K"] for t in table if t["order"] == 2) == 96
-    assert sorted({t["K"] for t in table if t["order"] == 1}) == [
-        8, 12, 16, 24, 32, 48, 64, 96, 192
-    ]  # fmt: skip
+    assert sorted({t["K"] for t in table if t["order"] == 1}) == [32, 48, 64, 96, 192]
     assert knots.n_intervals == 192
+
+
+def test_posterior_grid_starts_at_its_floor_and_keeps_one_k_below_it():
+    """The grid: the finest K's divisors from POSTERIOR_K_MIN (32) to k_max; a k_max
+    below every divisor leaves the smallest, never an empty grid."""
+    import bayes_ips.kselect as ks
+
+    assert ks.POSTERIOR_K_MIN == 32
+    assert ks._posterior_grid(5000, None) == (192, 192, [32, 48, 64, 96, 192])
+    assert ks._posterior_grid(100, None) == (96, 96, [32, 48, 96])
+    assert ks._posterior_grid(10, None) == (48, 48, [48])  # below every fine K: the smallest
+    assert ks._posterior_grid(5000, 70) == (192, 64, [32, 48, 64])
+    assert ks._posterior_grid(60, 40) == (48, 48, [48])
+    assert ks._posterior_grid(5000, 8) == (192, 32, [32])
 
 
 def test_k_max_bounds_every_candidate_at_d_1(rough):
@@ -173,8 +185,8 @@ def test_k_max_bounds_every_candidate_at_d_1(rough):
     differences and the doubling past the grid included (before session 24 the
     doubling went on past it)."""
     X, Y, fit = rough
-    knots, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64, 24)
-    assert max(t["K"] for t in table) == 24 and knots.n_intervals <= 24
+    knots, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64, 48)
+    assert max(t["K"] for t in table) == 48 and knots.n_intervals <= 48
     assert {t["order"] for t in table} == {1, 2}  # the order was still questioned
 
 
@@ -410,13 +422,14 @@ def test_an_order_check_confirms_a_win_of_first_differences(rough, rough_basis):
 
 def test_fixed_a_extension_doubles_k_while_the_evidence_sits_at_the_top(rough, monkeypatch):
     """At d = 1 the chosen prior's K is doubled past the grid while its evidence is
-    best at the largest K scored.  With the grid cut to K <= 24 (and at most 96), the
-    rough phi* (whose evidence asks for K = 96 on the full grid) takes K = 48 and 96;
-    the rows come in that order, each a full placement set of the chosen order."""
+    best at the largest K scored.  With the grid cut to 8 <= K <= 24 (and at most 96),
+    the rough phi* (whose evidence asks for K = 96 on the full grid) takes K = 48 and
+    96; the rows come in that order, each a full placement set of the chosen order."""
     import bayes_ips.kselect as ks
 
     X, Y, fit = rough
     monkeypatch.setattr(ks, "POSTERIOR_FINE_K", (24,))
+    monkeypatch.setattr(ks, "POSTERIOR_K_MIN", 8)
     monkeypatch.setattr(ks, "POSTERIOR_FIXED_A_K_MAX", 96)
     knots, table = posterior_basis(X, Y, fit.U, fit.V, 3, fit.info["sigma_hat"], 64)
     chosen = next(t for t in table if t["chosen"])

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -366,3 +367,40 @@ def test_oracle_gap_pairs_cells_and_recovers_a_parametric_gap(tmp_path, capsys):
             assert r["slope"] < r["oracle_slope"]  # the gap steepens the estimated-A curve
     assert (tmp_path / "o" / "oracle_gap.png").stat().st_size > 0
     assert "| 0.5 | 30 | 58 |" in capsys.readouterr().out
+
+
+def test_external_cases_are_built_as_documented():
+    """The NumPy-only data of heldout_external.py: Y is the partner average of phi*
+    at the pair scores plus noise (against a naive loop), the scores have unit s.d.,
+    and g* at the evaluation pairs is phi*(x^T A y); the same seed, the same data."""
+    mod = _load("heldout_external")
+    D = mod.case_data("relu-gauss-d3", 0, n_eval=50)
+    X, Y, A = D["X"], D["Y"], D["A"]
+    M, N, _ = X.shape
+    G = np.array(
+        [[np.mean([max(X[m, i] @ A @ X[m, j], 0.0) for j in range(N) if j != i])
+          for i in range(N)] for m in range(M)]
+    )  # fmt: skip
+    resid = Y - G
+    assert abs(resid.std() - 0.1) < 0.01  # noise s.d. 0.1; 5000 draws: s.e. 0.001
+    S = np.einsum("mid,de,mje->mij", X, A, X)[:, ~np.eye(N, dtype=bool)]
+    assert S.std() == pytest.approx(1.0, rel=1e-12)
+    np.testing.assert_allclose(
+        D["g"], [max(a @ A @ b, 0.0) for a, b in zip(D["x"], D["y"], strict=True)], rtol=1e-12
+    )
+    np.testing.assert_array_equal(mod.case_data("relu-gauss-d3", 0, n_eval=50)["Y"], Y)
+    for law in mod.TOKEN_LAWS:
+        assert mod.tokens(np.random.default_rng(0), law, (7, 3, 2)).shape == (7, 3, 2)
+    with pytest.raises(ValueError, match="unknown token law"):
+        mod.tokens(np.random.default_rng(0), "cauchy", (2, 2))
+
+
+@pytest.mark.slow  # ERM and the default posterior on one small external case
+def test_heldout_external_script(tmp_path, monkeypatch, capsys):
+    mod = _load("heldout_external")
+    monkeypatch.setattr(mod, "CASES", {"tiny": ("relu", "student3", 2, 1, 120, 4, 0.1)})
+    rows = mod.main(mod.build_parser().parse_args(["--out-dir", str(tmp_path)]))
+    assert rows[0]["case"] == "tiny" and 0 <= rows[0]["coverage"] <= 1
+    assert rows[0]["pm_error"] < rows[0]["g_sd"] and rows[0]["erm_error"] < rows[0]["g_sd"]
+    assert (tmp_path / "external.json").exists() and "tiny" in capsys.readouterr().out
+    assert len((tmp_path / "external.jsonl").read_text().splitlines()) == 1
