@@ -681,9 +681,12 @@ def _laplace_step(key, X, Y, config: SamplerConfig, erm, prior):
     At rank 1 and d >= 2 the search runs in the gnomonic charts of the factors'
     directions (:class:`~bayes_ips.laplace.SphereChart`, centred at the ERM
     directions), where the posterior is near-Gaussian at any d; otherwise in the
-    model's ``(U, V, log sigma, log tau)`` (:func:`laplace_at`).  Returns the
-    setup, the Laplace approximation (in the search's coordinates), the layout of
-    the model's flattened sites, the chart (or None) and the first entries of the
+    model's ``(U, V, log sigma, log tau)`` (:func:`laplace_at`); at rank r >= 2 the
+    approximation is then restricted to the slice through the mode transverse to the
+    factors' rotations (:class:`~bayes_ips.laplace.RotationSlice`), along which the
+    posterior is flat.  Returns the setup, the Laplace approximation (in the
+    proposals' coordinates), the layout of the model's flattened sites, the chart
+    (a SphereChart, a RotationSlice, or None) and the first entries of the
     run's ``info`` (with the mode and an inverse mass in the model's coordinates,
     for a NUTS fallback).
     """
@@ -693,6 +696,11 @@ def _laplace_step(key, X, Y, config: SamplerConfig, erm, prior):
     st = _setup(key, X, Y, config, erm, prior)
     start = {k: v[0] for k, v in _erm_init(key, st.erm, st.y_scale, 1, 0.0).items()}
     approx, layout, chart, info = laplace_at(st.model, (st.X, st.Y), st.data_kwargs, start)
+    if chart is None and np.shape(start["U"])[1] >= 2:  # the proposals' own coordinates
+        from bayes_ips.laplace import rotation_slice
+
+        approx, chart = rotation_slice(approx, layout)
+        info["rotation_slice"] = True
     info.update(mode_time_s=time.perf_counter() - t0, **_basis_info(st))
     return st, approx, layout, chart, info
 
@@ -778,12 +786,16 @@ def _draw_proposals(key, approx, df: float, n: int, chart, n_tau: int = 0):
     (deterministic-mixture weights: fixed counts from each part, scored by both).
     The density is relative to the measure the model's potential is a density of:
     Lebesgue in ``(U, V, log sigma, log tau)``, or, with a chart, the spheres'
-    surface measure for the directions (the chart's density over its Jacobian).
+    surface measure for the directions (the chart's density over its Jacobian), or,
+    on a rotation slice, the slice's Lebesgue measure weighted by the Faddeev-Popov
+    factor (the density over it).
     """
     from bayes_ips.laplace import (
+        RotationSlice,
         charts_to_flat,
         mvt_logpdf,
         mvt_sample,
+        slices_to_flat,
         widened,
     )
 
@@ -801,6 +813,9 @@ def _draw_proposals(key, approx, df: float, n: int, chart, n_tau: int = 0):
         )
     if chart is None:
         return z, np.asarray(log_q)
+    if isinstance(chart, RotationSlice):  # the orbits' law: the Faddeev-Popov factor
+        flat, log_fp = slices_to_flat(z, chart)
+        return flat, np.asarray(log_q - log_fp)
     flat, log_j = charts_to_flat(z, chart)
     return flat, np.asarray(log_q - log_j)
 

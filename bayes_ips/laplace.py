@@ -51,6 +51,7 @@ from jax.scipy.special import gammaln
 
 __all__ = [
     "LaplaceApprox",
+    "RotationSlice",
     "SphereChart",
     "chart_covariance",
     "flatten",
@@ -59,6 +60,7 @@ __all__ = [
     "mode_and_hessian",
     "mvt_logpdf",
     "mvt_sample",
+    "rotation_slice",
     "sphere_chart",
     "unravel",
     "widened",
@@ -207,6 +209,86 @@ def chart_point(flat: np.ndarray, chart: SphereChart) -> np.ndarray:
         return (np.einsum("hdk,hd->hk", B, w) / np.sum(c * w, -1)[:, None]).ravel()
 
     return np.concatenate([z_of(U, cu, Bu), z_of(V, cv, Bv), rest])
+
+
+class RotationSlice(NamedTuple):
+    """The slice through a rank ``r >= 2`` model's mode, transverse to its factors' rotations.
+
+    ``A = U V^T`` and the model's prior do not change under ``(U, V) -> (U Q, V Q)``,
+    ``Q`` in O(r): the posterior is constant along each orbit (``r (r - 1) / 2``
+    dimensions), and a Gaussian about one point of it fits it badly (Pareto k 3.0 at
+    rank 2, d = 6, M = 2000; analyses/RESULTS.md, session 27).  Slice coordinates
+    ``z`` (``P - m`` of them, ``m = r (r - 1) / 2``) map to ``x0 + B z``: ``B`` is an
+    orthonormal basis of the complement of the orbit's tangents at the mode ``x0``
+    within the ``(U, V)`` block, the other sites (``log sigma, log tau``) pass through
+    as the last coordinates.  A density on the slice times the Faddeev-Popov factor
+    ``|det G(x)|``, ``G_ab(x) = <t_a(x), t_b(x0)>`` with ``t_a(x) = (U J_a, V J_a)``
+    and ``J_a`` the generators of so(r), is the density of the orbits' law (the
+    coarea formula with the orbits' Haar measure; :func:`slices_to_flat`).
+    """
+
+    x0: jax.Array  # (P,) the mode, in the model's flattened coordinates
+    B: jax.Array  # (P, P - m)
+    W: jax.Array  # (P, m * m): G(x) = (x @ W).reshape(m, m)
+
+    @property
+    def dim(self) -> int:
+        return int(self.B.shape[1])
+
+
+def _so_generators(r: int) -> np.ndarray:
+    """The ``m = r (r - 1) / 2`` generators ``E_kl - E_lk`` (k < l) of so(r): (m, r, r)."""
+    out = []
+    for k in range(r):
+        for j in range(k + 1, r):
+            J = np.zeros((r, r))
+            J[k, j], J[j, k] = 1.0, -1.0
+            out.append(J)
+    return np.asarray(out)
+
+
+def rotation_slice(approx: LaplaceApprox, layout: tuple) -> tuple[LaplaceApprox, RotationSlice]:
+    """A flat Laplace approximation of a rank ``r >= 2`` model, restricted to the
+    :class:`RotationSlice` through its mode.
+
+    ``layout`` starts with ``U`` and ``V`` of shape ``(d, r)``.  The Hessian (the
+    inverse of ``approx.cov``) is projected onto the slice, ``B^T H B``: the rotations'
+    flat directions, where ``laplace_approx`` had floored its eigenvalues, are left out.
+    """
+    names = [k for k, _ in layout]
+    if names[:2] != ["U", "V"] or len(layout[0][1]) != 2:
+        raise ValueError(f"expected (d, r) factors U, V first in the layout, got {layout}")
+    d, r = layout[0][1]
+    P, n_uv = approx.mean.shape[0], 2 * d * r
+    gens = _so_generators(r)
+    m = gens.shape[0]
+    # (U J) flattened row-major is kron(I_d, J^T) applied to U's flattening; the same for V
+    L = np.zeros((m, P, P))
+    for a, J in enumerate(gens):
+        blk = np.kron(np.eye(d), J.T)
+        L[a, : d * r, : d * r] = blk
+        L[a, d * r : n_uv, d * r : n_uv] = blk
+    x0 = np.asarray(approx.mean, dtype=float)
+    T0 = L @ x0  # (m, P) the tangents at the mode
+    q, _ = np.linalg.qr(T0[:, :n_uv].T, mode="complete")
+    B = np.zeros((P, P - m))
+    B[:n_uv, : n_uv - m] = q[:, m:]
+    B[n_uv:, n_uv - m :] = np.eye(P - n_uv)
+    W = np.einsum("apq,bp->qab", L, T0).reshape(P, m * m)  # G_ab(x) = x . L_a^T t0_b
+    H = np.linalg.inv(np.asarray(approx.cov))
+    Hs = B.T @ (0.5 * (H + H.T)) @ B
+    sl = RotationSlice(jnp.asarray(x0), jnp.asarray(B), jnp.asarray(W))
+    return laplace_approx(np.zeros(P - m), Hs), sl
+
+
+@jax.jit
+def slices_to_flat(z: jax.Array, sl: RotationSlice) -> tuple[jax.Array, jax.Array]:
+    """Slice coordinates (rows of ``z``) -> model points, and the log Faddeev-Popov
+    factor ``log |det G(x)|`` of each (:class:`RotationSlice`)."""
+    flat = sl.x0 + z @ sl.B.T
+    m = int(round(np.sqrt(sl.W.shape[1])))
+    G = (flat @ sl.W).reshape(flat.shape[0], m, m)
+    return flat, jnp.linalg.slogdet(G)[1]
 
 
 def chart_covariance(
