@@ -231,10 +231,6 @@ class RotationSlice(NamedTuple):
     B: jax.Array  # (P, P - m)
     W: jax.Array  # (P, m * m): G(x) = (x @ W).reshape(m, m)
 
-    @property
-    def dim(self) -> int:
-        return int(self.B.shape[1])
-
 
 def _so_generators(r: int) -> np.ndarray:
     """The ``m = r (r - 1) / 2`` generators ``E_kl - E_lk`` (k < l) of so(r): (m, r, r)."""
