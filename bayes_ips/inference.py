@@ -768,7 +768,7 @@ def laplace_at(model, model_args: tuple, data_kwargs: dict, start: dict):
 # drawn with the spread along log tau widened.  The Laplace step sees the curvature
 # of log tau at the mode, but where the data are consistent with the penalty's null
 # space (phi linear, often so at small M) the posterior of log tau has the prior's
-# exponential tail towards tau -> 0 (a density flat at 0: ~ tau, i.e. e^{log tau}),
+# exponential tail towards tau -> 0 (HalfNormal: density ~ tau, i.e. e^{log tau}),
 # much heavier than the Laplace fit: its weights then blow up there (Pareto k 0.83 on
 # a d = 1, M = 150 cell of `make demo`).  The mixture's density bounds them; on a
 # well-fitted posterior it costs ~8% of the effective size per proposal (0.93 -> 0.85

@@ -522,15 +522,15 @@ def log_evidence(stats, penalty, y_scale: float, sigma0: float, tau0=None) -> di
     """The model's marginal likelihood at a fixed ``A``, maximised over ``sigma, tau``.
 
     ``log p(Y | A, sigma, tau) + log p(sigma) + log p(tau)`` (the coefficients
-    integrated out, :func:`bayes_ips.collapsed.collapsed_loglik`; the priors of
-    sigma and tau of :mod:`bayes_ips.models.lowrank_spline`), maximised over
+    integrated out, :func:`bayes_ips.collapsed.collapsed_loglik`; the HalfNormal
+    priors of :mod:`bayes_ips.models.lowrank_spline`), maximised over
     ``(log sigma, log tau)`` with their Jacobian: a type-II MAP, by Nelder-Mead to
     0.01 nats.  The search starts at ``sigma0`` and at ``tau0`` if given (e.g. the
     optimum of a neighbouring basis), else at the best ``tau`` of a coarse grid.
 
     Multi-head (:mod:`bayes_ips.models.multihead_spline`): ``penalty`` (H, nb - 2, nb)
     holds each head's ``D_h`` and ``stats`` are those of the concatenated design
-    ``[F_1 ... F_H]``; every head has its own ``tau_h`` (the single-head prior each), so
+    ``[F_1 ... F_H]``; every head has its own ``tau_h`` (HalfNormal prior each), so
     the search is over ``H + 1`` log-parameters, started at one ``tau`` for all
     heads (``tau0``, a scalar or one per head, or the grid's best common value).
     With ``H = 1`` this is the single-head computation, number for number.
@@ -551,7 +551,7 @@ def log_evidence(stats, penalty, y_scale: float, sigma0: float, tau0=None) -> di
     """
     from scipy.optimize import minimize
 
-    from bayes_ips.models.lowrank_spline import KAPPA, scale_log_prior
+    from bayes_ips.models.lowrank_spline import KAPPA
 
     G, b = np.asarray(stats.FtF), np.asarray(stats.FtY)
     yy, n = float(stats.YtY), float(stats.n_obs)
@@ -567,7 +567,7 @@ def log_evidence(stats, penalty, y_scale: float, sigma0: float, tau0=None) -> di
         t2 = np.asarray(tau)[:, None] ** 2 if heads else tau**2
         logdet_Q = float(np.log(lam / t2 + ridge).sum())
         ll = _log_marginal_np(G, b, yy, n, DtD, sigma, tau, ridge, logdet_Q)
-        prior = scale_log_prior(z[0], z[1:], y_scale)
+        prior = sum(zi - math.exp(zi) ** 2 / (2.0 * y_scale**2) for zi in z)
         return -(ll + prior) if math.isfinite(ll) else math.inf
 
     H = D.shape[0] if heads else 1

@@ -1,7 +1,7 @@
 """Low-rank attention-style IPS with a P-spline interaction function.
 
     U, V ~ N(0, 1)^(d x r)                 A = U V^T / ||U V^T||_F   (gauge: unit norm)
-    tau ~ HalfCauchy(y_scale)              c | tau ~ N(0, Q(tau)^{-1})  (P-spline prior:
+    tau ~ HalfNormal(y_scale)              c | tau ~ N(0, Q(tau)^{-1})  (P-spline prior:
                                            Q = D^T D / tau^2 + I / (10 y_scale)^2, D the
                                            curvature penalty of bayes_ips.collapsed)
     sigma ~ HalfNormal(y_scale)
@@ -32,46 +32,12 @@ from bayes_ips.gauge import gauge_factors  # re-exported: the model's gauge live
 from bayes_ips.pairwise import grad_chunk, gram, pairwise_mean
 from bayes_ips.spline import Knots, make_knots, n_basis, quantile_breaks
 
-__all__ = [
-    "gauge_factors",
-    "gauge_log_factor",
-    "lowrank_spline",
-    "model_setup",
-    "scale_log_prior",
-    "tau_prior",
-]
+__all__ = ["gauge_factors", "gauge_log_factor", "lowrank_spline", "model_setup"]
 
 KAPPA = 10.0  # weak ridge on c, in units of y_scale: prior sd of the level of phi
 
 
 RADIUS_SD = 0.1  # relative sd of ||U||_F and ||V||_F around sqrt(d r)
-
-
-def tau_prior(y_scale: float):
-    """The prior of the P-spline's scale ``tau``: HalfCauchy(``y_scale``).
-
-    ``tau`` is the prior sd of the coefficients' weighted second differences, the
-    curvature of phi in units of ``y_scale`` per score sd squared.  A phi* that turns
-    on a finer scale than the scores' sd needs a ``tau`` many times ``y_scale``
-    (sinc(3 s): 3-6).  A HalfNormal there puts ``tau`` 5-10 of its sds out and, where
-    the data say little (low signal to noise), pulls it back: the bands then
-    over-smooth the peaks and miss them (90% bands covering 0.59-0.78 of held-out
-    pairs on a d = 1 sinc at noise 0.5; analyses/RESULTS.md, "The prior of tau").
-    The half-Cauchy (Gelman 2006, for the scale of a hierarchical prior) has the
-    same constant density near 0 and a tail that lets the data decide.
-    """
-    return dist.HalfCauchy(y_scale)
-
-
-def scale_log_prior(log_sigma, log_tau, y_scale: float):
-    """``log p(sigma) + log p(tau)`` in the log coordinates (their Jacobian included), up to
-    a constant: the model's HalfNormal(``y_scale``) on ``sigma`` and :func:`tau_prior` on
-    ``tau``.  Plain floats (or arrays of ``log_tau``, one per head, summed), for the
-    evidence's search (:func:`bayes_ips.kselect.log_evidence`), where a NumPyro
-    ``log_prob`` per step would cost more than the step."""
-    lt = np.atleast_1d(np.asarray(log_tau, dtype=np.float64))
-    sigma_part = log_sigma - np.exp(log_sigma) ** 2 / (2.0 * y_scale**2)
-    return float(sigma_part + np.sum(lt - np.log1p(np.exp(lt) ** 2 / y_scale**2)))
 
 
 def gauge_log_factor(U, V):
@@ -143,7 +109,7 @@ def lowrank_spline(
     numpyro.factor("gauge", gauge_log_factor(U, V))
     Un, Vn = gauge_factors(U, V)
     numpyro.deterministic("A", Un @ Vn.T)
-    tau = numpyro.sample("tau", tau_prior(y_scale))
+    tau = numpyro.sample("tau", dist.HalfNormal(y_scale))
     sigma = numpyro.sample("sigma", dist.HalfNormal(y_scale))
     Q = pspline_precision(penalty, tau, KAPPA * y_scale)
     if collapsed and Y is not None:
