@@ -696,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (default: GCV also chooses knots mixed with equal widths) | quantile",
     )
     f.add_argument("--beta", type=finite_float, help="smoothness of phi*, if known")
-    f.add_argument("--restarts", type=positive_int, default=4)
+    f.add_argument("--restarts", type=positive_int, default=5)
     f.add_argument("--heads", type=positive_int, default=1, help="number of heads H (default 1)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True)

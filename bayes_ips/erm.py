@@ -98,7 +98,10 @@ class ERMConfig:
         the theory's condition ``r d <= (M / log M)^{1/(2 beta + 1)}``.
     restarts : int
         Number of starts: the linearised moment estimate, the second-moment
-        estimate (from 2 on), then random starts.
+        estimate (from 2 on), the screened start (from 3 on: the best, by its
+        training loss with the pilot basis, of the second-moment estimate with a
+        factor's column on a coordinate axis, and of the two estimates crossed),
+        then random starts.
     knot_placement : {"quantile", "auto"}
         ``auto`` (default): GCV chooses among the quantile layout and its mixtures
         with the uniform law (:data:`bayes_ips.kselect.ERM_UNIFORM_WEIGHTS`), which
@@ -128,7 +131,7 @@ class ERMConfig:
     k_rule: str = "gcv"
     multiplicity: int = 1
     beta: float | None = None
-    restarts: int = 4
+    restarts: int = 5
     knot_placement: str = "auto"
     ridge: float = 1e-8
     max_steps: int = 300
@@ -264,6 +267,26 @@ def _loss_at(theta, X, Y, knots, ridge, d, r, chunk):
     return _projected_loss(theta, (X, Y, knots, ridge, d, r, chunk))
 
 
+SCREEN_SAMPLES = 2000
+"""Samples on which :func:`_screened_start` ranks its candidates (M N = 12000 scores at
+N = 6, plenty to rank profiled losses, and a screen of 62 candidates at d = 30 costs
+~0.5 s instead of ~1.4 s at M = 8000)."""
+
+
+@partial(jax.jit, static_argnames=("d", "r", "chunk"))
+def _loss_from_gram(theta, X, Y, knots, ridge, d, r, chunk):
+    """:func:`_loss_at` from the Gram statistics alone (one pass over the data, not two):
+    ``||Y - F c||^2 = Y^T Y - 2 c^T F^T Y + c^T F^T F c`` at the ridge solution ``c``.
+    For values only (the screen of :func:`_screened_start`); BFGS needs the other."""
+    U = theta[: d * r].reshape(d, r)
+    V = theta[d * r :].reshape(d, r)
+    Un, _ = gauge_factors(U, V)
+    st = gram(Un, V, X, Y, knots, chunk)
+    c, lam = solve_coefficients(st.FtF, st.FtY, ridge)
+    sq = st.YtY - 2.0 * c @ st.FtY + c @ (st.FtF @ c)
+    return (sq + lam * jnp.sum(c**2)) / st.n_obs
+
+
 def _fit_direction(theta0, X, Y, knots, ridge, d, r, chunk, max_steps, tol):
     """BFGS over the factors, or nothing where ``A`` has no free direction.
 
@@ -337,17 +360,64 @@ def _second_moment_start(X: np.ndarray, Y: np.ndarray, rank: int) -> tuple[np.nd
     return out[0], out[1]
 
 
+def _axis_candidates(X: np.ndarray, Y: np.ndarray, rank: int, moments=None) -> list[np.ndarray]:
+    """Starts near the moment estimates, for :func:`_screened_start` to choose from.
+
+    The crossed estimates (the second-moment ``U`` with the linearised ``V`` and back),
+    and the second-moment ``(U, V)`` with one column of ``U`` or of ``V`` replaced by a
+    coordinate axis (``2 d r`` of them).  The second moments see a direction only
+    through the tokens' fourth moments; where those are degenerate, as for tokens with
+    a discrete coordinate law (Rademacher: ``x_k^2 = 1``, so ``B_V``'s diagonal is
+    blind), a factor near a coordinate axis is invisible to them, and the axes are the
+    natural guesses of a product law (analyses/RESULTS.md, "Starts on the axes").
+    ``moments`` holds the two estimates if already computed (the linearised one costs
+    ``O(d^4)`` flops at large d).
+    """
+    d = X.shape[2]
+    if moments is None:
+        moments = (_moment_start(X, Y, rank), _second_moment_start(X, Y, rank))
+    (U1, V1), (U2, V2) = moments
+
+    def flat(U, V):
+        return np.concatenate([U.ravel(), V.ravel()])
+
+    out = [flat(U2, V1 / max(np.linalg.norm(V1), 1e-300)), flat(U1, V2)]
+    for k in range(d):
+        for j in range(rank):
+            for side in (1, 0):  # V's column, then U's
+                F = [U2.copy(), V2.copy()]
+                F[side][:, j] = np.eye(d)[k]
+                out.append(flat(*F))
+    return out
+
+
+def _screened_start(X: np.ndarray, Y: np.ndarray, rank: int, loss, moments=None) -> np.ndarray:
+    """The candidate of :func:`_axis_candidates` with the least ``loss`` (a start's
+    profiled training loss with the pilot basis: one Gram pass each, no BFGS)."""
+    cands = _axis_candidates(X, Y, rank, moments)
+    values = np.array([loss(t) for t in cands])
+    return cands[int(np.nanargmin(np.where(np.isfinite(values), values, np.nan)))]
+
+
 def _starts(
-    key: jax.Array, X: np.ndarray, Y: np.ndarray, rank: int, restarts: int
+    key: jax.Array, X: np.ndarray, Y: np.ndarray, rank: int, restarts: int, loss=None
 ) -> list[np.ndarray]:
     """``restarts`` starts: the linearised moment estimate, the second-moment estimate
-    (from 2 starts on), then random ones (the first ``restarts - 2`` of the ``restarts
-    - 1`` keys the random starts took before the second-moment start existed)."""
+    (from 2 starts on), the screened start (from 3 on; :func:`_screened_start`, which
+    needs ``loss``), then random ones (restarts = 5 draws the two random starts that
+    restarts = 4 drew before the screened start existed, which are those that 3 drew
+    before the second-moment start existed)."""
     d = X.shape[2]
-    starts = [np.concatenate([a.ravel() for a in _moment_start(X, Y, rank)])]
+    first = _moment_start(X, Y, rank)
+    starts = [np.concatenate([a.ravel() for a in first])]
     if restarts > 1:
-        starts.append(np.concatenate([a.ravel() for a in _second_moment_start(X, Y, rank)]))
-    for k in jax.random.split(key, restarts - 1)[: restarts - 2] if restarts > 2 else []:
+        second = _second_moment_start(X, Y, rank)
+        starts.append(np.concatenate([a.ravel() for a in second]))
+    if restarts > 2:
+        if loss is None:
+            raise ValueError("the screened start (restarts >= 3) needs the pilot loss")
+        starts.append(_screened_start(X, Y, rank, loss, (first, second)))
+    for k in jax.random.split(key, restarts - 2)[: restarts - 3] if restarts > 3 else []:
         starts.append(np.asarray(jax.random.normal(k, (2 * d * rank,))))
     return starts
 
@@ -491,7 +561,25 @@ def _multi_start(key, X, Y, config: ERMConfig, k_pilot: int, chunk_size: int, pr
     d, r = X.shape[2], config.rank
     s, m = config.resolved_degree(), config.multiplicity
     Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
-    starts = _starts(key, X, Y, r, config.restarts)
+
+    def pilot_knots(theta0):
+        U0 = jnp.asarray(theta0[: d * r].reshape(d, r))
+        V0 = jnp.asarray(theta0[d * r :].reshape(d, r))
+        return _knots_for(Xj, gauge_factors(U0, V0)[0], V0, k_pilot, s, m)
+
+    # the screen ranks 2 d r + 2 candidates: on at most SCREEN_SAMPLES samples, evenly
+    # spaced (a file sorted by some covariate is still sampled across its range)
+    rows = np.unique(np.linspace(0, len(X) - 1, min(len(X), SCREEN_SAMPLES)).astype(int))
+    Xs, Ys = jnp.asarray(X[rows]), jnp.asarray(Y[rows])
+
+    def pilot_loss(theta0):
+        U0 = jnp.asarray(theta0[: d * r].reshape(d, r))
+        V0 = jnp.asarray(theta0[d * r :].reshape(d, r))
+        knots = _knots_for(Xs, gauge_factors(U0, V0)[0], V0, k_pilot, s, m)
+        loss = _loss_from_gram(jnp.asarray(theta0), Xs, Ys, knots, config.ridge, d, r, chunk_size)
+        return float(loss)
+
+    starts = _starts(key, X, Y, r, config.restarts, pilot_loss)
     iterator = starts
     if progress:
         from tqdm.auto import tqdm
@@ -499,14 +587,11 @@ def _multi_start(key, X, Y, config: ERMConfig, k_pilot: int, chunk_size: int, pr
         iterator = tqdm(starts, desc="ERM starts", unit="start", leave=False)
     results = []
     for theta0 in iterator:
-        U0 = jnp.asarray(theta0[: d * r].reshape(d, r))
-        V0 = jnp.asarray(theta0[d * r :].reshape(d, r))
-        knots = _knots_for(Xj, gauge_factors(U0, V0)[0], V0, k_pilot, s, m)
         theta, loss, steps = _fit_direction(
             jnp.asarray(theta0),
             Xj,
             Yj,
-            knots,
+            pilot_knots(theta0),
             config.ridge,
             d,
             r,

@@ -38,7 +38,7 @@ def test_minimal_config_gets_documented_defaults():
     assert cfg.M == (100, 200) and cfg.d == (2,) and cfg.repetitions == 1
     assert cfg.N == 6 and cfg.rank == 1 and cfg.noise == 0.1 and cfg.tokens == "cube"
     assert cfg.phi[0].family == "tanh" and math.isinf(cfg.phi[0].beta)
-    assert cfg.erm.k_rule == "gcv" and cfg.erm.degree is None and cfg.erm.restarts == 4
+    assert cfg.erm.k_rule == "gcv" and cfg.erm.degree is None and cfg.erm.restarts == 5
     assert cfg.bayes_pm.sampler.chains == 4 and cfg.bayes_pm.level == 0.9
     assert cfg.bayes_pm.sampler.method == "auto"
     # the study's own default: shorter chains than SamplerConfig's; warmup is the method's

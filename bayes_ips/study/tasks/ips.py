@@ -32,7 +32,7 @@ file (every key is checked; unknown keys and bad values are refused)::
     n_intervals = 12               # fix K instead (default: chosen by k_rule)
     degree = 3                     # default: ERMConfig's rule (3; ceil(beta) - 1 for beta > 4)
     multiplicity = 1
-    restarts = 4
+    restarts = 5
 
     [bayes_pm]                     # bayes_ips.inference.SamplerConfig, less rank and degree
     method = "auto"                # auto | is | imh | nuts (auto: Laplace-PSIS, NUTS past k = 0.7)
