@@ -396,7 +396,10 @@ def _screened_start(X: np.ndarray, Y: np.ndarray, rank: int, loss, moments=None)
     profiled training loss with the pilot basis: one Gram pass each, no BFGS)."""
     cands = _axis_candidates(X, Y, rank, moments)
     values = np.array([loss(t) for t in cands])
-    return cands[int(np.nanargmin(np.where(np.isfinite(values), values, np.nan)))]
+    finite = np.isfinite(values)
+    if not finite.any():  # nothing to rank (degenerate data): the first candidate
+        return cands[0]
+    return cands[int(np.argmin(np.where(finite, values, np.inf)))]
 
 
 def _starts(
@@ -413,7 +416,9 @@ def _starts(
     if restarts > 1:
         second = _second_moment_start(X, Y, rank)
         starts.append(np.concatenate([a.ravel() for a in second]))
-    if restarts > 2:
+    if restarts > 2 and rank * (2 * d - rank) - 1 == 0:
+        starts.append(starts[1])  # A = +-1 (d = 1): every start is the same fit
+    elif restarts > 2:
         if loss is None:
             raise ValueError("the screened start (restarts >= 3) needs the pilot loss")
         starts.append(_screened_start(X, Y, rank, loss, (first, second)))

@@ -441,6 +441,9 @@ def test_starts_keep_the_random_starts_they_had():
         np.testing.assert_array_equal(s, np.asarray(jax.random.normal(k, (6,))))
     with pytest.raises(ValueError, match="pilot loss"):
         _starts(key, X, Y, 1, 3)
+    # d = 1: A = +-1, nothing to screen (no loss needed); the slot repeats the start before
+    ones = _starts(key, X[..., :1], Y, 1, 5)
+    assert len(ones) == 5 and np.array_equal(ones[2], ones[1])
 
 
 def test_axis_candidates_replace_one_column_by_an_axis():
