@@ -268,6 +268,8 @@ def _loss_at(theta, X, Y, knots, ridge, d, r, chunk):
 
 
 SCREEN_SAMPLES = 2000
+SCREEN_TIE = 0.005
+SCREEN_MAX_TIED = 4
 """Samples on which :func:`_screened_start` ranks its candidates (M N = 12000 scores at
 N = 6, plenty to rank profiled losses, and a screen of 62 candidates at d = 30 costs
 ~0.5 s instead of ~1.4 s at M = 8000)."""
@@ -391,15 +393,21 @@ def _axis_candidates(X: np.ndarray, Y: np.ndarray, rank: int, moments=None) -> l
     return out
 
 
-def _screened_start(X: np.ndarray, Y: np.ndarray, rank: int, loss, moments=None) -> np.ndarray:
-    """The candidate of :func:`_axis_candidates` with the least ``loss`` (a start's
-    profiled training loss with the pilot basis: one Gram pass each, no BFGS)."""
+def _screened_start(X: np.ndarray, Y: np.ndarray, rank: int, loss, moments=None) -> list:
+    """The candidates of :func:`_axis_candidates` with the least ``loss`` (a start's
+    profiled training loss with the pilot basis: one Gram pass each, no BFGS): the best,
+    and those tied with it within ``SCREEN_TIE`` (at most ``SCREEN_MAX_TIED`` in all,
+    best first).  Ties happen where the candidates fit alike on the pilot basis, e.g.
+    phi* = |.| with Rademacher tokens, whose every axis gives |v . x| = 1."""
     cands = _axis_candidates(X, Y, rank, moments)
     values = np.array([loss(t) for t in cands])
     finite = np.isfinite(values)
     if not finite.any():  # nothing to rank (degenerate data): the first candidate
-        return cands[0]
-    return cands[int(np.argmin(np.where(finite, values, np.inf)))]
+        return [cands[0]]
+    values = np.where(finite, values, np.inf)
+    order = np.argsort(values, kind="stable")
+    tied = [i for i in order if values[i] <= values[order[0]] * (1.0 + SCREEN_TIE)]
+    return [cands[i] for i in tied[:SCREEN_MAX_TIED]]
 
 
 def _starts(
@@ -421,7 +429,7 @@ def _starts(
     elif restarts > 2:
         if loss is None:
             raise ValueError("the screened start (restarts >= 3) needs the pilot loss")
-        starts.append(_screened_start(X, Y, rank, loss, (first, second)))
+        starts.extend(_screened_start(X, Y, rank, loss, (first, second)))
     for k in jax.random.split(key, restarts - 2)[: restarts - 3] if restarts > 3 else []:
         starts.append(np.asarray(jax.random.normal(k, (2 * d * rank,))))
     return starts
