@@ -100,7 +100,8 @@ class ERMConfig:
         Number of starts: the linearised moment estimate, the second-moment
         estimate (from 2 on), the screened start (from 3 on: the best, by its
         training loss with the pilot basis, of the second-moment estimate with a
-        factor's column on a coordinate axis, and of the two estimates crossed),
+        factor's column on a coordinate axis, and of the two estimates crossed;
+        candidates tied with it run too, up to 3 more starts than ``restarts``),
         then random starts.
     knot_placement : {"quantile", "auto"}
         ``auto`` (default): GCV chooses among the quantile layout and its mixtures
@@ -268,11 +269,17 @@ def _loss_at(theta, X, Y, knots, ridge, d, r, chunk):
 
 
 SCREEN_SAMPLES = 2000
-SCREEN_TIE = 0.005
-SCREEN_MAX_TIED = 4
 """Samples on which :func:`_screened_start` ranks its candidates (M N = 12000 scores at
 N = 6, plenty to rank profiled losses, and a screen of 62 candidates at d = 30 costs
 ~0.5 s instead of ~1.4 s at M = 8000)."""
+
+SCREEN_TIE = 0.005
+"""Relative margin within which a candidate's pilot loss ties the best's, so that BFGS
+runs from it too: on Rademacher tokens with phi* = |.| the axes tied within 0.1%, and
+BFGS told the right one apart (analyses/RESULTS.md, "Starts on the axes")."""
+
+SCREEN_MAX_TIED = 4
+"""At most this many screened starts (the best and those tied with it)."""
 
 
 @partial(jax.jit, static_argnames=("d", "r", "chunk"))
@@ -413,11 +420,12 @@ def _screened_start(X: np.ndarray, Y: np.ndarray, rank: int, loss, moments=None)
 def _starts(
     key: jax.Array, X: np.ndarray, Y: np.ndarray, rank: int, restarts: int, loss=None
 ) -> list[np.ndarray]:
-    """``restarts`` starts: the linearised moment estimate, the second-moment estimate
-    (from 2 starts on), the screened start (from 3 on; :func:`_screened_start`, which
-    needs ``loss``), then random ones (restarts = 5 draws the two random starts that
-    restarts = 4 drew before the screened start existed, which are those that 3 drew
-    before the second-moment start existed)."""
+    """``restarts`` starts (more where screened candidates tie): the linearised moment
+    estimate, the second-moment estimate (from 2 starts on), the screened start or
+    starts (from 3 on; :func:`_screened_start`, which needs ``loss``), then random ones
+    (restarts = 5 draws the two random starts that restarts = 4 drew before the
+    screened start existed, which are those that 3 drew before the second-moment
+    start existed)."""
     d = X.shape[2]
     first = _moment_start(X, Y, rank)
     starts = [np.concatenate([a.ravel() for a in first])]
