@@ -287,10 +287,7 @@ def _loss_from_gram(theta, X, Y, knots, ridge, d, r, chunk):
     """:func:`_loss_at` from the Gram statistics alone (one pass over the data, not two):
     ``||Y - F c||^2 = Y^T Y - 2 c^T F^T Y + c^T F^T F c`` at the ridge solution ``c``.
     For values only (the screen of :func:`_screened_start`); BFGS needs the other."""
-    U = theta[: d * r].reshape(d, r)
-    V = theta[d * r :].reshape(d, r)
-    Un, _ = gauge_factors(U, V)
-    st = gram(Un, V, X, Y, knots, chunk)
+    st = gram(*_factors(theta, d, r), X, Y, knots, chunk)
     c, lam = solve_coefficients(st.FtF, st.FtY, ridge)
     sq = st.YtY - 2.0 * c @ st.FtY + c @ (st.FtF @ c)
     return (sq + lam * jnp.sum(c**2)) / st.n_obs
@@ -583,10 +580,8 @@ def _multi_start(key, X, Y, config: ERMConfig, k_pilot: int, chunk_size: int, pr
     s, m = config.resolved_degree(), config.multiplicity
     Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
 
-    def pilot_knots(theta0):
-        U0 = jnp.asarray(theta0[: d * r].reshape(d, r))
-        V0 = jnp.asarray(theta0[d * r :].reshape(d, r))
-        return _knots_for(Xj, gauge_factors(U0, V0)[0], V0, k_pilot, s, m)
+    def pilot_knots(theta0, X_at=Xj):
+        return _knots_for(X_at, *_factors(jnp.asarray(theta0), d, r), k_pilot, s, m)
 
     # the screen ranks 2 d r + 2 candidates: on at most SCREEN_SAMPLES samples, evenly
     # spaced (a file sorted by some covariate is still sampled across its range)
@@ -594,9 +589,7 @@ def _multi_start(key, X, Y, config: ERMConfig, k_pilot: int, chunk_size: int, pr
     Xs, Ys = jnp.asarray(X[rows]), jnp.asarray(Y[rows])
 
     def pilot_loss(theta0):
-        U0 = jnp.asarray(theta0[: d * r].reshape(d, r))
-        V0 = jnp.asarray(theta0[d * r :].reshape(d, r))
-        knots = _knots_for(Xs, gauge_factors(U0, V0)[0], V0, k_pilot, s, m)
+        knots = pilot_knots(theta0, Xs)
         loss = _loss_from_gram(jnp.asarray(theta0), Xs, Ys, knots, config.ridge, d, r, chunk_size)
         return float(loss)
 
