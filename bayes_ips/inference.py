@@ -26,6 +26,10 @@ Three samplers, chosen by ``SamplerConfig.method``:
     each resampled (systematic resampling of its smoothed weights) to ``draws``
     draws, so that R-hat across chains compares independent importance samplers.
     About a third of the proposals of ``"imh"`` reach the same effective size.
+    Where the Pareto k exceeds ``khat_max``, the proposal is refitted to the
+    weighted draws (up to :data:`IS_ADAPT_MAX` times) and every proposal is
+    weighted by the mixture of all those drawn from (:func:`importance_sample`;
+    ``run.info["is_refits"]``).
 ``"imh"``
     Laplace proposal and independence Metropolis-Hastings (:mod:`bayes_ips.laplace`):
     BFGS from the ERM start to the posterior mode of ``(U, V, log sigma, log tau)``,
@@ -39,8 +43,8 @@ Three samplers, chosen by ``SamplerConfig.method``:
     Hessian; chains start from the ERM factors with jitter (``init="erm"``) or
     from the prior (``init="prior"``).
 ``"auto"`` (default)
-    ``"is"``, and NUTS started at the Laplace mode when the Pareto k exceeds
-    ``khat_max`` (0.7, Vehtari et al. 2024) or the mode search fails; what
+    ``"is"``, and NUTS started at the Laplace mode when the Pareto k still exceeds
+    ``khat_max`` (0.7, Vehtari et al. 2024) after the refits, or the mode search fails; what
     happened is printed and stored (``run.info["fallback"]``, and the
     InferenceData's attributes).  It also falls back when the effective sample
     size stays below its target, or the Pareto k above the limit for the number
@@ -790,34 +794,58 @@ def _draw_proposals(key, approx, df: float, n: int, chart, n_tau: int = 0):
     on a rotation slice, the slice's Lebesgue measure weighted by the Faddeev-Popov
     factor (the density over it).
     """
-    from bayes_ips.laplace import (
-        RotationSlice,
-        charts_to_flat,
-        mvt_logpdf,
-        mvt_sample,
-        slices_to_flat,
-        widened,
-    )
+    z = _draw_z(key, approx, df, n, n_tau)
+    flat, log_j = _to_model(z, chart)
+    return flat, np.asarray(_proposal_logpdf(z, approx, df, n_tau, n) - log_j)
 
-    n_wide = int(round(DEFENSIVE_SHARE * n)) if n_tau else 0
+
+def _n_wide(n: int, n_tau: int) -> int:
+    """How many of ``n`` proposals come from the defensive (``log tau``-widened) part."""
+    return int(round(DEFENSIVE_SHARE * n)) if n_tau else 0
+
+
+def _draw_z(key, approx, df: float, n: int, n_tau: int = 0) -> jax.Array:
+    """``n`` draws in the proposals' coordinates: the Student-t, and a share
+    (:func:`_n_wide`) from it widened along ``log tau`` (see :func:`_draw_proposals`)."""
+    from bayes_ips.laplace import mvt_sample, widened
+
+    n_wide = _n_wide(n, n_tau)
     k_main, k_wide = jax.random.split(key)
     z = mvt_sample(k_main, approx, df, n - n_wide)
-    log_q = mvt_logpdf(z, approx, df)
     if n_wide:
         P = approx.mean.shape[0]
         wide = widened(approx, np.arange(P - n_tau, P), DEFENSIVE_WIDEN)
         z = jnp.concatenate([z, mvt_sample(k_wide, wide, df, n_wide)])
-        share = n_wide / n
-        log_q = jnp.logaddexp(
-            np.log1p(-share) + mvt_logpdf(z, approx, df), np.log(share) + mvt_logpdf(z, wide, df)
-        )
+    return z
+
+
+def _proposal_logpdf(z, approx, df: float, n_tau: int, n: int) -> jax.Array:
+    """Log density, in the proposals' coordinates, of :func:`_draw_z`'s law (``n`` draws
+    fix the defensive share) at the rows of ``z``."""
+    from bayes_ips.laplace import mvt_logpdf, widened
+
+    n_wide = _n_wide(n, n_tau)
+    if not n_wide:
+        return mvt_logpdf(z, approx, df)
+    P = approx.mean.shape[0]
+    wide = widened(approx, np.arange(P - n_tau, P), DEFENSIVE_WIDEN)
+    share = n_wide / n
+    return jnp.logaddexp(
+        np.log1p(-share) + mvt_logpdf(z, approx, df), np.log(share) + mvt_logpdf(z, wide, df)
+    )
+
+
+def _to_model(z, chart) -> tuple[jax.Array, jax.Array]:
+    """Proposals' coordinates to the model's flat sites, and the log density factor
+    of the change of measure (0; a chart's log Jacobian; a slice's Faddeev-Popov
+    factor): a density in ``z`` minus it is a density for the model's potential."""
+    from bayes_ips.laplace import RotationSlice, charts_to_flat, slices_to_flat
+
     if chart is None:
-        return z, np.asarray(log_q)
+        return z, jnp.zeros(z.shape[0])
     if isinstance(chart, RotationSlice):  # the orbits' law: the Faddeev-Popov factor
-        flat, log_fp = slices_to_flat(z, chart)
-        return flat, np.asarray(log_q - log_fp)
-    flat, log_j = charts_to_flat(z, chart)
-    return flat, np.asarray(log_q - log_j)
+        return slices_to_flat(z, chart)
+    return charts_to_flat(z, chart)
 
 
 def _n_tau(layout: tuple) -> int:
@@ -1014,7 +1042,9 @@ class ImportanceSample:
 
     ``proposals`` is the tuple ``(flat, *evaluate's outputs)``, concatenated over the
     rounds; ``log_weights`` the raw ``log p - log q``, ``log_smoothed`` the PSIS ones
-    (normalised); ``khat`` and ``ess`` their Pareto k and effective size.
+    (normalised); ``khat`` and ``ess`` their Pareto k and effective size;
+    ``mixture`` the proposals drawn from and how many from each (``(approx,
+    count)`` pairs: one, or more after refits).
     """
 
     proposals: tuple
@@ -1023,6 +1053,7 @@ class ImportanceSample:
     khat: float
     ess: float
     target: int
+    mixture: tuple = ()
 
     def info(self, idx: np.ndarray) -> dict:
         """The run's ``info`` entries, for draws that are proposals ``idx``."""
@@ -1032,9 +1063,64 @@ class ImportanceSample:
             ess_target=int(self.target),
             n_proposals=int(self.log_weights.shape[0]),
             unique_draws=int(len(np.unique(idx))),
+            is_refits=max(len(self.mixture) - 1, 0),
             log_weights=self.log_weights,  # every proposal's (arrays stay out of file attributes)
             draw_index=idx,  # the proposal behind each draw, (C, D)
         )
+
+
+# Adaptive importance sampling.  Where the Laplace proposal's Pareto k exceeds the
+# limit (a skewed posterior whose mean lies a standard deviation or two from its mode,
+# or one wider than its curvature there: rank 2 with a weak second direction), a new
+# Student-t is fitted to the weighted proposals so far, and the run goes on drawing
+# from it.  Every proposal is then weighted by the mixture of all the proposals
+# drawn, in their fixed counts (deterministic-mixture weights, Owen and Zhou 2000;
+# AMIS, Cornuet et al. 2012), so the Laplace part keeps bounding the weights where
+# the refit is too narrow, and PSIS judges the whole.  At most this many refits
+# before the run gives up (and ``auto`` falls back to NUTS).
+IS_ADAPT_MAX = 3
+
+
+def refit_proposal(approx, z: np.ndarray, log_smoothed: np.ndarray):
+    """A proposal fitted to weighted draws: their weighted mean and covariance, never
+    narrower than ``approx`` in any direction.
+
+    ``z`` (S, P) are draws in the proposals' coordinates and ``log_smoothed`` their
+    normalised log weights.  The covariance's eigenvalues in the coordinates that
+    whiten ``approx.cov`` are floored at 1: a covariance estimated from few
+    effective draws is rank-deficient or too narrow, and a proposal narrower than
+    the curvature at the mode would only raise the weights' tail.
+    """
+    from bayes_ips.laplace import LaplaceApprox
+
+    z = np.asarray(z, dtype=float)
+    w = np.exp(np.asarray(log_smoothed, dtype=float))
+    w /= w.sum()
+    mean = w @ z
+    dz = z - mean
+    C = dz.T @ (dz * w[:, None])
+    L = np.asarray(approx.chol)
+    Li = np.linalg.solve(L, np.eye(L.shape[0]))
+    lam, Q = np.linalg.eigh(Li @ C @ Li.T)
+    B = L @ Q
+    cov = (B * np.maximum(lam, 1.0)) @ B.T
+    cov = 0.5 * (cov + cov.T)
+    return LaplaceApprox(mean, cov, np.linalg.cholesky(cov))
+
+
+def _mixture_log_weights(rounds, zs, comps, counts, df: float, n_tau: int) -> np.ndarray:
+    """``log p - log q`` of every proposal drawn so far; with several proposals, ``q`` is
+    their mixture in the counts drawn from each (deterministic-mixture weights)."""
+    if len(comps) == 1:
+        return np.concatenate([rd[-1] for rd in rounds])
+    z, log_j, log_p = (np.concatenate(p) for p in zip(*zs, strict=True))
+    n = sum(counts)
+    log_q = np.logaddexp.reduce(
+        [np.log(c / n) + np.asarray(_proposal_logpdf(z, a, df, n_tau, IS_ROUND))
+         for a, c in zip(comps, counts, strict=True) if c > 0],
+        axis=0,
+    )  # fmt: skip
+    return log_p - (log_q - log_j)
 
 
 def importance_sample(
@@ -1046,43 +1132,64 @@ def importance_sample(
     Proposals are drawn (:func:`_draw_proposals`) and evaluated in rounds of
     :data:`IS_ROUND` until the PSIS effective sample size of all of them reaches
     ``target`` with a Pareto k within the limit for their number
-    (:func:`bayes_ips.diagnostics.khat_limit`: 0.5 for 100 proposals), until their
-    Pareto k exceeds ``khat_max`` (no point in more), or until ``max_proposals``
-    were drawn.  ``evaluate(flat, keys)`` returns a tuple whose
-    second entry is the potential energy of each proposal (the first and the rest
-    are kept: gauge-fixed ``A``, conditionals of ``c``, ...).  Shared by the single-
-    and the multi-head samplers.
+    (:func:`bayes_ips.diagnostics.khat_limit`: 0.5 for 100 proposals), or until
+    ``max_proposals`` were drawn.  Where the Pareto k exceeds ``khat_max`` the
+    proposal is refitted to the weighted draws (:func:`refit_proposal`) and the
+    weights become those of the mixture of all proposals drawn (see
+    :data:`IS_ADAPT_MAX`); each new proposal is judged after ``target`` draws of
+    its own, and after :data:`IS_ADAPT_MAX` refits a Pareto k above ``khat_max``
+    ends the run.  ``evaluate(flat, keys)`` returns a tuple whose second entry is
+    the potential energy of each proposal (the first and the rest are kept:
+    gauge-fixed ``A``, conditionals of ``c``, ...).  Shared by the single- and the
+    multi-head samplers.
     """
     from bayes_ips.diagnostics import khat_limit, psis_weights
 
     rounds: list[tuple] = []
+    zs: list[tuple] = []  # proposals' coordinates, log Jacobians, log densities
+    comps, counts = [approx], [0]  # the proposals, and the draws of each
     khat, ess, lw_s = float("inf"), 0.0, None
     while len(rounds) * IS_ROUND < max_proposals:
         r = len(rounds)
-        flat, log_q = _draw_proposals(
-            jax.random.fold_in(k_prop, r), approx, df, IS_ROUND, chart, n_tau
-        )
+        z = _draw_z(jax.random.fold_in(k_prop, r), comps[-1], df, IS_ROUND, n_tau)
+        flat, log_j = _to_model(z, chart)
+        log_q = np.asarray(_proposal_logpdf(z, comps[-1], df, n_tau, IS_ROUND) - log_j)
         keys = jax.random.split(jax.random.fold_in(k_c, r), IS_ROUND)
         out = tuple(np.asarray(a) for a in evaluate(flat, keys))
         pe = out[1]
         log_w = np.where(np.isfinite(pe), -pe - log_q, -np.inf)
         rounds.append((np.asarray(flat), *out, log_w))
+        zs.append((np.asarray(z), np.asarray(log_j), -np.where(np.isfinite(pe), pe, np.inf)))
+        counts[-1] += IS_ROUND
         n = len(rounds) * IS_ROUND
-        if n < target:  # the effective size cannot exceed the number of proposals
+        if counts[-1] < target:  # the effective size cannot exceed the number of proposals
             continue
-        lw_s, khat, ess = psis_weights(np.concatenate([rd[-1] for rd in rounds]))
+        log_w = _mixture_log_weights(rounds, zs, comps, counts, df, n_tau)
+        lw_s, khat, ess = psis_weights(log_w)
         if progress:
             print(
                 f"{label}: {n} proposals, Pareto k {khat:.2f}, effective size {ess:.0f} "
                 f"(target {target})",
                 flush=True,
             )
-        if (ess >= target and khat <= khat_limit(n, khat_max)) or not khat <= khat_max:
+        if ess >= target and khat <= khat_limit(n, khat_max):
             break
-    *parts, log_w = (np.concatenate(p) for p in zip(*rounds, strict=True))
-    if lw_s is None:  # max_proposals below the target
+        if not khat <= khat_max:
+            if len(comps) > IS_ADAPT_MAX or not np.isfinite(ess) or ess <= 0:
+                break
+            z_all = np.concatenate([p[0] for p in zs])
+            comps.append(refit_proposal(approx, z_all, lw_s))
+            counts.append(0)
+            if progress:
+                print(f"{label}: Pareto k above {khat_max}: proposal refitted to the draws")
+    *parts, _ = (np.concatenate(p) for p in zip(*rounds, strict=True))
+    if lw_s is None or counts[-1] < target:  # not judged on all of them (max_proposals)
+        log_w = _mixture_log_weights(rounds, zs, comps, counts, df, n_tau)
         lw_s, khat, ess = psis_weights(log_w)
-    return ImportanceSample(tuple(parts), log_w, lw_s, float(khat), float(ess), int(target))
+    return ImportanceSample(
+        tuple(parts), log_w, lw_s, float(khat), float(ess), int(target),
+        tuple((a, c) for a, c in zip(comps, counts, strict=True) if c > 0),
+    )  # fmt: skip
 
 
 def resample_chains(key, log_smoothed: np.ndarray, chains: int, draws: int) -> np.ndarray:

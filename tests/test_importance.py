@@ -173,6 +173,103 @@ def test_importance_sampling_and_independence_metropolis_agree(small):
     assert np.all(np.abs(a["mean"] - b["mean"]) <= Z_MC * se)
 
 
+def _shifted_target(flat, keys):
+    """``evaluate`` for a Gaussian target N(m, S) that a N(0, I) Laplace fit misses: its
+    mean 1.5 sd away along the first coordinate, where it is also twice as wide."""
+    z = np.asarray(flat) - _SHIFT
+    return flat, 0.5 * np.einsum("ni,ij,nj->n", z, np.linalg.inv(_SHIFT_COV), z)
+
+
+_SHIFT = np.array([1.5, 0.0, 0.0])
+_SHIFT_COV = np.diag([4.0, 1.0, 0.5])
+
+
+def _sample_shifted(seed, **kw):
+    approx = laplace_approx(np.zeros(3), np.eye(3))
+    return inference.importance_sample(
+        jax.random.PRNGKey(seed), jax.random.PRNGKey(99), approx, 8.0, None, _shifted_target,
+        IS_ESS_MIN, 4000, 0.7, False, **kw,
+    )  # fmt: skip
+
+
+def test_a_proposal_refitted_to_the_weighted_draws_reaches_a_target_the_laplace_fit_misses(
+    monkeypatch,
+):
+    """Without refits, 7 of 8 seeds stop with Pareto k above 0.7 (measured: 0.70-1.19, and
+    weighted means of the first coordinate 0.6-2.4 against 1.5); the eighth reached
+    its target at k 0.55.  With refits, every seed reaches the target with a reliable
+    k (measured: one refit where the Laplace fit failed, 200-275 proposals, k <= 0.42),
+    and each weighted mean is within Z_MC standard errors ``sd / sqrt(ESS)`` of the
+    target's."""
+    failed = []
+    for seed in range(8):
+        with monkeypatch.context() as m:
+            m.setattr(inference, "IS_ADAPT_MAX", 0)
+            plain = _sample_shifted(seed)
+        assert len(plain.mixture) == 1
+        failed.append(plain.khat > 0.7)
+        res = _sample_shifted(seed)
+        n = res.log_weights.shape[0]
+        assert sum(c for _, c in res.mixture) == n
+        assert (len(res.mixture) >= 2) == failed[-1], seed  # refitted where the fit failed
+        assert res.ess >= IS_ESS_MIN and res.khat <= khat_limit(n), (seed, res.khat, res.ess)
+        w = np.exp(res.log_smoothed)
+        se = np.sqrt(np.diag(_SHIFT_COV) / res.ess)
+        assert np.all(np.abs(w @ res.proposals[0] - _SHIFT) <= Z_MC * se), seed
+    assert sum(failed) >= 6, failed  # the Laplace fit does miss this target
+
+
+def test_refitted_proposals_are_weighted_by_the_mixture_scipy_gives():
+    """Every proposal's log weight is ``log p - log sum_j (n_j / n) t_j``, the deterministic
+    mixture of the proposals drawn (SciPy's Student-t), with the defensive share of
+    each along the last coordinate (``n_tau = 1``)."""
+    res = _sample_shifted(0, n_tau=1)
+    assert len(res.mixture) >= 2
+    z = np.asarray(res.proposals[0])
+    n = z.shape[0]
+    share = round(inference.DEFENSIVE_SHARE * IS_ROUND) / IS_ROUND
+    T = np.diag([1.0, 1.0, inference.DEFENSIVE_WIDEN])
+    parts = []
+    for a, c in res.mixture:
+        cov = np.asarray(a.cov)
+        t = st.multivariate_t(np.asarray(a.mean), cov, df=8.0).logpdf(z)
+        t_wide = st.multivariate_t(np.asarray(a.mean), T @ cov @ T, df=8.0).logpdf(z)
+        parts.append(np.log(c / n) + np.logaddexp(np.log1p(-share) + t, np.log(share) + t_wide))
+    log_p = -_shifted_target(z, None)[1]
+    np.testing.assert_allclose(res.log_weights, log_p - np.logaddexp.reduce(parts), rtol=1e-9)
+
+
+def test_refit_is_the_weighted_moments_never_narrower_than_the_laplace_fit():
+    """The weighted mean exactly; the weighted covariance where it is wider than the
+    Laplace covariance in every direction; otherwise it is floored there: the refit's
+    covariance minus each of the two is positive semi-definite, and along the
+    narrow direction it equals the Laplace fit's."""
+    from bayes_ips.inference import refit_proposal
+
+    rng = np.random.default_rng(1)
+    approx = laplace_approx(_MEAN, np.linalg.inv(_COV))
+    z = rng.standard_normal((400, 3)) @ np.diag([2.0, 1.5, 0.3]) + 1.0
+    lw = rng.standard_normal(400)
+    lw -= np.logaddexp.reduce(lw)
+    w = np.exp(lw)
+    mean = w @ z
+    C = (z - mean).T @ ((z - mean) * w[:, None])
+    fit = refit_proposal(approx, z, lw)
+    np.testing.assert_allclose(fit.mean, mean, rtol=1e-12)
+    np.testing.assert_allclose(fit.chol @ fit.chol.T, fit.cov, rtol=1e-10)
+    for lower in (C, _COV):
+        assert np.linalg.eigvalsh(fit.cov - lower).min() > -1e-10
+    wide = refit_proposal(approx, 3 * (z - 1.0), lw)  # wider than _COV in every direction
+    C3 = 9 * C
+    np.testing.assert_allclose(wide.cov, C3, rtol=1e-9)
+    # along the Laplace-whitened direction in which C is narrowest, the floor holds exactly
+    Li = np.linalg.inv(np.linalg.cholesky(_COV))
+    lam, Q = np.linalg.eigh(Li @ C @ Li.T)
+    assert lam[0] < 1
+    q = Q[:, 0]
+    assert q @ Li @ fit.cov @ Li.T @ q == pytest.approx(1.0, rel=1e-9)
+
+
 class _Called(Exception):
     pass
 
