@@ -49,3 +49,18 @@ def test_sbc_script_small_run(tmp_path, capsys):
     again = _rows(tmp_path / "b" / "ranks.csv")
     key = lambda r: (r["replication"], r["quantity"], r["rank"], r["sampler"])  # noqa: E731
     assert [key(r) for r in again] == [key(r) for r in rows[: len(again)]]
+
+
+@pytest.mark.slow  # ~60 s of CPU: NUTS on the factors' prior, then the rank-2 posterior's programs
+def test_sbc_script_at_rank_two_records_refits_and_pareto_k(tmp_path, capsys):
+    mod = _load()
+    argv = ["--method", "is", "--rank", "2", "--replications", "3", "--seed", "0"]
+    argv += ["--out-dir", str(tmp_path), "--chains", "2", "--draws", "40", "--L", "20"]
+    summary = mod.main(mod.parser().parse_args(argv + ["--no-progress"]))
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("sbc_min_pvalue=")
+    assert summary["design"]["rank"] == 2 and summary["samplers"] == {"is": 3}
+    rows = _rows(tmp_path / "ranks.csv")
+    assert len(rows) == 3 * 10  # 4 pairs, sigma, tau, 4 entries of A
+    per_rep = {r["replication"]: (float(r["khat"]), int(r["refits"])) for r in rows}
+    assert summary["refitted"] == sum(n > 0 for _, n in per_rep.values())
+    assert summary["khat_above_max"] == sum(k > 0.7 for k, _ in per_rep.values())
