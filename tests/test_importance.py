@@ -346,3 +346,15 @@ def test_rank_two_posterior_takes_the_importance_sampler():
     pm = np.sqrt(np.mean((predict(post, x, y)["g"] - g) ** 2))
     erm = np.sqrt(np.mean((np.asarray(fit.predict(x, y)) - g) ** 2))
     assert pm < 1.25 * erm, (pm, erm)
+
+
+def test_refit_distance_is_in_laplace_standard_deviations():
+    """Laplace N(0, diag(4, 1)), a refit N((2, 0), diag(16, 1)): its mean is 2 / 2 = 1 sd
+    away, and its widest sd is 4 / 2 = 2 Laplace sds."""
+    from bayes_ips.inference import refit_distance
+
+    base = laplace_approx(np.zeros(2), np.diag([0.25, 1.0]))
+    fit = laplace_approx(np.array([2.0, 0.0]), np.diag([1 / 16, 1.0]))
+    out = refit_distance(((base, 100), (fit, 100)))
+    assert out["refit_shift"] == pytest.approx(1.0) and out["refit_spread"] == pytest.approx(2.0)
+    assert refit_distance(((base, 100),)) == {}
