@@ -18,6 +18,10 @@ g*.  ``post_s`` and ``erm_s`` are first-call times (compilation included) unless
 Usage::
 
     python analyses/heldout_external.py --out-dir DIR [--cases NAME ...] [--seeds 0 1] [--warm]
+        [--method is] [--max-refits 0]
+
+``--method is`` keeps the importance sample where ``auto`` would fall back to NUTS
+(its Pareto k shows why), and ``--max-refits 0`` turns off the proposal's refits.
 
 Writes ``DIR/external.jsonl`` (one line per case and seed, appended as each finishes,
 so a killed run keeps what it did) and ``DIR/external.json`` (the seeds, the cases
@@ -66,6 +70,8 @@ CASES = {
     "tanh-gauss-d2-M60": ("tanh", "gauss", 2, 1, 60, 3, 0.1),
     "tanh-gauss-d3-N40": ("tanh", "gauss", 3, 1, 100, 40, 0.1),
     "relu-gauss-d6-rank2": ("relu", "gauss", 6, 2, 2000, 6, 0.1),
+    "tanh-gauss-d3-rank2": ("tanh", "gauss", 3, 2, 600, 6, 0.1),
+    "tanh-student3-d5-rank2": ("tanh", "student3", 5, 2, 1500, 6, 0.1),
 }
 
 
@@ -112,7 +118,9 @@ def case_data(name: str, seed: int, n_eval: int = 20000) -> dict:
     }
 
 
-def run_case(name: str, seed: int, warm: bool = False, n_band: int = 4000) -> dict:
+def run_case(
+    name: str, seed: int, warm: bool = False, n_band: int = 4000, **sampler: object
+) -> dict:
     import jax
 
     from bayes_ips.erm import ERMConfig, fit_erm
@@ -129,7 +137,7 @@ def run_case(name: str, seed: int, warm: bool = False, n_band: int = 4000) -> di
         t1 = time.perf_counter()
         fit = fit_erm(k_erm, X, Y, ERMConfig(rank=r))  # what `bayes-ips sample` fits first
         _, post, run = sample_posterior(
-            k_post, X, Y, SamplerConfig(rank=r), erm=fit, progress=False
+            k_post, X, Y, SamplerConfig(rank=r, **sampler), erm=fit, progress=False
         )
         out["erm_s"], out["post_s"] = t1 - t0, time.perf_counter() - t1
     out["ratio"] = out["post_s"] / out["erm_s"]
@@ -144,7 +152,7 @@ def run_case(name: str, seed: int, warm: bool = False, n_band: int = 4000) -> di
     gb = g[:n_band]
     out["coverage"] = float(np.mean((gb >= band["g_lo"]) & (gb <= band["g_hi"])))
     out.update(sampler=run.method, K=int(run.knots.n_intervals), erm_K=int(erm.info["K"]))
-    for k in ("khat", "is_ess", "n_proposals", "fallback"):
+    for k in ("khat", "is_ess", "n_proposals", "is_refits", "fallback"):
         if k in run.info:
             out[k] = run.info[k]
     return out
@@ -159,18 +167,24 @@ def main(args: argparse.Namespace) -> list[dict]:
     rows = []
     for name in args.cases or list(CASES):
         for seed in args.seeds:
-            row = run_case(name, seed, args.warm)
+            row = run_case(name, seed, args.warm, method=args.method, max_refits=args.max_refits)
             rows.append(row)
             with open(os.path.join(args.out_dir, "external.jsonl"), "a") as f:
                 f.write(json.dumps(row, default=str) + "\n")
             print(
                 f"{name:>22s} seed {seed}: K {row['K']:3d} (ERM {row['erm_K']:3d}), PM / ERM "
                 f"error {row['pm_error'] / row['erm_error']:.3f}, coverage "
-                f"{row['coverage']:.3f}, ratio {row['ratio']:.2f}, {row['sampler']}",
+                f"{row['coverage']:.3f}, ratio {row['ratio']:.2f}, {row['sampler']}"
+                + (
+                    f" (k {row['khat']:.2f}, refits {row.get('is_refits', 0)})"
+                    if "khat" in row
+                    else ""
+                ),
                 flush=True,
             )
     with atomic_write(os.path.join(args.out_dir, "external.json")) as tmp, open(tmp, "w") as f:
-        json.dump({"seeds": args.seeds, "cases": CASES, "rows": rows}, f, indent=2, default=str)
+        meta = {"seeds": args.seeds, "method": args.method, "max_refits": args.max_refits}
+        json.dump({**meta, "cases": CASES, "rows": rows}, f, indent=2, default=str)
     return rows
 
 
@@ -180,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", nargs="*", choices=list(CASES))
     p.add_argument("--seeds", nargs="*", type=int, default=[0])
     p.add_argument("--warm", action="store_true", help="time a second run of each case")
+    p.add_argument("--method", default="auto", choices=("auto", "is", "imh", "nuts"))
+    p.add_argument(
+        "--max-refits", type=int, default=2, help="is: proposal refits (0: the Laplace fit only)"
+    )
     return p
 
 

@@ -88,6 +88,21 @@ __all__ = [
     "sample_posterior",
 ]
 
+# Adaptive importance sampling.  Where the Laplace proposal's Pareto k exceeds the
+# limit (a skewed posterior whose mean lies a standard deviation or two from its mode,
+# or one wider than its curvature there: rank 2 with a weak second direction), a new
+# Student-t is fitted to the weighted proposals so far, and the run goes on drawing
+# from it.  Every proposal is then weighted by the mixture of all the proposals
+# drawn, in their fixed counts (deterministic-mixture weights, Owen and Zhou 2000;
+# AMIS, Cornuet et al. 2012), so the Laplace part keeps bounding the weights where
+# the refit is too narrow, and PSIS judges the whole.  At most this many refits
+# before the run gives up (and ``auto`` falls back to NUTS).  Two, not more: in a
+# rank-2 SBC (1000 replications, analyses/RESULTS.md) the runs that reached a reliable
+# k after one or two refits were calibrated, but those that needed a third were not
+# (too narrow: 16% of their ranks in the outer 10%, against 10%), and on one of them
+# the posterior's spread was 0.65-0.87 of NUTS's on the same data.
+IS_ADAPT_MAX = 2
+
 INITS = ("erm", "prior")
 METHODS = ("auto", "is", "imh", "nuts")
 BASES = ("evidence", "erm")
@@ -141,6 +156,10 @@ class SamplerConfig:
         the Monte Carlo error of a posterior mean is then at most 0.1 posterior sd).
     max_proposals : int
         ``is`` stops there; ``auto`` then falls back to NUTS if the target is not met.
+    max_refits : int
+        ``is``: how many times the proposal may be refitted to the weighted draws
+        where its Pareto k exceeds ``khat_max`` (:func:`importance_sample`); 0
+        keeps the Laplace proposal alone.
     """
 
     rank: int = 1
@@ -160,6 +179,7 @@ class SamplerConfig:
     khat_max: float = 0.7
     ess_target: int | None = None
     max_proposals: int = 8000
+    max_refits: int = IS_ADAPT_MAX
 
     def validate(self, d: int) -> SamplerConfig:
         check_rank(self.rank, d)
@@ -175,6 +195,8 @@ class SamplerConfig:
             raise InputError(f"ess_target must be an integer >= 10, got {self.ess_target}")
         if not int(self.max_proposals) == self.max_proposals >= IS_ROUND:
             raise InputError(f"max_proposals must be an integer >= {IS_ROUND}")
+        if not int(self.max_refits) == self.max_refits >= 0:
+            raise InputError(f"max_refits must be an integer >= 0, got {self.max_refits}")
         for name in ("chains", "warmup", "draws"):
             v = getattr(self, name)
             if v is None and name != "chains":
@@ -1025,7 +1047,7 @@ def run_is(
 
     res = importance_sample(
         k_prop, k_c, approx, df, chart, evaluate, config.is_ess_target(), config.max_proposals,
-        config.khat_max, progress, n_tau=_n_tau(layout),
+        config.khat_max, progress, n_tau=_n_tau(layout), max_refits=config.max_refits,
     )  # fmt: skip
     flat, A, pe, cm, cd, _ = res.proposals
     idx = resample_chains(k_res, res.log_smoothed, C, D)
@@ -1068,22 +1090,6 @@ class ImportanceSample:
             log_weights=self.log_weights,  # every proposal's (arrays stay out of file attributes)
             draw_index=idx,  # the proposal behind each draw, (C, D)
         )
-
-
-# Adaptive importance sampling.  Where the Laplace proposal's Pareto k exceeds the
-# limit (a skewed posterior whose mean lies a standard deviation or two from its mode,
-# or one wider than its curvature there: rank 2 with a weak second direction), a new
-# Student-t is fitted to the weighted proposals so far, and the run goes on drawing
-# from it.  Every proposal is then weighted by the mixture of all the proposals
-# drawn, in their fixed counts (deterministic-mixture weights, Owen and Zhou 2000;
-# AMIS, Cornuet et al. 2012), so the Laplace part keeps bounding the weights where
-# the refit is too narrow, and PSIS judges the whole.  At most this many refits
-# before the run gives up (and ``auto`` falls back to NUTS).  Two, not more: in a
-# rank-2 SBC (1000 replications, analyses/RESULTS.md) the runs that reached a reliable
-# k after one or two refits were calibrated, but those that needed a third were not
-# (too narrow: 16% of their ranks in the outer 10%, against 10%), and on one of them
-# the posterior's spread was 0.65-0.87 of NUTS's on the same data.
-IS_ADAPT_MAX = 2
 
 
 def refit_distance(mixture) -> dict:
@@ -1151,6 +1157,7 @@ def _mixture_log_weights(rounds, zs, comps, counts, df: float, n_tau: int) -> np
 def importance_sample(
     k_prop, k_c, approx, df: float, chart, evaluate, target: int, max_proposals: int,
     khat_max: float, progress: bool, label: str = "is", n_tau: int = 0,
+    max_refits: int = IS_ADAPT_MAX,
 ) -> ImportanceSample:  # fmt: skip
     """Student-t proposals around a Laplace approximation, in rounds, until PSIS is good enough.
 
@@ -1162,8 +1169,8 @@ def importance_sample(
     proposal is refitted to the weighted draws (:func:`refit_proposal`) and the
     weights become those of the mixture of all proposals drawn (see
     :data:`IS_ADAPT_MAX`); each new proposal is judged after ``target`` draws of
-    its own, and after :data:`IS_ADAPT_MAX` refits a Pareto k above ``khat_max``
-    ends the run.  ``evaluate(flat, keys)`` returns a tuple whose second entry is
+    its own, and after ``max_refits`` refits a Pareto k above ``khat_max`` ends
+    the run.  ``evaluate(flat, keys)`` returns a tuple whose second entry is
     the potential energy of each proposal (the first and the rest are kept:
     gauge-fixed ``A``, conditionals of ``c``, ...).  Shared by the single- and the
     multi-head samplers.
@@ -1200,7 +1207,7 @@ def importance_sample(
         if ess >= target and khat <= khat_limit(n, khat_max):
             break
         if not khat <= khat_max:
-            if len(comps) > IS_ADAPT_MAX or not np.isfinite(ess) or ess <= 0:
+            if len(comps) > max_refits or not np.isfinite(ess) or ess <= 0:
                 break
             z_all = np.concatenate([p[0] for p in zs])
             comps.append(refit_proposal(approx, z_all, lw_s))

@@ -634,6 +634,7 @@ def _importance(key, model, X, Y, data, fit, y_scale, cfg, draws, progress):
     res = importance_sample(
         k_prop, k_c, approx, df, chart, evaluate, cfg.is_ess_target(), cfg.max_proposals,
         cfg.khat_max, progress, label="heads is", n_tau=_n_tau(layout),
+        max_refits=cfg.max_refits,
     )  # fmt: skip
     flat, A, pe, cm, cd, bm = res.proposals
     idx = resample_chains(k_res, res.log_smoothed, cfg.chains, draws)
