@@ -76,8 +76,13 @@ def single_location(
     lambda_median: float | None = None,
     lambda_log_sd: float | None = None,
     attention: str = "erf",
+    lambda_fixed: float | None = None,
 ):
-    """The model above; ``lambda_median``, ``lambda_log_sd``: None takes :data:`LAMBDA_PRIORS`."""
+    """The model above; ``lambda_median``, ``lambda_log_sd``: None takes :data:`LAMBDA_PRIORS`.
+
+    ``lambda_fixed``: lambda is that constant instead of a sampled site (empirical
+    Bayes, e.g. the PGD fit's lambda; recorded as the deterministic site ``lambda``).
+    """
     median, log_sd = LAMBDA_PRIORS[attention]
     lambda_median = median if lambda_median is None else lambda_median
     lambda_log_sd = log_sd if lambda_log_sd is None else lambda_log_sd
@@ -87,6 +92,9 @@ def single_location(
     numpyro.factor("radius", radial_log_factor(z_k) + radial_log_factor(z_v))
     k = numpyro.deterministic("k", z_k / jnp.linalg.norm(z_k))
     v = numpyro.deterministic("v", z_v / jnp.linalg.norm(z_v))
-    lam = numpyro.sample("lambda", dist.LogNormal(jnp.log(lambda_median), lambda_log_sd))
+    if lambda_fixed is None:
+        lam = numpyro.sample("lambda", dist.LogNormal(jnp.log(lambda_median), lambda_log_sd))
+    else:
+        lam = numpyro.deterministic("lambda", jnp.asarray(lambda_fixed, dtype=X.dtype))
     sigma = numpyro.sample("sigma", dist.HalfNormal(y_scale))
     numpyro.sample("Y", dist.Normal(attend(X, k, v, lam, attention), sigma).to_event(1), obs=Y)

@@ -6,7 +6,8 @@
         --lambda-schedule constant --lambda0 L0 --lambda1 L1 --batch-size B --init moment|sphere
         --no-refit-lambda] --seed 0 --out fit.nc
     bayes-ips slr sample data.npz [--attention erf|softmax|linear --chains 2 --warmup 500
-        --draws 500 --init pgd|prior --diagonal-mass] --seed 0 --out post.nc
+        --draws 500 --init pgd|prior --diagonal-mass --lambda-from prior|pgd]
+        --seed 0 --out post.nc
     bayes-ips slr predict FIT --inputs X.npz --out y.npz
     bayes-ips slr evaluate FIT --truth data.npz [--n 20000] [--json res.json]
 
@@ -101,6 +102,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         init=args.init,
         dense_mass=not args.diagonal_mass,
         attention=args.attention,
+        lambda_from=args.lambda_from,
     ).validate()
     data = load_dataset(args.data)
     idata, post, chains = sample_posterior(
@@ -279,6 +281,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--draws", type=positive_int, default=500)
     m.add_argument("--init", default="pgd", help="pgd (default) | prior")
     m.add_argument("--diagonal-mass", action="store_true", help="diagonal mass matrix")
+    m.add_argument(
+        "--lambda-from",
+        default="prior",
+        help="prior (default: lambda sampled) | pgd (lambda fixed at the PGD fit's)",
+    )
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", required=True)
     m.set_defaults(func=cmd_sample)

@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 INITS = ("pgd", "prior")
+LAMBDA_FROM = ("prior", "pgd")
 SITES = ("z_k", "z_v", "lambda", "sigma")  # the sampled sites, one dense mass block
 
 
@@ -98,6 +99,14 @@ class SLRSamplerConfig:
         construction.
     attention : {"erf", "softmax", "linear"}
         The predictor of the model.
+    lambda_from : {"prior", "pgd"}
+        ``"prior"`` (default): lambda is sampled under its log-normal prior.
+        ``"pgd"``: lambda is fixed at the PGD fit's (empirical Bayes: the posterior of
+        ``k``, ``v`` and ``sigma`` given it, so the bands omit lambda's uncertainty).
+        For softmax attention, whose posterior over lambda does not mix (it runs up
+        the ridge where the softmax saturates), this mixes where the fit's lambda is
+        moderate, not where it sits at the top of the profile grid
+        (analyses/RESULTS.md, "Three attentions").
     """
 
     chains: int = 2
@@ -111,6 +120,7 @@ class SLRSamplerConfig:
     lambda_median: float | None = None
     lambda_log_sd: float | None = None
     attention: str = "erf"
+    lambda_from: str = "prior"
 
     def __post_init__(self) -> None:
         median, log_sd = LAMBDA_PRIORS.get(self.attention, (None, None))  # unknown: validate
@@ -128,6 +138,10 @@ class SLRSamplerConfig:
                 raise InputError(f"{name} must be a positive integer, got {value}")
         if self.draws < 4:
             raise InputError("draws must be >= 4 for diagnostics")
+        if self.lambda_from not in LAMBDA_FROM:
+            raise InputError(
+                f"unknown lambda_from {self.lambda_from!r}; choose from {', '.join(LAMBDA_FROM)}"
+            )
         if self.init not in INITS:
             raise InputError(f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
         if not 0 < self.target_accept < 1:
@@ -383,7 +397,8 @@ def _draw_chains(keys, X, Y, config, pgd, init_params, seed, y_scale, progress):
     """
     k_pgd, k_init, k_run = keys
     d = X.shape[-1]
-    if pgd is None and config.init == "pgd" and init_params is None:
+    fixed = config.lambda_from == "pgd"
+    if pgd is None and (fixed or config.init == "pgd" and init_params is None):
         pgd = fit_pgd(k_pgd, X, Y, PGDConfig(attention=config.attention), seed=seed)
     if pgd is not None and pgd.k.shape != (d,):
         raise InputError(f"the PGD fit has d = {len(pgd.k)}, the data d = {d}")
@@ -397,7 +412,11 @@ def _draw_chains(keys, X, Y, config, pgd, init_params, seed, y_scale, progress):
         "y_scale": y_scale,
         "lambda_median": config.lambda_median,
         "lambda_log_sd": config.lambda_log_sd,
+        "lambda_fixed": pgd.lam if fixed else None,
     }
+    sites = tuple(s for s in SITES if not (fixed and s == "lambda"))
+    if fixed and init_params is not None:
+        init_params = {k: v for k, v in init_params.items() if k != "lambda"}
     chains = run_chains(
         k_run,
         model_for(config.attention),
@@ -407,7 +426,7 @@ def _draw_chains(keys, X, Y, config, pgd, init_params, seed, y_scale, progress):
         warmup=config.warmup,
         draws=config.draws,
         init_params=init_params,
-        dense_sites=SITES if config.dense_mass else None,
+        dense_sites=sites if config.dense_mass else None,
         target_accept=config.target_accept,
         max_tree_depth=config.max_tree_depth,
         progress=progress,
@@ -441,6 +460,8 @@ def _build_idata(keys, X, Y, config, chains, post, v_ref, pgd, truth, seed, n_ev
     draw_index = thin_draws(C, D, M)
     y_rep = predictive_draws(k_ppc, T_train, post.sigma, draw_index)
     posterior, identifiable = _posterior_variables(post, pred, overlaps, truth)
+    if config.lambda_from == "pgd":  # a constant: nothing to diagnose
+        identifiable.remove("lambda")
     attrs = _run_attrs(config, chains, pgd, seed, y_scale, pred, overlaps, identifiable)
     attrs.update(
         {"k_ref": post.k_ref.tolist(), "v_ref": v_ref.tolist(), "eval_index": eval_idx.tolist()}

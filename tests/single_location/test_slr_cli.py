@@ -193,6 +193,11 @@ def _cases():
             "o.nc",
         ),
         (
+            lambda d, f: ["slr", "sample", f.data, "--lambda-from", "mle", "--out", d / "o.nc"],
+            "unknown lambda_from 'mle'",
+            "o.nc",
+        ),
+        (
             lambda d, f: ["slr", "sample", f.data, "--draws", 2, "--out", d / "o.nc"],
             "draws",
             "o.nc",

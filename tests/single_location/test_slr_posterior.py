@@ -218,6 +218,7 @@ def test_sampler_config_and_inputs_are_validated():
         (SLRSamplerConfig(init="erm"), "unknown init"),
         (SLRSamplerConfig(target_accept=1.0), "target_accept"),
         (SLRSamplerConfig(lambda_median=-1.0), "lambda prior"),
+        (SLRSamplerConfig(lambda_from="mle"), "unknown lambda_from 'mle'"),
     ]:
         with pytest.raises(InputError, match=fragment):
             sample_posterior(jax.random.PRNGKey(0), X, Y, cfg, progress=False)
@@ -302,3 +303,29 @@ def test_the_sampler_refuses_a_pgd_fit_of_another_attention():
     cfg = SLRSamplerConfig(attention="softmax", draws=4, warmup=0)
     with pytest.raises(InputError, match="the PGD fit uses erf attention, the sampler softmax"):
         sample_posterior(jax.random.PRNGKey(0), X, Y, cfg, pgd=pgd, progress=False)
+
+
+@pytest.mark.slow  # two short NUTS runs (~25 s); in `make test-all`
+def test_lambda_fixed_at_the_pgd_fit_is_not_sampled_and_the_chains_concentrate():
+    """``lambda_from = "pgd"``: lambda is the PGD fit's in every draw (a deterministic
+    site, not a sampled one, and not among the diagnosed quantities), only ``k``, ``v``
+    and ``sigma`` move, and the posterior still concentrates on the truth."""
+    truth, X, Y = _data(3, d=8, M=400, L=5)
+    pgd = fit_pgd(jax.random.PRNGKey(1), X, Y, PGDConfig(attention="softmax"))
+    cfg = dataclasses.replace(SHORT, attention="softmax", lambda_from="pgd")
+    idata, post, chains = sample_posterior(
+        jax.random.PRNGKey(2), X, Y, cfg, pgd=pgd, truth=truth, progress=False
+    )
+    np.testing.assert_array_equal(post.lam, np.full(post.shape, pgd.lam))
+    assert "lambda" not in json.loads(idata.attrs["identifiable"])
+    assert json.loads(idata.attrs["config"])["lambda_from"] == "pgd"
+    assert np.std(post.sigma) > 0 and np.std(post.k[..., 0]) > 0
+    kb, vb = post.mean_directions()
+    assert abs(kb @ truth.k) > CONCENTRATION and abs(vb @ truth.v) > CONCENTRATION
+    # the model itself: no lambda site to sample, and lambda recorded as given
+    from numpyro.handlers import seed, trace
+
+    tr = trace(seed(single_location, 0)).get_trace(
+        jnp.asarray(X), attention="softmax", lambda_fixed=2.5
+    )
+    assert tr["lambda"]["type"] == "deterministic" and float(tr["lambda"]["value"]) == 2.5

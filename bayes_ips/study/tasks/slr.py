@@ -30,6 +30,7 @@ The config (``[study] task = "slr"``; unknown keys and bad values are refused)::
     warmup = 300
     draws = 300
     init = "pgd"                   # pgd | prior
+    lambda_from = "prior"          # prior | pgd (lambda fixed at the PGD fit's)
 
 Each cell fits PGD, and the posterior mean, with its own attention (so the
 attention is a key of ``[study]``, not of ``[pgd]`` or ``[bayes_pm]``).  A config
@@ -371,11 +372,10 @@ def run_cell(spec: dict) -> dict:
         idata, post, *_ = sample_posterior(k_nuts, X, Y, cfg, pgd=fit, progress=False)
         predict = post.predict
         k, v = post.mean_directions()
-        conv = convergence(
-            {n: idata.posterior[n].values for n in ("abs_kappa", "abs_nu", "lambda", "sigma")}
-            if "abs_kappa" in idata.posterior
-            else {"lambda": post.lam, "sigma": post.sigma}
-        )
+        # invariant quantities (the overlaps with the PGD fit), lambda where it is sampled
+        names = ("overlap_k", "overlap_v", "sigma")
+        names += ("lambda",) if cfg.lambda_from == "prior" else ()
+        conv = convergence({n: idata.posterior[n].values for n in names})
         rec.update(
             rhat_max=conv["rhat_max"],
             ess_bulk_min=conv["ess_bulk_min"],
