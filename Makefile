@@ -66,9 +66,15 @@ test: $(STAMP_DEV)
 		$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 # Everything, the slow tier included (what CI runs), in the same pytest-xdist workers,
-# compiled at XLA's default settings, as users run it.
+# compiled at XLA's default settings, as users run it, but each worker on one XLA:CPU
+# thread: with TEST_WORKERS processes on as many cores, XLA's default thread pools
+# oversubscribe them.  Measured (2026-12-07, 2 cores): two concurrent runs of
+# test_importance_sampling_and_nuts_give_the_same_posterior took > 420 s each at the
+# default and 133-135 s with these flags (135 s for one run alone, two threads).
+TEST_ALL_XLA_FLAGS ?= --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1
 test-all: $(STAMP_DEV)
-	$(BIN)/python -m pytest -q --durations=15 -m "slow or not slow" -n $(TEST_WORKERS) --dist loadfile
+	XLA_FLAGS="$(TEST_ALL_XLA_FLAGS) $$XLA_FLAGS" \
+		$(BIN)/python -m pytest -q --durations=15 -m "slow or not slow" -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check bayes_ips models analyses tests
