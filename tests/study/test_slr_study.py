@@ -223,6 +223,60 @@ def test_bad_attention_configs(tmp_path, change, text):
     assert text in msg and "\n" not in msg
 
 
+def test_an_attention_sub_table_overrides_settings_for_its_cells_only(tmp_path):
+    """``[bayes_pm.softmax]``: softmax's posterior cells take its keys over the shared
+    ones; every other cell keeps the spec (and hash) it had without the sub-table."""
+    plain = make_cells(_cfg(AXES, tmp_path))
+    text = AXES + '\n[bayes_pm.softmax]\nlambda_from = "pgd"\ndraws = 80\n'
+    cfg = _cfg(text, tmp_path)
+    cells = make_cells(cfg)
+    assert [c.id for c in cells] == [c.id for c in plain]
+    changed = {c.id for c, p in zip(cells, plain, strict=True) if c.hash != p.hash}
+    expected = {c.id for c in cells if (c.estimator, c.attention) == ("bayes_pm", "softmax")}
+    assert changed == expected and len(expected) == 4
+    for c in cells:
+        if c.id in expected:
+            bayes = c.spec["settings"]["bayes"]
+            assert bayes == {
+                "chains": 2,
+                "warmup": 60,
+                "draws": 80,
+                "dense_mass": False,
+                "lambda_from": "pgd",
+            }
+            assert c.spec["settings"]["pgd"] == {"steps": 300}
+
+
+@pytest.mark.parametrize(
+    "table, text",
+    [
+        (
+            "[bayes_pm.sigmoid]\nchains = 2",
+            "[bayes_pm.sigmoid]: a sub-table must name an attention of the study (erf, softmax, "
+            "linear)",
+        ),
+        ("[bayes_pm.softmax]\nchainz = 2", "unknown key 'chainz' in [bayes_pm.softmax]"),
+        (
+            '[bayes_pm.softmax]\nlambda_from = "mle"',
+            "[bayes_pm.softmax] (attention softmax): unknown lambda_from 'mle'",
+        ),
+        ('[bayes_pm.softmax]\nattention = "erf"', "the table's name is its attention"),
+    ],
+)
+def test_bad_attention_sub_tables(tmp_path, table, text):
+    with pytest.raises(InputError) as e:
+        _cfg(AXES + "\n" + table + "\n", tmp_path)
+    assert text in str(e.value) and "\n" not in str(e.value)
+    # an attention that exists but is not an axis of this study is refused too
+    erf_only = AXES.replace('attention = ["erf", "softmax", "linear"]', 'attention = ["erf"]')
+    with pytest.raises(
+        InputError,
+        match=r"c\.toml: \[bayes_pm.linear\]: a sub-table must name an "
+        r"attention of the study \(erf\)",
+    ):
+        _cfg(erf_only + "\n[bayes_pm.linear]\nchains = 2\n", tmp_path)
+
+
 def _record(est, att, gamma, rep, excess, legacy=False):
     rec = {
         "task": "slr",
@@ -275,6 +329,10 @@ def test_report_has_a_row_and_a_curve_per_attention(tmp_path):
                 == 1
             )
     assert "| pgd | softmax | 0.7071 | 4 | 80 | 2 | 0.1525 | 0.1 | 0.0525 | 0.525 |" in table
+    assert (
+        "| pgd | softmax | 0.7071 | 4 | 80 | 2 | 0.1525 | 0.1 | 0.0525 | 0.525 | 0.900 | "
+        "0.950 | - | - | - |" in table
+    )
     fig = slr.plot_slr(ds)
     (ax,) = fig.axes
     labels = [line.get_label() for line in ax.get_lines()]
@@ -291,6 +349,21 @@ def test_report_has_a_row_and_a_curve_per_attention(tmp_path):
     lines = (tmp_path / "r.csv").read_text().splitlines()
     assert lines[0].startswith("estimator,attention,gamma,d,M,rep,")
     assert lines[1].startswith("bayes_pm,linear,") and lines[-1].startswith("pgd,,,4,80,1,")
+
+
+def test_the_table_shows_the_worst_chains_of_the_posterior_cells():
+    """R-hat max and min bulk ESS over the repetitions, divergences summed: the worst
+    repetition shows even where the median excess risk looks fine."""
+    from bayes_ips.study.tasks import slr
+
+    records = [_record("pgd", "softmax", 1.0, rep, 0.01) for rep in (0, 1, 2)]
+    for rep, (rhat, ess, div) in enumerate([(1.004, 300.0, 0), (1.184, 8.4, 12), (1.02, 90.0, 1)]):
+        rec = _record("bayes_pm", "softmax", 1.0, rep, 0.02)
+        records.append({**rec, "rhat_max": rhat, "ess_bulk_min": ess, "divergences": div})
+    table = slr.slr_table(slr.to_dataset(records))
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines()[2:]}
+    assert rows["bayes_pm"].endswith("| 0.900 | 0.950 | 1.184 | 8 | 13 |")
+    assert rows["pgd"].endswith("| 0.900 | 0.950 | - | - | - |")
 
 
 def test_a_cell_fits_with_its_attention(monkeypatch):
@@ -364,3 +437,10 @@ def test_the_attention_config():
     legacy = {c.id: c.hash for c in make_cells(load_config(configs / "slr.toml"))}
     shared = [c for c in make_cells(cfg) if legacy.get(c.id) == c.hash]
     assert len(shared) == 24 and {(c.attention, c.d) for c in shared} == {("erf", 50)}
+    # softmax's posterior cells fix lambda at the PGD fit's; no other cell does
+    fixed = {
+        c.attention
+        for c in make_cells(cfg)
+        if c.estimator == "bayes_pm" and c.spec["settings"]["bayes"].get("lambda_from") == "pgd"
+    }
+    assert fixed == {"softmax"}

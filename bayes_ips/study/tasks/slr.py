@@ -32,6 +32,9 @@ The config (``[study] task = "slr"``; unknown keys and bad values are refused)::
     init = "pgd"                   # pgd | prior
     lambda_from = "prior"          # prior | pgd (lambda fixed at the PGD fit's)
 
+    [bayes_pm.softmax]             # optional, per attention: overrides for its cells only
+    lambda_from = "pgd"
+
 Each cell fits PGD, and the posterior mean, with its own attention (so the
 attention is a key of ``[study]``, not of ``[pgd]`` or ``[bayes_pm]``).  A config
 that names one gamma and no attention (all configs from before these axes) keeps
@@ -197,7 +200,9 @@ def _settings(where: str, raw: Any, cls, attentions: tuple[str, ...]) -> dict:
     """Validate a settings table against a config dataclass, at each attention.
 
     Returns the table's keys as given (the cell specs hold those, not the defaults).
-    The attention is the study's axis, not a key of the table.
+    The attention is the study's axis, not a key of the table.  A sub-table named
+    after an attention of the study (``[bayes_pm.softmax]``) overrides keys for that
+    attention's cells only (:func:`attention_settings`).
     """
     if not isinstance(raw, dict):
         raise InputError(f"[{where}] must be a table")
@@ -207,15 +212,36 @@ def _settings(where: str, raw: Any, cls, attentions: tuple[str, ...]) -> dict:
             f"set it in [study] (attention = [{', '.join(repr(a) for a in attentions)}])"
         )
     names = {f.name for f in dataclasses.fields(cls)} - {"attention"}
-    check_unknown(f"[{where}]", raw, names)
+    subs = {k for k, v in raw.items() if isinstance(v, dict)}
+    check_unknown(f"[{where}]", {k: v for k, v in raw.items() if k not in subs}, names)
+    for sub in sorted(subs):
+        if sub not in attentions:
+            raise InputError(
+                f"[{where}.{sub}]: a sub-table must name an attention of the study "
+                f"({', '.join(attentions)})"
+            )
+        if "attention" in raw[sub]:
+            raise InputError(f"[{where}.{sub}] attention: the table's name is its attention")
+        check_unknown(f"[{where}.{sub}]", raw[sub], names)
     for attention in attentions:
+        table = attention_settings(raw, attention)
         try:
-            cfg = cls(**raw, attention=attention)
+            cfg = cls(**table, attention=attention)
             if hasattr(cfg, "validate"):
                 cfg.validate()
         except (InputError, TypeError) as e:
-            raise InputError(f"[{where}] (attention {attention}): {e}") from None
-    return dict(raw)
+            name = f"{where}.{attention}" if attention in subs else where
+            raise InputError(f"[{name}] (attention {attention}): {e}") from None
+    return {k: dict(v) if k in subs else v for k, v in raw.items()}
+
+
+def attention_settings(table: dict, attention: str) -> dict:
+    """The keys of a settings table for one attention's cells: the shared keys, then the
+    attention's own sub-table over them.  Attentions without a sub-table get the shared
+    keys alone, so their cells' specs (and hashes) do not change when another
+    attention gains one."""
+    shared = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    return {**shared, **table.get(attention, {})}
 
 
 def parse(raw: dict[str, Any]) -> SLRStudyConfig:
@@ -275,15 +301,16 @@ def make_cells(config: SLRStudyConfig) -> list[Cell]:
     }
     cells = []
     for est in config.estimators:
-        settings = (
-            dict(config.pgd)
-            if est == "pgd"
-            else {
-                "pgd": dict(config.pgd),
-                "bayes": dict(config.bayes_pm),
-            }
-        )
         for attention in config.attention:
+            pgd = attention_settings(config.pgd, attention)
+            settings = (
+                pgd
+                if est == "pgd"
+                else {
+                    "pgd": pgd,
+                    "bayes": attention_settings(config.bayes_pm, attention),
+                }
+            )
             for gamma in config.gamma:
                 for d in config.d:
                     for M in config.M:
@@ -412,12 +439,16 @@ def slr_table(ds) -> str:
     """Markdown: per estimator, attention, gamma, d and M, medians over repetitions.
 
     The risk, the Bayes risk, the excess risk over the Bayes predictor and its
-    ratio to the Bayes risk (the distance from the Bayes risk), ``|kappa|``, ``|nu|``.
+    ratio to the Bayes risk (the distance from the Bayes risk), ``|kappa|``, ``|nu|``;
+    for the posterior mean, the largest R-hat and the smallest bulk ESS over the
+    repetitions (the cells' :func:`bayes_ips.diagnostics.convergence`) and the
+    divergences summed over them, so that a median taken over chains that did not
+    converge is seen as such.
     """
     lines = [
         "| estimator | attention | gamma | d | M | reps | risk | Bayes risk | excess risk | "
-        "excess / Bayes risk | abs kappa | abs nu |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "excess / Bayes risk | abs kappa | abs nu | R-hat max | min bulk ESS | divergences |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for est, att, g, d in _rows(ds):
         for M in ds["M"].values:
@@ -434,9 +465,19 @@ def slr_table(ds) -> str:
                 f"| {est} | {att} | {g:.4g} | {d} | {M} | {int(ok.sum())} | {med['risk']:.4g} | "
                 f"{med['bayes_risk']:.4g} | "
                 f"{med['excess_risk']:.3g} | {med['excess_risk'] / med['bayes_risk']:.3g} | "
-                f"{med['abs_kappa']:.3f} | {med['abs_nu']:.3f} |"
+                f"{med['abs_kappa']:.3f} | {med['abs_nu']:.3f} | {_chain_columns(sub, ok)} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _chain_columns(sub, ok) -> str:
+    """``R-hat max | min bulk ESS | divergences`` over a row's repetitions (``-`` for PGD)."""
+    if "rhat_max" not in sub.data_vars:
+        return "- | - | -"
+    rhat, ess, div = (sub[k].values[ok] for k in ("rhat_max", "ess_bulk_min", "divergences"))
+    if not np.isfinite(rhat).any():
+        return "- | - | -"
+    return f"{np.nanmax(rhat):.3f} | {np.nanmin(ess):.0f} | {int(np.nansum(div))}"
 
 
 #: the estimators' markers and line styles in :func:`plot_slr` (the colour is the attention's)
