@@ -161,12 +161,16 @@ def run_case(
 def main(args: argparse.Namespace) -> list[dict]:
     import bayes_ips
     from bayes_ips.io import atomic_write
+    from bayes_ips.study.backends import relieve_map_pressure
 
     bayes_ips.enable_x64()
     os.makedirs(args.out_dir, exist_ok=True)
     rows = []
     for name in args.cases or list(CASES):
         for seed in args.seeds:
+            # dozens of compiled programs per case: past ~27 cases in one process LLVM ran
+            # out of memory mappings ("Cannot allocate memory") and the run died
+            relieve_map_pressure()
             row = run_case(name, seed, args.warm, method=args.method, max_refits=args.max_refits)
             rows.append(row)
             with open(os.path.join(args.out_dir, "external.jsonl"), "a") as f:
