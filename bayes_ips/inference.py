@@ -351,7 +351,8 @@ def refit_order_cv(
     at ERM's ``A``.  For each candidate ``(knots, row)`` (the row's ``order``; the
     penalty in units of ``scale``) and each of
     :data:`~bayes_ips.kselect.ORDER_CV_FOLDS` contiguous folds of sequences, the
-    collapsed model's posterior mode of ``(A, sigma, tau)`` on the other folds is
+    collapsed model's posterior mode of ``(A, sigma, tau)`` on the other folds (with
+    the basis choice's HalfNormal on ``tau``, :data:`~bayes_ips.kselect.SELECTION_TAU_LAW`) is
     searched as the sampler's Laplace step searches the full data's: from ERM's
     factors, by BFGS whitened by the Hessian there (:func:`bayes_ips.laplace.search_mode`;
     all the data's Hessian, computed once per prior: on a d = 5, M = 1000 cell that
@@ -380,6 +381,7 @@ def refit_order_cv(
     from bayes_ips.gauge import gauge_factors
     from bayes_ips.kselect import (
         ORDER_CV_FOLDS,
+        SELECTION_TAU_LAW,
         _prior_precision,
         cv_fold_size,
         cv_summary,
@@ -404,7 +406,7 @@ def refit_order_cv(
     XY = (jnp.asarray(X), jnp.asarray(Y))  # all the data, on the device once
     F, size = ORDER_CV_FOLDS, cv_fold_size(X.shape[0])
     ridge = null_space_ridge(y_scale)
-    model = bound_model(fit.U.shape[1], True)
+    model = bound_model(fit.U.shape[1], True, tau_law=SELECTION_TAU_LAW)
     start = {k: v[0] for k, v in _erm_init(jax.random.PRNGKey(0), fit, y_scale, 1, 0.0).items()}
     sites = ("U", "V", "sigma", "tau")
     sse, n_f, steps = np.zeros((2, F)), np.zeros(F), 0
@@ -489,14 +491,18 @@ def _split_kwargs(model_kwargs: dict) -> tuple[dict, dict]:
 
 
 @functools.cache
-def bound_model(rank: int, collapsed: bool = True, chunk_size: int | None = None):
+def bound_model(
+    rank: int, collapsed: bool = True, chunk_size: int | None = None, tau_law: str = "halfcauchy"
+):
     """The model with its shape- and branch-fixing options bound, one object per options.
 
     Compiled programs (the sampler, the Hessian, the mode search, the proposal
     evaluation) take the model as a static argument, keyed by identity: a fresh
     ``functools.partial`` per call would compile them again for every dataset.
     """
-    return partial(lowrank_spline, rank=rank, collapsed=collapsed, chunk_size=chunk_size)
+    return partial(
+        lowrank_spline, rank=rank, collapsed=collapsed, chunk_size=chunk_size, tau_law=tau_law
+    )
 
 
 def _erm_init(key, fit: ERMFit, y_scale: float, chains: int, jitter: float) -> dict:
@@ -794,7 +800,7 @@ def laplace_at(model, model_args: tuple, data_kwargs: dict, start: dict):
 # drawn with the spread along log tau widened.  The Laplace step sees the curvature
 # of log tau at the mode, but where the data are consistent with the penalty's null
 # space (phi linear, often so at small M) the posterior of log tau has the prior's
-# exponential tail towards tau -> 0 (HalfNormal: density ~ tau, i.e. e^{log tau}),
+# exponential tail towards tau -> 0 (a density flat at 0: ~ tau, i.e. e^{log tau}),
 # much heavier than the Laplace fit: its weights then blow up there (Pareto k 0.83 on
 # a d = 1, M = 150 cell of `make demo`).  The mixture's density bounds them; on a
 # well-fitted posterior it costs ~8% of the effective size per proposal (0.93 -> 0.85

@@ -465,6 +465,13 @@ UNIFORM_WEIGHTS = (0.0, 0.5, 1.0)  # quantile, half-and-half, equal-width knots
 # while it lets the factors' posterior go flat (analyses/RESULTS.md, session 21).
 ORDER_CV_FOLDS = 10  # folds of sequences (the remainder of M / 10 left out of the comparison)
 ORDER_CV_SE = 2.0  # standard errors by which order 1 must win (the usual 2-s.e. rule)
+#: The law of ``tau`` with which the basis and the prior's order are chosen
+#: (:func:`log_evidence`, :func:`bayes_ips.inference.refit_order_cv`): the HalfNormal, not
+#: the model's half-Cauchy (:func:`bayes_ips.models.lowrank_spline.tau_prior`).  Under the
+#: half-Cauchy the curvature prior's type-II MAP ``tau`` grows on a phi* rough everywhere
+#: until its cross-validated error nears first differences' (z 8.8 -> 1.7 on the order
+#: test's cell), and the order rule no longer takes them.
+SELECTION_TAU_LAW = "halfnormal"
 
 # Beyond the finest K of POSTERIOR_FINE_K, where the factors cannot move: at d = 1
 # the gauge leaves A = +-1, the Gram statistics exist once per sign, and a finer
@@ -522,8 +529,8 @@ def log_evidence(stats, penalty, y_scale: float, sigma0: float, tau0=None) -> di
     """The model's marginal likelihood at a fixed ``A``, maximised over ``sigma, tau``.
 
     ``log p(Y | A, sigma, tau) + log p(sigma) + log p(tau)`` (the coefficients
-    integrated out, :func:`bayes_ips.collapsed.collapsed_loglik`; the HalfNormal
-    priors of :mod:`bayes_ips.models.lowrank_spline`), maximised over
+    integrated out, :func:`bayes_ips.collapsed.collapsed_loglik`; HalfNormal(``y_scale``)
+    priors on both, :data:`SELECTION_TAU_LAW` for ``tau``), maximised over
     ``(log sigma, log tau)`` with their Jacobian: a type-II MAP, by Nelder-Mead to
     0.01 nats.  The search starts at ``sigma0`` and at ``tau0`` if given (e.g. the
     optimum of a neighbouring basis), else at the best ``tau`` of a coarse grid.

@@ -1,7 +1,7 @@
 """Low-rank attention-style IPS with a P-spline interaction function.
 
     U, V ~ N(0, 1)^(d x r)                 A = U V^T / ||U V^T||_F   (gauge: unit norm)
-    tau ~ HalfNormal(y_scale)              c | tau ~ N(0, Q(tau)^{-1})  (P-spline prior:
+    tau ~ HalfCauchy(y_scale)              c | tau ~ N(0, Q(tau)^{-1})  (P-spline prior:
                                            Q = D^T D / tau^2 + I / (10 y_scale)^2, D the
                                            curvature penalty of bayes_ips.collapsed)
     sigma ~ HalfNormal(y_scale)
@@ -17,7 +17,8 @@ the package's single pairwise kernel.  ``Y=None`` gives the prior predictive.
 ``stats`` (collapsed form only) are the Gram statistics of :func:`bayes_ips.pairwise.gram`
 at this ``A``, when the caller already has them: the Laplace-IMH sampler computes
 them once per proposal and reuses them for the conditional of ``c``, and at d = 1
-(where ``A = +-1``) they exist once per sign.
+(where ``A = +-1``) they exist once per sign.  ``tau_law`` (:data:`TAU_LAWS`) swaps the
+half-Cauchy of tau for the HalfNormal with which the basis is chosen (:func:`tau_prior`).
 """
 
 from __future__ import annotations
@@ -32,12 +33,47 @@ from bayes_ips.gauge import gauge_factors  # re-exported: the model's gauge live
 from bayes_ips.pairwise import grad_chunk, gram, pairwise_mean
 from bayes_ips.spline import Knots, make_knots, n_basis, quantile_breaks
 
-__all__ = ["gauge_factors", "gauge_log_factor", "lowrank_spline", "model_setup"]
+__all__ = [
+    "gauge_factors",
+    "gauge_log_factor",
+    "lowrank_spline",
+    "model_setup",
+    "TAU_LAWS",
+    "tau_prior",
+]
 
 KAPPA = 10.0  # weak ridge on c, in units of y_scale: prior sd of the level of phi
 
 
 RADIUS_SD = 0.1  # relative sd of ||U||_F and ||V||_F around sqrt(d r)
+
+
+#: Laws of the P-spline's scale ``tau`` (:func:`tau_prior`), each with scale ``y_scale``
+TAU_LAWS = {"halfcauchy": dist.HalfCauchy, "halfnormal": dist.HalfNormal}
+
+
+def tau_prior(y_scale: float, law: str = "halfcauchy"):
+    """The prior of the P-spline's scale ``tau``: HalfCauchy(``y_scale``) by default.
+
+    ``tau`` is the prior sd of the coefficients' weighted second differences, the
+    curvature of phi in units of ``y_scale`` per score sd squared.  A phi* that turns
+    on a finer scale than the scores' sd needs a ``tau`` many times ``y_scale``
+    (sinc(3 s): 3-6).  A HalfNormal there puts ``tau`` 5-10 of its sds out and, where
+    the data say little (low signal to noise), pulls it back: the bands then
+    over-smooth the peaks and miss them (90% bands covering 0.59-0.78 of held-out
+    pairs on a d = 1 sinc at noise 0.5; analyses/RESULTS.md, "The prior of tau").
+    The half-Cauchy (Gelman 2006, for the scale of a hierarchical prior) has the
+    same constant density near 0 and a tail that lets the data decide.
+
+    ``law="halfnormal"`` is the lighter tail with which the basis and the prior's
+    difference order are chosen before sampling (:func:`bayes_ips.kselect.log_evidence`,
+    :func:`bayes_ips.inference.refit_order_cv`): there it keeps the order's
+    cross-validation sharp on a phi* rough everywhere, which the half-Cauchy's large
+    ``tau`` blurs (analyses/RESULTS.md, "The prior of tau").
+    """
+    if law not in TAU_LAWS:
+        raise ValueError(f"unknown tau law {law!r}; choose from {sorted(TAU_LAWS)}")
+    return TAU_LAWS[law](y_scale)
 
 
 def gauge_log_factor(U, V):
@@ -96,6 +132,7 @@ def lowrank_spline(
     collapsed: bool = True,
     chunk_size: int | None = None,
     stats=None,
+    tau_law: str = "halfcauchy",
 ):
     M, N, d = X.shape
     K = n_basis(knots)
@@ -109,7 +146,7 @@ def lowrank_spline(
     numpyro.factor("gauge", gauge_log_factor(U, V))
     Un, Vn = gauge_factors(U, V)
     numpyro.deterministic("A", Un @ Vn.T)
-    tau = numpyro.sample("tau", dist.HalfNormal(y_scale))
+    tau = numpyro.sample("tau", tau_prior(y_scale, tau_law))
     sigma = numpyro.sample("sigma", dist.HalfNormal(y_scale))
     Q = pspline_precision(penalty, tau, KAPPA * y_scale)
     if collapsed and Y is not None:

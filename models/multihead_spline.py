@@ -1,7 +1,7 @@
 """Multi-head attention-style IPS with one P-spline interaction function per head.
 
     U_h, V_h ~ N(0, 1)^(d x r)             A_h = U_h V_h^T / ||U_h V_h^T||_F   (h = 1..H)
-    tau_h ~ HalfNormal(y_scale)            c_h | tau_h ~ N(0, Q_h(tau_h)^{-1})  (independent
+    tau_h ~ HalfCauchy(y_scale)            c_h | tau_h ~ N(0, Q_h(tau_h)^{-1})  (independent
                                            P-spline priors: Q_h = D_h^T D_h / tau_h^2
                                            + I / (10 y_scale)^2, D_h head h's curvature penalty)
     sigma ~ HalfNormal(y_scale)
@@ -46,7 +46,7 @@ from bayes_ips.gauge import gauge_factors
 from bayes_ips.pairwise import grad_chunk, gram, pairwise_mean
 from bayes_ips.spline import Knots, make_knots, n_basis, quantile_breaks
 
-from .lowrank_spline import KAPPA, gauge_log_factor
+from .lowrank_spline import KAPPA, gauge_log_factor, tau_prior
 
 __all__ = ["block_precision", "heads_setup", "multihead_spline"]
 
@@ -115,7 +115,7 @@ def multihead_spline(
     numpyro.factor("gauge", jnp.sum(jax.vmap(gauge_log_factor)(U, V)))  # one per head
     Un, Vn = jax.vmap(gauge_factors)(U, V)
     numpyro.deterministic("A", Un @ jnp.swapaxes(Vn, -1, -2))
-    tau = numpyro.sample("tau", dist.HalfNormal(y_scale).expand([H]).to_event(1))
+    tau = numpyro.sample("tau", tau_prior(y_scale).expand([H]).to_event(1))
     sigma = numpyro.sample("sigma", dist.HalfNormal(y_scale))
     Qs, Q = block_precision(jnp.asarray(penalty), tau, y_scale)
     if collapsed and Y is not None:

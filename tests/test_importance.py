@@ -81,8 +81,9 @@ def test_defensive_proposals_are_scored_by_the_mixture_density_scipy_gives():
 
 
 def test_defensive_proposals_bound_the_weights_of_the_log_tau_tail():
-    """A posterior whose log tau has the HalfNormal prior's exponential tail towards
-    tau -> 0 (the data flat in tau): density ``e^x exp(-e^{2x} / 2)`` in ``x = log tau``,
+    """A posterior whose log tau has the exponential tail towards tau -> 0 of a prior
+    flat at 0 (the model's half-Cauchy, here a half-normal; the data flat in tau):
+    density ``e^x exp(-e^{2x} / 2)`` in ``x = log tau``,
     and a standard normal coordinate beside it.  Its Laplace fit (sd 1/sqrt 2 in x)
     is far too light on the left.  Over 10 seeds of 1000 proposals, the plain
     Laplace-t proposal's Pareto k has a median above 0.45 (0.55 measured: its weights

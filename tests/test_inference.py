@@ -436,7 +436,7 @@ def test_refit_order_cv_predicts_each_fold_at_its_own_laplace_mode():
     from bayes_ips.collapsed import difference_penalty, pspline_precision
     from bayes_ips.gauge import gauge_factors
     from bayes_ips.inference import _erm_init, bound_model, laplace_at, refit_order_cv
-    from bayes_ips.kselect import ORDER_CV_FOLDS
+    from bayes_ips.kselect import ORDER_CV_FOLDS, SELECTION_TAU_LAW
     from bayes_ips.pairs import off_diagonal_scores
     from bayes_ips.pairwise import design
     from bayes_ips.spline import make_knots, quantile_breaks
@@ -450,7 +450,8 @@ def test_refit_order_cv_predicts_each_fold_at_its_own_laplace_mode():
     cands = [(knots, {"order": 2}), (knots, {"order": 1})]
     cv = refit_order_cv(X, Y, fit, cands, scale, ys)
     assert cv["refit"] == "erm" and cv["folds"] == ORDER_CV_FOLDS
-    model = bound_model(1, True)
+    # the basis is chosen under the selection's prior of tau, not the posterior's
+    model = bound_model(1, True, tau_law=SELECTION_TAU_LAW)
     start = {k: v[0] for k, v in _erm_init(jax.random.PRNGKey(0), fit, ys, 1, 0.0).items()}
     size = X.shape[0] // ORDER_CV_FOLDS  # 20: the last 5 sequences are in no fold
     sse = np.zeros((2, ORDER_CV_FOLDS))

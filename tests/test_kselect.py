@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from bayes_ips.models.lowrank_spline import KAPPA
+from bayes_ips.models.lowrank_spline import KAPPA, lowrank_spline, tau_prior
+from numpyro.infer.util import potential_energy
+from scipy.stats import halfcauchy, halfnorm
 
 from bayes_ips.collapsed import (
     collapsed_loglik,
@@ -19,6 +21,7 @@ from bayes_ips.gauge import gauge_factors
 from bayes_ips.kselect import (
     ORDER_CV_FOLDS,
     ORDER_CV_SE,
+    SELECTION_TAU_LAW,
     _log_marginal_np,
     log_evidence,
     order_cv,
@@ -101,6 +104,53 @@ def test_log_evidence_is_a_maximum_over_sigma_and_tau(problem):
     for dls, dlt in [(0.05, 0), (-0.05, 0), (0, 0.3), (0, -0.3)]:
         assert objective(math.log(ev["sigma"]) + dls, math.log(ev["tau"]) + dlt) < best
     assert ev["sigma"] == pytest.approx(0.1, rel=0.05)
+
+
+def test_the_model_samples_a_half_cauchy_tau_and_the_basis_is_chosen_under_the_halfnormal(
+    problem,
+):
+    """The model's ``tau`` is HalfCauchy(y_scale) and ``sigma`` HalfNormal(y_scale)
+    (their laws against SciPy's densities); with ``tau_law=SELECTION_TAU_LAW`` its
+    ``tau`` is the HalfNormal, and then the model's collapsed log density at a fixed
+    ``A`` (NumPyro's potential, in the log coordinates the evidence searches) moves
+    with ``(log sigma, log tau)`` exactly as :func:`log_evidence`'s objective does:
+    the basis is chosen under the model with that one law swapped."""
+    X, Y, fit = problem
+    ys = 0.7
+    z = np.array([0.01, 0.5, 3.0, 40.0])
+    np.testing.assert_allclose(
+        tau_prior(ys).log_prob(jnp.asarray(z)), halfcauchy.logpdf(z, scale=ys), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        tau_prior(ys, SELECTION_TAU_LAW).log_prob(jnp.asarray(z)),
+        halfnorm.logpdf(z, scale=ys),
+        rtol=1e-12,
+    )
+    with pytest.raises(ValueError, match="unknown tau law 'gamma'"):
+        tau_prior(ys, "gamma")
+
+    S = off_diagonal_scores(X, fit.U, fit.V)
+    knots = make_knots(mixed_breaks(S, 16, 1.0), 3, 1)
+    st = _stats(X, Y, fit, knots)
+    D = curvature_penalty(knots, float(np.std(S)))
+    ys = float(np.sqrt(np.mean(Y**2)))
+    ridge = 1.0 / (KAPPA * ys) ** 2
+    args = (np.asarray(st.FtF), np.asarray(st.FtY), float(st.YtY), float(st.n_obs), D.T @ D)
+
+    def objective(ls, lt):  # log_evidence's, by hand (its test above checks the two agree)
+        s, t = math.exp(ls), math.exp(lt)
+        return _log_marginal_np(*args, s, t, ridge) + ls + lt - (s**2 + t**2) / (2 * ys**2)
+
+    def model_log_density(ls, lt, law):
+        kw = dict(rank=1, knots=knots, penalty=jnp.asarray(D), y_scale=ys, tau_law=law)
+        params = {"U": jnp.asarray(fit.U), "V": jnp.asarray(fit.V), "sigma": ls, "tau": lt}
+        return -float(potential_energy(lowrank_spline, (X, Y), kw, params))
+
+    pts = [(-2.3, 0.0), (-2.0, 1.5), (-2.5, -1.0), (-1.0, 3.0)]
+    for law, same in ((SELECTION_TAU_LAW, True), ("halfcauchy", False)):
+        diffs = [model_log_density(ls, lt, law) - objective(ls, lt) for ls, lt in pts]
+        # the priors' constants and the fixed factors' terms: one offset for all points
+        assert np.allclose(diffs, diffs[0], rtol=0, atol=1e-6) == same
 
 
 def test_posterior_basis_nested_statistics_equal_a_direct_pass(problem, smooth_basis):

@@ -8,7 +8,7 @@ from bayes_ips.models.lowrank_spline import KAPPA, gauge_log_factor, lowrank_spl
 from bayes_ips.models.multihead_spline import heads_setup, multihead_spline
 from numpyro import handlers
 from numpyro.infer.util import log_density
-from scipy.stats import multivariate_normal, norm
+from scipy.stats import halfcauchy, multivariate_normal, norm
 
 from bayes_ips.collapsed import pspline_precision
 from bayes_ips.gauge import gauge_factors
@@ -61,10 +61,10 @@ def test_one_head_is_lowrank_spline(data):
 
 
 def _prior_terms(U, V, tau, sigma, y_scale):
-    """Log prior of U, V (with the gauge factors), tau, sigma: by hand."""
+    """Log prior of U, V (with the gauge factors), tau (half-Cauchy), sigma (half-normal)."""
     lp = norm.logpdf(U).sum() + norm.logpdf(V).sum()
     lp += sum(float(gauge_log_factor(U[h], V[h])) for h in range(U.shape[0]))
-    lp += np.sum(np.log(2) + norm.logpdf(tau, scale=y_scale))
+    lp += np.sum(halfcauchy.logpdf(tau, scale=y_scale))
     lp += np.log(2) + norm.logpdf(sigma, scale=y_scale)
     return lp
 
