@@ -45,6 +45,8 @@ def test_sample_writes_inference_data(posterior_file):
     assert int(idata.attrs["seed"]) == 1
 
 
+# slow tier: ~16 s (the fast tier's 5-minute budget, 2026-12-07)
+@pytest.mark.slow
 def test_diagnose_writes_table_and_figures_and_strict_fails_short_runs(posterior_file, capsys):
     d, data, post = posterior_file
     out = d / "diag"

@@ -649,3 +649,15 @@ def test_discrete_tokens_fit_and_sample():
     tol = 3 * 0.1 / math.sqrt(M * N * (N - 1) / 20)
     assert np.sqrt(np.mean((np.asarray(fit.predict(x, y)) - g) ** 2)) < tol
     assert np.sqrt(np.mean((predict(post, x, y)["g"] - g) ** 2)) < tol
+
+
+def test_the_degree_rule_raises_the_degree_only_for_beta_above_4():
+    # ERMConfig's rule: cubic unless beta > 4, then ceil(beta) - 1 (enough smoothness for
+    # the spline's approximation order); an explicit degree always wins.  The study cell
+    # that applies it end to end is in the slow tier (tests/study/test_ips_task.py).
+    assert ERMConfig().resolved_degree() == 3
+    assert ERMConfig(beta=4.0).resolved_degree() == 3
+    assert ERMConfig(beta=4.2).resolved_degree() == 4
+    assert ERMConfig(beta=5.5).resolved_degree() == 5
+    assert ERMConfig(beta=math.inf).resolved_degree() == 3
+    assert ERMConfig(beta=5.5, degree=2).resolved_degree() == 2

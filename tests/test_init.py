@@ -38,6 +38,8 @@ def _flags_after(code: str, **env) -> str:
     return next(line[6:] for line in out.splitlines() if line.startswith("FLAGS="))
 
 
+# slow tier: ~8 s (the fast tier's 5-minute budget, 2026-12-07)
+@pytest.mark.slow
 @pytest.mark.skipif(not CHECKED, reason="this jaxlib is not one checked to accept the flag")
 def test_the_loop_emitters_are_opt_in_and_the_flag_is_accepted():
     code = "import bayes_ips, jax.numpy as jnp; assert float(jnp.ones(3).sum()) == 3.0"
@@ -95,6 +97,8 @@ def _cache_run(cache: str, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True)
 
 
+# slow tier: ~6 s (the fast tier's 5-minute budget, 2026-12-07)
+@pytest.mark.slow
 def test_every_program_goes_into_the_cache_by_default(tmp_path):
     """A small program (compiled in milliseconds) is written: a later CLI run loads it."""
     run = _cache_run(str(tmp_path / "c"))

@@ -96,6 +96,8 @@ def _rare_region_case():
     return truth, stratum, predict, p
 
 
+# slow tier: ~6 s (the fast tier's 5-minute budget, 2026-12-07)
+@pytest.mark.slow
 def test_stratified_error_is_unbiased_and_far_more_precise_on_a_rare_region():
     truth, stratum, predict, p = _rare_region_case()
     assert 1e-3 < p < 1e-2  # rare: ~60 of the 20000 main pairs

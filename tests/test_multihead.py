@@ -130,6 +130,8 @@ def _rough_heads():
     return _two_heads(500, N=6, d=2, noise=0.05, phis=rough)
 
 
+# slow tier: ~7 s (the fast tier's 5-minute budget, 2026-12-07)
+@pytest.mark.slow
 def test_heads_gcv_grid_doubles_its_top_while_gcv_chooses_it():
     """Two rough heads (Hoelder 1/2 kinks) at their true factors: from a grid capped at
     8, GCV wants more, the grid doubles (each added K scored as its own Gram pass at

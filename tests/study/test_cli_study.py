@@ -108,6 +108,8 @@ def test_bad_slices(tmp_path, capsys, only, text):
     _one_line_error(capsys, rc, text)
 
 
+# slow tier: ~16 s (the fast tier's 5-minute budget, 2026-12-07)
+@pytest.mark.slow
 def test_only_runs_a_slice(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(TINY)
