@@ -51,7 +51,8 @@ def test_laplace_approx_inverts_the_hessian_and_floors_flat_directions():
 KS_ALPHA = 1e-3
 
 
-@pytest.mark.parametrize("df", [8.0, 5.5])  # the chi-square by normals; the gamma draw
+# the chi-square by normals (slow tier); the gamma draw
+@pytest.mark.parametrize("df", [pytest.param(8.0, marks=pytest.mark.slow), 5.5])
 def test_mvt_sample_has_the_student_t_moments_and_law(df):
     """Mean and covariance ``df / (df - 2) Sigma`` of 200k draws; each standardised
     coordinate, and the quadratic form's F law, against SciPy (KS).
@@ -184,7 +185,10 @@ def test_pareto_khat_tells_a_good_proposal_from_a_light_tailed_one():
     assert pareto_khat(np.array([-np.inf, -np.inf, 0.0]))[0] == np.inf
 
 
-@pytest.mark.parametrize("d", [2, 3, 6])
+# ~2.5 s of compilation a d: d = 2 and 6 in the slow tier
+@pytest.mark.parametrize(
+    "d", [pytest.param(2, marks=pytest.mark.slow), 3, pytest.param(6, marks=pytest.mark.slow)]
+)
 def test_sphere_chart_maps_onto_the_sphere_with_the_stated_jacobian(d):
     """u(z) has norm 1 (times sqrt(d)), chart_point inverts it, and the log Jacobian is
     log sqrt(det(J^T J)) of the map z -> u (the surface element), computed by autodiff."""

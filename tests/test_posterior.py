@@ -39,7 +39,16 @@ def _inputs(n_draws, d=2, M=60, N=4, K=6, seed=0):
     return U, V, sigma, tau, keys, jnp.asarray(X), jnp.asarray(Y), knots, penalty
 
 
-@pytest.mark.parametrize("n_draws,batch", [(7, 3), (6, 3), (5, 8), (4, 1)])
+# a short last batch and a batch above the draws; the slow tier adds an even split and batch 1
+@pytest.mark.parametrize(
+    "n_draws,batch",
+    [
+        (7, 3),
+        pytest.param(6, 3, marks=pytest.mark.slow),
+        (5, 8),
+        pytest.param(4, 1, marks=pytest.mark.slow),
+    ],
+)
 def test_rao_blackwell_matches_a_loop_over_draws(n_draws, batch):
     """Every draw's (A, E[c | theta], c draw) equals the one-draw computation,
     whether or not the draws fill whole batches (padding must not leak)."""

@@ -98,8 +98,9 @@ def test_full_multiplicity_spans_discontinuous_piecewise_polynomials():
     assert B.shape[1] == 3 * 4  # (s+1) per interval, no continuity constraints
     coef, *_ = np.linalg.lstsq(B, target(u_fit), rcond=None)
     u = np.random.default_rng(1).uniform(-1, 1, 200)
+    ev = jax.jit(lambda x, c: spline_eval(x, c, knots))  # compiled: op by op is slow
     np.testing.assert_allclose(
-        np.asarray(spline_eval(jnp.asarray(u), jnp.asarray(coef), knots)), target(u), atol=1e-9
+        np.asarray(ev(jnp.asarray(u), jnp.asarray(coef))), target(u), atol=1e-9
     )
     # ... whereas simple knots cannot jump: the fit of a discontinuous target is not exact
     simple = make_knots(breaks, degree, 1)
@@ -134,11 +135,12 @@ def test_linear_tail_matches_naive_construction(degree, mult):
     t = np.asarray(full_knot_vector(knots))
     b = np.asarray(knots.breaks)
     ref, dref = _naive_linear_tail(t, coef, degree, b[0], b[-1], u)
-    got = np.asarray(spline_eval(jnp.asarray(u), jnp.asarray(coef), knots))
+    ev = jax.jit(lambda x, c: spline_eval(x, c, knots))  # compiled: op by op is slow
+    got = np.asarray(ev(jnp.asarray(u), jnp.asarray(coef)))
     np.testing.assert_allclose(got, ref, rtol=RTOL, atol=RTOL)
     # d / du away from the breakpoints (one-sided there for full multiplicity)
     v = u[: -len(b)]
-    dgot = np.asarray(jax.vmap(jax.grad(lambda x: spline_eval(x, jnp.asarray(coef), knots)))(v))
+    dgot = np.asarray(jax.jit(jax.vmap(jax.grad(ev), (0, None)))(v, jnp.asarray(coef)))
     np.testing.assert_allclose(dgot, dref[: -len(b)], rtol=1e-9, atol=1e-9)
     # the basis: design matrix, local basis and d / dcoef all the naive basis
     nb = n_basis(knots)
@@ -147,15 +149,15 @@ def test_linear_tail_matches_naive_construction(degree, mult):
         axis=1,
     )
     np.testing.assert_allclose(np.asarray(design_matrix(u, knots)), Bref, rtol=RTOL, atol=RTOL)
-    jac = np.asarray(jax.jacfwd(lambda c: spline_eval(jnp.asarray(u), c, knots))(coef))
+    jac = np.asarray(jax.jit(jax.jacfwd(ev, 1))(jnp.asarray(u), jnp.asarray(coef)))
     np.testing.assert_allclose(jac, Bref, rtol=RTOL, atol=RTOL)
     first, vals = local_basis(jnp.asarray(u), knots)
     np.testing.assert_allclose(np.asarray(vals).sum(-1), 1.0, rtol=RTOL, atol=RTOL)
-    inside = (u >= b[0]) & (u <= b[-1])
-    poly = spline_eval(
-        jnp.asarray(u[inside]), jnp.asarray(coef), make_knots(b, degree, mult, "poly")
-    )
-    np.testing.assert_array_equal(got[inside], np.asarray(poly))
+    # bit for bit, both op by op (a compiled program may fuse multiply-adds differently)
+    inside = jnp.asarray(u[(u >= b[0]) & (u <= b[-1])])
+    poly = spline_eval(inside, jnp.asarray(coef), make_knots(b, degree, mult, "poly"))
+    linear = spline_eval(inside, jnp.asarray(coef), knots)
+    np.testing.assert_array_equal(np.asarray(linear), np.asarray(poly))
 
 
 @pytest.mark.parametrize(
@@ -178,14 +180,16 @@ def test_linear_tail_is_continuous_with_its_slope_at_the_outer_knots(degree, mul
     def piece(x):
         return f(x, make_knots(b, degree, mult, "poly"))
 
+    # compiled once each (op by op, the dozen scalar calls took ~6 s)
     df = jax.grad(f)
+    f, df, d2f, piece, dpiece = map(jax.jit, (f, df, jax.grad(df), piece, jax.grad(piece)))
     for edge, out in ((b[0], -1.0), (b[-1], 1.0)):
         for gap in (1e-9, 0.3, 2.0):
             x = edge + out * gap
             back = float(f(x)) - out * gap * float(df(x))  # the tangent line at the knot
             assert back == pytest.approx(float(piece(edge)), rel=1e-10, abs=1e-10)
-            assert float(df(x)) == pytest.approx(float(jax.grad(piece)(edge)), rel=1e-10)
-            assert float(jax.grad(df)(x)) == 0.0
+            assert float(df(x)) == pytest.approx(float(dpiece(edge)), rel=1e-10)
+            assert float(d2f(x)) == 0.0
 
 
 # second-order checks, forward and reverse (~6 s per tail): the old tail in the slow tier
@@ -195,8 +199,8 @@ def test_gradient_in_u_and_coef(tail):
 
     knots, coef, u = _case(3, 3, 1, tail=tail)
     u = u[(u > -1.4) & (u < 1.4)][:50]
-    check_grads(
-        lambda uu, cc: spline_eval(uu, cc, knots),
+    check_grads(  # compiled: op by op it took ~10 s
+        jax.jit(lambda uu, cc: spline_eval(uu, cc, knots)),
         (jnp.asarray(u), jnp.asarray(coef)),
         order=2,
         modes=["fwd", "rev"],
@@ -214,10 +218,11 @@ def test_flat_tail_matches_naive_construction(degree, mult):
     uc = np.clip(u, b[0], b[-1])
     assert np.any(u < b[0]) and np.any(u > b[-1])
     spl = BSpline(t, coef, degree, extrapolate=True)
-    got = np.asarray(spline_eval(jnp.asarray(u), jnp.asarray(coef), knots))
+    ev = jax.jit(lambda x, c: spline_eval(x, c, knots))  # compiled: op by op is slow
+    got = np.asarray(ev(jnp.asarray(u), jnp.asarray(coef)))
     np.testing.assert_allclose(got, spl(uc), rtol=RTOL, atol=RTOL)
     v = u[: -len(b)]  # away from the breakpoints
-    dgot = np.asarray(jax.vmap(jax.grad(lambda x: spline_eval(x, jnp.asarray(coef), knots)))(v))
+    dgot = np.asarray(jax.jit(jax.vmap(jax.grad(ev), (0, None)))(v, jnp.asarray(coef)))
     out = (v < b[0]) | (v > b[-1])
     assert np.all(dgot[out] == 0.0)
     dref = spl(v[~out], nu=1) if degree > 0 else np.zeros((~out).sum())
@@ -225,7 +230,7 @@ def test_flat_tail_matches_naive_construction(degree, mult):
     nb = n_basis(knots)
     Bref = np.stack([BSpline(t, np.eye(nb)[k], degree)(uc) for k in range(nb)], axis=1)
     np.testing.assert_allclose(np.asarray(design_matrix(u, knots)), Bref, rtol=RTOL, atol=RTOL)
-    jac = np.asarray(jax.jacfwd(lambda c: spline_eval(jnp.asarray(u), c, knots))(coef))
+    jac = np.asarray(jax.jit(jax.jacfwd(ev, 1))(jnp.asarray(u), jnp.asarray(coef)))
     np.testing.assert_allclose(jac, Bref, rtol=RTOL, atol=RTOL)
     first, vals = local_basis(jnp.asarray(u), knots)
     np.testing.assert_allclose(np.asarray(vals).sum(-1), 1.0, rtol=RTOL, atol=RTOL)

@@ -144,7 +144,7 @@ def test_softmax_is_stable_at_d_400_with_large_scores():
     np.testing.assert_allclose(T, (X @ t.v)[np.arange(len(X)), top], rtol=1e-12)
 
 
-@pytest.mark.parametrize("d,L", [(2, 3), (20, 10), (400, 10)])
+@pytest.mark.parametrize("d,L", [(2, 3), pytest.param(20, 10, marks=pytest.mark.slow), (400, 10)])
 def test_softmax_at_the_truth_is_the_bayes_predictor_at_gamma_1(d, L):
     """At gamma = 1 the position posterior is softmax_l(<x_l, mu>) = softmax_l(sqrt(d/2) <x_l, k*>).
 
@@ -193,7 +193,7 @@ def test_softmax_excess_risk_is_zero_at_gamma_1_and_positive_at_gamma2_half():
     assert eh.excess > 0.05 * eh.bayes_risk  # clearly: measured 0.030 +- 0.002, 1.4 Bayes risks
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0] + [pytest.param(s, marks=pytest.mark.slow) for s in (1, 2)])
 def test_pgd_with_softmax_recovers_k_and_v(seed):
     """From uniform starts on the sphere (the paper's), d = 20, M = 2000, gamma^2 = 0.5.
 
