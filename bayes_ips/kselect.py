@@ -454,8 +454,7 @@ UNIFORM_WEIGHTS = (0.0, 0.5, 1.0)  # quantile, half-and-half, equal-width knots
 # on the data, and on the 16 paper cells it took first differences in 16 of 16
 # with worse error and coverage (analyses/RESULTS.md, session 16).  So the order is
 # switched only if first differences predict held-out sequences better: K-fold
-# cross-validation of
-# the squared error over sequences, each prior at its own evidence-best K and
+# cross-validation of the squared error over sequences, each prior at its own evidence-best K and
 # (sigma, tau), first differences taken when they are better by more than
 # ORDER_CV_SE standard errors of the paired fold differences.  That comparison is
 # made at ERM's A; at d >= 2 the default path confirms a win of first differences
@@ -636,8 +635,9 @@ def posterior_basis(
     The prior's difference order (``order`` in the table): the curvature penalty
     (2), unless ``rough_order`` (one head): then first differences (1) are scored
     on the same grid too, and taken, at their own evidence-best (placement, K),
-    when they beat the curvature prior's choice in cross-validation (:func:`order_cv`, the rule by
-    :data:`ORDER_CV_SE`; the comparison goes into the chosen row as ``order_cv``).
+    when they beat the curvature prior's choice in cross-validation
+    (:func:`order_cv`, the rule by :data:`ORDER_CV_SE`; the comparison goes into the
+    chosen row as ``order_cv``).
     ``order_check`` (optional) is asked to confirm a win of first differences there:
     called with the two candidates ``[(knots, row), (knots, row)]`` (the curvature
     prior's first), ``scale`` (the penalty's units) and ``y_scale``, it returns a dict
