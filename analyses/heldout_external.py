@@ -17,8 +17,11 @@ g*.  ``post_s`` and ``erm_s`` are first-call times (compilation included) unless
 
 Usage::
 
-    python analyses/heldout_external.py --out-dir DIR [--cases NAME ...] [--seeds 0 1] [--warm]
-        [--method is] [--max-refits 0]
+    python analyses/heldout_external.py --out-dir DIR [--set external|fresh|all]
+        [--cases NAME ...] [--seeds 0 1] [--warm] [--method is] [--max-refits 0]
+
+``--set fresh`` runs ten more problems, first run in session 34 (other phi*, Laplace
+and uniform [-1, 1] tokens, d up to 12; ``FRESH_CASES``); ``--cases`` picks any.
 
 ``--method is`` keeps the importance sample where ``auto`` would fall back to NUTS
 (its Pareto k shows why), and ``--max-refits 0`` turns off the proposal's refits.
@@ -48,9 +51,29 @@ PHI = {
     "abs": np.abs,
     "near_step": lambda u: np.tanh(20 * (u - 0.3)),
     "sinc": lambda u: np.sinc(3 * u),
+    # the "fresh" set's (session 34)
+    "sin3": lambda u: np.sin(3 * u),
+    "softplus": lambda u: np.log1p(np.exp(2 * u)) / 2,
+    "sqrtabs": lambda u: np.sqrt(np.abs(u)),
+    "dgauss": lambda u: 2 * u * np.exp(-(u**2)),
+    "quartic": lambda u: u**4 / 3 - u**2,
+    "linear": lambda u: u,
+    "lowtanh": lambda u: 0.2 * np.tanh(2 * u),
+    "sin2": lambda u: np.sin(2 * u),
+    "sigmoid3": lambda u: 1 / (1 + np.exp(-3 * u)),
 }
 
-TOKEN_LAWS = ("gauss", "sphere", "student3", "rademacher", "uniform01", "exp", "mixture")
+TOKEN_LAWS = (
+    "gauss",
+    "sphere",
+    "student3",
+    "rademacher",
+    "uniform01",
+    "exp",
+    "mixture",
+    "laplace",
+    "uniform_pm1",
+)
 
 # name: (phi, token law, d, rank, M, N, noise s.d.)
 CASES = {
@@ -74,6 +97,25 @@ CASES = {
     "tanh-student3-d5-rank2": ("tanh", "student3", 5, 2, 1500, 6, 0.1),
 }
 
+# A second set, never run before session 34 (``--set fresh``): other phi*, laws and sizes.
+FRESH_CASES = {
+    "sin3-laplace-d3": ("sin3", "laplace", 3, 1, 1000, 5, 0.1),
+    "softplus-unif-d6": ("softplus", "uniform_pm1", 6, 1, 1200, 6, 0.1),
+    "sqrtabs-student3-d3": ("sqrtabs", "student3", 3, 1, 1500, 5, 0.1),
+    "dgauss-gauss-d8": ("dgauss", "gauss", 8, 1, 2000, 6, 0.1),
+    "quartic-gauss-d2": ("quartic", "gauss", 2, 1, 800, 4, 0.2),
+    "linear-exp-d4": ("linear", "exp", 4, 1, 600, 5, 0.1),
+    "lowtanh-gauss-d5": ("lowtanh", "gauss", 5, 1, 1500, 5, 0.3),
+    "sin2-mixture-d2-N3": ("sin2", "mixture", 2, 1, 2000, 3, 0.1),
+    "relu-laplace-d12": ("relu", "laplace", 12, 1, 1500, 8, 0.1),
+    "sigmoid3-sphere-d3-rank2": ("sigmoid3", "sphere", 3, 2, 1500, 6, 0.1),
+}
+
+
+def case_sets() -> dict[str, dict[str, tuple]]:
+    """The named sets of cases (``--set``); ``all`` is both."""
+    return {"external": CASES, "fresh": FRESH_CASES, "all": {**CASES, **FRESH_CASES}}
+
 
 def tokens(rng: np.random.Generator, law: str, shape: tuple[int, ...]) -> np.ndarray:
     """Tokens of one of :data:`TOKEN_LAWS`, i.i.d. over all but the last axis."""
@@ -92,12 +134,16 @@ def tokens(rng: np.random.Generator, law: str, shape: tuple[int, ...]) -> np.nda
         return rng.exponential(1.0, shape)
     if law == "mixture":  # two clusters, +-1.5 (1, ..., 1), s.d. 0.3 around them
         return rng.choice([-1.5, 1.5], shape[:-1] + (1,)) + 0.3 * rng.standard_normal(shape)
+    if law == "laplace":  # variance 1
+        return rng.laplace(0.0, 1 / np.sqrt(2), shape)
+    if law == "uniform_pm1":
+        return rng.uniform(-1.0, 1.0, shape)
     raise ValueError(f"unknown token law {law!r}; choose from {', '.join(TOKEN_LAWS)}")
 
 
 def case_data(name: str, seed: int, n_eval: int = 20000) -> dict:
     """The case's data ``X, Y``, its A*, and evaluation pairs ``x, y`` with ``g*``."""
-    phi, law, d, r, M, N, noise = CASES[name]
+    phi, law, d, r, M, N, noise = case_sets()["all"][name]
     rng = np.random.default_rng([seed, sum(map(ord, name))])
     A = rng.standard_normal((d, r)) @ rng.standard_normal((d, r)).T
     X = tokens(rng, law, (M, N, d))
@@ -166,7 +212,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     bayes_ips.enable_x64()
     os.makedirs(args.out_dir, exist_ok=True)
     rows = []
-    for name in args.cases or list(CASES):
+    cases = case_sets()[args.set]
+    for name in args.cases or list(cases):
         for seed in args.seeds:
             # dozens of compiled programs per case: past ~27 cases in one process LLVM ran
             # out of memory mappings ("Cannot allocate memory") and the run died
@@ -188,14 +235,24 @@ def main(args: argparse.Namespace) -> list[dict]:
             )
     with atomic_write(os.path.join(args.out_dir, "external.json")) as tmp, open(tmp, "w") as f:
         meta = {"seeds": args.seeds, "method": args.method, "max_refits": args.max_refits}
-        json.dump({**meta, "cases": CASES, "rows": rows}, f, indent=2, default=str)
+        ran = {row["case"]: case_sets()["all"][row["case"]] for row in rows}
+        json.dump({**meta, "set": args.set, "cases": ran, "rows": rows}, f, indent=2, default=str)
     return rows
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--cases", nargs="*", choices=list(CASES))
+    p.add_argument(
+        "--set", default="external", choices=("external", "fresh", "all"), help="the cases to run"
+    )
+    p.add_argument(
+        "--cases",
+        nargs="*",
+        choices=list(case_sets()["all"]),
+        metavar="NAME",
+        help="these cases (any set's): " + ", ".join(case_sets()["all"]),
+    )
     p.add_argument("--seeds", nargs="*", type=int, default=[0])
     p.add_argument("--warm", action="store_true", help="time a second run of each case")
     p.add_argument("--method", default="auto", choices=("auto", "is", "imh", "nuts"))

@@ -395,6 +395,26 @@ def test_external_cases_are_built_as_documented():
         mod.tokens(np.random.default_rng(0), "cauchy", (2, 2))
 
 
+def test_every_external_case_builds_with_unit_score_sd():
+    """Both named sets (``--set external`` and ``fresh``) build their data: the token law
+    and phi* of every case exist, the scores have unit s.d. and A* has the case's rank.
+    The fresh set's new laws have unit variance (Laplace) and [-1, 1] support (uniform)."""
+    mod = _load("heldout_external")
+    sets = mod.case_sets()
+    assert set(sets["all"]) == set(sets["external"]) | set(sets["fresh"])
+    assert not set(sets["external"]) & set(sets["fresh"])
+    for name, (_, _, d, r, M, N, _) in sets["all"].items():
+        D = mod.case_data(name, 0, n_eval=10)
+        assert D["X"].shape == (M, N, d) and D["Y"].shape == (M, N)
+        S = np.einsum("mid,de,mje->mij", D["X"], D["A"], D["X"])[:, ~np.eye(N, dtype=bool)]
+        assert S.std() == pytest.approx(1.0, rel=1e-12), name
+        assert np.linalg.matrix_rank(D["A"]) == r, name
+    z = mod.tokens(np.random.default_rng(0), "laplace", (200000,))
+    assert z.var() == pytest.approx(1.0, abs=0.02)  # s.e. of the variance: sqrt(5 / n) = 0.005
+    u = mod.tokens(np.random.default_rng(0), "uniform_pm1", (1000,))
+    assert u.min() >= -1 and u.max() <= 1 and u.min() < -0.99 and u.max() > 0.99
+
+
 @pytest.mark.slow  # ERM and the default posterior on one small external case
 def test_heldout_external_script(tmp_path, monkeypatch, capsys):
     mod = _load("heldout_external")

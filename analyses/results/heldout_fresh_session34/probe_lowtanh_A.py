@@ -10,9 +10,8 @@ import sys
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fresh_cases  # noqa: E402, F401  (registers the cases)
-import heldout_external as he  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+import heldout_external as he  # noqa: E402  (its FRESH_CASES)
 
 import bayes_ips  # noqa: E402
 from bayes_ips.erm import ERMConfig, fit_erm  # noqa: E402
