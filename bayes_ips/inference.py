@@ -68,7 +68,7 @@ from bayes_ips.diagnostics import IS_ESS_MIN
 from bayes_ips.erm import ERMConfig, ERMFit, fit_erm
 from bayes_ips.errors import InputError, check_rank, check_xy
 from bayes_ips.io import fit_reference
-from bayes_ips.models.lowrank_spline import lowrank_spline, model_setup
+from bayes_ips.models.lowrank_spline import DEFAULT_TAU_LAW, lowrank_spline, model_setup
 from bayes_ips.pairs import eval_pairs, off_diagonal_scores  # eval_pairs: re-exported
 from bayes_ips.ppc import predictive_draws, thin_draws
 from bayes_ips.spline import Knots
@@ -492,7 +492,10 @@ def _split_kwargs(model_kwargs: dict) -> tuple[dict, dict]:
 
 @functools.cache
 def bound_model(
-    rank: int, collapsed: bool = True, chunk_size: int | None = None, tau_law: str = "halfcauchy"
+    rank: int,
+    collapsed: bool = True,
+    chunk_size: int | None = None,
+    tau_law: str = DEFAULT_TAU_LAW,
 ):
     """The model with its shape- and branch-fixing options bound, one object per options.
 

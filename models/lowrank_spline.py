@@ -38,6 +38,7 @@ __all__ = [
     "gauge_log_factor",
     "lowrank_spline",
     "model_setup",
+    "DEFAULT_TAU_LAW",
     "TAU_LAWS",
     "tau_prior",
 ]
@@ -50,9 +51,11 @@ RADIUS_SD = 0.1  # relative sd of ||U||_F and ||V||_F around sqrt(d r)
 
 #: Laws of the P-spline's scale ``tau`` (:func:`tau_prior`), each with scale ``y_scale``
 TAU_LAWS = {"halfcauchy": dist.HalfCauchy, "halfnormal": dist.HalfNormal}
+#: The model's law of ``tau`` (:func:`tau_prior`), wherever none is named
+DEFAULT_TAU_LAW = "halfcauchy"
 
 
-def tau_prior(y_scale: float, law: str = "halfcauchy"):
+def tau_prior(y_scale: float, law: str = DEFAULT_TAU_LAW):
     """The prior of the P-spline's scale ``tau``: HalfCauchy(``y_scale``) by default.
 
     ``tau`` is the prior sd of the coefficients' weighted second differences, the
@@ -132,7 +135,7 @@ def lowrank_spline(
     collapsed: bool = True,
     chunk_size: int | None = None,
     stats=None,
-    tau_law: str = "halfcauchy",
+    tau_law: str = DEFAULT_TAU_LAW,
 ):
     M, N, d = X.shape
     K = n_basis(knots)
