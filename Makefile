@@ -21,7 +21,7 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	touch $@ $(STAMP)
 
 # The main job on the embedded local default: a small rate study (ERM and the Bayesian
-# posterior mean, two d, three M) on a local pool of 2 processes, then one dataset
+# posterior mean, two d, two M) on a local pool of 2 processes, then one dataset
 # through the whole command line: ERM fit, posterior, diagnostics and figures.
 # The demo is small and compile-bound: XLA:CPU's loop emitters compile it ~1.5x faster
 # (bayes_ips.use_loop_emitters; analyses/benchmarks/RESULTS.md).  DEMO_EMITTERS=fusion
