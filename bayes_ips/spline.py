@@ -167,6 +167,7 @@ def n_basis(knots: Knots) -> int:
     return knots.degree + 1 + (knots.n_intervals - 1) * knots.multiplicity
 
 
+@jax.jit
 def full_knot_vector(knots: Knots) -> jax.Array:
     """The full (clamped) knot vector, of length ``n_basis + s + 1``."""
     s, m = knots.degree, knots.multiplicity
@@ -308,6 +309,7 @@ def _mul_linear(p: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
     return a[..., None] * p + b[..., None] * shifted
 
 
+@jax.jit
 def basis_polynomials(knots: Knots) -> jax.Array:
     """Local polynomial form of the basis on every interval.
 
@@ -351,6 +353,7 @@ def basis_polynomials(knots: Knots) -> jax.Array:
     return jnp.stack(basis, axis=1)
 
 
+@jax.jit
 def locate(u: ArrayLike, knots: Knots) -> tuple[jax.Array, jax.Array]:
     """Interval index and local coordinate of each score.
 
@@ -369,6 +372,7 @@ def locate(u: ArrayLike, knots: Knots) -> tuple[jax.Array, jax.Array]:
     return k, (u - b[:-1][k]) * (1.0 / jnp.diff(b))[k]
 
 
+@jax.jit
 def local_basis(u: ArrayLike, knots: Knots) -> tuple[jax.Array, jax.Array]:
     """Values of the ``s + 1`` B-splines that are non-zero at ``u``.
 
@@ -401,6 +405,7 @@ def local_basis(u: ArrayLike, knots: Knots) -> tuple[jax.Array, jax.Array]:
     return k * knots.multiplicity, jnp.stack(vals, axis=-1)
 
 
+@jax.jit
 def piece_coefficients(coef: ArrayLike, knots: Knots) -> jax.Array:
     """Polynomial coefficients of ``phi_c`` on each interval, in the local coordinate.
 
@@ -413,6 +418,7 @@ def piece_coefficients(coef: ArrayLike, knots: Knots) -> jax.Array:
     return jnp.einsum("klp,kl->kp", basis_polynomials(knots), jnp.asarray(coef)[idx])
 
 
+@jax.jit
 def spline_eval(u: ArrayLike, coef: ArrayLike, knots: Knots) -> jax.Array:
     """Evaluate ``phi_c(u) = sum_k c_k B_k(u)`` using local support.
 
@@ -436,6 +442,7 @@ def spline_eval(u: ArrayLike, coef: ArrayLike, knots: Knots) -> jax.Array:
     return _table_eval(a, k, z, knots.tail, False)[0]
 
 
+@jax.jit
 def design_matrix(u: ArrayLike, knots: Knots) -> jax.Array:
     """Dense basis matrix ``B[p, k] = B_k(u_p)``, for small inputs (plots, tests).
 
@@ -454,6 +461,7 @@ def design_matrix(u: ArrayLike, knots: Knots) -> jax.Array:
     return out.at[jnp.arange(u.shape[0])[:, None], idx].add(vals)
 
 
+@jax.jit
 def count_outside(u: ArrayLike, knots: Knots) -> jax.Array:
     """Number of scores outside ``[b_0, b_K]`` (extrapolated by ``knots.tail``, not clipped)."""
     u = jnp.asarray(u)
