@@ -12,12 +12,23 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# pip byte-compiles every installed module one file at a time; compileall does the same
+# on all cores: 17 s + 20 s against 49 s for one install on 2 cores (2026-12-08).  The
+# byte code must be written at install time: with PYTHONDONTWRITEBYTECODE set (as on
+# this machine), imports never cache it, and every command then paid 6-9 s more.
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --no-compile
+COMPILE_ALL := $(BIN)/python -m compileall -q -j 0 \
+	$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_path('purelib'))") \
+	|| echo "compileall: some modules were not byte-compiled (as pip, it goes on)"
+
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(PIP_INSTALL) -e .
+	$(COMPILE_ALL)
 	touch $@
 
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(PIP_INSTALL) -e ".[dev]"
+	$(COMPILE_ALL)
 	touch $@ $(STAMP)
 
 # The main job on the embedded local default: a small rate study (ERM and the Bayesian
