@@ -109,7 +109,9 @@ def _oscillation_slopes(spec, m, key):
     return np.polyfit(np.log(_SCALES), np.log(osc).T, 1)[0], osc
 
 
-@pytest.mark.parametrize("beta", [0.5, 1.5, 2.5])
+@pytest.mark.parametrize(
+    "beta", [1.5] + [pytest.param(b, marks=pytest.mark.slow) for b in (0.5, 2.5)]
+)
 def test_weierstrass_has_exact_exponent_at_every_point(beta):
     """The m-th derivative's local oscillation scales like h^(beta - m) at random points.
 

@@ -110,7 +110,13 @@ def test_null_directions_are_dropped():
     assert sub.c_H == pytest.approx(res.c_H, rel=1e-8)
 
 
-@pytest.mark.parametrize("tokens", TOKEN_LAWS)
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        pytest.param(t, marks=() if t in ("cube", "correlated") else pytest.mark.slow)
+        for t in TOKEN_LAWS
+    ],
+)
 def test_c_h_is_at_least_one_over_n_minus_one(tokens):
     """c_H >= 1/(N-1) for tokens i.i.d. (given a common factor, for `correlated`).
 

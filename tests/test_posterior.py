@@ -43,7 +43,7 @@ def _inputs(n_draws, d=2, M=60, N=4, K=6, seed=0):
 @pytest.mark.parametrize(
     "n_draws,batch",
     [
-        (7, 3),
+        pytest.param(7, 3, marks=pytest.mark.slow),
         pytest.param(6, 3, marks=pytest.mark.slow),
         (5, 8),
         pytest.param(4, 1, marks=pytest.mark.slow),

@@ -74,7 +74,9 @@ def test_negatively_correlated_tokens(rho):
             sample_tokens(key, law, 10, 5)  # N = 5 tokens allow rho >= -1/4 only
 
 
-@pytest.mark.parametrize("family", ["gaussian", "uniform", "rademacher"])
+@pytest.mark.parametrize(
+    "family", ["gaussian", "rademacher", pytest.param("uniform", marks=pytest.mark.slow)]
+)
 def test_noise_laws_have_the_asked_sd_and_are_independent_of_x(family):
     truth = make_truth(jax.random.PRNGKey(0), 3, 1, noise_sd=0.3, noise=family)
     X, Y = simulate(jax.random.PRNGKey(1), truth, 40_000, 3)
@@ -169,7 +171,13 @@ def test_bad_sizes_are_refused():
         NoiseLaw("gaussian", float("inf"))
 
 
-@pytest.mark.parametrize("tokens", TOKEN_LAWS)
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        pytest.param(t, marks=() if t in ("cube", "correlated") else pytest.mark.slow)
+        for t in TOKEN_LAWS
+    ],
+)
 def test_weierstrass_truth_has_the_fixed_l2_rho_norm(tokens):
     """make_truth sets E_rho[phi*(x^T A* y)^2] = 1/2 on its 20000 Monte Carlo pairs.
 

@@ -45,13 +45,11 @@ CASES = [(s, m) for s in range(0, 6) for m in sorted({1, max(1, s // 2), s + 1})
 FAST_CASES = {(0, 1), (3, 1), (2, 3), (5, 3)}
 
 
-def cases():
-    return [
-        pytest.param(s, m, marks=() if (s, m) in FAST_CASES else pytest.mark.slow) for s, m in CASES
-    ]
+def cases(fast=FAST_CASES):
+    return [pytest.param(s, m, marks=() if (s, m) in fast else pytest.mark.slow) for s, m in CASES]
 
 
-@pytest.mark.parametrize("degree,mult", cases())
+@pytest.mark.parametrize("degree,mult", cases({(3, 1), (2, 3)}))
 def test_spline_matches_scipy_including_extrapolation(degree, mult):
     knots, coef, u = _case(degree * 10 + mult, degree, mult)
     t = np.asarray(full_knot_vector(knots))
@@ -125,7 +123,7 @@ def _naive_linear_tail(t, coef, degree, b0, bK, u):
     return val, der
 
 
-@pytest.mark.parametrize("degree,mult", cases())
+@pytest.mark.parametrize("degree,mult", cases({(3, 1)}))
 def test_linear_tail_matches_naive_construction(degree, mult):
     """Values and derivatives (in u and in the coefficients) of the linear tail
     against SciPy's spline continued by its tangent at b_0 and b_K; inside the
@@ -163,8 +161,8 @@ def test_linear_tail_matches_naive_construction(degree, mult):
 
 @pytest.mark.parametrize(
     "degree,mult",
-    [(1, 1), (3, 1), (3, 4)]
-    + [pytest.param(s, m, marks=pytest.mark.slow) for s, m in [(2, 1), (5, 3)]],
+    [(3, 4)]
+    + [pytest.param(s, m, marks=pytest.mark.slow) for s, m in [(1, 1), (3, 1), (2, 1), (5, 3)]],
 )
 def test_linear_tail_is_continuous_with_its_slope_at_the_outer_knots(degree, mult):
     """Value and first derivative are continuous at b_0 and b_K: the line outside,
@@ -208,7 +206,10 @@ def test_gradient_in_u_and_coef(tail):
     )
 
 
-@pytest.mark.parametrize("degree,mult", [(1, 1), (3, 1), (3, 4), (2, 3)])
+@pytest.mark.parametrize(
+    "degree,mult",
+    [(3, 1), (2, 3)] + [pytest.param(s, m, marks=pytest.mark.slow) for s, m in [(1, 1), (3, 4)]],
+)
 def test_flat_tail_matches_naive_construction(degree, mult):
     """The flat tail against SciPy's spline at the nearer outer knot: values, d / du
     (zero outside), the design matrix, the local basis and d / dcoef; inside the

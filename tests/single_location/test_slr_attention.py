@@ -144,7 +144,9 @@ def test_softmax_is_stable_at_d_400_with_large_scores():
     np.testing.assert_allclose(T, (X @ t.v)[np.arange(len(X)), top], rtol=1e-12)
 
 
-@pytest.mark.parametrize("d,L", [(2, 3), pytest.param(20, 10, marks=pytest.mark.slow), (400, 10)])
+@pytest.mark.parametrize(
+    "d,L", [(2, 3)] + [pytest.param(d, L, marks=pytest.mark.slow) for d, L in [(20, 10), (400, 10)]]
+)
 def test_softmax_at_the_truth_is_the_bayes_predictor_at_gamma_1(d, L):
     """At gamma = 1 the position posterior is softmax_l(<x_l, mu>) = softmax_l(sqrt(d/2) <x_l, k*>).
 

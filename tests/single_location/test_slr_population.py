@@ -76,7 +76,7 @@ def _pairs(t, seed):
 # The fast tier checks the paper's point and gamma > 1 with few tokens; the slow tier
 # (CI) all five.
 POINTS = [
-    (20, 10, math.sqrt(0.5), 0.1, 0.1),
+    pytest.param(20, 10, math.sqrt(0.5), 0.1, 0.1, marks=pytest.mark.slow),
     pytest.param(20, 10, 1.0, 1.0, 0.2, marks=pytest.mark.slow),
     (5, 3, 1.3, 0.5, 0.2),
     pytest.param(50, 4, 0.7, 2.0, 0.0, marks=pytest.mark.slow),

@@ -43,7 +43,10 @@ def naive_posterior_mean(truth, X):
     return out_mean, out_var
 
 
-@pytest.mark.parametrize("d,L,gamma", [(2, 3, 0.7), (3, 5, 1.3), (6, 2, 0.4)])
+@pytest.mark.parametrize(
+    "d,L,gamma",
+    [(3, 5, 1.3)] + [pytest.param(*c, marks=pytest.mark.slow) for c in [(2, 3, 0.7), (6, 2, 0.4)]],
+)
 def test_bayes_predictor_matches_naive_enumeration(d, L, gamma):
     t = make_truth(jax.random.PRNGKey(d), d, L=L, gamma=gamma, noise_sd=0.2)
     X = np.asarray(simulate(jax.random.PRNGKey(1), t, 30)[0])
